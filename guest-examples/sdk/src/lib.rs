@@ -1,0 +1,141 @@
+//! Write sluicegate interceptors in Rust.
+//!
+//! Implement [`Interceptor`] and, for a WebAssembly component, call [`export!`] once:
+//!
+//! ```ignore
+//! use sluicegate_guest::{BatchView, Config, Interceptor, StreamContext, VerdictBuilder};
+//!
+//! pub struct DropPings;
+//!
+//! impl Interceptor for DropPings {
+//!     type Stream = ();
+//!     fn new(_config: &Config) -> Result<Self, String> { Ok(DropPings) }
+//!     fn open(&self, _context: &StreamContext) {}
+//!     fn process_batch(&self, _: &mut (), batch: BatchView<'_>, out: &mut VerdictBuilder) {
+//!         for event in batch.iter() {
+//!             if event.effective_type() == "ping" { out.drop() } else { out.keep() }
+//!         }
+//!     }
+//! }
+//!
+//! sluicegate_guest::export!(DropPings);
+//! ```
+//!
+//! Built with `cargo build --target wasm32-wasip2`, this is a component of the
+//! `sluicegate:interceptor/batch-interceptor` world. The same type also runs natively inside the
+//! proxy (`native:NAME`), which is how guest and native are compared on the same work.
+
+pub mod abi;
+mod batch;
+mod verdict;
+
+pub use batch::{BatchView, EventRef, LayoutError, Problem, check_event};
+pub use verdict::{Field, NewEvent, Replacement, VerdictBuilder};
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod guest;
+
+/// An interceptor: created once per instance from its configuration, it opens one
+/// [`Interceptor::Stream`] per event stream and answers each batch of that stream.
+///
+/// The lifecycle, in order, for every stream:
+/// 1. [`Interceptor::open`] when the upstream's event stream starts;
+/// 2. [`Interceptor::process_batch`] for every batch, in stream order;
+/// 3. [`Interceptor::finish`] once when the stream ends, whatever the reason.
+pub trait Interceptor: Sized + Send + Sync + 'static {
+    /// The state kept for one stream. Dropped after `finish`.
+    type Stream: Send;
+
+    /// Builds the interceptor from its configuration. An error makes the interceptor unusable;
+    /// the message is shown to the operator.
+    fn new(config: &Config) -> Result<Self, String>;
+
+    /// Starts a stream.
+    fn open(&self, context: &StreamContext) -> Self::Stream;
+
+    /// Decides the fate of every event of `batch` by pushing ops to `out`. Events that the ops do
+    /// not mention are kept (or dropped after [`VerdictBuilder::end`]).
+    fn process_batch(
+        &self,
+        stream: &mut Self::Stream,
+        batch: BatchView<'_>,
+        out: &mut VerdictBuilder,
+    );
+
+    /// Ends a stream. Events inserted into `out` are sent before the stream closes (unless the
+    /// client is gone). The default does nothing.
+    fn finish(&self, stream: &mut Self::Stream, reason: EndReason, out: &mut VerdictBuilder) {
+        let _ = (stream, reason, out);
+    }
+}
+
+/// What the proxy knows about a stream when it starts. Mirrors `stream-context` in the WIT.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamContext {
+    pub stream_id: String,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub request_headers: Vec<(String, String)>,
+    pub status: u16,
+    pub response_headers: Vec<(String, String)>,
+}
+
+impl StreamContext {
+    /// The first request header named `name` (lower case), if any.
+    pub fn request_header(&self, name: &str) -> Option<&str> {
+        self.request_headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first response header named `name` (lower case), if any.
+    pub fn response_header(&self, name: &str) -> Option<&str> {
+        self.response_headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a stream ended. Mirrors `end-reason` in the WIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    UpstreamClosed,
+    UpstreamFailed,
+    ClientGone,
+    EndedByInterceptor,
+    Shutdown,
+}
+
+/// An interceptor's configuration: the key/value table given to it in the proxy's config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    entries: Vec<(String, String)>,
+}
+
+impl Config {
+    /// A configuration from key/value pairs; later duplicates of a key win.
+    pub fn new(entries: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut entries: Vec<(String, String)> = entries.into_iter().collect();
+        entries.reverse();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        Config { entries }
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.entries[i].1.as_str())
+    }
+
+    /// Every pair, sorted by key.
+    pub fn entries(&self) -> &[(String, String)] {
+        &self.entries
+    }
+}

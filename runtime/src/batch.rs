@@ -1,0 +1,165 @@
+//! An owned batch in the wire layout of `wit/interceptor.wit`: the unit that moves through a
+//! chain of interceptors.
+
+use crate::sse::Event;
+use sluicegate_guest::abi::*;
+use sluicegate_guest::{BatchView, EventRef};
+
+/// A batch of events: one byte buffer and a flat index, reused from batch to batch.
+///
+/// Every way of filling a batch keeps the layout's guarantees (spans in range, UTF-8, no line
+/// breaks in types and ids), so [`Batch::view`] needs no check.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    bytes: Vec<u8>,
+    index: Vec<u32>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Empties the batch, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.index.clear();
+    }
+
+    /// The number of events.
+    pub fn len(&self) -> usize {
+        self.index.len() / STRIDE
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Bytes of field content held.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn index(&self) -> &[u32] {
+        &self.index
+    }
+
+    /// Borrowed access to the events.
+    pub fn view(&self) -> BatchView<'_> {
+        // SAFETY: every method that fills a batch maintains the layout.
+        unsafe { BatchView::new_unchecked(&self.bytes, &self.index) }
+    }
+
+    fn span(&mut self, value: Option<&[u8]>) -> (u32, u32) {
+        match value {
+            Some(v) => {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(v);
+                (start as u32, v.len() as u32)
+            }
+            None => (0, 0),
+        }
+    }
+
+    /// Appends fields that already meet the layout's guarantees.
+    pub(crate) fn push_fields(
+        &mut self,
+        comment: bool,
+        t: Option<&[u8]>,
+        d: Option<&[u8]>,
+        i: Option<&[u8]>,
+        r: Option<u32>,
+    ) {
+        let fields = if comment { COMMENT } else { 0 }
+            | if t.is_some() { HAS_TYPE } else { 0 }
+            | if d.is_some() && !comment { HAS_DATA } else { 0 }
+            | if i.is_some() { HAS_ID } else { 0 }
+            | if r.is_some() { HAS_RETRY } else { 0 };
+        let (ts, tl) = self.span(t);
+        let (ds, dl) = self.span(d);
+        let (is, il) = self.span(i);
+        debug_assert!(
+            self.bytes.len() <= MAX_WORD as usize,
+            "batch buffer over 2^31 bytes"
+        );
+        self.index
+            .extend_from_slice(&[fields, ts, tl, ds, dl, is, il, r.unwrap_or(0)]);
+    }
+
+    /// Appends a parsed event. The parser guarantees the field rules; an event built by hand that
+    /// breaks them (a type with a line break, an id with NUL) loses that field, as the encoder
+    /// would drop it.
+    pub fn push(&mut self, e: &Event) {
+        fn clean<'a>(v: &'a Option<bytes::Bytes>, bad: &[u8]) -> Option<&'a [u8]> {
+            v.as_deref()
+                .filter(|v| !v.iter().any(|b| bad.contains(b)) && std::str::from_utf8(v).is_ok())
+        }
+        if e.comment {
+            let text = clean(&e.data, b"\r\n").unwrap_or_default();
+            return self.push_fields(true, None, Some(text), None, None);
+        }
+        let retry = e.retry.map(|r| r.min(MAX_WORD));
+        self.push_fields(
+            false,
+            clean(&e.event_type, b"\r\n"),
+            clean(&e.data, b"\r"),
+            clean(&e.id, b"\r\n\0"),
+            retry,
+        );
+    }
+
+    /// Appends a copy of another batch's event.
+    pub fn push_ref(&mut self, e: &EventRef<'_>) {
+        match e.comment() {
+            Some(text) => self.push_fields(true, None, Some(text.as_bytes()), None, None),
+            None => self.push_fields(
+                false,
+                e.event_type().map(str::as_bytes),
+                e.data().map(str::as_bytes),
+                e.id().map(str::as_bytes),
+                e.retry(),
+            ),
+        }
+    }
+
+    /// Appends a copy of every event of `view`.
+    pub fn extend_from(&mut self, view: BatchView<'_>) {
+        for e in view.iter() {
+            self.push_ref(&e);
+        }
+    }
+
+    /// The events, as owned [`Event`]s (for tests and tools; copies every field).
+    pub fn to_events(&self) -> Vec<Event> {
+        self.view().iter().map(|e| to_event(&e)).collect()
+    }
+}
+
+/// An owned copy of a batch event.
+pub fn to_event(e: &EventRef<'_>) -> Event {
+    let own = |s: Option<&str>| s.map(|s| bytes::Bytes::copy_from_slice(s.as_bytes()));
+    match e.comment() {
+        Some(text) => Event::comment(bytes::Bytes::copy_from_slice(text.as_bytes())),
+        None => Event {
+            comment: false,
+            event_type: own(e.event_type()),
+            data: own(e.data()),
+            id: own(e.id()),
+            retry: e.retry(),
+        },
+    }
+}
+
+impl FromIterator<Event> for Batch {
+    fn from_iter<I: IntoIterator<Item = Event>>(iter: I) -> Self {
+        let mut batch = Batch::new();
+        for e in iter {
+            batch.push(&e);
+        }
+        batch
+    }
+}

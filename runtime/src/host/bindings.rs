@@ -1,0 +1,27 @@
+//! Host bindings generated from `wit/interceptor.wit`, one module per world. The event world
+//! reuses the batch world's `host` and `types` interfaces so that one `Host` impl serves both.
+
+pub mod batch {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "batch-interceptor",
+        // Batches are lowered straight from the host's buffers, without a copy into owned types.
+        ownership: Borrowing { duplicate_if_necessary: true },
+    });
+}
+
+pub mod event {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "event-interceptor",
+        with: {
+            "sluicegate:interceptor/host": super::batch::sluicegate::interceptor::host,
+        },
+    });
+}
+
+pub use batch::exports::sluicegate::interceptor::batch::{
+    Batch, EndReason, StreamContext, Verdict,
+};
+pub use batch::sluicegate::interceptor::host::Level;
+pub use event::exports::sluicegate::interceptor::event::{Action, Event};

@@ -1,0 +1,24 @@
+//! sluicegate: stream Server-Sent Events through sandboxed WebAssembly interceptors, in batches.
+//!
+//! The pieces, in the order an event meets them:
+//! - [`sse`]: the spec-exact codec (an incremental parser and an encoder);
+//! - [`batch`]: events in the wire layout of the WIT contract, one buffer per batch;
+//! - [`chain`]: an ordered list of [`interceptor::Interceptor`]s that a stream passes through;
+//! - [`host`]: the wasmtime host that runs component interceptors (both worlds);
+//! - [`native`] and [`legacy`]: native interceptors, and the per-event contract with its shim;
+//! - [`verdict`]: applying an interceptor's answer, with every check of the contract;
+//! - [`pipeline`]: parse, batch, chain, encode, without the network.
+
+pub mod batch;
+pub mod chain;
+pub mod examples;
+pub mod host;
+pub mod interceptor;
+pub mod legacy;
+pub mod native;
+pub mod pipeline;
+pub mod spec;
+pub mod sse;
+pub mod verdict;
+
+pub use sluicegate_guest::{Config, EndReason, StreamContext};

@@ -1,0 +1,142 @@
+//! Native interceptors: Rust types that implement [`sluicegate_guest::Interceptor`] run in the
+//! proxy's own process, with the same batch layout and the same verdict checks as a guest. The
+//! only difference left is the sandbox boundary, which is what a guest-against-native
+//! comparison measures.
+
+use crate::batch::Batch;
+use crate::interceptor::{Fault, Interceptor, InterceptorStream, World};
+use crate::legacy::{self, PerEvent};
+use crate::verdict::{Applied, apply, apply_finish};
+use sluicegate_guest::{Config, EndReason, StreamContext, VerdictBuilder};
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+/// The names `native:NAME` accepts: the native twins of the example guests.
+pub const NAMES: &[&str] = &[
+    "passthrough",
+    "legacy-passthrough",
+    "redact",
+    "drop",
+    "summary",
+];
+
+/// Builds the native twin called `name` with `config`.
+pub fn by_name(
+    name: &str,
+    config: &Config,
+    max_output: usize,
+) -> Result<Arc<dyn Interceptor>, String> {
+    let label = format!("native:{name}");
+    Ok(match name {
+        "passthrough" => Arc::new(Native::<passthrough::Passthrough>::new(
+            label, config, max_output,
+        )?),
+        "redact" => Arc::new(Native::<redact::Redact>::new(label, config, max_output)?),
+        "drop" => Arc::new(Native::<drop::Drop>::new(label, config, max_output)?),
+        "summary" => Arc::new(Native::<summary::Summary>::new(label, config, max_output)?),
+        "legacy-passthrough" => Arc::new(Native::<PerEvent<legacy::Passthrough>>::new(
+            label, config, max_output,
+        )?),
+        _ => {
+            return Err(format!(
+                "no native interceptor named `{name}` (known: {})",
+                NAMES.join(", ")
+            ));
+        }
+    })
+}
+
+/// A native interceptor served to the proxy.
+pub struct Native<T> {
+    name: String,
+    inner: Arc<T>,
+    max_output: usize,
+}
+
+impl<T: sluicegate_guest::Interceptor> Native<T> {
+    /// Builds `T` from `config`.
+    pub fn new(
+        name: impl Into<String>,
+        config: &Config,
+        max_output: usize,
+    ) -> Result<Self, String> {
+        let name = name.into();
+        let inner = T::new(config).map_err(|e| format!("{name}: invalid configuration: {e}"))?;
+        Ok(Native {
+            name,
+            inner: Arc::new(inner),
+            max_output,
+        })
+    }
+}
+
+impl<T: sluicegate_guest::Interceptor> Interceptor for Native<T> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn world(&self) -> World {
+        World::Batch
+    }
+
+    fn open(&self, context: &StreamContext) -> Result<Box<dyn InterceptorStream>, Fault> {
+        let inner = self.inner.clone();
+        let state = catch_unwind(AssertUnwindSafe(|| inner.open(context))).map_err(panic_fault)?;
+        Ok(Box::new(NativeStream {
+            inner,
+            state,
+            verdict: VerdictBuilder::new(),
+            max_output: self.max_output,
+        }))
+    }
+}
+
+struct NativeStream<T: sluicegate_guest::Interceptor> {
+    inner: Arc<T>,
+    state: T::Stream,
+    verdict: VerdictBuilder,
+    max_output: usize,
+}
+
+impl<T: sluicegate_guest::Interceptor> InterceptorStream for NativeStream<T> {
+    fn process(&mut self, input: &Batch, output: &mut Batch) -> Result<Applied, Fault> {
+        self.verdict.clear();
+        let (inner, state, verdict) = (&self.inner, &mut self.state, &mut self.verdict);
+        catch_unwind(AssertUnwindSafe(|| {
+            inner.process_batch(state, input.view(), verdict)
+        }))
+        .map_err(panic_fault)?;
+        self.verdict.complete(input.len());
+        Ok(apply(
+            input.view(),
+            self.verdict.ops(),
+            self.verdict.bytes(),
+            output,
+            self.max_output,
+        )?)
+    }
+
+    fn finish(&mut self, reason: EndReason, output: &mut Batch) -> Result<Applied, Fault> {
+        self.verdict.clear();
+        let (inner, state, verdict) = (&self.inner, &mut self.state, &mut self.verdict);
+        catch_unwind(AssertUnwindSafe(|| inner.finish(state, reason, verdict)))
+            .map_err(panic_fault)?;
+        self.verdict.complete(0);
+        Ok(apply_finish(
+            self.verdict.ops(),
+            self.verdict.bytes(),
+            output,
+            self.max_output,
+        )?)
+    }
+}
+
+fn panic_fault(payload: Box<dyn Any + Send>) -> Fault {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into());
+    Fault::Trap(format!("native interceptor panicked: {msg}"))
+}

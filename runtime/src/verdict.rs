@@ -1,0 +1,252 @@
+//! Applying an interceptor's verdict to its input batch, with every check of the contract.
+//!
+//! Guest and native interceptors both end here, so both get the same validation and the same
+//! semantics.
+
+use crate::batch::Batch;
+use sluicegate_guest::abi::*;
+use sluicegate_guest::{BatchView, Problem, check_event};
+use std::fmt;
+
+/// What a verdict did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// The output is the input, unchanged: the caller may skip the copy and reuse the input.
+    pub unchanged: bool,
+    /// The stream ends after this output.
+    pub ended: bool,
+}
+
+/// A verdict that breaks the contract. Nothing of it is forwarded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerdictError {
+    /// An op word that is not a known op.
+    UnknownOp { at: usize, op: u32 },
+    /// The ops end in the middle of an op.
+    Truncated { at: usize },
+    /// The ops consume more input events than the batch has.
+    Overrun { at: usize, batch_len: usize },
+    /// The ops consume fewer input events than the batch has.
+    CountMismatch { consumed: usize, batch_len: usize },
+    /// `end` is not the last op.
+    EndNotLast { at: usize },
+    /// A `replace` or `insert` describes an invalid event.
+    InvalidEvent { at: usize, problem: Problem },
+    /// A `replace` both sets and inherits a field, or inherits into a comment.
+    ConflictingFields { at: usize },
+    /// An `insert`-only verdict (from `finish`) consumed input.
+    NotInsertOnly { at: usize },
+    /// The output is larger than the allowed maximum.
+    OutputTooLarge { bytes: usize, limit: usize },
+}
+
+impl fmt::Display for VerdictError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerdictError::UnknownOp { at, op } => write!(f, "unknown op {op} at word {at}"),
+            VerdictError::Truncated { at } => write!(f, "the op at word {at} is cut short"),
+            VerdictError::Overrun { at, batch_len } => {
+                write!(
+                    f,
+                    "the op at word {at} consumes past the end of the batch ({batch_len} events)"
+                )
+            }
+            VerdictError::CountMismatch {
+                consumed,
+                batch_len,
+            } => {
+                write!(
+                    f,
+                    "the ops account for {consumed} of the batch's {batch_len} events"
+                )
+            }
+            VerdictError::EndNotLast { at } => write!(f, "`end` at word {at} is not the last op"),
+            VerdictError::InvalidEvent { at, problem } => {
+                write!(f, "the event at word {at} is invalid: {problem}")
+            }
+            VerdictError::ConflictingFields { at } => {
+                write!(
+                    f,
+                    "the replacement at word {at} both sets and inherits a field, or inherits into a comment"
+                )
+            }
+            VerdictError::NotInsertOnly { at } => write!(
+                f,
+                "`finish` may only insert events, but word {at} consumes input"
+            ),
+            VerdictError::OutputTooLarge { bytes, limit } => {
+                write!(
+                    f,
+                    "the output holds {bytes} bytes, over the limit of {limit}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for VerdictError {}
+
+/// Runs `ops` over `input`, writing the output events to `out` (cleared first).
+///
+/// If the ops keep every event and nothing else, `out` is left empty and the result says
+/// `unchanged`: the caller forwards `input` itself, with no copy. `max_output` bounds the
+/// output's field bytes. On error `out` holds garbage and must not be forwarded.
+pub fn apply(
+    input: BatchView<'_>,
+    ops: &[u32],
+    bytes: &[u8],
+    out: &mut Batch,
+    max_output: usize,
+) -> Result<Applied, VerdictError> {
+    out.clear();
+    let batch_len = input.len();
+    if ops == [OP_KEEP, batch_len as u32] || (batch_len == 0 && ops.is_empty()) {
+        return Ok(Applied {
+            unchanged: true,
+            ended: false,
+        });
+    }
+    let mut next = 0; // the next input event
+    let mut at = 0; // the current op word
+    let mut ended = false;
+    while at < ops.len() {
+        if ended {
+            return Err(VerdictError::EndNotLast { at });
+        }
+        match ops[at] {
+            op @ (OP_KEEP | OP_DROP) => {
+                let count = *ops.get(at + 1).ok_or(VerdictError::Truncated { at })? as usize;
+                if count > batch_len - next {
+                    return Err(VerdictError::Overrun { at, batch_len });
+                }
+                for i in next..next + count {
+                    let e = input.get(i).expect("index checked above");
+                    if op == OP_KEEP {
+                        out.push_ref(&e);
+                    } else if !e.is_comment() && (e.id().is_some() || e.retry().is_some()) {
+                        // Dropping the event keeps the client's resumption point and retry.
+                        out.push_fields(false, None, None, e.id().map(str::as_bytes), e.retry());
+                    }
+                }
+                next += count;
+                at += 2;
+            }
+            op @ (OP_REPLACE | OP_INSERT) => {
+                let words = ops
+                    .get(at + 1..at + 1 + STRIDE)
+                    .ok_or(VerdictError::Truncated { at })?;
+                let extra = if op == OP_REPLACE { INHERIT_BITS } else { 0 };
+                check_event(words, bytes, extra)
+                    .map_err(|problem| VerdictError::InvalidEvent { at, problem })?;
+                let span = |w: usize| -> &[u8] {
+                    let start = words[w] as usize;
+                    &bytes[start..start + words[w + 1] as usize]
+                };
+                let fields = words[W_FIELDS];
+                let set = |bit: u32, w: usize| (fields & bit != 0).then(|| span(w));
+                if fields & COMMENT != 0 {
+                    if fields & INHERIT_BITS != 0 {
+                        return Err(VerdictError::ConflictingFields { at });
+                    }
+                    out.push_fields(true, None, Some(span(W_DATA)), None, None);
+                } else if op == OP_INSERT {
+                    let retry = (fields & HAS_RETRY != 0).then(|| words[W_RETRY]);
+                    out.push_fields(
+                        false,
+                        set(HAS_TYPE, W_TYPE),
+                        set(HAS_DATA, W_DATA),
+                        set(HAS_ID, W_ID),
+                        retry,
+                    );
+                } else {
+                    let Some(original) = input.get(next) else {
+                        return Err(VerdictError::Overrun { at, batch_len });
+                    };
+                    let both = ((fields & INHERIT_BITS) >> 8)
+                        & fields
+                        & (HAS_TYPE | HAS_DATA | HAS_ID | HAS_RETRY);
+                    if both != 0 {
+                        return Err(VerdictError::ConflictingFields { at });
+                    }
+                    fn pick<'a>(
+                        fields: u32,
+                        own: Option<&'a [u8]>,
+                        inherit: u32,
+                        theirs: Option<&'a str>,
+                    ) -> Option<&'a [u8]> {
+                        if fields & inherit != 0 {
+                            theirs.map(str::as_bytes)
+                        } else {
+                            own
+                        }
+                    }
+                    let retry = if fields & INHERIT_RETRY != 0 {
+                        original.retry()
+                    } else {
+                        (fields & HAS_RETRY != 0).then(|| words[W_RETRY])
+                    };
+                    out.push_fields(
+                        false,
+                        pick(
+                            fields,
+                            set(HAS_TYPE, W_TYPE),
+                            INHERIT_TYPE,
+                            original.event_type(),
+                        ),
+                        pick(fields, set(HAS_DATA, W_DATA), INHERIT_DATA, original.data()),
+                        pick(fields, set(HAS_ID, W_ID), INHERIT_ID, original.id()),
+                        retry,
+                    );
+                }
+                if op == OP_REPLACE {
+                    next += 1;
+                }
+                at += 1 + STRIDE;
+            }
+            OP_END => {
+                ended = true;
+                at += 1;
+            }
+            op => return Err(VerdictError::UnknownOp { at, op }),
+        }
+        if out.byte_len() > max_output {
+            return Err(VerdictError::OutputTooLarge {
+                bytes: out.byte_len(),
+                limit: max_output,
+            });
+        }
+    }
+    if next != batch_len {
+        return Err(VerdictError::CountMismatch {
+            consumed: next,
+            batch_len,
+        });
+    }
+    Ok(Applied {
+        unchanged: false,
+        ended,
+    })
+}
+
+/// Applies the verdict of a `finish` call: it may only insert events and end.
+pub fn apply_finish(
+    ops: &[u32],
+    bytes: &[u8],
+    out: &mut Batch,
+    max_output: usize,
+) -> Result<Applied, VerdictError> {
+    let mut at = 0;
+    while at < ops.len() {
+        match ops[at] {
+            OP_INSERT => at += 1 + STRIDE,
+            OP_END => at += 1,
+            _ => return Err(VerdictError::NotInsertOnly { at }),
+        }
+    }
+    let empty = Batch::new();
+    apply(empty.view(), ops, bytes, out, max_output)?;
+    Ok(Applied {
+        unchanged: false,
+        ended: true,
+    })
+}
