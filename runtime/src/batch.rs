@@ -82,12 +82,8 @@ impl Batch {
         let (ts, tl) = self.span(t);
         let (ds, dl) = self.span(d);
         let (is, il) = self.span(i);
-        debug_assert!(
-            self.bytes.len() <= MAX_WORD as usize,
-            "batch buffer over 2^31 bytes"
-        );
-        self.index
-            .extend_from_slice(&[fields, ts, tl, ds, dl, is, il, r.unwrap_or(0)]);
+        debug_assert!(self.bytes.len() <= MAX_WORD as usize, "batch buffer over 2^31 bytes");
+        self.index.extend_from_slice(&[fields, ts, tl, ds, dl, is, il, r.unwrap_or(0)]);
     }
 
     /// Appends a parsed event. The parser guarantees the field rules; an event built by hand that
@@ -95,21 +91,14 @@ impl Batch {
     /// would drop it.
     pub fn push(&mut self, e: &Event) {
         fn clean<'a>(v: &'a Option<bytes::Bytes>, bad: &[u8]) -> Option<&'a [u8]> {
-            v.as_deref()
-                .filter(|v| !v.iter().any(|b| bad.contains(b)) && std::str::from_utf8(v).is_ok())
+            v.as_deref().filter(|v| !v.iter().any(|b| bad.contains(b)) && std::str::from_utf8(v).is_ok())
         }
         if e.comment {
             let text = clean(&e.data, b"\r\n").unwrap_or_default();
             return self.push_fields(true, None, Some(text), None, None);
         }
         let retry = e.retry.map(|r| r.min(MAX_WORD));
-        self.push_fields(
-            false,
-            clean(&e.event_type, b"\r\n"),
-            clean(&e.data, b"\r"),
-            clean(&e.id, b"\r\n\0"),
-            retry,
-        );
+        self.push_fields(false, clean(&e.event_type, b"\r\n"), clean(&e.data, b"\r"), clean(&e.id, b"\r\n\0"), retry);
     }
 
     /// Appends a copy of another batch's event.

@@ -29,17 +29,11 @@ impl Chain {
     pub fn open(&self, context: &StreamContext) -> Result<ChainStream, ChainFault> {
         let mut streams = Vec::with_capacity(self.links.len());
         for (link, interceptor) in self.links.iter().enumerate() {
-            let stream = interceptor
-                .open(context)
-                .map_err(|fault| ChainFault::new(link, interceptor.as_ref(), fault))?;
+            let stream =
+                interceptor.open(context).map_err(|fault| ChainFault::new(link, interceptor.as_ref(), fault))?;
             streams.push(stream);
         }
-        Ok(ChainStream {
-            links: self.links.clone(),
-            streams,
-            spare: Batch::new(),
-            ended: false,
-        })
+        Ok(ChainStream { links: self.links.clone(), streams, spare: Batch::new(), ended: false })
     }
 }
 
@@ -55,21 +49,13 @@ pub struct ChainFault {
 
 impl ChainFault {
     fn new(link: usize, interceptor: &dyn Interceptor, fault: Fault) -> Self {
-        ChainFault {
-            link,
-            name: interceptor.name().to_string(),
-            fault,
-        }
+        ChainFault { link, name: interceptor.name().to_string(), fault }
     }
 }
 
 impl fmt::Display for ChainFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "interceptor {} ({}) {}",
-            self.link, self.name, self.fault
-        )
+        write!(f, "interceptor {} ({}) {}", self.link, self.name, self.fault)
     }
 }
 

@@ -5,10 +5,7 @@ include!(concat!(env!("OUT_DIR"), "/examples.rs"));
 
 /// The component bytes of example `name`.
 pub fn component(name: &str) -> Option<&'static [u8]> {
-    EXAMPLES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, bytes)| *bytes)
+    EXAMPLES.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
 }
 
 /// The names of every example.

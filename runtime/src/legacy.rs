@@ -4,9 +4,7 @@
 //! verdict ops. The result is the same verdict a batch interceptor doing the same work would
 //! return, so both go through the same checks and reach the client identically.
 
-use sluicegate_guest::{
-    BatchView, Config, EventRef, Interceptor, NewEvent, StreamContext, VerdictBuilder,
-};
+use sluicegate_guest::{BatchView, Config, EventRef, Interceptor, NewEvent, StreamContext, VerdictBuilder};
 
 pub use crate::host::bindings::{Action, Event};
 
@@ -65,13 +63,7 @@ pub fn shim<E>(
 pub fn to_legacy(e: &EventRef<'_>) -> Event {
     let own = |s: Option<&str>| s.map(str::to_string);
     match e.comment() {
-        Some(text) => Event {
-            comment: true,
-            event_type: None,
-            data: Some(text.to_string()),
-            id: None,
-            retry: None,
-        },
+        Some(text) => Event { comment: true, event_type: None, data: Some(text.to_string()), id: None, retry: None },
         None => Event {
             comment: false,
             event_type: own(e.event_type()),

@@ -10,11 +10,7 @@ use sluicegate::{Config, StreamContext};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "sluicegate",
-    version,
-    about = "Stream Server-Sent Events through sandboxed WebAssembly interceptors"
-)]
+#[command(name = "sluicegate", version, about = "Stream Server-Sent Events through sandboxed WebAssembly interceptors")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,8 +38,7 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICEGATE_LOG")
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SLUICEGATE_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -58,26 +53,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run {
-            interceptors,
-            settings,
-            max_batch_events,
-        } => {
+        Command::Run { interceptors, settings, max_batch_events } => {
             let runtime = Runtime::new(Limits::default())?;
             let mut configs = vec![Vec::new(); interceptors.len()];
             for setting in &settings {
-                let (position, entry) =
-                    setting.split_once('.').context("--set takes N.KEY=VALUE")?;
+                let (position, entry) = setting.split_once('.').context("--set takes N.KEY=VALUE")?;
                 let (key, value) = entry.split_once('=').context("--set takes N.KEY=VALUE")?;
-                let n: usize = position.parse().with_context(|| {
-                    format!("--set {setting}: `{position}` is not a chain position")
-                })?;
-                let slot = configs.get_mut(n).with_context(|| {
-                    format!(
-                        "--set {setting}: the chain has {} interceptors",
-                        interceptors.len()
-                    )
-                })?;
+                let n: usize = position
+                    .parse()
+                    .with_context(|| format!("--set {setting}: `{position}` is not a chain position"))?;
+                let slot = configs
+                    .get_mut(n)
+                    .with_context(|| format!("--set {setting}: the chain has {} interceptors", interceptors.len()))?;
                 slot.push((key.to_string(), value.to_string()));
             }
             let links = interceptors
@@ -93,22 +80,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let mut stream = Chain::new(links).open(&context)?;
-            let limits = BatchLimits {
-                max_events: max_batch_events.max(1),
-                ..BatchLimits::default()
-            };
-            let stats = pipeline::run(
-                std::io::stdin().lock(),
-                std::io::stdout().lock(),
-                &mut stream,
-                limits,
-                64 * 1024,
-            )?;
+            let limits = BatchLimits { max_events: max_batch_events.max(1), ..BatchLimits::default() };
+            let stats =
+                pipeline::run(std::io::stdin().lock(), std::io::stdout().lock(), &mut stream, limits, 64 * 1024)?;
             if stats.discarded_tail > 0 {
-                tracing::warn!(
-                    bytes = stats.discarded_tail,
-                    "discarded an unterminated event at the end of the input"
-                );
+                tracing::warn!(bytes = stats.discarded_tail, "discarded an unterminated event at the end of the input");
             }
             tracing::debug!(?stats, "done");
             Ok(())

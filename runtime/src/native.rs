@@ -13,36 +13,19 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// The names `native:NAME` accepts: the native twins of the example guests.
-pub const NAMES: &[&str] = &[
-    "passthrough",
-    "legacy-passthrough",
-    "redact",
-    "drop",
-    "summary",
-];
+pub const NAMES: &[&str] = &["passthrough", "legacy-passthrough", "redact", "drop", "summary"];
 
 /// Builds the native twin called `name` with `config`.
-pub fn by_name(
-    name: &str,
-    config: &Config,
-    max_output: usize,
-) -> Result<Arc<dyn Interceptor>, String> {
+pub fn by_name(name: &str, config: &Config, max_output: usize) -> Result<Arc<dyn Interceptor>, String> {
     let label = format!("native:{name}");
     Ok(match name {
-        "passthrough" => Arc::new(Native::<passthrough::Passthrough>::new(
-            label, config, max_output,
-        )?),
+        "passthrough" => Arc::new(Native::<passthrough::Passthrough>::new(label, config, max_output)?),
         "redact" => Arc::new(Native::<redact::Redact>::new(label, config, max_output)?),
         "drop" => Arc::new(Native::<drop::Drop>::new(label, config, max_output)?),
         "summary" => Arc::new(Native::<summary::Summary>::new(label, config, max_output)?),
-        "legacy-passthrough" => Arc::new(Native::<PerEvent<legacy::Passthrough>>::new(
-            label, config, max_output,
-        )?),
+        "legacy-passthrough" => Arc::new(Native::<PerEvent<legacy::Passthrough>>::new(label, config, max_output)?),
         _ => {
-            return Err(format!(
-                "no native interceptor named `{name}` (known: {})",
-                NAMES.join(", ")
-            ));
+            return Err(format!("no native interceptor named `{name}` (known: {})", NAMES.join(", ")));
         }
     })
 }
@@ -56,18 +39,10 @@ pub struct Native<T> {
 
 impl<T: sluicegate_guest::Interceptor> Native<T> {
     /// Builds `T` from `config`.
-    pub fn new(
-        name: impl Into<String>,
-        config: &Config,
-        max_output: usize,
-    ) -> Result<Self, String> {
+    pub fn new(name: impl Into<String>, config: &Config, max_output: usize) -> Result<Self, String> {
         let name = name.into();
         let inner = T::new(config).map_err(|e| format!("{name}: invalid configuration: {e}"))?;
-        Ok(Native {
-            name,
-            inner: Arc::new(inner),
-            max_output,
-        })
+        Ok(Native { name, inner: Arc::new(inner), max_output })
     }
 }
 
@@ -83,12 +58,7 @@ impl<T: sluicegate_guest::Interceptor> Interceptor for Native<T> {
     fn open(&self, context: &StreamContext) -> Result<Box<dyn InterceptorStream>, Fault> {
         let inner = self.inner.clone();
         let state = catch_unwind(AssertUnwindSafe(|| inner.open(context))).map_err(panic_fault)?;
-        Ok(Box::new(NativeStream {
-            inner,
-            state,
-            verdict: VerdictBuilder::new(),
-            max_output: self.max_output,
-        }))
+        Ok(Box::new(NativeStream { inner, state, verdict: VerdictBuilder::new(), max_output: self.max_output }))
     }
 }
 
@@ -103,32 +73,17 @@ impl<T: sluicegate_guest::Interceptor> InterceptorStream for NativeStream<T> {
     fn process(&mut self, input: &Batch, output: &mut Batch) -> Result<Applied, Fault> {
         self.verdict.clear();
         let (inner, state, verdict) = (&self.inner, &mut self.state, &mut self.verdict);
-        catch_unwind(AssertUnwindSafe(|| {
-            inner.process_batch(state, input.view(), verdict)
-        }))
-        .map_err(panic_fault)?;
+        catch_unwind(AssertUnwindSafe(|| inner.process_batch(state, input.view(), verdict))).map_err(panic_fault)?;
         self.verdict.complete(input.len());
-        Ok(apply(
-            input.view(),
-            self.verdict.ops(),
-            self.verdict.bytes(),
-            output,
-            self.max_output,
-        )?)
+        Ok(apply(input.view(), self.verdict.ops(), self.verdict.bytes(), output, self.max_output)?)
     }
 
     fn finish(&mut self, reason: EndReason, output: &mut Batch) -> Result<Applied, Fault> {
         self.verdict.clear();
         let (inner, state, verdict) = (&self.inner, &mut self.state, &mut self.verdict);
-        catch_unwind(AssertUnwindSafe(|| inner.finish(state, reason, verdict)))
-            .map_err(panic_fault)?;
+        catch_unwind(AssertUnwindSafe(|| inner.finish(state, reason, verdict))).map_err(panic_fault)?;
         self.verdict.complete(0);
-        Ok(apply_finish(
-            self.verdict.ops(),
-            self.verdict.bytes(),
-            output,
-            self.max_output,
-        )?)
+        Ok(apply_finish(self.verdict.ops(), self.verdict.bytes(), output, self.max_output)?)
     }
 }
 

@@ -17,10 +17,7 @@ pub struct BatchLimits {
 
 impl Default for BatchLimits {
     fn default() -> Self {
-        BatchLimits {
-            max_events: 256,
-            max_bytes: 256 * 1024,
-        }
+        BatchLimits { max_events: 256, max_bytes: 256 * 1024 }
     }
 }
 
@@ -28,9 +25,7 @@ impl Default for BatchLimits {
 /// larger than `max_bytes` still makes a batch of its own). Returns how many were added.
 pub fn fill_batch(parser: &mut Parser, batch: &mut Batch, limits: BatchLimits) -> usize {
     let mut added = 0;
-    while batch.len() < limits.max_events
-        && (batch.is_empty() || batch.byte_len() < limits.max_bytes)
-    {
+    while batch.len() < limits.max_events && (batch.is_empty() || batch.byte_len() < limits.max_bytes) {
         match parser.next() {
             Some(event) => {
                 batch.push(&event);
@@ -107,23 +102,24 @@ pub fn run(
             stats.events_out += batch.len() as u64;
             encoded.clear();
             sse::encode_batch(&mut encoded, batch.view());
-            output
-                .write_all(&encoded)
-                .and_then(|_| output.flush())
-                .map_err(RunError::Io)?;
+            output.write_all(&encoded).and_then(|_| output.flush()).map_err(RunError::Io)?;
             if ended {
                 stats.ended_by_interceptor = true;
-                let tail = chain
-                    .finish(EndReason::EndedByInterceptor)
-                    .map_err(RunError::Fault)?;
+                let tail = chain.finish(EndReason::EndedByInterceptor).map_err(RunError::Fault)?;
                 return write_tail(&mut output, &tail, stats, &mut encoded);
             }
         }
     }
-    stats.discarded_tail = parser.finish();
-    let tail = chain
-        .finish(EndReason::UpstreamClosed)
-        .map_err(RunError::Fault)?;
+    let last = parser.finish();
+    stats.discarded_tail = parser.discarded();
+    let mut tail = Batch::new();
+    if let Some(retry) = last {
+        tail.push(&retry);
+        stats.events_in += 1;
+        chain.process(&mut tail).map_err(RunError::Fault)?;
+    }
+    let finished = chain.finish(EndReason::UpstreamClosed).map_err(RunError::Fault)?;
+    tail.extend_from(finished.view());
     write_tail(&mut output, &tail, stats, &mut encoded)
 }
 
@@ -136,9 +132,6 @@ fn write_tail(
     stats.events_out += tail.len() as u64;
     encoded.clear();
     sse::encode_batch(encoded, tail.view());
-    output
-        .write_all(encoded)
-        .and_then(|_| output.flush())
-        .map_err(RunError::Io)?;
+    output.write_all(encoded).and_then(|_| output.flush()).map_err(RunError::Io)?;
     Ok(stats)
 }

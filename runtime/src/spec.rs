@@ -36,10 +36,7 @@ impl FromStr for Spec {
         }
         if let Some(name) = s.strip_prefix("native:") {
             if !native::NAMES.contains(&name) {
-                return Err(format!(
-                    "no native interceptor named `{name}` (known: {})",
-                    native::NAMES.join(", ")
-                ));
+                return Err(format!("no native interceptor named `{name}` (known: {})", native::NAMES.join(", ")));
             }
             return Ok(Spec::Native(name.into()));
         }
@@ -66,19 +63,15 @@ impl Spec {
         let name = self.to_string();
         match self {
             Spec::Component(path) => {
-                let wasm = std::fs::read(path)
-                    .with_context(|| format!("reading component {}", path.display()))?;
+                let wasm = std::fs::read(path).with_context(|| format!("reading component {}", path.display()))?;
                 Ok(Arc::new(runtime.load(&name, &wasm, config)?))
             }
             Spec::Example(example) => {
-                let Some(wasm) = examples::component(example) else {
-                    bail!("no example named `{example}`")
-                };
+                let Some(wasm) = examples::component(example) else { bail!("no example named `{example}`") };
                 Ok(Arc::new(runtime.load(&name, wasm, config)?))
             }
             Spec::Native(native) => {
-                native::by_name(native, &config, runtime.limits().max_output_bytes)
-                    .map_err(anyhow::Error::msg)
+                native::by_name(native, &config, runtime.limits().max_output_bytes).map_err(anyhow::Error::msg)
             }
         }
     }

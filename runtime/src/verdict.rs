@@ -46,39 +46,23 @@ impl fmt::Display for VerdictError {
             VerdictError::UnknownOp { at, op } => write!(f, "unknown op {op} at word {at}"),
             VerdictError::Truncated { at } => write!(f, "the op at word {at} is cut short"),
             VerdictError::Overrun { at, batch_len } => {
-                write!(
-                    f,
-                    "the op at word {at} consumes past the end of the batch ({batch_len} events)"
-                )
+                write!(f, "the op at word {at} consumes past the end of the batch ({batch_len} events)")
             }
-            VerdictError::CountMismatch {
-                consumed,
-                batch_len,
-            } => {
-                write!(
-                    f,
-                    "the ops account for {consumed} of the batch's {batch_len} events"
-                )
+            VerdictError::CountMismatch { consumed, batch_len } => {
+                write!(f, "the ops account for {consumed} of the batch's {batch_len} events")
             }
             VerdictError::EndNotLast { at } => write!(f, "`end` at word {at} is not the last op"),
             VerdictError::InvalidEvent { at, problem } => {
                 write!(f, "the event at word {at} is invalid: {problem}")
             }
             VerdictError::ConflictingFields { at } => {
-                write!(
-                    f,
-                    "the replacement at word {at} both sets and inherits a field, or inherits into a comment"
-                )
+                write!(f, "the replacement at word {at} both sets and inherits a field, or inherits into a comment")
             }
-            VerdictError::NotInsertOnly { at } => write!(
-                f,
-                "`finish` may only insert events, but word {at} consumes input"
-            ),
+            VerdictError::NotInsertOnly { at } => {
+                write!(f, "`finish` may only insert events, but word {at} consumes input")
+            }
             VerdictError::OutputTooLarge { bytes, limit } => {
-                write!(
-                    f,
-                    "the output holds {bytes} bytes, over the limit of {limit}"
-                )
+                write!(f, "the output holds {bytes} bytes, over the limit of {limit}")
             }
         }
     }
@@ -101,10 +85,7 @@ pub fn apply(
     out.clear();
     let batch_len = input.len();
     if ops == [OP_KEEP, batch_len as u32] || (batch_len == 0 && ops.is_empty()) {
-        return Ok(Applied {
-            unchanged: true,
-            ended: false,
-        });
+        return Ok(Applied { unchanged: true, ended: false });
     }
     let mut next = 0; // the next input event
     let mut at = 0; // the current op word
@@ -132,12 +113,9 @@ pub fn apply(
                 at += 2;
             }
             op @ (OP_REPLACE | OP_INSERT) => {
-                let words = ops
-                    .get(at + 1..at + 1 + STRIDE)
-                    .ok_or(VerdictError::Truncated { at })?;
+                let words = ops.get(at + 1..at + 1 + STRIDE).ok_or(VerdictError::Truncated { at })?;
                 let extra = if op == OP_REPLACE { INHERIT_BITS } else { 0 };
-                check_event(words, bytes, extra)
-                    .map_err(|problem| VerdictError::InvalidEvent { at, problem })?;
+                check_event(words, bytes, extra).map_err(|problem| VerdictError::InvalidEvent { at, problem })?;
                 let span = |w: usize| -> &[u8] {
                     let start = words[w] as usize;
                     &bytes[start..start + words[w + 1] as usize]
@@ -151,20 +129,12 @@ pub fn apply(
                     out.push_fields(true, None, Some(span(W_DATA)), None, None);
                 } else if op == OP_INSERT {
                     let retry = (fields & HAS_RETRY != 0).then(|| words[W_RETRY]);
-                    out.push_fields(
-                        false,
-                        set(HAS_TYPE, W_TYPE),
-                        set(HAS_DATA, W_DATA),
-                        set(HAS_ID, W_ID),
-                        retry,
-                    );
+                    out.push_fields(false, set(HAS_TYPE, W_TYPE), set(HAS_DATA, W_DATA), set(HAS_ID, W_ID), retry);
                 } else {
                     let Some(original) = input.get(next) else {
                         return Err(VerdictError::Overrun { at, batch_len });
                     };
-                    let both = ((fields & INHERIT_BITS) >> 8)
-                        & fields
-                        & (HAS_TYPE | HAS_DATA | HAS_ID | HAS_RETRY);
+                    let both = ((fields & INHERIT_BITS) >> 8) & fields & (HAS_TYPE | HAS_DATA | HAS_ID | HAS_RETRY);
                     if both != 0 {
                         return Err(VerdictError::ConflictingFields { at });
                     }
@@ -174,11 +144,7 @@ pub fn apply(
                         inherit: u32,
                         theirs: Option<&'a str>,
                     ) -> Option<&'a [u8]> {
-                        if fields & inherit != 0 {
-                            theirs.map(str::as_bytes)
-                        } else {
-                            own
-                        }
+                        if fields & inherit != 0 { theirs.map(str::as_bytes) } else { own }
                     }
                     let retry = if fields & INHERIT_RETRY != 0 {
                         original.retry()
@@ -187,12 +153,7 @@ pub fn apply(
                     };
                     out.push_fields(
                         false,
-                        pick(
-                            fields,
-                            set(HAS_TYPE, W_TYPE),
-                            INHERIT_TYPE,
-                            original.event_type(),
-                        ),
+                        pick(fields, set(HAS_TYPE, W_TYPE), INHERIT_TYPE, original.event_type()),
                         pick(fields, set(HAS_DATA, W_DATA), INHERIT_DATA, original.data()),
                         pick(fields, set(HAS_ID, W_ID), INHERIT_ID, original.id()),
                         retry,
@@ -210,31 +171,17 @@ pub fn apply(
             op => return Err(VerdictError::UnknownOp { at, op }),
         }
         if out.byte_len() > max_output {
-            return Err(VerdictError::OutputTooLarge {
-                bytes: out.byte_len(),
-                limit: max_output,
-            });
+            return Err(VerdictError::OutputTooLarge { bytes: out.byte_len(), limit: max_output });
         }
     }
     if next != batch_len {
-        return Err(VerdictError::CountMismatch {
-            consumed: next,
-            batch_len,
-        });
+        return Err(VerdictError::CountMismatch { consumed: next, batch_len });
     }
-    Ok(Applied {
-        unchanged: false,
-        ended,
-    })
+    Ok(Applied { unchanged: false, ended })
 }
 
 /// Applies the verdict of a `finish` call: it may only insert events and end.
-pub fn apply_finish(
-    ops: &[u32],
-    bytes: &[u8],
-    out: &mut Batch,
-    max_output: usize,
-) -> Result<Applied, VerdictError> {
+pub fn apply_finish(ops: &[u32], bytes: &[u8], out: &mut Batch, max_output: usize) -> Result<Applied, VerdictError> {
     let mut at = 0;
     while at < ops.len() {
         match ops[at] {
@@ -245,8 +192,5 @@ pub fn apply_finish(
     }
     let empty = Batch::new();
     apply(empty.view(), ops, bytes, out, max_output)?;
-    Ok(Applied {
-        unchanged: false,
-        ended: true,
-    })
+    Ok(Applied { unchanged: false, ended: true })
 }

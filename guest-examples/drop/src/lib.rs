@@ -13,12 +13,7 @@ impl Interceptor for Drop {
 
     fn new(config: &Config) -> Result<Self, String> {
         let list = config.get("types").unwrap_or("ping");
-        let types: Vec<String> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(String::from)
-            .collect();
+        let types: Vec<String> = list.split(',').map(str::trim).filter(|t| !t.is_empty()).map(String::from).collect();
         Ok(Drop { types })
     }
 

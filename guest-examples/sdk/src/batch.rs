@@ -43,18 +43,13 @@ impl<'a> BatchView<'a> {
     /// The `i`-th event, or none past the end.
     pub fn get(&self, i: usize) -> Option<EventRef<'a>> {
         let words = self.index.get(i * STRIDE..(i + 1) * STRIDE)?;
-        Some(EventRef {
-            bytes: self.bytes,
-            words,
-        })
+        Some(EventRef { bytes: self.bytes, words })
     }
 
     /// Every event, in stream order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = EventRef<'a>> + 'a {
         let bytes = self.bytes;
-        self.index
-            .chunks_exact(STRIDE)
-            .map(move |words| EventRef { bytes, words })
+        self.index.chunks_exact(STRIDE).map(move |words| EventRef { bytes, words })
     }
 
     /// The raw buffer.
@@ -133,11 +128,7 @@ impl<'a> EventRef<'a> {
 
     /// The data (the `data:` lines joined with LF), if this is a message.
     pub fn data(&self) -> Option<&'a str> {
-        if self.is_comment() {
-            None
-        } else {
-            self.field(HAS_DATA, W_DATA)
-        }
+        if self.is_comment() { None } else { self.field(HAS_DATA, W_DATA) }
     }
 
     /// The `id:` field, if present.
@@ -239,11 +230,7 @@ pub fn check_event(words: &[u32], bytes: &[u8], extra_bits: u32) -> Result<(), P
         return Err(Problem::UnknownBits(fields & !(FIELD_BITS | extra_bits)));
     }
     if words.iter().any(|&w| w > MAX_WORD) {
-        return Err(if words[W_RETRY] > MAX_WORD {
-            Problem::RetryTooLarge
-        } else {
-            Problem::WordTooLarge
-        });
+        return Err(if words[W_RETRY] > MAX_WORD { Problem::RetryTooLarge } else { Problem::WordTooLarge });
     }
     let span = |at: usize| -> Result<&str, Problem> {
         let start = words[at] as usize;
@@ -266,11 +253,7 @@ pub fn check_event(words: &[u32], bytes: &[u8], extra_bits: u32) -> Result<(), P
     if fields & HAS_DATA != 0 && span(W_DATA)?.as_bytes().contains(&b'\r') {
         return Err(Problem::DataCarriageReturn);
     }
-    if fields & HAS_ID != 0
-        && span(W_ID)?
-            .bytes()
-            .any(|b| b == b'\r' || b == b'\n' || b == 0)
-    {
+    if fields & HAS_ID != 0 && span(W_ID)?.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(Problem::IdForbiddenChar);
     }
     Ok(())

@@ -22,10 +22,7 @@ pub fn load<T: Interceptor>() -> T {
     match T::new(&config) {
         Ok(it) => it,
         Err(message) => {
-            host::log(
-                host::Level::Error,
-                &format!("invalid configuration: {message}"),
-            );
+            host::log(host::Level::Error, &format!("invalid configuration: {message}"));
             panic!("invalid configuration: {message}");
         }
     }
@@ -53,11 +50,7 @@ pub fn process<T: Interceptor>(it: &T, stream: &mut T::Stream, batch: wit::Batch
     wit::Verdict { ops, bytes }
 }
 
-pub fn finish<T: Interceptor>(
-    it: &T,
-    stream: &mut T::Stream,
-    reason: wit::EndReason,
-) -> wit::Verdict {
+pub fn finish<T: Interceptor>(it: &T, stream: &mut T::Stream, reason: wit::EndReason) -> wit::Verdict {
     let reason = match reason {
         wit::EndReason::UpstreamClosed => EndReason::UpstreamClosed,
         wit::EndReason::UpstreamFailed => EndReason::UpstreamFailed,
@@ -112,7 +105,7 @@ macro_rules! export {
                 type StreamState = __Stream;
             }
 
-            $crate::guest::bindings::__export_batch_interceptor!(__Component with_types_in $crate::guest::bindings);
+    $crate::guest::bindings::__export_batch_interceptor!(__Component with_types_in $crate::guest::bindings);
         };
     };
 }

@@ -56,12 +56,7 @@ pub trait Interceptor: Sized + Send + Sync + 'static {
 
     /// Decides the fate of every event of `batch` by pushing ops to `out`. Events that the ops do
     /// not mention are kept (or dropped after [`VerdictBuilder::end`]).
-    fn process_batch(
-        &self,
-        stream: &mut Self::Stream,
-        batch: BatchView<'_>,
-        out: &mut VerdictBuilder,
-    );
+    fn process_batch(&self, stream: &mut Self::Stream, batch: BatchView<'_>, out: &mut VerdictBuilder);
 
     /// Ends a stream. Events inserted into `out` are sent before the stream closes (unless the
     /// client is gone). The default does nothing.
@@ -85,18 +80,12 @@ pub struct StreamContext {
 impl StreamContext {
     /// The first request header named `name` (lower case), if any.
     pub fn request_header(&self, name: &str) -> Option<&str> {
-        self.request_headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.request_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// The first response header named `name` (lower case), if any.
     pub fn response_header(&self, name: &str) -> Option<&str> {
-        self.response_headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.response_headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -128,10 +117,7 @@ impl Config {
 
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .map(|i| self.entries[i].1.as_str())
+        self.entries.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok().map(|i| self.entries[i].1.as_str())
     }
 
     /// Every pair, sorted by key.

@@ -17,19 +17,12 @@ pub struct NewEvent<'a> {
 impl<'a> NewEvent<'a> {
     /// A message event with this data (an unnamed event, which clients see as `message`).
     pub fn message(data: &'a str) -> Self {
-        NewEvent {
-            data: Some(data),
-            ..Default::default()
-        }
+        NewEvent { data: Some(data), ..Default::default() }
     }
 
     /// A comment line `:text`. Clients ignore it; servers send them as keep-alives.
     pub fn comment(text: &'a str) -> Self {
-        NewEvent {
-            data: Some(text),
-            comment: true,
-            ..Default::default()
-        }
+        NewEvent { data: Some(text), comment: true, ..Default::default() }
     }
 
     /// Sets the event type (the `event:` field).
@@ -75,10 +68,7 @@ pub struct Replacement<'a> {
 impl<'a> Replacement<'a> {
     /// Keep type, id and retry; replace the data.
     pub fn data(data: &'a str) -> Self {
-        Replacement {
-            data: Field::Set(data),
-            ..Default::default()
-        }
+        Replacement { data: Field::Set(data), ..Default::default() }
     }
 }
 
@@ -183,21 +173,13 @@ impl VerdictBuilder {
         let (ts, tl) = self.span(t);
         let (ds, dl) = self.span(d);
         let (is, il) = self.span(i);
-        self.ops
-            .extend_from_slice(&[op, fields, ts, tl, ds, dl, is, il, r.unwrap_or(0)]);
+        self.ops.extend_from_slice(&[op, fields, ts, tl, ds, dl, is, il, r.unwrap_or(0)]);
     }
 
     /// Emits a new event at this point, consuming no input event.
     pub fn insert(&mut self, event: &NewEvent<'_>) {
         let comment = if event.comment { COMMENT } else { 0 };
-        self.describe(
-            OP_INSERT,
-            comment,
-            event.event_type,
-            event.data,
-            event.id,
-            event.retry,
-        );
+        self.describe(OP_INSERT, comment, event.event_type, event.data, event.id, event.retry);
     }
 
     /// Consumes the next input event and emits it rewritten as `with` says.
@@ -221,14 +203,7 @@ impl VerdictBuilder {
     pub fn replace_with(&mut self, event: &NewEvent<'_>) {
         self.consumed += 1;
         let comment = if event.comment { COMMENT } else { 0 };
-        self.describe(
-            OP_REPLACE,
-            comment,
-            event.event_type,
-            event.data,
-            event.id,
-            event.retry,
-        );
+        self.describe(OP_REPLACE, comment, event.event_type, event.data, event.id, event.retry);
     }
 
     /// Ends the stream after this verdict's output. Input events not yet consumed are dropped by
@@ -263,10 +238,7 @@ impl VerdictBuilder {
 
     /// Takes the ops and bytes, leaving the builder empty.
     pub fn take(&mut self) -> (Vec<u32>, Vec<u8>) {
-        let parts = (
-            core::mem::take(&mut self.ops),
-            core::mem::take(&mut self.bytes),
-        );
+        let parts = (core::mem::take(&mut self.ops), core::mem::take(&mut self.bytes));
         self.clear();
         parts
     }

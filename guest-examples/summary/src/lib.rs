@@ -2,9 +2,7 @@
 //! when the stream ends, appends one event (type from the `event` config key, default
 //! `summary`) with data `{"events":N,"data_bytes":M}`. Every event passes unchanged.
 
-use sluicegate_guest::{
-    BatchView, Config, EndReason, Interceptor, NewEvent, StreamContext, VerdictBuilder,
-};
+use sluicegate_guest::{BatchView, Config, EndReason, Interceptor, NewEvent, StreamContext, VerdictBuilder};
 
 pub struct Summary {
     event_type: String,
@@ -46,10 +44,7 @@ impl Interceptor for Summary {
         if reason == EndReason::ClientGone {
             return;
         }
-        let data = format!(
-            "{{\"events\":{},\"data_bytes\":{}}}",
-            counts.events, counts.data_bytes
-        );
+        let data = format!("{{\"events\":{},\"data_bytes\":{}}}", counts.events, counts.data_bytes);
         out.insert(&NewEvent::message(&data).with_type(&self.event_type));
     }
 }

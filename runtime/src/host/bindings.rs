@@ -20,8 +20,6 @@ pub mod event {
     });
 }
 
-pub use batch::exports::sluicegate::interceptor::batch::{
-    Batch, EndReason, StreamContext, Verdict,
-};
+pub use batch::exports::sluicegate::interceptor::batch::{Batch, EndReason, StreamContext, Verdict};
 pub use batch::sluicegate::interceptor::host::Level;
 pub use event::exports::sluicegate::interceptor::event::{Action, Event};

@@ -25,6 +25,8 @@ use anyhow::bail;
 use bindings::batch::{BatchInterceptor, BatchInterceptorPre};
 use bindings::event::{EventInterceptor, EventInterceptorPre};
 use sluicegate_guest::{Config, EndReason, StreamContext, VerdictBuilder};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
@@ -61,6 +63,9 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
+    /// Compiled components by a hash of their bytes: loading the same component again (another
+    /// chain position, another route) skips compilation.
+    compiled: Mutex<HashMap<u64, Component>>,
 }
 
 impl Runtime {
@@ -82,15 +87,8 @@ impl Runtime {
         let engine = Engine::new(&config).context("creating the WebAssembly engine")?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        bindings::batch::sluicegate::interceptor::host::add_to_linker::<_, HasSelf<HostState>>(
-            &mut linker,
-            |s| s,
-        )?;
-        Ok(Runtime {
-            engine,
-            linker,
-            limits,
-        })
+        bindings::batch::sluicegate::interceptor::host::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        Ok(Runtime { engine, linker, limits, compiled: Mutex::default() })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -105,27 +103,20 @@ impl Runtime {
     ///
     /// Fails, naming the problem, if the bytes are not a component, if it imports something the
     /// host does not provide, or if it implements neither interceptor world.
-    pub fn load(
-        &self,
-        name: &str,
-        wasm: &[u8],
-        config: Config,
-    ) -> anyhow::Result<ComponentInterceptor> {
-        let component = Component::new(&self.engine, wasm)
-            .with_context(|| format!("{name}: not a valid WebAssembly component"))?;
-        let pre = self.linker.instantiate_pre(&component).with_context(|| {
-            format!("{name}: the component imports something sluicegate does not provide")
-        })?;
+    pub fn load(&self, name: &str, wasm: &[u8], config: Config) -> anyhow::Result<ComponentInterceptor> {
+        let component =
+            Component::new(&self.engine, wasm).with_context(|| format!("{name}: not a valid WebAssembly component"))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .with_context(|| format!("{name}: the component imports something sluicegate does not provide"))?;
         let pre = if let Ok(pre) = BatchInterceptorPre::new(pre.clone()) {
             Pre::Batch(pre)
         } else if let Ok(pre) = EventInterceptorPre::new(pre) {
             Pre::Event(pre)
         } else {
-            let exports: Vec<String> = component
-                .component_type()
-                .exports(&self.engine)
-                .map(|(n, _)| n.to_string())
-                .collect();
+            let exports: Vec<String> =
+                component.component_type().exports(&self.engine).map(|(n, _)| n.to_string()).collect();
             bail!(
                 "{name}: the component implements neither interceptor world: it should export \
                  `sluicegate:interceptor/batch@0.1.0` ({}) or `sluicegate:interceptor/event@0.1.0` ({}), \
@@ -135,9 +126,7 @@ impl Runtime {
                 exports.join(", ")
             );
         };
-        let slots = (0..self.limits.instances_per_interceptor.max(1))
-            .map(|_| Mutex::new(Slot::default()))
-            .collect();
+        let slots = (0..self.limits.instances_per_interceptor.max(1)).map(|_| Mutex::new(Slot::default())).collect();
         Ok(ComponentInterceptor {
             shared: Arc::new(Shared {
                 name: name.into(),
@@ -148,6 +137,22 @@ impl Runtime {
                 next_slot: AtomicUsize::new(0),
             }),
         })
+    }
+}
+
+impl Runtime {
+    fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
+        let key = {
+            let mut hasher = std::hash::DefaultHasher::new();
+            wasm.hash(&mut hasher);
+            hasher.finish()
+        };
+        if let Some(component) = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(component.clone());
+        }
+        let component = Component::new(&self.engine, wasm)?;
+        self.compiled.lock().unwrap_or_else(|p| p.into_inner()).insert(key, component.clone());
+        Ok(component)
     }
 }
 
@@ -162,10 +167,7 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -235,9 +237,7 @@ struct Shared {
 impl Shared {
     fn lock(&self, slot: usize) -> MutexGuard<'_, Slot> {
         // A panic while holding the lock leaves the slot as consistent as a trap would.
-        self.slots[slot]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slots[slot].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn instantiate(&self) -> anyhow::Result<Live> {
@@ -292,19 +292,15 @@ impl Interceptor for ComponentInterceptor {
         let slot_index = shared.next_slot.fetch_add(1, Ordering::Relaxed) % shared.slots.len();
         let mut slot = shared.lock(slot_index);
         if slot.live.is_none() {
-            let live = shared
-                .instantiate()
-                .map_err(|e| Fault::Unavailable(format!("instantiation failed: {e:#}")))?;
+            let live = shared.instantiate().map_err(|e| Fault::Unavailable(format!("instantiation failed: {e:#}")))?;
             slot.live = Some(live);
         }
         let generation = slot.generation;
         let live = slot.live.as_mut().expect("instantiated above");
         let resource = match &live.guest {
             Guest::Batch(guest) => {
-                let (request_headers, response_headers) = (
-                    borrow_pairs(&context.request_headers),
-                    borrow_pairs(&context.response_headers),
-                );
+                let (request_headers, response_headers) =
+                    (borrow_pairs(&context.request_headers), borrow_pairs(&context.response_headers));
                 let ctx = bindings::StreamContext {
                     stream_id: &context.stream_id,
                     method: &context.method,
@@ -314,11 +310,7 @@ impl Interceptor for ComponentInterceptor {
                     status: context.status,
                     response_headers: &response_headers,
                 };
-                match guest
-                    .sluicegate_interceptor_batch()
-                    .stream_state()
-                    .call_constructor(&mut live.store, ctx)
-                {
+                match guest.sluicegate_interceptor_batch().stream_state().call_constructor(&mut live.store, ctx) {
                     Ok(resource) => Some(resource),
                     Err(trap) => {
                         slot.discard();
@@ -341,10 +333,7 @@ impl Interceptor for ComponentInterceptor {
 
 /// Header pairs borrowed as the generated bindings take them.
 fn borrow_pairs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
-    pairs
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect()
+    pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
 }
 
 fn to_wit_reason(r: EndReason) -> bindings::EndReason {
@@ -378,8 +367,7 @@ impl ComponentStream {
         if slot.generation != self.generation || slot.live.is_none() {
             self.resource = None;
             return Err(Fault::Unavailable(
-                "the instance this stream ran on was discarded after a fault; its state is lost"
-                    .into(),
+                "the instance this stream ran on was discarded after a fault; its state is lost".into(),
             ));
         }
         let live = slot.live.as_mut().expect("checked above");
@@ -400,23 +388,19 @@ impl InterceptorStream for ComponentStream {
         let view = input.view();
         let verdict = self.with_live(|live, resource, scratch| match &live.guest {
             Guest::Batch(guest) => {
-                let batch = bindings::Batch {
-                    bytes: input.bytes(),
-                    index: input.index(),
-                };
+                let batch = bindings::Batch { bytes: input.bytes(), index: input.index() };
                 let resource = resource.expect("a batch stream has a resource");
-                let v = guest
-                    .sluicegate_interceptor_batch()
-                    .stream_state()
-                    .call_process_batch(&mut live.store, resource, batch)?;
+                let v = guest.sluicegate_interceptor_batch().stream_state().call_process_batch(
+                    &mut live.store,
+                    resource,
+                    batch,
+                )?;
                 Ok(Some(v))
             }
             Guest::Event(guest) => {
                 scratch.clear();
                 legacy::shim(view, scratch, |event| {
-                    guest
-                        .sluicegate_interceptor_event()
-                        .call_process_event(&mut live.store, &event)
+                    guest.sluicegate_interceptor_event().call_process_event(&mut live.store, &event)
                 })?;
                 scratch.complete(view.len());
                 Ok(None)
@@ -424,13 +408,7 @@ impl InterceptorStream for ComponentStream {
         })?;
         let applied = match verdict {
             Some(v) => apply(view, &v.ops, &v.bytes, output, max_output)?,
-            None => apply(
-                view,
-                self.verdict.ops(),
-                self.verdict.bytes(),
-                output,
-                max_output,
-            )?,
+            None => apply(view, self.verdict.ops(), self.verdict.bytes(), output, max_output)?,
         };
         Ok(applied)
     }
@@ -439,10 +417,11 @@ impl InterceptorStream for ComponentStream {
         let max_output = self.shared.limits.max_output_bytes;
         let verdict = self.with_live(|live, resource, _| match (&live.guest, resource) {
             (Guest::Batch(guest), Some(resource)) => {
-                let v = guest
-                    .sluicegate_interceptor_batch()
-                    .stream_state()
-                    .call_finish(&mut live.store, resource, to_wit_reason(reason))?;
+                let v = guest.sluicegate_interceptor_batch().stream_state().call_finish(
+                    &mut live.store,
+                    resource,
+                    to_wit_reason(reason),
+                )?;
                 resource.resource_drop(&mut live.store)?;
                 Ok(Some(v))
             }
@@ -453,10 +432,7 @@ impl InterceptorStream for ComponentStream {
             Some(v) => Ok(apply_finish(&v.ops, &v.bytes, output, max_output)?),
             None => {
                 output.clear();
-                Ok(Applied {
-                    unchanged: false,
-                    ended: true,
-                })
+                Ok(Applied { unchanged: false, ended: true })
             }
         }
     }

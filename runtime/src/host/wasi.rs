@@ -15,14 +15,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 pub fn inert_ctx(name: &Arc<str>) -> WasiCtx {
     let mut builder = WasiCtxBuilder::new();
     builder
-        .stdout(LogStream {
-            name: name.clone(),
-            stream: "stdout",
-        })
-        .stderr(LogStream {
-            name: name.clone(),
-            stream: "stderr",
-        })
+        .stdout(LogStream { name: name.clone(), stream: "stdout" })
+        .stderr(LogStream { name: name.clone(), stream: "stderr" })
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false);

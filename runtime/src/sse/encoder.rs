@@ -48,14 +48,7 @@ pub fn encode(
 
 /// Appends a parsed [`Event`].
 pub fn encode_event(out: &mut Vec<u8>, e: &Event) {
-    encode(
-        out,
-        e.comment,
-        e.event_type.as_deref(),
-        e.data.as_deref(),
-        e.id.as_deref(),
-        e.retry,
-    );
+    encode(out, e.comment, e.event_type.as_deref(), e.data.as_deref(), e.id.as_deref(), e.retry);
 }
 
 /// Appends one event of a batch.
@@ -102,11 +95,7 @@ fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
                 Some(text)
             }
             Some(i) => {
-                let skip = if text[i] == b'\r' && text.get(i + 1) == Some(&b'\n') {
-                    2
-                } else {
-                    1
-                };
+                let skip = if text[i] == b'\r' && text.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
                 rest = Some(&text[i + skip..]);
                 Some(&text[..i])
             }

@@ -31,19 +31,12 @@ pub struct Event {
 impl Event {
     /// A message event with this data.
     pub fn message(data: impl Into<Bytes>) -> Self {
-        Event {
-            data: Some(data.into()),
-            ..Default::default()
-        }
+        Event { data: Some(data.into()), ..Default::default() }
     }
 
     /// A comment line with this text.
     pub fn comment(text: impl Into<Bytes>) -> Self {
-        Event {
-            comment: true,
-            data: Some(text.into()),
-            ..Default::default()
-        }
+        Event { comment: true, data: Some(text.into()), ..Default::default() }
     }
 
     /// Sets the event type.
@@ -66,9 +59,6 @@ impl Event {
 
     /// Bytes of field content (what counts against batch and event limits).
     pub fn size(&self) -> usize {
-        [&self.event_type, &self.data, &self.id]
-            .iter()
-            .map(|f| f.as_ref().map_or(0, Bytes::len))
-            .sum()
+        [&self.event_type, &self.data, &self.id].iter().map(|f| f.as_ref().map_or(0, Bytes::len)).sum()
     }
 }

@@ -37,6 +37,7 @@ pub struct Parser {
     /// The event being built is over the limit: skip lines until the next blank line.
     skipping: bool,
     oversized: u64,
+    discarded: usize,
 }
 
 /// The fields of the block being read (the spec's "buffers", but per block: the id and retry of
@@ -62,11 +63,7 @@ enum Data {
 
 /// What ended a line.
 enum LineEnd {
-    Found {
-        len: usize,
-        consumed: usize,
-        cr_last: bool,
-    },
+    Found { len: usize, consumed: usize, cr_last: bool },
     Incomplete,
 }
 
@@ -95,6 +92,7 @@ impl Parser {
             limit: limit.min(MAX_WORD as usize / 2),
             skipping: false,
             oversized: 0,
+            discarded: 0,
         }
     }
 
@@ -136,11 +134,7 @@ impl Parser {
                     }
                     return None;
                 }
-                LineEnd::Found {
-                    len,
-                    consumed,
-                    cr_last,
-                } => {
+                LineEnd::Found { len, consumed, cr_last } => {
                     let mut line = self.buf.split_to(consumed);
                     line.truncate(len);
                     self.scanned = 0;
@@ -153,15 +147,23 @@ impl Parser {
         }
     }
 
-    /// Ends the stream: an event without its terminating blank line is discarded, as the spec
-    /// requires. Returns how many bytes were discarded (for the log).
-    pub fn finish(&mut self) -> usize {
-        let discarded = self.buf.len() + self.pending.size;
+    /// Ends the stream. An event without its terminating blank line is discarded, as the spec
+    /// requires, and its size is added to [`Parser::discarded`]; but a `retry` it carried has
+    /// already taken effect in a client (the field applies when its line is read), so it is
+    /// returned as a retry-only event to forward.
+    pub fn finish(&mut self) -> Option<Event> {
+        self.discarded += self.buf.len() + self.pending.size;
+        let retry = self.pending.retry.filter(|_| !self.skipping);
         self.buf.clear();
         self.scanned = 0;
         self.pending = Pending::default();
         self.skipping = false;
-        discarded
+        retry.map(|ms| Event { retry: Some(ms), ..Event::default() })
+    }
+
+    /// Bytes of unterminated events discarded by [`Parser::finish`].
+    pub fn discarded(&self) -> usize {
+        self.discarded
     }
 
     /// Handles the BOM at the very start; false while too few bytes have arrived to tell.
@@ -188,28 +190,12 @@ impl Parser {
             Some(offset) => {
                 let len = self.scanned + offset;
                 if self.buf[len] == b'\n' {
-                    return LineEnd::Found {
-                        len,
-                        consumed: len + 1,
-                        cr_last: false,
-                    };
+                    return LineEnd::Found { len, consumed: len + 1, cr_last: false };
                 }
                 match self.buf.get(len + 1) {
-                    Some(b'\n') => LineEnd::Found {
-                        len,
-                        consumed: len + 2,
-                        cr_last: false,
-                    },
-                    Some(_) => LineEnd::Found {
-                        len,
-                        consumed: len + 1,
-                        cr_last: false,
-                    },
-                    None => LineEnd::Found {
-                        len,
-                        consumed: len + 1,
-                        cr_last: true,
-                    },
+                    Some(b'\n') => LineEnd::Found { len, consumed: len + 2, cr_last: false },
+                    Some(_) => LineEnd::Found { len, consumed: len + 1, cr_last: false },
+                    None => LineEnd::Found { len, consumed: len + 1, cr_last: true },
                 }
             }
         }
@@ -236,19 +222,11 @@ impl Parser {
         }
         if line[0] == b':' {
             let text = utf8(line.slice(1..));
-            return Some(Event {
-                comment: true,
-                data: Some(text),
-                ..Event::default()
-            });
+            return Some(Event { comment: true, data: Some(text), ..Event::default() });
         }
         let (name, value) = match memchr::memchr(b':', &line) {
             Some(colon) => {
-                let skip = if line.get(colon + 1) == Some(&b' ') {
-                    2
-                } else {
-                    1
-                };
+                let skip = if line.get(colon + 1) == Some(&b' ') { 2 } else { 1 };
                 (line.slice(..colon), line.slice(colon + skip..))
             }
             None => (line.clone(), Bytes::new()),
@@ -268,9 +246,7 @@ impl Parser {
             }
             b"retry" => {
                 if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    let ms = value.iter().fold(0u64, |n, d| {
-                        (n * 10 + u64::from(d - b'0')).min(u64::from(MAX_WORD))
-                    });
+                    let ms = value.iter().fold(0u64, |n, d| (n * 10 + u64::from(d - b'0')).min(u64::from(MAX_WORD)));
                     self.pending.retry = Some(ms as u32);
                 }
             }
@@ -312,11 +288,7 @@ impl Parser {
         Some(Event {
             comment: false,
             // Without data the type is cleared and never seen.
-            event_type: if data.is_some() {
-                pending.event_type
-            } else {
-                None
-            },
+            event_type: if data.is_some() { pending.event_type } else { None },
             data,
             id: pending.id,
             retry: pending.retry,

@@ -1,0 +1,67 @@
+// Shared by `runtime/build.rs` and `tests/build.rs` (through `include!`): build guest crates of
+// this workspace for wasm32-wasip2 with a nested `cargo build`, as wasmtime builds its test
+// programs, into a target directory of their own (`target/guests`) so the outer build's lock is
+// not contended.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GUEST_TARGET: &str = "wasm32-wasip2";
+const GUEST_PROFILE: &str = "guest";
+
+/// Builds `guests` (package, library file stem) and writes `$OUT_DIR/{file}` declaring
+/// `pub const {konst}: &[(&str, &[u8])]` with each guest's name and embedded bytes, plus
+/// `pub const {konst}_PATHS: &[(&str, &str)]` with each component's path on disk.
+fn build_guests(guests: &[(&str, &str)], file: &str, konst: &str) {
+    let root = workspace_root();
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    let target_dir = cargo_target_dir(&out_dir).join("guests");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .args(["--profile", GUEST_PROFILE, "--target", GUEST_TARGET])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for (package, _) in guests {
+        cmd.args(["-p", package]);
+    }
+    // Flags meant for the host must not reach the guests; SIMD makes the guests' scanning faster.
+    cmd.env_remove("RUSTFLAGS").env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+simd128");
+    let status = cmd.status().expect("running cargo to build guests");
+    if !status.success() {
+        panic!(
+            "building guests for {GUEST_TARGET} failed (see above). \
+             If the target is missing, install it with `rustup target add {GUEST_TARGET}`."
+        );
+    }
+    let mut bytes = format!("pub const {konst}: &[(&str, &[u8])] = &[\n");
+    let mut paths = format!("pub const {konst}_PATHS: &[(&str, &str)] = &[\n");
+    for (package, stem) in guests {
+        let wasm = target_dir.join(GUEST_TARGET).join(GUEST_PROFILE).join(format!("{stem}.wasm"));
+        assert!(wasm.exists(), "expected {} after building the guests", wasm.display());
+        let path = wasm.display().to_string();
+        writeln!(bytes, "    ({package:?}, include_bytes!({path:?})),").unwrap();
+        writeln!(paths, "    ({package:?}, {path:?}),").unwrap();
+    }
+    bytes.push_str("];\n");
+    paths.push_str("];\n");
+    std::fs::write(out_dir.join(file), bytes + &paths).unwrap();
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    manifest_dir.parent().unwrap().to_path_buf()
+}
+
+/// The target directory the host is being built in: the nearest ancestor of `OUT_DIR` that
+/// cargo marked with `CACHEDIR.TAG`.
+fn cargo_target_dir(out_dir: &Path) -> PathBuf {
+    out_dir
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").exists())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out_dir.join("target"))
+}

@@ -1,0 +1,75 @@
+//! The `sluicegate` binary as a user runs it.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn sluicegate(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(args)
+        .env("SLUICEGATE_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const STREAM: &[u8] =
+    b"event: ping\ndata: {}\n\n: keep-alive\n\nid: 7\ndata: {\"to\":\"bob@example.com\"}\n\ndata: unterminated";
+
+#[test]
+fn run_redacts_a_stream_from_stdin() {
+    let out = sluicegate(&["run", "--interceptor", "example:redact"], STREAM);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "event: ping\ndata: {}\n\n: keep-alive\n\ndata: {\"to\":\"[redacted]\"}\nid: 7\n\n"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("discarded an unterminated event"));
+}
+
+#[test]
+fn run_chains_in_order_with_config_and_component_files() {
+    let (_, drop_path) = sluicegate::examples::EXAMPLES_PATHS.iter().find(|(n, _)| *n == "drop").unwrap();
+    let out = sluicegate(
+        &["run", "-i", drop_path, "-i", "native:summary", "--set", "0.types=message", "--set", "1.event=stats"],
+        STREAM,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "event: ping\ndata: {}\n\n: keep-alive\n\nid: 7\n\nevent: stats\ndata: {\"events\":1,\"data_bytes\":2}\n\n"
+    );
+}
+
+#[test]
+fn bad_specs_and_components_fail_with_the_problem_named() {
+    let out = sluicegate(&["run", "-i", "example:nope"], b"");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no example named `nope`"));
+
+    let dir = std::env::temp_dir().join(format!("sluicegate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x0d\x00\x01\x00").unwrap();
+    let out = sluicegate(&["run", "-i", empty.to_str().unwrap()], b"");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("implements neither interceptor world"), "{err}");
+
+    let out = sluicegate(&["run", "-i", dir.join("missing.wasm").to_str().unwrap()], b"");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading component"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn list_names_examples_and_natives() {
+    let out = sluicegate(&["list"], b"");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for name in ["passthrough", "legacy-passthrough", "redact", "drop", "summary"] {
+        assert!(text.contains(&format!("  {name}\n")), "{text}");
+    }
+}

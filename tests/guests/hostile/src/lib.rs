@@ -1,0 +1,101 @@
+//! A guest that misbehaves on purpose, as its `mode` config key says. Built by the tests, never
+//! shipped. It talks to the raw bindings so that it can return verdicts the SDK would not build.
+//!
+//! Modes, each applied to every batch (or, for `*-open`, to the stream constructor):
+//! `keep` (behaves), `trap`, `trap-open`, `short-count`, `long-count`, `bad-span`,
+//! `invalid-utf8`, `newline-type`, `nul-id`, `unknown-op`, `end-not-last`, `huge-word`,
+//! `loop`, `memory`, `recursion`, `giant-output`, `trap-every-3`.
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use bindings::exports::sluicegate::interceptor::batch as wit;
+    use bindings::sluicegate::interceptor::host;
+    use sluicegate_guest::abi::*;
+    use sluicegate_guest::guest::bindings;
+    use std::cell::Cell;
+
+    fn mode() -> String {
+        host::config_get("mode").unwrap_or_else(|| "keep".into())
+    }
+
+    struct Hostile {
+        mode: String,
+        calls: Cell<u32>,
+    }
+
+    fn insert(fields: u32, words: [u32; 7]) -> Vec<u32> {
+        let mut ops = vec![OP_INSERT, fields];
+        ops.extend_from_slice(&words);
+        ops
+    }
+
+    #[inline(never)]
+    fn recurse(depth: u64) -> u64 {
+        let pad = [depth; 64];
+        if std::hint::black_box(depth) == u64::MAX { pad[3] } else { recurse(depth + 1) + pad[7] }
+    }
+
+    impl wit::GuestStreamState for Hostile {
+        fn new(_context: wit::StreamContext) -> Self {
+            let mode = mode();
+            if mode == "trap-open" {
+                panic!("hostile: trap in the constructor");
+            }
+            Hostile { mode, calls: Cell::new(0) }
+        }
+
+        fn process_batch(&self, batch: wit::Batch) -> wit::Verdict {
+            let n = (batch.index.len() / STRIDE) as u32;
+            let keep_all = vec![OP_KEEP, n];
+            self.calls.set(self.calls.get() + 1);
+            let (ops, bytes) = match self.mode.as_str() {
+                "keep" => (keep_all, vec![]),
+                "trap" => panic!("hostile: trap"),
+                "trap-every-3" if self.calls.get() % 3 == 0 => panic!("hostile: periodic trap"),
+                "trap-every-3" => (keep_all, vec![]),
+                "short-count" => (vec![OP_KEEP, n - 1], vec![]),
+                "long-count" => (vec![OP_KEEP, n + 1], vec![]),
+                "bad-span" => ([keep_all, insert(HAS_DATA, [0, 0, 10, 100, 0, 0, 0])].concat(), b"abc".to_vec()),
+                "invalid-utf8" => ([keep_all, insert(HAS_DATA, [0, 0, 0, 2, 0, 0, 0])].concat(), vec![0xC3, 0x28]),
+                "newline-type" => {
+                    ([keep_all, insert(HAS_TYPE | HAS_DATA, [0, 3, 3, 1, 0, 0, 0])].concat(), b"a\nbx".to_vec())
+                }
+                "nul-id" => ([keep_all, insert(HAS_ID | HAS_DATA, [0, 0, 0, 1, 1, 2, 0])].concat(), b"xa\0".to_vec()),
+                "unknown-op" => ([keep_all, vec![99]].concat(), vec![]),
+                "end-not-last" => (vec![OP_END, OP_KEEP, n], vec![]),
+                "huge-word" => {
+                    ([keep_all, insert(HAS_DATA | HAS_RETRY, [0, 0, 0, 1, 0, 0, 1 << 31])].concat(), b"x".to_vec())
+                }
+                "loop" => loop {
+                    std::hint::black_box(&batch);
+                },
+                "memory" => {
+                    let mut hoard: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        hoard.push(vec![1u8; 1 << 20]);
+                        std::hint::black_box(&hoard);
+                    }
+                }
+                "recursion" => (vec![OP_KEEP, n + recurse(0) as u32], vec![]),
+                "giant-output" => {
+                    let data = vec![b'x'; 64 << 20];
+                    ([keep_all, insert(HAS_DATA, [0, 0, 0, data.len() as u32, 0, 0, 0])].concat(), data)
+                }
+                other => panic!("hostile: unknown mode {other}"),
+            };
+            wit::Verdict { ops, bytes }
+        }
+
+        fn finish(&self, _reason: wit::EndReason) -> wit::Verdict {
+            wit::Verdict { ops: vec![], bytes: vec![] }
+        }
+    }
+
+    struct Component;
+
+    impl wit::Guest for Component {
+        type StreamState = Hostile;
+    }
+
+    bindings::__export_batch_interceptor!(Component with_types_in bindings);
+}

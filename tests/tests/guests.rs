@@ -1,0 +1,245 @@
+//! Component guests against their native twins, the legacy shim, world detection, per-stream
+//! state, and guests that misbehave.
+
+use sluicegate::batch::Batch;
+use sluicegate::chain::Chain;
+use sluicegate::examples;
+use sluicegate::interceptor::{Fault, Interceptor, World};
+use sluicegate::spec::Spec;
+use sluicegate::sse::Event;
+use sluicegate::verdict::VerdictError;
+use sluicegate::{Config, EndReason};
+use sluicegate_guest::Problem;
+use sluicegate_tests::*;
+use std::sync::Arc;
+
+fn load(spec: &str, config: &[(&str, &str)]) -> Arc<dyn Interceptor> {
+    spec.parse::<Spec>().unwrap().load(runtime(), config_of(config)).unwrap()
+}
+
+fn chain(specs: &[&str], config: &[(&str, &str)]) -> Chain {
+    Chain::new(specs.iter().map(|s| load(s, config)).collect())
+}
+
+/// Configurations each example is checked with (beyond the default).
+fn configs_for(name: &str) -> Vec<Vec<(&'static str, &'static str)>> {
+    match name {
+        "drop" => vec![vec![], vec![("types", "ping,message, content_block_delta")]],
+        "redact" => vec![vec![], vec![("replacement", "<email>")]],
+        "summary" => vec![vec![], vec![("event", "stats")]],
+        _ => vec![vec![]],
+    }
+}
+
+#[test]
+fn every_example_guest_matches_its_native_twin() {
+    let events = parse_all(&sample_stream());
+    let mut checked = 0;
+    for name in examples::names() {
+        assert!(sluicegate::native::NAMES.contains(&name), "example {name} has no native twin");
+        for config in configs_for(name) {
+            for size in [1, 7, 64, 256] {
+                let batches = batches_of(&events, size);
+                let guest = run_chain(&chain(&[&format!("example:{name}")], &config), &batches);
+                let native = run_chain(&chain(&[&format!("native:{name}")], &config), &batches);
+                assert_eq!(guest, native, "example:{name} vs native:{name}, batch size {size}, config {config:?}");
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 5, "every example is checked");
+}
+
+#[test]
+fn examples_do_what_they_say() {
+    let events = parse_all(&sample_stream());
+    let batches = batches_of(&events, 16);
+    let data = |out: &[Event]| -> String {
+        out.iter()
+            .filter_map(|e| e.data.as_ref())
+            .map(|d| String::from_utf8_lossy(d).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    assert_eq!(run_chain(&chain(&["example:passthrough"], &[]), &batches), events);
+
+    let redacted = run_chain(&chain(&["example:redact"], &[]), &batches);
+    assert_eq!(redacted.len(), events.len());
+    assert!(data(&events).contains("@example.com") && !data(&redacted).contains('@'), "{}", data(&redacted));
+    assert!(data(&redacted).contains("[redacted]"));
+    for (before, after) in events.iter().zip(&redacted) {
+        let (Some(b), Some(a)) = (&before.data, &after.data) else { continue };
+        if serde_json::from_slice::<serde_json::Value>(b).is_ok() {
+            serde_json::from_slice::<serde_json::Value>(a).expect("JSON data stays valid JSON");
+        }
+        assert_eq!((&before.id, &before.event_type, before.retry), (&after.id, &after.event_type, after.retry));
+    }
+
+    let dropped = run_chain(&chain(&["example:drop"], &[]), &batches);
+    let pings = events.iter().filter(|e| e.event_type.as_deref() == Some(b"ping")).count();
+    assert!(pings > 0);
+    assert_eq!(dropped.len(), events.len() - pings);
+    assert!(dropped.iter().all(|e| e.event_type.as_deref() != Some(b"ping")));
+
+    let summary = run_chain(&chain(&["example:summary"], &[]), &batches);
+    let messages: Vec<_> = events.iter().filter(|e| !e.comment && e.data.is_some()).collect();
+    let bytes: usize = messages.iter().map(|e| e.data.as_ref().unwrap().len()).sum();
+    assert_eq!(&summary[..events.len()], &events[..]);
+    assert_eq!(
+        summary.last().unwrap(),
+        &Event::message(format!("{{\"events\":{},\"data_bytes\":{bytes}}}", messages.len())).with_type("summary")
+    );
+}
+
+#[test]
+fn stateful_guest_keeps_state_per_stream_on_a_shared_instance() {
+    // Many more streams than instances, interleaved: each stream's counts are its own.
+    let summary = load("example:summary", &[]);
+    let mut streams: Vec<_> = (0..9).map(|_| Chain::new(vec![summary.clone()]).open(&context()).unwrap()).collect();
+    for round in 0..3 {
+        for (i, stream) in streams.iter_mut().enumerate() {
+            if round <= i % 3 {
+                let mut batch: Batch = [Event::message("x".repeat(i + 1))].into_iter().collect();
+                stream.process(&mut batch).unwrap();
+            }
+        }
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let n = i % 3 + 1;
+        let tail = stream.finish(EndReason::UpstreamClosed).unwrap().to_events();
+        assert_eq!(
+            tail,
+            vec![Event::message(format!("{{\"events\":{n},\"data_bytes\":{}}}", n * (i + 1))).with_type("summary")]
+        );
+    }
+}
+
+#[test]
+fn finish_output_passes_through_later_interceptors() {
+    // summary's closing event reaches redact, which sees it like any other.
+    let out = run_chain(
+        &chain(&["example:summary", "example:drop"], &[("types", "summary"), ("event", "summary")]),
+        &[vec![Event::message("a")]],
+    );
+    assert_eq!(out, vec![Event::message("a")]);
+}
+
+#[test]
+fn legacy_guest_through_the_shim_matches_batch_guests() {
+    let events = parse_all(&sample_stream());
+    for size in [1, 5, 64] {
+        let batches = batches_of(&events, size);
+        let legacy_pass = run_chain(&chain(&["example:legacy-passthrough"], &[]), &batches);
+        assert_eq!(legacy_pass, run_chain(&chain(&["example:passthrough"], &[]), &batches));
+        assert_eq!(legacy_pass, run_chain(&chain(&["native:legacy-passthrough"], &[]), &batches));
+
+        let legacy_redact = Chain::new(vec![load_test_guest("legacy-redact", &[])]);
+        let batch_pair = chain(&["example:drop", "example:redact"], &[]);
+        assert_eq!(run_chain(&legacy_redact, &batches), run_chain(&batch_pair, &batches), "batch size {size}");
+    }
+}
+
+#[test]
+fn worlds_are_detected() {
+    for name in examples::names() {
+        let expected = if name.starts_with("legacy") { World::Event } else { World::Batch };
+        assert_eq!(load(&format!("example:{name}"), &[]).world(), expected, "{name}");
+    }
+    assert_eq!(load_test_guest("legacy-redact", &[]).world(), World::Event);
+}
+
+#[test]
+fn a_component_of_neither_world_is_refused_by_name() {
+    // The smallest valid component: no imports, no exports.
+    let empty_component = b"\0asm\x0d\x00\x01\x00";
+    let err = runtime().load("empty", empty_component, Config::default()).err().expect("must fail").to_string();
+    assert!(err.contains("implements neither interceptor world"), "{err}");
+    assert!(err.contains("sluicegate:interceptor/batch@0.1.0"), "{err}");
+
+    let core_module = b"\0asm\x01\x00\x00\x00";
+    let err = format!("{:#}", runtime().load("core", core_module, Config::default()).err().expect("must fail"));
+    assert!(err.contains("not a valid WebAssembly component"), "{err}");
+
+    let err = format!("{:#}", runtime().load("junk", b"hello", Config::default()).err().expect("must fail"));
+    assert!(err.contains("junk: not a valid WebAssembly component"), "{err}");
+}
+
+/// Runs one batch of `events` through the hostile guest in `mode`.
+fn hostile(mode: &str, events: Vec<Event>) -> Result<Vec<Event>, Fault> {
+    let guest = load_test_guest("hostile", &[("mode", mode)]);
+    let mut stream = guest.open(&context())?;
+    let input: Batch = events.into_iter().collect();
+    let mut output = Batch::new();
+    let applied = stream.process(&input, &mut output)?;
+    Ok(if applied.unchanged { input.to_events() } else { output.to_events() })
+}
+
+fn two_events() -> Vec<Event> {
+    vec![Event::message("a"), Event::message("b").with_id("2")]
+}
+
+#[test]
+fn well_behaved_hostile_guest_is_a_control() {
+    assert_eq!(hostile("keep", two_events()), Ok(two_events()));
+}
+
+#[test]
+fn malformed_verdicts_are_errors_not_panics() {
+    let cases: &[(&str, fn(&Fault) -> bool)] = &[
+        ("short-count", |f| {
+            matches!(f, Fault::InvalidVerdict(VerdictError::CountMismatch { consumed: 1, batch_len: 2 }))
+        }),
+        ("long-count", |f| matches!(f, Fault::InvalidVerdict(VerdictError::Overrun { .. }))),
+        ("bad-span", |f| {
+            matches!(f, Fault::InvalidVerdict(VerdictError::InvalidEvent { problem: Problem::SpanOutOfRange, .. }))
+        }),
+        ("invalid-utf8", |f| {
+            matches!(f, Fault::InvalidVerdict(VerdictError::InvalidEvent { problem: Problem::InvalidUtf8, .. }))
+        }),
+        ("newline-type", |f| {
+            matches!(f, Fault::InvalidVerdict(VerdictError::InvalidEvent { problem: Problem::TypeLineBreak, .. }))
+        }),
+        ("nul-id", |f| {
+            matches!(f, Fault::InvalidVerdict(VerdictError::InvalidEvent { problem: Problem::IdForbiddenChar, .. }))
+        }),
+        ("unknown-op", |f| matches!(f, Fault::InvalidVerdict(VerdictError::UnknownOp { op: 99, .. }))),
+        ("end-not-last", |f| matches!(f, Fault::InvalidVerdict(VerdictError::EndNotLast { .. }))),
+        ("huge-word", |f| {
+            matches!(f, Fault::InvalidVerdict(VerdictError::InvalidEvent { problem: Problem::RetryTooLarge, .. }))
+        }),
+    ];
+    for (mode, expected) in cases {
+        let fault = hostile(mode, two_events()).expect_err(mode);
+        assert!(expected(&fault), "{mode}: unexpected {fault}");
+    }
+}
+
+#[test]
+fn traps_are_errors_and_the_instance_is_replaced() {
+    let fault = hostile("trap", two_events()).unwrap_err();
+    assert!(matches!(&fault, Fault::Trap(msg) if msg.contains("unreachable") || msg.contains("wasm trap")), "{fault}");
+
+    let fault = load_test_guest("hostile", &[("mode", "trap-open")]).open(&context()).err().unwrap();
+    assert!(matches!(fault, Fault::Trap(_)), "{fault}");
+
+    // Streams are spread round-robin over the pool: streams 0 and n share instance 0.
+    let guest = load_test_guest("hostile", &[("mode", "trap-every-3")]);
+    let n = runtime().limits().instances_per_interceptor;
+    let mut streams: Vec<_> = (0..=n).map(|_| guest.open(&context()).unwrap()).collect();
+    let input: Batch = two_events().into_iter().collect();
+    let mut out = Batch::new();
+    assert!(streams[0].process(&input, &mut out).is_ok());
+    assert!(streams[0].process(&input, &mut out).is_ok());
+    assert!(matches!(streams[0].process(&input, &mut out), Err(Fault::Trap(_)))); // its third call
+    let fault = streams[n].process(&input, &mut out).unwrap_err();
+    assert!(matches!(&fault, Fault::Unavailable(msg) if msg.contains("state is lost")), "{fault}");
+    if n > 1 {
+        assert!(streams[1].process(&input, &mut out).is_ok(), "other instances are untouched");
+    }
+    // New streams, on every slot, work: the discarded instance is replaced.
+    for _ in 0..n {
+        let mut fresh = guest.open(&context()).unwrap();
+        assert!(fresh.process(&input, &mut out).is_ok());
+    }
+}
