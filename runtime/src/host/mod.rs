@@ -105,7 +105,7 @@ impl Runtime {
     /// host does not provide, or if it implements neither interceptor world.
     pub fn load(&self, name: &str, wasm: &[u8], config: Config) -> anyhow::Result<ComponentInterceptor> {
         let component =
-            Component::new(&self.engine, wasm).with_context(|| format!("{name}: not a valid WebAssembly component"))?;
+            self.compile(wasm).with_context(|| format!("{name}: not a valid WebAssembly component"))?;
         let pre = self
             .linker
             .instantiate_pre(&component)
