@@ -18,6 +18,7 @@ fn build_guests(guests: &[(&str, &str)], file: &str, konst: &str) {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     let target_dir = cargo_target_dir(&out_dir).join("guests");
+    ensure_target_installed();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.arg("build")
         .arg("--manifest-path")
@@ -49,6 +50,27 @@ fn build_guests(guests: &[(&str, &str)], file: &str, konst: &str) {
     bytes.push_str("];\n");
     paths.push_str("];\n");
     std::fs::write(out_dir.join(file), bytes + &paths).unwrap();
+}
+
+/// Installs the guest target through rustup if the compiler in use lacks it, so that a fresh
+/// checkout builds with plain `cargo build`. Without rustup, the build fails below with a message
+/// that says what to install.
+fn ensure_target_installed() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let Ok(out) = Command::new(&rustc).args(["--print", "sysroot"]).output() else { return };
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if sysroot.join("lib/rustlib").join(GUEST_TARGET).exists() {
+        return;
+    }
+    println!("cargo:warning=installing the {GUEST_TARGET} target with rustup (needed to build the guests)");
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", GUEST_TARGET]);
+    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    if !rustup.status().is_ok_and(|s| s.success()) {
+        println!("cargo:warning=could not install {GUEST_TARGET}; run `rustup target add {GUEST_TARGET}`");
+    }
 }
 
 fn workspace_root() -> PathBuf {

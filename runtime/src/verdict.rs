@@ -72,7 +72,7 @@ impl std::error::Error for VerdictError {}
 
 /// Runs `ops` over `input`, writing the output events to `out` (cleared first).
 ///
-/// If the ops keep every event and nothing else, `out` is left empty and the result says
+/// If the ops keep every event and nothing else (or are empty), `out` is left empty and the result says
 /// `unchanged`: the caller forwards `input` itself, with no copy. `max_output` bounds the
 /// output's field bytes. On error `out` holds garbage and must not be forwarded.
 pub fn apply(
@@ -84,7 +84,7 @@ pub fn apply(
 ) -> Result<Applied, VerdictError> {
     out.clear();
     let batch_len = input.len();
-    if ops == [OP_KEEP, batch_len as u32] || (batch_len == 0 && ops.is_empty()) {
+    if ops.is_empty() || ops == [OP_KEEP, batch_len as u32] {
         return Ok(Applied { unchanged: true, ended: false });
     }
     let mut next = 0; // the next input event

@@ -38,6 +38,9 @@ fn keeping_everything_is_free_and_unchanged() {
     v.keep();
     v.keep_n(3);
     assert_eq!(v.ops(), [OP_KEEP, 4], "runs of keep merge into one op");
+    v.complete(4);
+    assert_eq!(v.ops(), [] as [u32; 0], "keeping everything is the empty verdict");
+    assert!(apply(input().view(), &[], &[], &mut Batch::new(), MAX).unwrap().unchanged);
 }
 
 #[test]

@@ -213,7 +213,8 @@ impl VerdictBuilder {
     }
 
     /// Accounts for the input events the ops have not mentioned: kept, or dropped if the stream
-    /// was ended; then appends the end op if asked for. The SDK calls this after
+    /// was ended; then appends the end op if asked for. A verdict that keeps everything becomes
+    /// the empty verdict. The SDK calls this after
     /// [`crate::Interceptor::process_batch`], so interceptors only mention what they change.
     pub fn complete(&mut self, batch_len: usize) {
         let rest = batch_len.saturating_sub(self.consumed);
@@ -223,6 +224,11 @@ impl VerdictBuilder {
             self.open_run = None;
         } else {
             self.keep_n(rest);
+            if self.ops.len() == 2 && self.ops[0] == OP_KEEP {
+                // Everything kept: the empty verdict says so without allocating.
+                self.ops.clear();
+                self.open_run = None;
+            }
         }
     }
 

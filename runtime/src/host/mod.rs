@@ -104,8 +104,7 @@ impl Runtime {
     /// Fails, naming the problem, if the bytes are not a component, if it imports something the
     /// host does not provide, or if it implements neither interceptor world.
     pub fn load(&self, name: &str, wasm: &[u8], config: Config) -> anyhow::Result<ComponentInterceptor> {
-        let component =
-            self.compile(wasm).with_context(|| format!("{name}: not a valid WebAssembly component"))?;
+        let component = self.compile(wasm).with_context(|| format!("{name}: not a valid WebAssembly component"))?;
         let pre = self
             .linker
             .instantiate_pre(&component)

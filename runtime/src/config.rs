@@ -1,0 +1,245 @@
+//! The proxy's configuration: a TOML file, overridden by command-line flags.
+//!
+//! Every section and key is optional; see `docs/sluicegate.example.toml` for all of them with
+//! their defaults.
+
+use crate::spec::Spec;
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Where to accept clients, e.g. `127.0.0.1:8080`.
+    pub listen: Option<SocketAddr>,
+    /// The upstream's base URL, e.g. `http://127.0.0.1:3000`. Request paths are appended to it.
+    pub upstream: Option<String>,
+    pub batch: BatchConfig,
+    pub reconnect: ReconnectConfig,
+    pub limits: LimitsConfig,
+    pub security: SecurityConfig,
+    /// Routes by path prefix; the longest matching prefix wins. A request that matches none is
+    /// forwarded with no interceptors.
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// How events are grouped into batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// The most events in one batch.
+    pub max_events: usize,
+    /// The most field bytes in one batch (one larger event still makes a batch of its own).
+    pub max_bytes: usize,
+    /// How long to wait for more events to fill a batch once one is ready, in milliseconds.
+    /// 0 (the default) sends what is there at once: a quiet stream gets no added latency.
+    pub linger_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_events: 256, max_bytes: 256 * 1024, linger_ms: 0 }
+    }
+}
+
+/// Resuming an upstream event stream that fails mid-way.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// Reconnect to the upstream with `Last-Event-ID` when an event stream fails.
+    pub enabled: bool,
+    /// Attempts after one failure before giving up (the count restarts once events flow again).
+    pub max_attempts: u32,
+    /// The first delay, in milliseconds, unless the upstream sent `retry`.
+    pub initial_delay_ms: u64,
+    /// The longest delay, in milliseconds (also caps `retry` and `Retry-After`).
+    pub max_delay_ms: u64,
+    /// An upstream event stream that sends nothing (not even a comment) for this long, in
+    /// milliseconds, has failed. 0 disables the check.
+    pub idle_timeout_ms: u64,
+    /// Also resume event streams that answered a POST, by GET with `Last-Event-ID` (how MCP
+    /// Streamable HTTP clients resume).
+    pub resume_post_with_get: bool,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            enabled: true,
+            max_attempts: 5,
+            initial_delay_ms: 100,
+            max_delay_ms: 10_000,
+            idle_timeout_ms: 0,
+            resume_post_with_get: true,
+        }
+    }
+}
+
+impl ReconnectConfig {
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
+    }
+}
+
+/// Bounds on input and on interceptors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// The largest upstream event (field bytes) or line; larger events are dropped with a log
+    /// line and counted.
+    pub max_event_bytes: usize,
+    /// The largest linear memory of a guest instance.
+    pub max_memory_bytes: usize,
+    /// The most field bytes one interceptor may produce for one batch.
+    pub max_output_bytes: usize,
+    /// Instances per component interceptor; 0 means one per core.
+    pub instances_per_interceptor: usize,
+    /// Encoded batches buffered per stream between the interceptors and a slow client.
+    pub client_buffer_batches: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let host = crate::host::Limits::default();
+        LimitsConfig {
+            max_event_bytes: 1 << 20,
+            max_memory_bytes: host.max_memory_bytes,
+            max_output_bytes: host.max_output_bytes,
+            instances_per_interceptor: 0,
+            client_buffer_batches: 4,
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn host_limits(&self) -> crate::host::Limits {
+        let mut limits = crate::host::Limits::default();
+        limits.max_memory_bytes = self.max_memory_bytes;
+        limits.max_output_bytes = self.max_output_bytes;
+        if self.instances_per_interceptor > 0 {
+            limits.instances_per_interceptor = self.instances_per_interceptor;
+        }
+        limits
+    }
+}
+
+/// DNS-rebinding protection (the proxy rewrites `Host` to the upstream's authority, so it must
+/// check the client's `Host` and `Origin` itself, as MCP servers do).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Accepted `Host` values (`name` or `name:port`; `name:*` for any port). Empty: the loopback
+    /// names when listening on loopback, anything otherwise.
+    pub allowed_hosts: Vec<String>,
+    /// Accepted `Origin` values (e.g. `http://localhost:*`). Empty: loopback origins when listening
+    /// on loopback, anything otherwise. Requests without `Origin` are accepted.
+    pub allowed_origins: Vec<String>,
+    /// Forward the client's `Host` instead of the upstream's authority (the checks are then left to
+    /// the upstream).
+    pub preserve_host: bool,
+}
+
+/// One route: a path prefix and its chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Requests whose path starts with this (at a `/` boundary) take this route.
+    pub prefix: String,
+    /// The chain, in order.
+    #[serde(default, rename = "interceptor")]
+    pub interceptors: Vec<InterceptorConfig>,
+}
+
+/// One interceptor of a chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptorConfig {
+    /// A component path, `example:NAME` or `native:NAME`.
+    pub spec: String,
+    /// Its configuration (values may be strings, numbers or booleans; they reach the interceptor
+    /// as strings).
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+impl InterceptorConfig {
+    pub fn spec(&self) -> anyhow::Result<Spec> {
+        self.spec.parse::<Spec>().map_err(|e| anyhow::anyhow!("interceptor `{}`: {e}", self.spec))
+    }
+
+    /// The configuration as strings.
+    pub fn entries(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.config
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    toml::Value::Array(items) => items
+                        .iter()
+                        .map(|i| i.as_str().map(String::from).unwrap_or_else(|| i.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => bail!("interceptor `{}`: config key `{k}` must be a string, number, boolean or list, not {other}", self.spec),
+                };
+                Ok((k.clone(), value))
+            })
+            .collect()
+    }
+}
+
+impl ProxyConfig {
+    /// Reads and checks a TOML file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Parses and checks TOML text.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let config: ProxyConfig = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.batch.max_events == 0 {
+            bail!("batch.max_events must be at least 1");
+        }
+        if self.batch.max_bytes == 0 || self.batch.max_bytes > (1 << 30) {
+            bail!("batch.max_bytes must be between 1 and 2^30");
+        }
+        if self.limits.max_event_bytes == 0 || self.limits.max_event_bytes > (1 << 30) {
+            bail!("limits.max_event_bytes must be between 1 and 2^30");
+        }
+        if self.limits.client_buffer_batches == 0 {
+            bail!("limits.client_buffer_batches must be at least 1");
+        }
+        let mut prefixes = std::collections::HashSet::new();
+        for route in &self.routes {
+            if !route.prefix.starts_with('/') {
+                bail!("route prefix `{}` must start with `/`", route.prefix);
+            }
+            if !prefixes.insert(route.prefix.trim_end_matches('/')) {
+                bail!("route prefix `{}` appears twice", route.prefix);
+            }
+            for interceptor in &route.interceptors {
+                interceptor.spec()?;
+                interceptor.entries()?;
+            }
+        }
+        if let Some(upstream) = &self.upstream {
+            crate::proxy::upstream_base(upstream)?;
+        }
+        Ok(())
+    }
+}
