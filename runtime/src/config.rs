@@ -19,6 +19,8 @@ pub struct ProxyConfig {
     pub listen: Option<SocketAddr>,
     /// The upstream's base URL, e.g. `http://127.0.0.1:3000`. Request paths are appended to it.
     pub upstream: Option<String>,
+    /// Speak HTTP/2 to the upstream (prior knowledge, no TLS): many streams over one connection.
+    pub upstream_http2: bool,
     pub batch: BatchConfig,
     pub reconnect: ReconnectConfig,
     pub limits: LimitsConfig,
@@ -188,7 +190,10 @@ impl InterceptorConfig {
                         .map(|i| i.as_str().map(String::from).unwrap_or_else(|| i.to_string()))
                         .collect::<Vec<_>>()
                         .join(","),
-                    other => bail!("interceptor `{}`: config key `{k}` must be a string, number, boolean or list, not {other}", self.spec),
+                    other => bail!(
+                        "interceptor `{}`: config key `{k}` must be a string, number, boolean or list, not {other}",
+                        self.spec
+                    ),
                 };
                 Ok((k.clone(), value))
             })

@@ -15,6 +15,11 @@ pub trait Interceptor: Send + Sync {
 
     /// Starts a stream.
     fn open(&self, context: &StreamContext) -> Result<Box<dyn InterceptorStream>, Fault>;
+
+    /// Streams opened and not yet dropped (to check that nothing leaks).
+    fn live_streams(&self) -> usize {
+        0
+    }
 }
 
 /// One interceptor's state for one stream.

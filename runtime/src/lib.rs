@@ -11,12 +11,15 @@
 
 pub mod batch;
 pub mod chain;
+pub mod config;
+pub mod demo;
 pub mod examples;
 pub mod host;
 pub mod interceptor;
 pub mod legacy;
 pub mod native;
 pub mod pipeline;
+pub mod proxy;
 pub mod spec;
 pub mod sse;
 pub mod verdict;

@@ -3,11 +3,18 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sluicegate::chain::Chain;
+use sluicegate::config::{InterceptorConfig, ProxyConfig, RouteConfig};
 use sluicegate::host::{Limits, Runtime};
 use sluicegate::pipeline::{self, BatchLimits};
+use sluicegate::proxy::Proxy;
 use sluicegate::spec::Spec;
 use sluicegate::{Config, StreamContext};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
 
 #[derive(Parser)]
 #[command(name = "sluicegate", version, about = "Stream Server-Sent Events through sandboxed WebAssembly interceptors")]
@@ -30,6 +37,32 @@ enum Command {
         /// The most events per batch.
         #[arg(long, default_value_t = BatchLimits::default().max_events)]
         max_batch_events: usize,
+    },
+    /// Runs the proxy: every request goes to the upstream; event streams pass through the chain.
+    Serve {
+        /// Where to accept clients, e.g. 127.0.0.1:8080 (or `listen` in the config file).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// The upstream's base URL, e.g. http://127.0.0.1:3000 (or `upstream` in the config file).
+        #[arg(long, value_name = "URL")]
+        upstream: Option<String>,
+        /// An interceptor of the chain for every path, in order: a component file, `example:NAME`
+        /// or `native:NAME`. Replaces the config file's `/` route.
+        #[arg(long = "interceptor", short = 'i', value_name = "SPEC")]
+        interceptors: Vec<Spec>,
+        /// A TOML file with routes, chains, interceptor config, batching, reconnection and limits.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Starts an embedded upstream and a proxy with example interceptors in front of it, shows a
+    /// stream before and after, and keeps serving until interrupted.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Exit after showing the stream before and after.
+        #[arg(long)]
+        once: bool,
     },
     /// Lists the example guests and native interceptors built into this binary.
     List,
@@ -89,6 +122,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::debug!(?stats, "done");
             Ok(())
         }
+        Command::Serve { listen, upstream, interceptors, config } => {
+            let mut config = match &config {
+                Some(path) => ProxyConfig::from_file(path)?,
+                None => ProxyConfig::default(),
+            };
+            config.upstream = upstream.or(config.upstream);
+            let listen = listen.or(config.listen).context("no address to listen on (--listen ADDR)")?;
+            if !interceptors.is_empty() {
+                config.routes.retain(|r| r.prefix.trim_end_matches('/') != "");
+                config.routes.push(RouteConfig {
+                    prefix: "/".into(),
+                    interceptors: interceptors
+                        .iter()
+                        .map(|spec| InterceptorConfig { spec: spec.to_string(), config: Default::default() })
+                        .collect(),
+                });
+            }
+            tokio_runtime()?.block_on(serve(config, listen))
+        }
+        Command::Demo { listen, once } => tokio_runtime()?.block_on(demo(listen, once)),
         Command::List => {
             println!("examples (use as example:NAME):");
             for name in sluicegate::examples::names() {
@@ -101,4 +154,69 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Loads everything (failing before listening if anything is wrong), then serves until Ctrl-C.
+async fn serve(config: ProxyConfig, listen: SocketAddr) -> anyhow::Result<()> {
+    let runtime = Runtime::new(config.limits.host_limits())?;
+    let proxy = Arc::new(Proxy::new(&config, &runtime, listen)?);
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(listen = %listener.local_addr()?, upstream = config.upstream.as_deref().unwrap_or(""), "sluicegate is serving");
+    tokio::select! {
+        result = sluicegate::proxy::serve(listener, proxy) => result,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn demo(listen: SocketAddr, once: bool) -> anyhow::Result<()> {
+    let upstream_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let upstream = format!("http://{}", upstream_listener.local_addr()?);
+    tokio::spawn(sluicegate::demo::serve_upstream(upstream_listener, Duration::from_millis(40)));
+    let listener = match TcpListener::bind(listen).await {
+        Ok(listener) => listener,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("{listen} is in use; using another port (choose one with --listen)");
+            TcpListener::bind((listen.ip(), 0)).await?
+        }
+        Err(e) => return Err(e).with_context(|| format!("listening on {listen}")),
+    };
+    let proxy_addr = listener.local_addr()?;
+    let config = ProxyConfig::from_toml(&format!(
+        r#"
+        upstream = "{upstream}"
+        [[route]]
+        prefix = "/"
+        [[route.interceptor]]
+        spec = "example:drop"
+        config = {{ types = "ping" }}
+        [[route.interceptor]]
+        spec = "example:redact"
+        [[route.interceptor]]
+        spec = "example:summary"
+        "#
+    ))?;
+    let runtime = Runtime::new(config.limits.host_limits())?;
+    let proxy = Arc::new(Proxy::new(&config, &runtime, proxy_addr)?);
+    tokio::spawn(sluicegate::proxy::serve(listener, proxy));
+
+    println!("sluicegate demo: an upstream at {upstream}, the proxy at http://{proxy_addr}");
+    println!("chain: example:drop (types=ping) -> example:redact -> example:summary\n");
+    for path in ["/llm", "/mcp"] {
+        println!("before:  curl -N {upstream}{path}");
+        println!("after:   curl -N http://{proxy_addr}{path}");
+    }
+    println!();
+    let before = sluicegate::demo::fetch(&format!("{upstream}/llm")).await?;
+    let after = sluicegate::demo::fetch(&format!("http://{proxy_addr}/llm")).await?;
+    println!("---- /llm from the upstream ----\n{before}---- /llm through sluicegate ----\n{after}");
+    if once {
+        return Ok(());
+    }
+    println!("serving; press Ctrl-C to stop");
+    tokio::signal::ctrl_c().await?;
+    Ok(())
 }

@@ -134,6 +134,7 @@ impl Runtime {
                 limits: self.limits.clone(),
                 slots,
                 next_slot: AtomicUsize::new(0),
+                live: AtomicUsize::new(0),
             }),
         })
     }
@@ -231,6 +232,8 @@ struct Shared {
     limits: Limits,
     slots: Vec<Mutex<Slot>>,
     next_slot: AtomicUsize,
+    /// Streams opened and not yet dropped.
+    live: AtomicUsize,
 }
 
 impl Shared {
@@ -286,6 +289,10 @@ impl Interceptor for ComponentInterceptor {
         }
     }
 
+    fn live_streams(&self) -> usize {
+        self.shared.live.load(Ordering::SeqCst)
+    }
+
     fn open(&self, context: &StreamContext) -> Result<Box<dyn InterceptorStream>, Fault> {
         let shared = &self.shared;
         let slot_index = shared.next_slot.fetch_add(1, Ordering::Relaxed) % shared.slots.len();
@@ -320,6 +327,7 @@ impl Interceptor for ComponentInterceptor {
             Guest::Event(_) => None,
         };
         drop(slot);
+        shared.live.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(ComponentStream {
             shared: shared.clone(),
             slot: slot_index,
@@ -439,6 +447,7 @@ impl InterceptorStream for ComponentStream {
 
 impl Drop for ComponentStream {
     fn drop(&mut self) {
+        self.shared.live.fetch_sub(1, Ordering::SeqCst);
         // A stream that ends without `finish` (its task was cancelled) still frees its guest state.
         if let Some(resource) = self.resource.take() {
             let mut slot = self.shared.lock(self.slot);

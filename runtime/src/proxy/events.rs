@@ -1,0 +1,409 @@
+//! One event stream through the proxy: read the upstream, parse, batch, run the chain, encode,
+//! send; resume the upstream if it fails; end the chain however the stream ends.
+//!
+//! Backpressure: the client's body is a bounded channel of encoded batches. When it is full,
+//! sending waits, so the upstream is not read: a slow client slows the upstream read instead of
+//! growing memory. When the client goes away the channel closes and the task ends at once,
+//! dropping the upstream response (which cancels the upstream request).
+
+use super::{Proxy, UpstreamBody, empty_body, headers};
+use crate::batch::Batch;
+use crate::chain::ChainStream;
+use crate::config::ReconnectConfig;
+use crate::sse::{self, Event, Parser};
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use sluicegate_guest::EndReason;
+use std::collections::VecDeque;
+use std::hash::BuildHasher as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Ids remembered per stream to skip events an upstream replays after a resumption.
+const RECENT_IDS: usize = 32;
+
+/// How to resume this stream's upstream request.
+pub(crate) struct Resume {
+    /// Resumption is configured on and possible for this request's method.
+    allowed: bool,
+    uri: Uri,
+    /// The forwarded request's end-to-end headers (without body headers).
+    headers: HeaderMap,
+    config: ReconnectConfig,
+}
+
+impl Resume {
+    pub(crate) fn new(request: &http::request::Parts, uri: Uri, config: &ReconnectConfig) -> Self {
+        let method_ok =
+            request.method == Method::GET || (request.method == Method::POST && config.resume_post_with_get);
+        let mut headers = request.headers.clone();
+        for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH, header::CONTENT_ENCODING, header::EXPECT] {
+            headers.remove(name);
+        }
+        Resume { allowed: config.enabled && method_ok, uri, headers, config: config.clone() }
+    }
+
+    fn request(&self, last_id: &[u8]) -> Option<Request<UpstreamBody>> {
+        let mut request = Request::get(self.uri.clone()).body(empty_body()).ok()?;
+        *request.headers_mut() = self.headers.clone();
+        request.headers_mut().insert("last-event-id", HeaderValue::from_bytes(last_id).ok()?);
+        request.headers_mut().insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        request.headers_mut().insert(header::ACCEPT_ENCODING, headers::identity());
+        Some(request)
+    }
+}
+
+/// How a stretch of upstream reading ended.
+enum End {
+    /// The upstream closed the stream normally.
+    Closed,
+    /// The upstream failed; it may be resumed.
+    Failed(String),
+    ClientGone,
+    EndedByInterceptor,
+    /// An interceptor faulted; the error event has been sent.
+    Faulted,
+}
+
+/// Counts the stream as active while it lives.
+struct ActiveGuard(Arc<Proxy>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_streams.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub(crate) struct EventStream {
+    proxy: Arc<Proxy>,
+    id: String,
+    chain: ChainStream,
+    tx: mpsc::Sender<Bytes>,
+    resume: Resume,
+    parser: Parser,
+    batch: Batch,
+    /// The last id the upstream sent: where to resume from.
+    last_id: Option<Bytes>,
+    /// The upstream's last `retry`, the first delay before resuming.
+    retry_ms: Option<u32>,
+    /// Recently forwarded ids (copies, so they pin no input buffers).
+    recent_ids: VecDeque<Bytes>,
+    /// True after a resumption until the first event that was not forwarded before.
+    skipping_replay: bool,
+}
+
+impl EventStream {
+    pub(crate) fn new(
+        proxy: Arc<Proxy>,
+        id: String,
+        chain: ChainStream,
+        tx: mpsc::Sender<Bytes>,
+        resume: Resume,
+    ) -> Self {
+        let parser = Parser::with_limit(proxy.max_event_bytes);
+        EventStream {
+            proxy,
+            id,
+            chain,
+            tx,
+            resume,
+            parser,
+            batch: Batch::new(),
+            last_id: None,
+            retry_ms: None,
+            recent_ids: VecDeque::new(),
+            skipping_replay: false,
+        }
+    }
+
+    pub(crate) async fn run(mut self, body: Incoming) {
+        self.proxy.active_streams.fetch_add(1, Ordering::SeqCst);
+        let _active = ActiveGuard(self.proxy.clone());
+        tracing::debug!(stream = %self.id, "event stream started");
+        let mut body = body;
+        let end = loop {
+            match self.pump(&mut body).await {
+                End::Failed(why) => {
+                    tracing::warn!(stream = %self.id, "upstream event stream failed: {why}");
+                    match self.reconnect().await {
+                        Reconnect::Resumed(next) => body = next,
+                        Reconnect::Stop(reason) => break reason,
+                        Reconnect::ClientGone => break EndReason::ClientGone,
+                    }
+                }
+                End::Closed => break EndReason::UpstreamClosed,
+                End::ClientGone => break EndReason::ClientGone,
+                End::EndedByInterceptor => break EndReason::EndedByInterceptor,
+                End::Faulted => return,
+            }
+        };
+        drop(body); // cancels the upstream request if it is still open
+        let skipped = self.parser.oversized();
+        if skipped > 0 {
+            tracing::warn!(stream = %self.id, events = skipped, limit = self.proxy.max_event_bytes, "dropped upstream events over the size limit");
+        }
+        match self.chain.finish(end) {
+            Ok(tail) if end != EndReason::ClientGone => {
+                self.batch = tail;
+                let _ = self.send_batch().await;
+            }
+            Ok(_) => {}
+            Err(fault) => tracing::error!(stream = %self.id, "{fault} while finishing the stream"),
+        }
+        tracing::debug!(stream = %self.id, reason = ?end, "event stream ended");
+    }
+
+    /// Reads the upstream until it ends or fails, the client leaves, or the chain ends the stream.
+    async fn pump(&mut self, body: &mut Incoming) -> End {
+        let idle = self.resume.config.idle_timeout();
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.tx.closed() => return End::ClientGone,
+                next = next_chunk(body, idle) => next,
+            };
+            match next {
+                Chunk::Data(bytes) => self.parser.feed(&bytes),
+                Chunk::Eof => {
+                    let tail = self.parser.finish();
+                    if self.parser.discarded() > 0 {
+                        tracing::debug!(stream = %self.id, bytes = self.parser.discarded(), "discarded an unterminated event at the end of the stream");
+                    }
+                    if let Some(end) = self.flush(tail).await {
+                        return end;
+                    }
+                    return End::Closed;
+                }
+                Chunk::Failed(why) => {
+                    // What was not dispatched yet is resent by the upstream after resumption.
+                    let _ = self.parser.finish();
+                    return End::Failed(why);
+                }
+            }
+            // Take what else has already arrived, without waiting: that is the batch.
+            while self.parser.buffered() < self.proxy.batch.max_bytes {
+                match body.frame().now_or_never() {
+                    Some(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            self.parser.feed(&data);
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            if !self.proxy.linger.is_zero()
+                && let Some(end) = self.linger(body).await
+            {
+                return end;
+            }
+            if let Some(end) = self.flush(None).await {
+                return end;
+            }
+        }
+    }
+
+    /// With a linger configured, waits up to it for more input to fill the batch.
+    async fn linger(&mut self, body: &mut Incoming) -> Option<End> {
+        let deadline = tokio::time::Instant::now() + self.proxy.linger;
+        while self.parser.buffered() < self.proxy.batch.max_bytes {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return None,
+                frame = body.frame() => match frame {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            self.parser.feed(&data);
+                        }
+                    }
+                    // The end or an error is seen again by the next read.
+                    _ => return None,
+                },
+            }
+        }
+        None
+    }
+
+    /// Sends every complete event the parser holds, batch by batch (plus `extra` at the end).
+    async fn flush(&mut self, mut extra: Option<Event>) -> Option<End> {
+        loop {
+            self.batch.clear();
+            let drained = self.fill();
+            if drained && let Some(event) = extra.take() {
+                self.batch.push(&event);
+            }
+            if self.batch.is_empty() {
+                return None;
+            }
+            let ended = match self.chain.process(&mut self.batch) {
+                Ok(ended) => ended,
+                Err(fault) => {
+                    tracing::error!(stream = %self.id, "{fault}; ending the stream (fail-closed)");
+                    self.batch.clear();
+                    let data = format!(
+                        "{{\"type\":\"error\",\"error\":{{\"type\":\"interceptor_error\",\"message\":\"interceptor {} failed\"}}}}",
+                        fault.name.replace(['"', '\\'], "")
+                    );
+                    self.batch.push(&Event::message(data).with_type("error"));
+                    let _ = self.send_batch().await;
+                    return Some(End::Faulted);
+                }
+            };
+            if !self.send_batch().await {
+                return Some(End::ClientGone);
+            }
+            if ended {
+                return Some(End::EndedByInterceptor);
+            }
+            if drained {
+                return None;
+            }
+        }
+    }
+
+    /// Moves complete events from the parser into the batch, up to the batch limits; skips events
+    /// replayed after a resumption. Returns true when the parser has no complete event left.
+    fn fill(&mut self) -> bool {
+        let limits = self.proxy.batch;
+        while self.batch.len() < limits.max_events
+            && (self.batch.is_empty() || self.batch.byte_len() < limits.max_bytes)
+        {
+            let Some(event) = self.parser.next() else { return true };
+            if let Some(id) = &event.id {
+                if self.skipping_replay && self.recent_ids.iter().any(|seen| seen == id) {
+                    tracing::debug!(stream = %self.id, id = ?id, "skipped an event replayed after resumption");
+                    continue;
+                }
+                self.skipping_replay = false;
+                let id = Bytes::copy_from_slice(id);
+                if self.recent_ids.len() == RECENT_IDS {
+                    self.recent_ids.pop_front();
+                }
+                self.recent_ids.push_back(id.clone());
+                self.last_id = Some(id);
+            }
+            if let Some(ms) = event.retry {
+                self.retry_ms = Some(ms);
+            }
+            self.batch.push(&event);
+        }
+        false
+    }
+
+    /// Encodes the batch and sends it as one chunk. False if the client is gone.
+    async fn send_batch(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        // One allocation per batch, handed to hyper without a copy.
+        let mut out = Vec::with_capacity(self.batch.byte_len() + 16 * self.batch.len());
+        sse::encode_batch(&mut out, self.batch.view());
+        self.tx.send(Bytes::from(out)).await.is_ok()
+    }
+
+    /// Reconnects to the upstream with `Last-Event-ID`, with exponential backoff and jitter.
+    async fn reconnect(&mut self) -> Reconnect {
+        if !self.resume.allowed {
+            return Reconnect::Stop(EndReason::UpstreamFailed);
+        }
+        let Some(last_id) = self.last_id.clone() else {
+            tracing::warn!(stream = %self.id, "cannot resume: the upstream sent no event id");
+            return Reconnect::Stop(EndReason::UpstreamFailed);
+        };
+        let config = &self.resume.config;
+        let max = Duration::from_millis(config.max_delay_ms);
+        let mut delay = Duration::from_millis(self.retry_ms.map_or(config.initial_delay_ms, u64::from)).min(max);
+        for attempt in 1..=config.max_attempts {
+            let wait = jitter(delay);
+            tokio::select! {
+                biased;
+                _ = self.tx.closed() => return Reconnect::ClientGone,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let Some(request) = self.resume.request(&last_id) else {
+                tracing::warn!(stream = %self.id, "cannot resume: the last event id is not a valid header value");
+                return Reconnect::Stop(EndReason::UpstreamFailed);
+            };
+            let result = tokio::select! {
+                biased;
+                _ = self.tx.closed() => return Reconnect::ClientGone,
+                result = self.proxy.client.request(request) => result,
+            };
+            match result {
+                Ok(response) if response.status() == StatusCode::OK && headers::is_event_stream(response.headers()) => {
+                    tracing::info!(stream = %self.id, attempt, last_event_id = %String::from_utf8_lossy(&last_id), "resumed the upstream event stream");
+                    self.skipping_replay = true;
+                    return Reconnect::Resumed(response.into_body());
+                }
+                Ok(response) if response.status() == StatusCode::NO_CONTENT => {
+                    tracing::info!(stream = %self.id, "the upstream answered 204 to resumption: the stream is over");
+                    return Reconnect::Stop(EndReason::UpstreamClosed);
+                }
+                Ok(response) => {
+                    tracing::warn!(stream = %self.id, attempt, status = %response.status(), "resumption refused");
+                    if let Some(after) = retry_after(response.headers()) {
+                        delay = after.min(max);
+                        continue;
+                    }
+                }
+                Err(e) => tracing::warn!(stream = %self.id, attempt, "resumption failed: {e}"),
+            }
+            delay = (delay * 2).min(max);
+        }
+        tracing::warn!(stream = %self.id, attempts = config.max_attempts, "giving up on the upstream");
+        Reconnect::Stop(EndReason::UpstreamFailed)
+    }
+}
+
+enum Reconnect {
+    Resumed(Incoming),
+    Stop(EndReason),
+    ClientGone,
+}
+
+enum Chunk {
+    Data(Bytes),
+    Eof,
+    Failed(String),
+}
+
+/// The next data chunk of the body, skipping trailers; an idle timeout counts as a failure.
+async fn next_chunk(body: &mut Incoming, idle: Option<Duration>) -> Chunk {
+    loop {
+        let frame = match idle {
+            Some(limit) => match tokio::time::timeout(limit, body.frame()).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    return Chunk::Failed(format!("nothing received for {} ms (idle timeout)", limit.as_millis()));
+                }
+            },
+            None => body.frame().await,
+        };
+        match frame {
+            None => return Chunk::Eof,
+            Some(Err(e)) => return Chunk::Failed(e.to_string()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Chunk::Data(data);
+                }
+            }
+        }
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is ignored).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds))
+}
+
+/// A random delay between half of `delay` and `delay`, so that many streams failing together do
+/// not come back together.
+fn jitter(delay: Duration) -> Duration {
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+    delay.mul_f64(0.5 + (random % 1000) as f64 / 2000.0)
+}
