@@ -8,6 +8,8 @@ use sluicegate::sse::{Event, Parser};
 use sluicegate::{Config, EndReason, StreamContext};
 use std::sync::{Arc, OnceLock};
 
+pub mod net;
+
 include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
 
 /// The component bytes of test guest `name` (see `tests/guests/`).

@@ -1,0 +1,146 @@
+//! Real servers and clients on loopback for the proxy tests: a programmable upstream, the proxy
+//! itself in-process, and a streaming client.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use sluicegate::config::ProxyConfig;
+use sluicegate::proxy::Proxy;
+use sluicegate::sse::{Event, Parser};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+pub type TestBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Starts an upstream on a free loopback port; `handler` answers every request.
+pub async fn start_upstream<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |r| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(r).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(socket), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A response whose body is fed by the returned sender: send `Ok(bytes)` chunks, send an `Err`
+/// to break the connection mid-stream, drop the sender to end the body normally.
+pub fn streamed(content_type: &str) -> (mpsc::Sender<Result<Bytes, std::io::Error>>, Response<TestBody>) {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let item = rx.recv().await?;
+        Some((item.map(Frame::data), rx))
+    });
+    let response = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", content_type)
+        .body(StreamBody::new(stream).boxed_unsync())
+        .unwrap();
+    (tx, response)
+}
+
+/// A complete response.
+pub fn full(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<TestBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body.into()).map_err(|e| match e {}).boxed_unsync())
+        .unwrap()
+}
+
+/// Starts the proxy in-process on a free loopback port.
+pub async fn start_proxy(config: &str) -> (SocketAddr, Arc<Proxy>) {
+    let config = ProxyConfig::from_toml(config).expect("config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = Arc::new(Proxy::new(&config, crate::runtime(), addr).expect("proxy"));
+    tokio::spawn(sluicegate::proxy::serve(listener, proxy.clone()));
+    (addr, proxy)
+}
+
+/// A plain HTTP/1.1 client.
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GETs `url` with extra headers.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+    let mut request = Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    client().request(request.body(Empty::new()).unwrap()).await.expect("request")
+}
+
+/// Reads an event stream response incrementally.
+pub struct EventReader {
+    body: Incoming,
+    parser: Parser,
+    pub chunks: usize,
+}
+
+impl EventReader {
+    pub fn new(response: Response<Incoming>) -> Self {
+        EventReader { body: response.into_body(), parser: Parser::new(), chunks: 0 }
+    }
+
+    /// The next event or comment, or `None` at the end of the stream.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.parser.next() {
+                return Some(event);
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.chunks += 1;
+                        self.parser.feed(&data);
+                    }
+                }
+                Some(Err(e)) => panic!("the proxy broke the stream: {e}"),
+                None => return self.parser.finish(),
+            }
+        }
+    }
+
+    /// Everything until the end of the stream.
+    pub async fn rest(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        while let Some(e) = self.next().await {
+            events.push(e);
+        }
+        events
+    }
+}
+
+/// The config for a proxy in front of `upstream` with `chain` on every path.
+pub fn config_with_chain(upstream: SocketAddr, chain: &[&str], extra: &str) -> String {
+    let mut config = format!("upstream = \"http://{upstream}\"\n{extra}\n[[route]]\nprefix = \"/\"\n");
+    for spec in chain {
+        config.push_str(&format!("[[route.interceptor]]\nspec = \"{spec}\"\n"));
+    }
+    config
+}
