@@ -73,3 +73,52 @@ fn list_names_examples_and_natives() {
         assert!(text.contains(&format!("  {name}\n")), "{text}");
     }
 }
+
+#[test]
+fn serve_refuses_bad_configs_before_listening() {
+    let dir = std::env::temp_dir().join(format!("sluicegate-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (unknown, batch, route, empty) = (
+        write("unknown.toml", "upstream = \"http://127.0.0.1:1\"\nlisten_port = 3\n"),
+        write("batch.toml", "upstream = \"http://127.0.0.1:1\"\n[batch]\nmax_events = 0\n"),
+        write(
+            "route.toml",
+            "upstream = \"http://127.0.0.1:1\"\n[[route]]\nprefix = \"/a\"\n[[route.interceptor]]\nspec = \"example:nope\"\n",
+        ),
+        write("empty.wasm", "\0asm\x0d\x00\x01\x00"),
+    );
+    let cases = [
+        (vec!["--upstream", "ftp://example.com"], "only http:// upstreams are supported"),
+        (vec!["--upstream", "http://127.0.0.1:1", "-i", "native:nope"], "no native interceptor named `nope`"),
+        (vec!["--config", &unknown], "unknown field `listen_port`"),
+        (vec!["--config", &batch], "batch.max_events must be at least 1"),
+        (vec!["--config", &route], "no example named `nope`"),
+        (vec!["--upstream", "http://127.0.0.1:1", "-i", &empty], "implements neither interceptor world"),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["serve", "--listen", "127.0.0.1:0"];
+        full.extend(args.iter().map(|s| &**s));
+        let out = sluicegate(&full, b"");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{full:?} should fail");
+        assert!(err.contains(expected), "{full:?}: expected `{expected}` in: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn demo_shows_the_stream_before_and_after() {
+    let out = sluicegate(&["demo", "--once", "--listen", "127.0.0.1:0"], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (before, after) = text.split_once("---- /llm through sluicegate ----").expect("both streams shown");
+    assert!(before.contains("ada.lovelace@example.com") && before.contains("event: ping"));
+    assert!(!after.contains("@example") && !after.contains("event: ping"), "{after}");
+    assert!(after.contains("[redacted]") && after.contains("event: summary"));
+    assert!(text.contains("curl -N http://127.0.0.1:"));
+}
