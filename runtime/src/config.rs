@@ -248,3 +248,34 @@ impl ProxyConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let config = ProxyConfig::from_toml(include_str!("../../docs/sluicegate.example.toml")).unwrap();
+        assert_eq!(config.routes.len(), 2);
+        assert_eq!(
+            config.routes[1].interceptors[0].entries().unwrap(),
+            vec![("types".into(), "ping,heartbeat".into())]
+        );
+        let defaults = ProxyConfig::default();
+        assert_eq!(
+            (config.batch.max_events, config.batch.linger_ms),
+            (defaults.batch.max_events, defaults.batch.linger_ms)
+        );
+        assert_eq!(config.reconnect.max_attempts, defaults.reconnect.max_attempts);
+        assert_eq!(config.limits.max_event_bytes, defaults.limits.max_event_bytes);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let err = |text: &str| format!("{:#}", ProxyConfig::from_toml(text).unwrap_err());
+        assert!(err("[batch]\nmax_evnts = 3").contains("unknown field `max_evnts`"));
+        assert!(err("[[route]]\nprefix = \"mcp\"").contains("must start with `/`"));
+        assert!(err("[[route]]\nprefix = \"/a\"\n[[route]]\nprefix = \"/a/\"").contains("appears twice"));
+        assert!(err("upstream = \"https://x\"").contains("only http://"));
+    }
+}

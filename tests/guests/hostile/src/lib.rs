@@ -4,7 +4,8 @@
 //! Modes, each applied to every batch (or, for `*-open`, to the stream constructor):
 //! `keep` (behaves), `trap`, `trap-open`, `short-count`, `long-count`, `bad-span`,
 //! `invalid-utf8`, `newline-type`, `nul-id`, `unknown-op`, `end-not-last`, `huge-word`,
-//! `loop`, `memory`, `recursion`, `giant-output`, `trap-every-3`.
+//! `loop`, `memory`, `recursion`, `giant-output`, `trap-every-3`, and `probe-wasi` (reports what
+//! WASI lets it reach, and prints to stdout and stderr).
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -77,6 +78,19 @@ mod component {
                     }
                 }
                 "recursion" => (vec![OP_KEEP, n + recurse(0) as u32], vec![]),
+                "probe-wasi" => {
+                    let env = std::env::vars().count();
+                    let args = std::env::args().count();
+                    let files = std::fs::read_dir("/").is_ok()
+                        || std::fs::read_dir(".").is_ok()
+                        || std::fs::read("/etc/passwd").is_ok();
+                    let net = std::net::TcpStream::connect("127.0.0.1:1").is_ok();
+                    println!("hello from the guest on stdout");
+                    eprintln!("and on stderr");
+                    let report = format!("env={env} args={args} files={files} net={net}");
+                    let len = report.len() as u32;
+                    ([keep_all, insert(HAS_DATA, [0, 0, 0, len, 0, 0, 0])].concat(), report.into_bytes())
+                }
                 "giant-output" => {
                     let data = vec![b'x'; 64 << 20];
                     ([keep_all, insert(HAS_DATA, [0, 0, 0, data.len() as u32, 0, 0, 0])].concat(), data)

@@ -1,0 +1,254 @@
+//! Measures the proxy as a process: memory per idle event stream, and CPU at a given event rate.
+//!
+//! ```sh
+//! cargo run --release -p sluicegate-benches --bin loadtest -- memory --streams 10000 --chain example:redact
+//! cargo run --release -p sluicegate-benches --bin loadtest -- cpu --rate 10000 --chain none --chain example:redact
+//! ```
+//!
+//! Three roles, each its own process so that each is measured alone: an upstream (HTTP/1.1 and
+//! HTTP/2), the proxy (this crate's library, as `sluicegate serve` runs it), and the clients (in
+//! the orchestrating process). Only loopback addresses are used; every loop is bounded.
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match args.first().map(String::as_str) {
+        Some("upstream") => runtime.block_on(upstream()),
+        Some("proxy") => runtime.block_on(proxy(&args[1], &args[2..])),
+        Some("memory") => runtime.block_on(memory(flag(&args, "--streams", 10_000), chains(&args))),
+        Some("cpu") => runtime.block_on(cpu(
+            flag(&args, "--rate", 10_000),
+            flag(&args, "--streams", 10),
+            flag(&args, "--seconds", 10),
+            chains(&args),
+        )),
+        _ => bail!(
+            "usage: loadtest memory [--streams N] [--chain SPEC|none]... | cpu [--rate EVENTS_PER_S] [--streams N] [--seconds S] [--chain SPEC|none]..."
+        ),
+    }
+}
+
+fn flag(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(default)
+}
+
+fn chains(args: &[String]) -> Vec<String> {
+    let given: Vec<String> = args.windows(2).filter(|w| w[0] == "--chain").map(|w| w[1].clone()).collect();
+    if given.is_empty() { vec!["none".into(), "example:redact".into()] } else { given }
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The upstream role: `/idle` sends a priming event and then nothing; `/rate?n=N` sends N events
+/// per second (LLM-like chunks of ~200 bytes, one in four with an e-mail address).
+async fn upstream() -> anyhow::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("ready {}", listener.local_addr()?.port());
+    loop {
+        let (socket, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                Ok::<_, Infallible>(respond(&request))
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http2().max_concurrent_streams(50_000);
+            let _ = builder.serve_connection(TokioIo::new(socket), service).await;
+        });
+    }
+}
+
+fn respond(request: &Request<Incoming>) -> Response<Body> {
+    let rate: u64 = request.uri().query().and_then(|q| q.strip_prefix("n=")?.parse().ok()).unwrap_or(0);
+    let body: Body = if rate == 0 {
+        let priming =
+            futures_util::stream::once(async { Ok(Frame::data(Bytes::from_static(b"id: 0\ndata:\nretry: 1000\n\n"))) });
+        StreamBody::new(futures_util::StreamExt::chain(priming, futures_util::stream::pending())).boxed_unsync()
+    } else {
+        // Ticks every 10 ms; each tick writes the events due, as one chunk.
+        let per_tick = rate.div_ceil(100);
+        let mut ticks = tokio::time::interval(Duration::from_millis(10));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let stream = futures_util::stream::unfold((0u64, ticks), move |(n, mut ticks)| async move {
+            ticks.tick().await;
+            let mut chunk = String::new();
+            for i in n..n + per_tick {
+                let mail = if i % 4 == 0 { " mail ada@example.com" } else { "" };
+                chunk.push_str(&format!(
+                    "id: {i}\nevent: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"token {i}{mail} lorem ipsum dolor sit amet consectetur adipiscing\"}}}}\n\n"
+                ));
+            }
+            Some((Ok(Frame::data(Bytes::from(chunk))), (n + per_tick, ticks)))
+        });
+        StreamBody::new(stream).boxed_unsync()
+    };
+    Response::builder().header("content-type", "text/event-stream").body(body).unwrap()
+}
+
+/// The proxy role: what `sluicegate serve` runs, with `chain` on every path.
+async fn proxy(upstream_port: &str, chain: &[String]) -> anyhow::Result<()> {
+    let mut config =
+        format!("upstream = \"http://127.0.0.1:{upstream_port}\"\nupstream_http2 = true\n[[route]]\nprefix = \"/\"\n");
+    for spec in chain.iter().filter(|s| *s != "none") {
+        config.push_str(&format!("[[route.interceptor]]\nspec = \"{spec}\"\n"));
+    }
+    let config = sluicegate::config::ProxyConfig::from_toml(&config)?;
+    let runtime = sluicegate::host::Runtime::new(config.limits.host_limits())?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let proxy = Arc::new(sluicegate::proxy::Proxy::new(&config, &runtime, listener.local_addr()?)?);
+    println!("ready {}", listener.local_addr()?.port());
+    sluicegate::proxy::serve(listener, proxy).await
+}
+
+/// A child process of this binary in `role`, killed on drop; its "ready PORT" line is read.
+struct Role {
+    child: Child,
+    port: u16,
+}
+
+impl Role {
+    fn start(args: &[&str]) -> anyhow::Result<Role> {
+        let mut child = Command::new(std::env::current_exe()?).args(args).stdout(Stdio::piped()).spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+        let port = line.trim().strip_prefix("ready ").context("role did not start")?.parse()?;
+        Ok(Role { child, port })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.parse().ok()).unwrap_or(0)
+}
+
+/// CPU time of a process, in seconds: the sum over its threads of the scheduler's on-CPU time
+/// (nanosecond resolution, unlike the 10 ms ticks of `/proc/PID/stat`).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1e9
+}
+
+/// Opens an event stream with a raw HTTP/1.1 request and reads until the first event.
+async fn open_stream(port: u16, path: &str) -> anyhow::Result<TcpStream> {
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).await?;
+    socket
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\naccept: text/event-stream\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(2).any(|w| w == b"\n\n") {
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            bail!("stream closed before its first event");
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    Ok(socket)
+}
+
+async fn memory(streams: u64, chains: Vec<String>) -> anyhow::Result<()> {
+    const WARM: u64 = 200;
+    let upstream = Role::start(&["upstream"])?;
+    println!("| chain | RSS after {WARM} streams | RSS at {streams} streams | per stream |");
+    println!("|---|---:|---:|---:|");
+    for chain in chains {
+        let proxy = Role::start(&["proxy", &upstream.port.to_string(), &chain])?;
+        let mut sockets = Vec::with_capacity(streams as usize);
+        let mut baseline = 0;
+        for i in 0..streams {
+            if i == WARM {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                baseline = rss_kib(proxy.pid());
+            }
+            sockets.push(open_stream(proxy.port, "/idle").await.with_context(|| format!("stream {i}"))?);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let full = rss_kib(proxy.pid());
+        let per_stream = (full.saturating_sub(baseline)) as f64 * 1024.0 / (streams - WARM) as f64;
+        println!(
+            "| {chain} | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+            baseline as f64 / 1024.0,
+            full as f64 / 1024.0,
+            per_stream / 1024.0
+        );
+        drop(sockets);
+    }
+    Ok(())
+}
+
+async fn cpu(rate: u64, streams: u64, seconds: u64, chains: Vec<String>) -> anyhow::Result<()> {
+    let upstream = Role::start(&["upstream"])?;
+    let per_stream = rate / streams.max(1);
+    println!("| chain | events/s received | proxy CPU (share of one core) |");
+    println!("|---|---:|---:|");
+    for chain in chains {
+        let proxy = Role::start(&["proxy", &upstream.port.to_string(), &chain])?;
+        let received = Arc::new(AtomicU64::new(0));
+        let mut readers = Vec::new();
+        for _ in 0..streams {
+            let mut socket = open_stream(proxy.port, &format!("/rate?n={per_stream}")).await?;
+            let received = received.clone();
+            readers.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut last = 0u8;
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut events = 0;
+                    for &b in &buf[..n] {
+                        if b == b'\n' && last == b'\n' {
+                            events += 1;
+                        }
+                        last = b;
+                    }
+                    received.fetch_add(events, Ordering::Relaxed);
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await; // warm up
+        let (cpu0, events0, t0) = (cpu_seconds(proxy.pid()), received.load(Ordering::Relaxed), Instant::now());
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let elapsed = t0.elapsed().as_secs_f64();
+        let cpu = (cpu_seconds(proxy.pid()) - cpu0) / elapsed;
+        let events = (received.load(Ordering::Relaxed) - events0) as f64 / elapsed;
+        println!("| {chain} | {events:.0} | {:.1}% |", cpu * 100.0);
+        for r in readers {
+            r.abort();
+        }
+    }
+    Ok(())
+}

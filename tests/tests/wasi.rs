@@ -1,0 +1,43 @@
+//! WASI is provided inertly: a guest reaches no environment, arguments, files or network, and
+//! what it prints goes to the proxy's log, attributed to it.
+
+use sluicegate::batch::Batch;
+use sluicegate::sse::Event;
+use sluicegate_tests::{context, load_test_guest};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// Collects log output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn guests_reach_nothing_and_print_to_the_log() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).init();
+    // Environment and arguments exist in this process; the guest must not see them.
+    assert!(std::env::vars().count() > 0);
+
+    let guest = load_test_guest("hostile", &[("mode", "probe-wasi")]);
+    let mut stream = guest.open(&context()).unwrap();
+    let input: Batch = [Event::message("x")].into_iter().collect();
+    let mut output = Batch::new();
+    stream.process(&input, &mut output).unwrap();
+    assert_eq!(output.to_events(), vec![Event::message("x"), Event::message("env=0 args=0 files=false net=false")]);
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = log.lines().find(|l| l.contains("hello from the guest on stdout")).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("interceptor=hostile") && line.contains("stream=\"stdout\""), "{line}");
+    assert!(log.lines().any(|l| l.contains("and on stderr") && l.contains("stream=\"stderr\"")), "{log}");
+}
