@@ -1,19 +1,199 @@
-//! An ordered chain of interceptors, and one stream's pass through it.
+//! An ordered chain of interceptors, and one stream's pass through it, with each interceptor's
+//! fault policy and circuit breaker.
 
 use crate::batch::Batch;
 use crate::interceptor::{Fault, Interceptor, InterceptorStream};
+use serde::Deserialize;
 use sluicegate_guest::{EndReason, StreamContext};
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What happens to a stream when one of its interceptors faults (traps, overruns its deadline or
+/// memory, returns an invalid verdict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultPolicy {
+    /// The batch passes that interceptor unmodified (logged and counted); the stream goes on. An
+    /// interceptor whose instance was discarded gets a fresh stream state on the next batch.
+    FailOpen,
+    /// The stream ends with a well-formed error event, then closes.
+    #[default]
+    FailClosed,
+}
+
+/// When to take an interceptor out of service: `faults` faults within `window` open the circuit
+/// for `backoff` (doubling, up to 5 minutes, while trial batches keep failing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerConfig {
+    pub faults: u32,
+    pub window: Duration,
+    pub backoff: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig { faults: 5, window: Duration::from_secs(10), backoff: Duration::from_secs(5) }
+    }
+}
+
+/// Counters of one interceptor, shared by all its streams.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Batches the interceptor processed successfully.
+    pub batches: AtomicU64,
+    /// Faults by kind.
+    pub traps: AtomicU64,
+    pub invalid_verdicts: AtomicU64,
+    pub unavailable: AtomicU64,
+    /// Batches passed unmodified after a fault (fail-open).
+    pub failed_open: AtomicU64,
+    /// Batches that skipped the interceptor (or streams that failed) while its circuit was open.
+    pub bypassed: AtomicU64,
+    /// Times the circuit opened.
+    pub circuit_opened: AtomicU64,
+}
+
+impl LinkStats {
+    fn record(&self, fault: &Fault) {
+        let counter = match fault {
+            Fault::Trap(_) => &self.traps,
+            Fault::InvalidVerdict(_) => &self.invalid_verdicts,
+            Fault::Unavailable(_) | Fault::CircuitOpen => &self.unavailable,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every fault counted.
+    pub fn faults(&self) -> u64 {
+        self.traps.load(Ordering::Relaxed)
+            + self.invalid_verdicts.load(Ordering::Relaxed)
+            + self.unavailable.load(Ordering::Relaxed)
+    }
+}
+
+/// The circuit breaker of one interceptor.
+#[derive(Debug)]
+struct Breaker {
+    config: BreakerConfig,
+    /// Fast path: false while the circuit is closed and no fault is recent.
+    tripped: AtomicBool,
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Debug)]
+struct BreakerState {
+    recent: VecDeque<Instant>,
+    open_until: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Breaker {
+    fn new(config: BreakerConfig) -> Self {
+        Breaker {
+            config,
+            tripped: AtomicBool::new(false),
+            state: Mutex::new(BreakerState { recent: VecDeque::new(), open_until: None, backoff: config.backoff }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// False while the circuit is open; once the backoff has passed, lets trial batches through.
+    fn allows(&self) -> bool {
+        if !self.tripped.load(Ordering::Relaxed) {
+            return true;
+        }
+        self.lock().open_until.is_none_or(|until| Instant::now() >= until)
+    }
+
+    fn success(&self) {
+        if !self.tripped.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut state = self.lock();
+        if state.open_until.is_some_and(|until| Instant::now() >= until) {
+            // A trial batch went through: close the circuit.
+            state.open_until = None;
+            state.backoff = self.config.backoff;
+            state.recent.clear();
+            self.tripped.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a fault; true if it opened the circuit.
+    fn failure(&self) -> bool {
+        let now = Instant::now();
+        let mut state = self.lock();
+        self.tripped.store(true, Ordering::Relaxed);
+        if state.open_until.is_some_and(|until| now >= until) {
+            // The trial failed: open again, for longer.
+            state.backoff = (state.backoff * 2).min(Duration::from_secs(300));
+            state.open_until = Some(now + state.backoff);
+            return true;
+        }
+        state.recent.push_back(now);
+        while state.recent.front().is_some_and(|&t| now.duration_since(t) > self.config.window) {
+            state.recent.pop_front();
+        }
+        if state.open_until.is_none() && state.recent.len() >= self.config.faults.max(1) as usize {
+            state.open_until = Some(now + state.backoff);
+            return true;
+        }
+        false
+    }
+}
+
+/// One interceptor of a chain with its policy, breaker and counters.
+#[derive(Clone)]
+pub struct Link {
+    interceptor: Arc<dyn Interceptor>,
+    policy: FaultPolicy,
+    breaker: Arc<Breaker>,
+    stats: Arc<LinkStats>,
+}
+
+impl Link {
+    pub fn new(interceptor: Arc<dyn Interceptor>, policy: FaultPolicy, breaker: BreakerConfig) -> Self {
+        Link { interceptor, policy, breaker: Arc::new(Breaker::new(breaker)), stats: Arc::default() }
+    }
+
+    pub fn interceptor(&self) -> &Arc<dyn Interceptor> {
+        &self.interceptor
+    }
+
+    pub fn stats(&self) -> &Arc<LinkStats> {
+        &self.stats
+    }
+
+    pub fn policy(&self) -> FaultPolicy {
+        self.policy
+    }
+}
+
+impl From<Arc<dyn Interceptor>> for Link {
+    fn from(interceptor: Arc<dyn Interceptor>) -> Self {
+        Link::new(interceptor, FaultPolicy::default(), BreakerConfig::default())
+    }
+}
 
 /// The interceptors that a route's event streams pass through, in order.
 #[derive(Clone, Default)]
 pub struct Chain {
-    links: Vec<Arc<dyn Interceptor>>,
+    links: Vec<Link>,
 }
 
 impl Chain {
-    pub fn new(links: Vec<Arc<dyn Interceptor>>) -> Self {
+    /// A chain of interceptors with the default policy (fail-closed) and breaker.
+    pub fn new(interceptors: Vec<Arc<dyn Interceptor>>) -> Self {
+        Chain { links: interceptors.into_iter().map(Link::from).collect() }
+    }
+
+    pub fn from_links(links: Vec<Link>) -> Self {
         Chain { links }
     }
 
@@ -21,19 +201,31 @@ impl Chain {
         self.links.is_empty()
     }
 
-    pub fn links(&self) -> &[Arc<dyn Interceptor>] {
+    pub fn links(&self) -> &[Link] {
         &self.links
     }
 
-    /// Opens a stream on every interceptor, in order.
+    /// Opens a stream on every interceptor, in order. A fail-open interceptor that cannot open is
+    /// tried again on the stream's first batch.
     pub fn open(&self, context: &StreamContext) -> Result<ChainStream, ChainFault> {
-        let mut streams = Vec::with_capacity(self.links.len());
-        for (link, interceptor) in self.links.iter().enumerate() {
-            let stream =
-                interceptor.open(context).map_err(|fault| ChainFault::new(link, interceptor.as_ref(), fault))?;
-            streams.push(stream);
+        let mut stream = ChainStream {
+            links: self.links.clone(),
+            streams: Vec::with_capacity(self.links.len()),
+            context: context.clone(),
+            spare: Batch::new(),
+            ended: false,
+        };
+        for (i, link) in self.links.iter().enumerate() {
+            let opened = if link.breaker.allows() { link.interceptor.open(context) } else { Err(Fault::CircuitOpen) };
+            match opened {
+                Ok(s) => stream.streams.push(Some(s)),
+                Err(fault) => {
+                    stream.streams.push(None);
+                    stream.fault(i, fault)?;
+                }
+            }
         }
-        Ok(ChainStream { links: self.links.clone(), streams, spare: Batch::new(), ended: false })
+        Ok(stream)
     }
 }
 
@@ -47,12 +239,6 @@ pub struct ChainFault {
     pub fault: Fault,
 }
 
-impl ChainFault {
-    fn new(link: usize, interceptor: &dyn Interceptor, fault: Fault) -> Self {
-        ChainFault { link, name: interceptor.name().to_string(), fault }
-    }
-}
-
 impl fmt::Display for ChainFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "interceptor {} ({}) {}", self.link, self.name, self.fault)
@@ -63,8 +249,10 @@ impl std::error::Error for ChainFault {}
 
 /// One stream's state in every interceptor of a chain.
 pub struct ChainStream {
-    links: Vec<Arc<dyn Interceptor>>,
-    streams: Vec<Box<dyn InterceptorStream>>,
+    links: Vec<Link>,
+    /// `None`: not open (a fault discarded it, or opening failed); reopened on the next batch.
+    streams: Vec<Option<Box<dyn InterceptorStream>>>,
+    context: StreamContext,
     /// The other buffer of the double-buffered pass.
     spare: Batch,
     ended: bool,
@@ -79,7 +267,7 @@ impl ChainStream {
     /// Passes `batch` through every interceptor; the output replaces it. Returns true if an
     /// interceptor ended the stream (the output is still to be sent, then the stream closes).
     pub fn process(&mut self, batch: &mut Batch) -> Result<bool, ChainFault> {
-        for link in 0..self.streams.len() {
+        for link in 0..self.links.len() {
             if batch.is_empty() {
                 break;
             }
@@ -88,15 +276,66 @@ impl ChainStream {
         Ok(self.ended)
     }
 
-    fn run(&mut self, link: usize, batch: &mut Batch) -> Result<(), ChainFault> {
-        let applied = self.streams[link]
-            .process(batch, &mut self.spare)
-            .map_err(|fault| ChainFault::new(link, self.links[link].as_ref(), fault))?;
-        if !applied.unchanged {
-            std::mem::swap(batch, &mut self.spare);
+    fn run(&mut self, i: usize, batch: &mut Batch) -> Result<(), ChainFault> {
+        let link = &self.links[i];
+        if !link.breaker.allows() {
+            link.stats.bypassed.fetch_add(1, Ordering::Relaxed);
+            return match link.policy {
+                FaultPolicy::FailOpen => Ok(()),
+                FaultPolicy::FailClosed => Err(self.chain_fault(i, Fault::CircuitOpen)),
+            };
         }
-        self.ended |= applied.ended;
-        Ok(())
+        if self.streams[i].is_none() {
+            match link.interceptor.open(&self.context) {
+                Ok(stream) => self.streams[i] = Some(stream),
+                Err(fault) => return self.fault(i, fault),
+            }
+        }
+        let stream = self.streams[i].as_mut().expect("opened above");
+        match stream.process(batch, &mut self.spare) {
+            Ok(applied) => {
+                link.breaker.success();
+                link.stats.batches.fetch_add(1, Ordering::Relaxed);
+                if !applied.unchanged {
+                    std::mem::swap(batch, &mut self.spare);
+                }
+                self.ended |= applied.ended;
+                Ok(())
+            }
+            Err(fault) => {
+                if matches!(fault, Fault::Trap(_) | Fault::Unavailable(_)) {
+                    // Its instance is gone, and this stream's state with it.
+                    self.streams[i] = None;
+                }
+                self.fault(i, fault)
+            }
+        }
+    }
+
+    /// Counts a fault, feeds the breaker, and applies the policy: `Ok` means go on without this
+    /// interceptor's output.
+    fn fault(&mut self, i: usize, fault: Fault) -> Result<(), ChainFault> {
+        let link = &self.links[i];
+        link.stats.record(&fault);
+        if link.breaker.failure() {
+            link.stats.circuit_opened.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                interceptor = link.interceptor.name(),
+                "circuit opened after repeated faults: the interceptor is out of service for a while"
+            );
+        }
+        match link.policy {
+            FaultPolicy::FailOpen => {
+                link.stats.failed_open.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(stream = %self.context.stream_id, interceptor = link.interceptor.name(), "{fault}; the batch passes unmodified (fail-open)");
+                Ok(())
+            }
+            FaultPolicy::FailClosed => Err(self.chain_fault(i, fault)),
+        }
+    }
+
+    fn chain_fault(&self, i: usize, fault: Fault) -> ChainFault {
+        ChainFault { link: i, name: self.links[i].interceptor.name().to_string(), fault }
     }
 
     /// Ends the stream in every interceptor, in order. Events that interceptor `i` adds on
@@ -104,14 +343,15 @@ impl ChainStream {
     pub fn finish(&mut self, reason: EndReason) -> Result<Batch, ChainFault> {
         let mut tail = Batch::new();
         let mut added = Batch::new();
-        for link in 0..self.streams.len() {
+        for i in 0..self.links.len() {
             if !tail.is_empty() {
-                self.run(link, &mut tail)?;
+                self.run(i, &mut tail)?;
             }
-            self.streams[link]
-                .finish(reason, &mut added)
-                .map_err(|fault| ChainFault::new(link, self.links[link].as_ref(), fault))?;
-            tail.extend_from(added.view());
+            let Some(stream) = self.streams[i].as_mut() else { continue };
+            match stream.finish(reason, &mut added) {
+                Ok(_) => tail.extend_from(added.view()),
+                Err(fault) => self.fault(i, fault)?,
+            }
         }
         Ok(tail)
     }

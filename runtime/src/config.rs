@@ -104,6 +104,15 @@ pub struct LimitsConfig {
     pub instances_per_interceptor: usize,
     /// Encoded batches buffered per stream between the interceptors and a slow client.
     pub client_buffer_batches: usize,
+    /// The longest one call into a guest may run, in milliseconds.
+    pub call_deadline_ms: u64,
+    /// Lines per second of guest stdout/stderr that reach the log (bursts of ten times this).
+    pub guest_log_lines_per_second: u32,
+    /// Faults within `breaker_window_ms` that take an interceptor out of service...
+    pub breaker_faults: u32,
+    pub breaker_window_ms: u64,
+    /// ...for this long at first (doubling while trial batches fail).
+    pub breaker_backoff_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -115,6 +124,11 @@ impl Default for LimitsConfig {
             max_output_bytes: host.max_output_bytes,
             instances_per_interceptor: 0,
             client_buffer_batches: 4,
+            call_deadline_ms: host.call_deadline.as_millis() as u64,
+            guest_log_lines_per_second: host.log_lines_per_second,
+            breaker_faults: 5,
+            breaker_window_ms: 10_000,
+            breaker_backoff_ms: 5_000,
         }
     }
 }
@@ -124,10 +138,20 @@ impl LimitsConfig {
         let mut limits = crate::host::Limits::default();
         limits.max_memory_bytes = self.max_memory_bytes;
         limits.max_output_bytes = self.max_output_bytes;
+        limits.call_deadline = Duration::from_millis(self.call_deadline_ms);
+        limits.log_lines_per_second = self.guest_log_lines_per_second;
         if self.instances_per_interceptor > 0 {
             limits.instances_per_interceptor = self.instances_per_interceptor;
         }
         limits
+    }
+
+    pub fn breaker(&self) -> crate::chain::BreakerConfig {
+        crate::chain::BreakerConfig {
+            faults: self.breaker_faults,
+            window: Duration::from_millis(self.breaker_window_ms),
+            backoff: Duration::from_millis(self.breaker_backoff_ms),
+        }
     }
 }
 
@@ -168,9 +192,53 @@ pub struct InterceptorConfig {
     /// as strings).
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
+    /// `fail-open` or `fail-closed` (the default).
+    #[serde(default)]
+    pub on_fault: crate::chain::FaultPolicy,
+    /// Overrides of `[limits]` for this interceptor.
+    pub call_deadline_ms: Option<u64>,
+    pub max_memory_bytes: Option<usize>,
+    pub max_output_bytes: Option<usize>,
+    pub instances: Option<usize>,
+    /// Give this guest the real clocks (otherwise they read zero).
+    #[serde(default)]
+    pub grant_clocks: bool,
 }
 
 impl InterceptorConfig {
+    /// An interceptor with default settings.
+    pub fn new(spec: impl Into<String>) -> Self {
+        InterceptorConfig {
+            spec: spec.into(),
+            config: BTreeMap::new(),
+            on_fault: Default::default(),
+            call_deadline_ms: None,
+            max_memory_bytes: None,
+            max_output_bytes: None,
+            instances: None,
+            grant_clocks: false,
+        }
+    }
+
+    /// The limits of this interceptor: `[limits]` with this interceptor's overrides.
+    pub fn limits(&self, defaults: &LimitsConfig) -> crate::host::Limits {
+        let mut limits = defaults.host_limits();
+        if let Some(ms) = self.call_deadline_ms {
+            limits.call_deadline = Duration::from_millis(ms);
+        }
+        if let Some(bytes) = self.max_memory_bytes {
+            limits.max_memory_bytes = bytes;
+        }
+        if let Some(bytes) = self.max_output_bytes {
+            limits.max_output_bytes = bytes;
+        }
+        if let Some(n) = self.instances.filter(|&n| n > 0) {
+            limits.instances_per_interceptor = n;
+        }
+        limits.grant_clocks = self.grant_clocks;
+        limits
+    }
+
     pub fn spec(&self) -> anyhow::Result<Spec> {
         self.spec.parse::<Spec>().map_err(|e| anyhow::anyhow!("interceptor `{}`: {e}", self.spec))
     }
@@ -228,6 +296,9 @@ impl ProxyConfig {
         }
         if self.limits.client_buffer_batches == 0 {
             bail!("limits.client_buffer_batches must be at least 1");
+        }
+        if self.limits.call_deadline_ms == 0 {
+            bail!("limits.call_deadline_ms must be at least 1");
         }
         let mut prefixes = std::collections::HashSet::new();
         for route in &self.routes {

@@ -62,6 +62,8 @@ pub enum Fault {
     /// The interceptor cannot be used (its instance could not be created, or it failed earlier
     /// and was discarded along with this stream's state).
     Unavailable(String),
+    /// The interceptor's circuit breaker is open after repeated faults.
+    CircuitOpen,
 }
 
 impl fmt::Display for Fault {
@@ -70,6 +72,7 @@ impl fmt::Display for Fault {
             Fault::Trap(msg) => write!(f, "trapped: {msg}"),
             Fault::InvalidVerdict(e) => write!(f, "invalid verdict: {e}"),
             Fault::Unavailable(msg) => write!(f, "unavailable: {msg}"),
+            Fault::CircuitOpen => write!(f, "out of service: its circuit breaker is open after repeated faults"),
         }
     }
 }

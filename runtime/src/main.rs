@@ -133,10 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.routes.retain(|r| r.prefix.trim_end_matches('/') != "");
                 config.routes.push(RouteConfig {
                     prefix: "/".into(),
-                    interceptors: interceptors
-                        .iter()
-                        .map(|spec| InterceptorConfig { spec: spec.to_string(), config: Default::default() })
-                        .collect(),
+                    interceptors: interceptors.iter().map(|spec| InterceptorConfig::new(spec.to_string())).collect(),
                 });
             }
             tokio_runtime()?.block_on(serve(config, listen))

@@ -1,6 +1,6 @@
 //! Interceptor specs as users write them: `example:NAME`, `native:NAME`, or a component path.
 
-use crate::host::Runtime;
+use crate::host::{Limits, Runtime};
 use crate::interceptor::Interceptor;
 use crate::{examples, native};
 use anyhow::{Context as _, bail};
@@ -58,20 +58,32 @@ impl fmt::Display for Spec {
 }
 
 impl Spec {
-    /// Loads the interceptor (compiling a component if it is one) with `config`.
+    /// Loads the interceptor (compiling a component if it is one) with `config`, under the
+    /// runtime's default limits.
     pub fn load(&self, runtime: &Runtime, config: Config) -> anyhow::Result<Arc<dyn Interceptor>> {
+        self.load_with_limits(runtime, config, runtime.limits().clone())
+    }
+
+    /// [`Spec::load`] with limits of its own (a native interceptor only takes `max_output_bytes`:
+    /// it runs unsandboxed).
+    pub fn load_with_limits(
+        &self,
+        runtime: &Runtime,
+        config: Config,
+        limits: Limits,
+    ) -> anyhow::Result<Arc<dyn Interceptor>> {
         let name = self.to_string();
         match self {
             Spec::Component(path) => {
                 let wasm = std::fs::read(path).with_context(|| format!("reading component {}", path.display()))?;
-                Ok(Arc::new(runtime.load(&name, &wasm, config)?))
+                Ok(Arc::new(runtime.load_with_limits(&name, &wasm, config, limits)?))
             }
             Spec::Example(example) => {
                 let Some(wasm) = examples::component(example) else { bail!("no example named `{example}`") };
-                Ok(Arc::new(runtime.load(&name, wasm, config)?))
+                Ok(Arc::new(runtime.load_with_limits(&name, wasm, config, limits)?))
             }
             Spec::Native(native) => {
-                native::by_name(native, &config, runtime.limits().max_output_bytes).map_err(anyhow::Error::msg)
+                native::by_name(native, &config, limits.max_output_bytes).map_err(anyhow::Error::msg)
             }
         }
     }

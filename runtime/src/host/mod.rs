@@ -29,14 +29,23 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// Engine-wide settings and per-interceptor limits.
+/// Limits for one interceptor's instances (the `Runtime`'s are the defaults).
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// The longest one call into the guest may run (a batch, a stream's start or end). A guest
+    /// still running then is stopped (a trap) within one more epoch tick.
+    pub call_deadline: Duration,
+    /// Give the guest the real wall and monotonic clocks. Without, both read zero.
+    pub grant_clocks: bool,
+    /// Lines per second a guest may write to stdout and stderr (together) before lines are dropped
+    /// from the log (and counted); bursts of up to ten times this are allowed.
+    pub log_lines_per_second: u32,
     /// The largest linear memory a guest instance may grow to, in bytes.
     pub max_memory_bytes: usize,
     /// The largest table a guest instance may grow to, in elements.
@@ -50,6 +59,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            call_deadline: Duration::from_millis(100),
+            grant_clocks: false,
+            log_lines_per_second: 20,
             max_memory_bytes: 64 << 20,
             max_table_elements: 20_000,
             max_output_bytes: 16 << 20,
@@ -77,14 +89,16 @@ impl Runtime {
         config.wasm_component_model(true);
         config.concurrency_support(false);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // CPU deadlines: a ticker thread advances the epoch; each call gets a deadline in ticks.
+        config.epoch_interruption(true);
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_component_instances(1000);
         pool.total_core_instances(4000);
         pool.total_memories(1000);
         pool.total_tables(2000);
-        pool.max_memory_size(limits.max_memory_bytes);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).context("creating the WebAssembly engine")?;
+        start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::batch::sluicegate::interceptor::host::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
@@ -99,11 +113,23 @@ impl Runtime {
         &self.limits
     }
 
-    /// Compiles `wasm` (a component) and prepares it as interceptor `name` with `config`.
+    /// Compiles `wasm` (a component) and prepares it as interceptor `name` with `config`, under
+    /// the runtime's default limits.
     ///
     /// Fails, naming the problem, if the bytes are not a component, if it imports something the
     /// host does not provide, or if it implements neither interceptor world.
     pub fn load(&self, name: &str, wasm: &[u8], config: Config) -> anyhow::Result<ComponentInterceptor> {
+        self.load_with_limits(name, wasm, config, self.limits.clone())
+    }
+
+    /// [`Runtime::load`] with limits of its own.
+    pub fn load_with_limits(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        config: Config,
+        limits: Limits,
+    ) -> anyhow::Result<ComponentInterceptor> {
         let component = self.compile(wasm).with_context(|| format!("{name}: not a valid WebAssembly component"))?;
         let pre = self
             .linker
@@ -125,13 +151,14 @@ impl Runtime {
                 exports.join(", ")
             );
         };
-        let slots = (0..self.limits.instances_per_interceptor.max(1)).map(|_| Mutex::new(Slot::default())).collect();
+        let slots = (0..limits.instances_per_interceptor.max(1)).map(|_| Mutex::new(Slot::default())).collect();
         Ok(ComponentInterceptor {
             shared: Arc::new(Shared {
                 name: name.into(),
                 pre,
                 config: Arc::new(config),
-                limits: self.limits.clone(),
+                log_budget: Arc::new(wasi::LogBudget::new(limits.log_lines_per_second)),
+                limits,
                 slots,
                 next_slot: AtomicUsize::new(0),
                 live: AtomicUsize::new(0),
@@ -154,6 +181,38 @@ impl Runtime {
         self.compiled.lock().unwrap_or_else(|p| p.into_inner()).insert(key, component.clone());
         Ok(component)
     }
+}
+
+/// Runs a guest call. Inside a multi-threaded tokio runtime it runs in `block_in_place`: the call
+/// is CPU-bound and may last up to its deadline, so the worker's other tasks move to another
+/// thread meanwhile; and WASI's synchronous host functions (a guest writing to stdout or stderr)
+/// use `Handle::block_on`, which is only allowed there. (On a current-thread runtime such output
+/// would panic: run the proxy on the multi-threaded runtime, as `sluicegate serve` does.)
+fn guest_call<R>(call: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
+    }
+}
+
+/// How often the epoch advances: the resolution of call deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("sluicegate-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .expect("spawning the epoch thread");
 }
 
 /// What every store of an interceptor holds.
@@ -232,6 +291,7 @@ struct Shared {
     limits: Limits,
     slots: Vec<Mutex<Slot>>,
     next_slot: AtomicUsize,
+    log_budget: Arc<wasi::LogBudget>,
     /// Streams opened and not yet dropped.
     live: AtomicUsize,
 }
@@ -244,7 +304,7 @@ impl Shared {
 
     fn instantiate(&self) -> anyhow::Result<Live> {
         let state = HostState {
-            wasi: wasi::inert_ctx(&self.name),
+            wasi: wasi::inert_ctx(&self.name, self.limits.grant_clocks, &self.log_budget),
             table: ResourceTable::new(),
             config: self.config.clone(),
             name: self.name.clone(),
@@ -257,11 +317,17 @@ impl Shared {
         };
         let mut store = Store::new(self.pre_engine(), state);
         store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks());
         let guest = match &self.pre {
             Pre::Batch(pre) => Guest::Batch(pre.instantiate(&mut store)?),
             Pre::Event(pre) => Guest::Event(pre.instantiate(&mut store)?),
         };
         Ok(Live { store, guest })
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.call_deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
     }
 
     fn pre_engine(&self) -> &Engine {
@@ -302,8 +368,10 @@ impl Interceptor for ComponentInterceptor {
             slot.live = Some(live);
         }
         let generation = slot.generation;
+        let ticks = shared.deadline_ticks();
         let live = slot.live.as_mut().expect("instantiated above");
-        let resource = match &live.guest {
+        live.store.set_epoch_deadline(ticks);
+        let constructed = match &live.guest {
             Guest::Batch(guest) => {
                 let (request_headers, response_headers) =
                     (borrow_pairs(&context.request_headers), borrow_pairs(&context.response_headers));
@@ -316,15 +384,19 @@ impl Interceptor for ComponentInterceptor {
                     status: context.status,
                     response_headers: &response_headers,
                 };
-                match guest.sluicegate_interceptor_batch().stream_state().call_constructor(&mut live.store, ctx) {
-                    Ok(resource) => Some(resource),
-                    Err(trap) => {
-                        slot.discard();
-                        return Err(Fault::Trap(format!("{trap:#}")));
-                    }
-                }
+                guest_call(|| {
+                    guest.sluicegate_interceptor_batch().stream_state().call_constructor(&mut live.store, ctx)
+                })
+                .map(Some)
             }
-            Guest::Event(_) => None,
+            Guest::Event(_) => Ok(None),
+        };
+        let resource = match constructed {
+            Ok(resource) => resource,
+            Err(trap) => {
+                slot.discard();
+                return Err(Fault::Trap(format!("{trap:#}")));
+            }
         };
         drop(slot);
         shared.live.fetch_add(1, Ordering::SeqCst);
@@ -377,8 +449,11 @@ impl ComponentStream {
                 "the instance this stream ran on was discarded after a fault; its state is lost".into(),
             ));
         }
+        let ticks = self.shared.deadline_ticks();
         let live = slot.live.as_mut().expect("checked above");
-        match call(live, self.resource, &mut self.verdict) {
+        live.store.set_epoch_deadline(ticks);
+        let (resource, verdict) = (self.resource, &mut self.verdict);
+        match guest_call(|| call(live, resource, verdict)) {
             Ok(r) => Ok(r),
             Err(trap) => {
                 slot.discard();
@@ -453,7 +528,7 @@ impl Drop for ComponentStream {
             let mut slot = self.shared.lock(self.slot);
             if slot.generation == self.generation
                 && let Some(live) = slot.live.as_mut()
-                && resource.resource_drop(&mut live.store).is_err()
+                && guest_call(|| resource.resource_drop(&mut live.store)).is_err()
             {
                 slot.discard();
             }

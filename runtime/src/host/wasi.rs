@@ -6,21 +6,75 @@
 //! stderr that go to the proxy's log, line by line, attributed to the interceptor.
 
 use bytes::Bytes;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
-/// Builds the WASI context of one store of interceptor `name`.
-pub fn inert_ctx(name: &Arc<str>) -> WasiCtx {
+/// Builds the WASI context of one store of interceptor `name`. Clocks read zero unless granted.
+pub fn inert_ctx(name: &Arc<str>, grant_clocks: bool, budget: &Arc<LogBudget>) -> WasiCtx {
     let mut builder = WasiCtxBuilder::new();
-    builder
-        .stdout(LogStream { name: name.clone(), stream: "stdout" })
-        .stderr(LogStream { name: name.clone(), stream: "stderr" })
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false);
+    let log = |stream| LogStream { name: name.clone(), stream, budget: budget.clone() };
+    builder.stdout(log("stdout")).stderr(log("stderr")).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+    if !grant_clocks {
+        builder.wall_clock(StoppedClock).monotonic_clock(StoppedClock);
+    }
     builder.build()
+}
+
+/// A clock that always reads zero: what a guest gets unless clocks are granted, so that it cannot
+/// time anything (nor leak timing through its output).
+struct StoppedClock;
+
+impl HostWallClock for StoppedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for StoppedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// A token bucket shared by an interceptor's instances: how many lines of guest output reach the
+/// log. Lines over the budget are counted and reported when output is allowed again.
+pub struct LogBudget {
+    per_second: f64,
+    state: Mutex<(f64, Instant, u64)>, // tokens, last refill, lines dropped since last report
+}
+
+impl LogBudget {
+    pub fn new(lines_per_second: u32) -> Self {
+        let per_second = f64::from(lines_per_second);
+        LogBudget { per_second, state: Mutex::new((per_second * 10.0, Instant::now(), 0)) }
+    }
+
+    /// True if a line may be logged now; otherwise the line is counted as dropped. Returns also
+    /// how many lines were dropped before this one, to report.
+    fn take(&self) -> (bool, u64) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last, dropped) = &mut *state;
+        let now = Instant::now();
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.per_second * 10.0);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            (true, std::mem::take(dropped))
+        } else {
+            *dropped += 1;
+            (false, 0)
+        }
+    }
 }
 
 /// A guest's stdout or stderr, written to the log.
@@ -28,6 +82,7 @@ pub fn inert_ctx(name: &Arc<str>) -> WasiCtx {
 struct LogStream {
     name: Arc<str>,
     stream: &'static str,
+    budget: Arc<LogBudget>,
 }
 
 impl IsTerminal for LogStream {
@@ -56,7 +111,13 @@ impl OutputStream for LogStream {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         let text = String::from_utf8_lossy(&bytes);
         for line in text.lines().filter(|l| !l.is_empty()) {
-            tracing::info!(interceptor = %self.name, stream = self.stream, "{line}");
+            let (allowed, dropped) = self.budget.take();
+            if dropped > 0 {
+                tracing::warn!(interceptor = %self.name, lines = dropped, "guest output over its rate limit was dropped");
+            }
+            if allowed {
+                tracing::info!(interceptor = %self.name, stream = self.stream, "{line}");
+            }
         }
         Ok(())
     }

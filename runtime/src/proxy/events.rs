@@ -163,66 +163,75 @@ impl EventStream {
     async fn pump(&mut self, body: &mut Incoming) -> End {
         let idle = self.resume.config.idle_timeout();
         loop {
-            let next = tokio::select! {
+            let first = tokio::select! {
                 biased;
                 _ = self.tx.closed() => return End::ClientGone,
                 next = next_chunk(body, idle) => next,
             };
-            match next {
-                Chunk::Data(bytes) => self.parser.feed(&bytes),
-                Chunk::Eof => {
+            let mut last = self.take(first);
+            // Take what else has already arrived, without waiting: that is the batch.
+            while last.is_none() && self.parser.buffered() < self.proxy.batch.max_bytes {
+                match body.frame().now_or_never() {
+                    Some(frame) => last = self.take(to_chunk(frame)),
+                    None => break,
+                }
+            }
+            if last.is_none() && !self.proxy.linger.is_zero() {
+                last = self.linger(body).await;
+            }
+            match last {
+                None => {
+                    if let Some(end) = self.flush(None).await {
+                        return end;
+                    }
+                }
+                Some(Chunk::Eof) => {
+                    if let Some(end) = self.flush(None).await {
+                        return end;
+                    }
                     let tail = self.parser.finish();
                     if self.parser.discarded() > 0 {
                         tracing::debug!(stream = %self.id, bytes = self.parser.discarded(), "discarded an unterminated event at the end of the stream");
                     }
-                    if let Some(end) = self.flush(tail).await {
+                    return self.flush(tail).await.unwrap_or(End::Closed);
+                }
+                Some(Chunk::Failed(why)) => {
+                    // Complete events go out; a partial one is resent by the upstream on resumption.
+                    if let Some(end) = self.flush(None).await {
                         return end;
                     }
-                    return End::Closed;
-                }
-                Chunk::Failed(why) => {
-                    // What was not dispatched yet is resent by the upstream after resumption.
                     let _ = self.parser.finish();
                     return End::Failed(why);
                 }
-            }
-            // Take what else has already arrived, without waiting: that is the batch.
-            while self.parser.buffered() < self.proxy.batch.max_bytes {
-                match body.frame().now_or_never() {
-                    Some(Some(Ok(frame))) => {
-                        if let Ok(data) = frame.into_data() {
-                            self.parser.feed(&data);
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            if !self.proxy.linger.is_zero()
-                && let Some(end) = self.linger(body).await
-            {
-                return end;
-            }
-            if let Some(end) = self.flush(None).await {
-                return end;
+                Some(Chunk::Data(_) | Chunk::Skip) => unreachable!("taken by `take`"),
             }
         }
     }
 
-    /// With a linger configured, waits up to it for more input to fill the batch.
-    async fn linger(&mut self, body: &mut Incoming) -> Option<End> {
+    /// Feeds data to the parser; returns the chunk if it ends the read (end or failure).
+    fn take(&mut self, chunk: Chunk) -> Option<Chunk> {
+        match chunk {
+            Chunk::Data(bytes) => {
+                self.parser.feed(&bytes);
+                None
+            }
+            Chunk::Skip => None,
+            end => Some(end),
+        }
+    }
+
+    /// With a linger configured, waits up to it for more input to fill the batch; returns the end
+    /// or failure of the body if it comes first.
+    async fn linger(&mut self, body: &mut Incoming) -> Option<Chunk> {
         let deadline = tokio::time::Instant::now() + self.proxy.linger;
         while self.parser.buffered() < self.proxy.batch.max_bytes {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return None,
-                frame = body.frame() => match frame {
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            self.parser.feed(&data);
-                        }
+                frame = body.frame() => {
+                    if let Some(end) = self.take(to_chunk(frame)) {
+                        return Some(end);
                     }
-                    // The end or an error is seen again by the next read.
-                    _ => return None,
-                },
+                }
             }
         }
         None
@@ -365,13 +374,24 @@ enum Reconnect {
     ClientGone,
 }
 
+/// What one read of the upstream body gave.
 enum Chunk {
     Data(Bytes),
+    /// A frame that is not data (trailers).
+    Skip,
     Eof,
     Failed(String),
 }
 
-/// The next data chunk of the body, skipping trailers; an idle timeout counts as a failure.
+fn to_chunk(frame: Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>) -> Chunk {
+    match frame {
+        None => Chunk::Eof,
+        Some(Err(e)) => Chunk::Failed(e.to_string()),
+        Some(Ok(frame)) => frame.into_data().map_or(Chunk::Skip, Chunk::Data),
+    }
+}
+
+/// The next read of the body that is not trailers; an idle timeout counts as a failure.
 async fn next_chunk(body: &mut Incoming, idle: Option<Duration>) -> Chunk {
     loop {
         let frame = match idle {
@@ -383,14 +403,9 @@ async fn next_chunk(body: &mut Incoming, idle: Option<Duration>) -> Chunk {
             },
             None => body.frame().await,
         };
-        match frame {
-            None => return Chunk::Eof,
-            Some(Err(e)) => return Chunk::Failed(e.to_string()),
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    return Chunk::Data(data);
-                }
-            }
+        match to_chunk(frame) {
+            Chunk::Skip => continue,
+            chunk => return chunk,
         }
     }
 }

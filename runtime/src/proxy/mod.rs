@@ -15,10 +15,9 @@ pub mod headers;
 
 pub use body::{BoxError, ChannelBody, ProxyBody};
 
-use crate::chain::Chain;
+use crate::chain::{Chain, Link};
 use crate::config::{ProxyConfig, ReconnectConfig};
 use crate::host::Runtime;
-use crate::interceptor::Interceptor;
 use crate::pipeline::BatchLimits;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
@@ -106,7 +105,7 @@ pub struct Proxy {
     client_buffer: usize,
     next_stream: AtomicU64,
     active_streams: AtomicUsize,
-    interceptors: Vec<Arc<dyn Interceptor>>,
+    interceptors: Vec<Link>,
 }
 
 impl Proxy {
@@ -123,12 +122,13 @@ impl Proxy {
             for ic in &route.interceptors {
                 let interceptor = ic
                     .spec()?
-                    .load(runtime, Config::new(ic.entries()?))
+                    .load_with_limits(runtime, Config::new(ic.entries()?), ic.limits(&config.limits))
                     .with_context(|| format!("route `{}`", route.prefix))?;
-                interceptors.push(interceptor.clone());
-                links.push(interceptor);
+                let link = Link::new(interceptor, ic.on_fault, config.limits.breaker());
+                interceptors.push(link.clone());
+                links.push(link);
             }
-            routes.push(Route { prefix: route.prefix.clone(), chain: Chain::new(links) });
+            routes.push(Route { prefix: route.prefix.clone(), chain: Chain::from_links(links) });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.trim_end_matches('/').len()));
         let loopback = listen.ip().is_loopback();
@@ -173,7 +173,12 @@ impl Proxy {
     /// Guest stream states alive in all component interceptors (each is freed when its stream
     /// ends, however it ends).
     pub fn live_guest_streams(&self) -> usize {
-        self.interceptors.iter().map(|i| i.live_streams()).sum()
+        self.interceptors.iter().map(|l| l.interceptor().live_streams()).sum()
+    }
+
+    /// Every interceptor of every route (in config order), with its counters.
+    pub fn links(&self) -> &[Link] {
+        &self.interceptors
     }
 
     fn chain_for(&self, path: &str) -> Option<&Chain> {

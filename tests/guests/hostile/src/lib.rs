@@ -92,7 +92,7 @@ mod component {
                     ([keep_all, insert(HAS_DATA, [0, 0, 0, len, 0, 0, 0])].concat(), report.into_bytes())
                 }
                 "giant-output" => {
-                    let data = vec![b'x'; 64 << 20];
+                    let data = vec![b'x'; 8 << 20];
                     ([keep_all, insert(HAS_DATA, [0, 0, 0, data.len() as u32, 0, 0, 0])].concat(), data)
                 }
                 other => panic!("hostile: unknown mode {other}"),
