@@ -356,3 +356,26 @@ impl ChainStream {
         Ok(tail)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_then_a_good_trial_closes_it() {
+        let breaker = Breaker::new(BreakerConfig { faults: 3, window: Duration::from_secs(60), backoff: Duration::from_millis(1) });
+        assert!(!breaker.failure() && !breaker.failure());
+        assert!(breaker.allows(), "two faults of three: still closed");
+        assert!(breaker.failure(), "the third opens it");
+        assert!(!breaker.allows());
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(breaker.allows(), "after the backoff, a trial is let through");
+        assert!(breaker.failure(), "a failed trial opens it again...");
+        assert_eq!(breaker.lock().backoff, Duration::from_millis(2), "...for twice as long");
+        std::thread::sleep(Duration::from_millis(3));
+        assert!(breaker.allows());
+        breaker.success();
+        assert!(!breaker.tripped.load(Ordering::Relaxed) && breaker.allows(), "a good trial closes it");
+        assert!(!breaker.failure(), "and the fault count starts over");
+    }
+}

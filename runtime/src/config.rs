@@ -100,6 +100,8 @@ pub struct LimitsConfig {
     pub max_memory_bytes: usize,
     /// The most field bytes one interceptor may produce for one batch.
     pub max_output_bytes: usize,
+    /// The most elements a guest's tables may grow to.
+    pub max_table_elements: usize,
     /// Instances per component interceptor; 0 means one per core.
     pub instances_per_interceptor: usize,
     /// Encoded batches buffered per stream between the interceptors and a slow client.
@@ -122,6 +124,7 @@ impl Default for LimitsConfig {
             max_event_bytes: 1 << 20,
             max_memory_bytes: host.max_memory_bytes,
             max_output_bytes: host.max_output_bytes,
+            max_table_elements: host.max_table_elements,
             instances_per_interceptor: 0,
             client_buffer_batches: 4,
             call_deadline_ms: host.call_deadline.as_millis() as u64,
@@ -138,6 +141,7 @@ impl LimitsConfig {
         let mut limits = crate::host::Limits::default();
         limits.max_memory_bytes = self.max_memory_bytes;
         limits.max_output_bytes = self.max_output_bytes;
+        limits.max_table_elements = self.max_table_elements;
         limits.call_deadline = Duration::from_millis(self.call_deadline_ms);
         limits.log_lines_per_second = self.guest_log_lines_per_second;
         if self.instances_per_interceptor > 0 {

@@ -173,3 +173,27 @@ fn output_over_the_limit_is_rejected() {
     let err = apply(input.view(), v.ops(), v.bytes(), &mut Batch::new(), 64).unwrap_err();
     assert_eq!(err, VerdictError::OutputTooLarge { bytes: 100, limit: 64 });
 }
+
+mod arbitrary {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Whatever a guest returns, `apply` answers with a result, never a panic; and what it
+        /// accepts always has the layout's guarantees (checked by re-validating the output).
+        #[test]
+        fn any_ops_and_bytes_are_handled(
+            ops in prop::collection::vec(prop_oneof![0u32..6, 0u32..40, any::<u32>()], 0..40),
+            bytes in prop::collection::vec(prop_oneof![Just(b'a'), Just(b'\n'), Just(b'\r'), Just(0u8), any::<u8>()], 0..64),
+        ) {
+            let input = input();
+            let mut out = Batch::new();
+            if let Ok(applied) = apply(input.view(), &ops, &bytes, &mut out, MAX) {
+                let result = if applied.unchanged { &input } else { &out };
+                prop_assert!(sluicegate_guest::BatchView::new(result.bytes(), result.index()).is_ok());
+            }
+        }
+    }
+}

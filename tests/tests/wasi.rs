@@ -34,10 +34,25 @@ fn guests_reach_nothing_and_print_to_the_log() {
     let input: Batch = [Event::message("x")].into_iter().collect();
     let mut output = Batch::new();
     stream.process(&input, &mut output).unwrap();
-    assert_eq!(output.to_events(), vec![Event::message("x"), Event::message("env=0 args=0 files=false net=false")]);
+    assert_eq!(output.to_events(), vec![Event::message("x"), Event::message("env=0 args=0 files=false net=false clock=false")]);
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let line = log.lines().find(|l| l.contains("hello from the guest on stdout")).unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("interceptor=hostile") && line.contains("stream=\"stdout\""), "{line}");
     assert!(log.lines().any(|l| l.contains("and on stderr") && l.contains("stream=\"stderr\"")), "{log}");
+}
+
+#[test]
+fn clocks_are_granted_only_when_configured() {
+    let mut limits = sluicegate_tests::runtime().limits().clone();
+    limits.grant_clocks = true;
+    let wasm = sluicegate_tests::test_guest("hostile");
+    let config = sluicegate_tests::config_of(&[("mode", "probe-wasi")]);
+    let guest = sluicegate_tests::runtime().load_with_limits("hostile", wasm, config, limits).unwrap();
+    use sluicegate::interceptor::Interceptor;
+    let mut stream = guest.open(&context()).unwrap();
+    let input: Batch = [Event::message("x")].into_iter().collect();
+    let mut output = Batch::new();
+    stream.process(&input, &mut output).unwrap();
+    assert_eq!(output.to_events()[1], Event::message("env=0 args=0 files=false net=false clock=true"));
 }
