@@ -363,7 +363,11 @@ mod tests {
 
     #[test]
     fn breaker_opens_then_a_good_trial_closes_it() {
-        let breaker = Breaker::new(BreakerConfig { faults: 3, window: Duration::from_secs(60), backoff: Duration::from_millis(1) });
+        let breaker = Breaker::new(BreakerConfig {
+            faults: 3,
+            window: Duration::from_secs(60),
+            backoff: Duration::from_millis(1),
+        });
         assert!(!breaker.failure() && !breaker.failure());
         assert!(breaker.allows(), "two faults of three: still closed");
         assert!(breaker.failure(), "the third opens it");

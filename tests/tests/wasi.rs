@@ -21,11 +21,41 @@ impl Write for Captured {
     }
 }
 
+/// The log of this test binary, captured (installed once).
+fn captured_log() -> Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).init();
+            captured
+        })
+        .clone()
+}
+
+#[test]
+fn guest_output_is_rate_limited() {
+    let captured = captured_log();
+    let guest = load_test_guest("hostile", &[("mode", "log-flood")]);
+    let mut stream = guest.open(&context()).unwrap();
+    let input: Batch = [Event::message("x")].into_iter().collect();
+    stream.process(&input, &mut Batch::new()).unwrap();
+    // Once the budget has refilled a little, the next line reports how many were dropped.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    stream.process(&input, &mut Batch::new()).unwrap();
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logged = log.lines().filter(|l| l.contains("flood line")).count();
+    assert!((200..=260).contains(&logged), "{logged} of 2000 lines logged: a burst of 200, then 20 per second");
+    assert!(
+        log.lines().any(|l| l.contains("guest output over its rate limit was dropped") && l.contains("lines=")),
+        "{log}"
+    );
+}
+
 #[test]
 fn guests_reach_nothing_and_print_to_the_log() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).init();
+    let captured = captured_log();
     // Environment and arguments exist in this process; the guest must not see them.
     assert!(std::env::vars().count() > 0);
 
@@ -34,7 +64,10 @@ fn guests_reach_nothing_and_print_to_the_log() {
     let input: Batch = [Event::message("x")].into_iter().collect();
     let mut output = Batch::new();
     stream.process(&input, &mut output).unwrap();
-    assert_eq!(output.to_events(), vec![Event::message("x"), Event::message("env=0 args=0 files=false net=false clock=false")]);
+    assert_eq!(
+        output.to_events(),
+        vec![Event::message("x"), Event::message("env=0 args=0 files=false net=false clock=false")]
+    );
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let line = log.lines().find(|l| l.contains("hello from the guest on stdout")).unwrap_or_else(|| panic!("{log}"));

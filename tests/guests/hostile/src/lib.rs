@@ -4,7 +4,7 @@
 //! Modes, each applied to every batch (or, for `*-open`, to the stream constructor):
 //! `keep` (behaves), `trap`, `trap-open`, `short-count`, `long-count`, `bad-span`,
 //! `invalid-utf8`, `newline-type`, `nul-id`, `unknown-op`, `end-not-last`, `huge-word`,
-//! `loop`, `memory`, `recursion`, `giant-output`, `trap-every-3`, and `probe-wasi` (reports what
+//! `loop`, `memory`, `recursion`, `giant-output`, `trap-every-3`, `log-flood` (prints 1,000 lines), and `probe-wasi` (reports what
 //! WASI lets it reach, and prints to stdout and stderr).
 
 #[cfg(target_arch = "wasm32")]
@@ -87,10 +87,17 @@ mod component {
                     let net = std::net::TcpStream::connect("127.0.0.1:1").is_ok();
                     println!("hello from the guest on stdout");
                     eprintln!("and on stderr");
-                    let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                    let clock =
+                        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
                     let report = format!("env={env} args={args} files={files} net={net} clock={}", clock > 0);
                     let len = report.len() as u32;
                     ([keep_all, insert(HAS_DATA, [0, 0, 0, len, 0, 0, 0])].concat(), report.into_bytes())
+                }
+                "log-flood" => {
+                    for i in 0..1000 {
+                        println!("flood line {i}");
+                    }
+                    (keep_all, vec![])
                 }
                 "giant-output" => {
                     let data = vec![b'x'; 8 << 20];
