@@ -10,6 +10,7 @@
 //! - [`pipeline`]: parse, batch, chain, encode, without the network.
 
 pub mod batch;
+pub mod bench;
 pub mod chain;
 pub mod config;
 pub mod demo;

@@ -64,6 +64,21 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Measures an interceptor in ns per event at several batch sizes, next to a counterpart.
+    Bench {
+        /// The interceptor to measure: a component file (or `example:NAME`, `native:NAME`).
+        #[arg(long = "interceptor", short = 'i', value_name = "SPEC")]
+        interceptor: Spec,
+        /// What to compare it with, e.g. its native twin `native:NAME` or `example:passthrough`.
+        #[arg(long = "against", value_name = "SPEC")]
+        against: Option<Spec>,
+        /// Batch sizes to measure.
+        #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 64, 256])]
+        batch_sizes: Vec<usize>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Lists the example guests and native interceptors built into this binary.
     List,
 }
@@ -139,6 +154,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tokio_runtime()?.block_on(serve(config, listen))
         }
         Command::Demo { listen, once } => tokio_runtime()?.block_on(demo(listen, once)),
+        Command::Bench { interceptor, against, batch_sizes, json } => {
+            let runtime = Runtime::new(Limits::default())?;
+            let specs: Vec<Spec> = std::iter::once(interceptor).chain(against).collect();
+            let subjects = sluicegate::bench::load_subjects(&runtime, &specs)?;
+            let names: Vec<String> = subjects.iter().map(|(n, _)| n.clone()).collect();
+            let sizes: Vec<usize> = batch_sizes.into_iter().filter(|&n| n > 0).collect();
+            let total = sizes.len() * subjects.len();
+            let mut done = 0;
+            let cells = sluicegate::bench::run(&subjects, &sizes, |cell| {
+                done += 1;
+                eprintln!(
+                    "[{done}/{total}] {} at batch {}: {:.1} ns/event",
+                    cell.interceptor, cell.batch_size, cell.ns_per_event
+                );
+            })?;
+            if json {
+                println!("{}", sluicegate::bench::json(&cells));
+            } else {
+                print!("{}", sluicegate::bench::table(&names, &sizes, &cells));
+            }
+            Ok(())
+        }
         Command::List => {
             println!("examples (use as example:NAME):");
             for name in sluicegate::examples::names() {

@@ -122,3 +122,21 @@ fn demo_shows_the_stream_before_and_after() {
     assert!(after.contains("[redacted]") && after.contains("event: summary"));
     assert!(text.contains("curl -N http://127.0.0.1:"));
 }
+
+#[test]
+fn bench_measures_an_interceptor_against_a_counterpart() {
+    let (_, component) = sluicegate::examples::EXAMPLES_PATHS.iter().find(|(n, _)| *n == "drop").unwrap();
+    let out =
+        sluicegate(&["bench", "-i", component, "--against", "native:drop", "--batch-sizes", "1,64", "--json"], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    for r in results {
+        assert!(r["ns_per_event"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(results[1]["interceptor"], "native:drop");
+    assert_eq!(results[3]["batch_size"], 64);
+    // Progress goes to stderr, one line per cell.
+    assert_eq!(String::from_utf8_lossy(&out.stderr).matches("ns/event").count(), 4);
+}

@@ -1,0 +1,151 @@
+//! `sluicegate bench`: ns per event for a user's interceptor, at several batch sizes, next to a
+//! counterpart (a native or example interceptor) on the same events.
+//!
+//! Each cell is timed in short rounds (a warm-up, then five rounds of ~150 ms); the median round
+//! is reported. It is a quick comparison for authors; the criterion benches in `benches/` are the
+//! careful measurement.
+
+use crate::batch::Batch;
+use crate::host::Runtime;
+use crate::interceptor::{Interceptor, InterceptorStream};
+use crate::sse::Event;
+use sluicegate_guest::StreamContext;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `n` events of about `size` bytes of data, like an LLM token stream: an e-mail address in every
+/// fourth, an id on every other, a type on the rest.
+pub fn sample_events(n: usize, size: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| {
+            let mut data = format!("{{\"i\":{i},\"delta\":\"");
+            if i % 4 == 0 {
+                data.push_str("mail ada@example.com ");
+            }
+            while data.len() + 8 < size {
+                data.push_str("lorem ");
+            }
+            data.push_str("\"}");
+            let event = Event::message(data);
+            if i % 2 == 0 { event.with_id(i.to_string()) } else { event.with_type("content_block_delta") }
+        })
+        .collect()
+}
+
+/// One measured cell.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub interceptor: String,
+    pub batch_size: usize,
+    pub ns_per_event: f64,
+}
+
+/// Times `interceptor` on batches of `batch_size` ~200-byte events; ns per event, median of rounds.
+pub fn measure(interceptor: &Arc<dyn Interceptor>, batch_size: usize) -> anyhow::Result<f64> {
+    let mut stream: Box<dyn InterceptorStream> =
+        interceptor.open(&StreamContext { stream_id: "bench".into(), ..Default::default() })?;
+    let input: Batch = sample_events(batch_size, 200).into_iter().collect();
+    let mut output = Batch::new();
+    let mut round = |length: Duration| -> anyhow::Result<f64> {
+        let start = Instant::now();
+        let mut calls = 0u64;
+        while start.elapsed() < length {
+            for _ in 0..8 {
+                stream.process(&input, &mut output)?;
+            }
+            calls += 8;
+        }
+        Ok(start.elapsed().as_nanos() as f64 / (calls as f64 * batch_size as f64))
+    };
+    round(Duration::from_millis(50))?;
+    let mut rounds = (0..5).map(|_| round(Duration::from_millis(150))).collect::<anyhow::Result<Vec<f64>>>()?;
+    rounds.sort_by(f64::total_cmp);
+    Ok(rounds[2])
+}
+
+/// Measures every interceptor at every batch size, reporting progress through `progress`.
+pub fn run(
+    subjects: &[(String, Arc<dyn Interceptor>)],
+    sizes: &[usize],
+    mut progress: impl FnMut(&Cell),
+) -> anyhow::Result<Vec<Cell>> {
+    let mut cells = Vec::new();
+    for &batch_size in sizes {
+        for (name, interceptor) in subjects {
+            let ns_per_event = measure(interceptor, batch_size)?;
+            let cell = Cell { interceptor: name.clone(), batch_size, ns_per_event };
+            progress(&cell);
+            cells.push(cell);
+        }
+    }
+    Ok(cells)
+}
+
+/// The results as a table (ns per event; the last column compares the first subject with the
+/// second).
+pub fn table(subjects: &[String], sizes: &[usize], cells: &[Cell]) -> String {
+    let get = |name: &str, size: usize| {
+        cells.iter().find(|c| c.interceptor == name && c.batch_size == size).map(|c| c.ns_per_event)
+    };
+    let mut out = format!("{:>10}", "batch");
+    for name in subjects {
+        out.push_str(&format!("  {:>28}", truncate(name, 28)));
+    }
+    if subjects.len() == 2 {
+        out.push_str(&format!("  {:>9}", "ratio"));
+    }
+    out.push('\n');
+    for &size in sizes {
+        out.push_str(&format!("{size:>10}"));
+        for name in subjects {
+            out.push_str(&format!("  {:>25.1} ns", get(name, size).unwrap_or(f64::NAN)));
+        }
+        if let [a, b] = subjects {
+            out.push_str(&format!("  {:>8.2}x", get(a, size).unwrap_or(f64::NAN) / get(b, size).unwrap_or(f64::NAN)));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { format!("...{}", &s[s.len() - (n - 3)..]) }
+}
+
+/// The results as JSON (no dependency: the shape is flat).
+pub fn json(cells: &[Cell]) -> String {
+    let rows: Vec<String> = cells
+        .iter()
+        .map(|c| {
+            format!(
+                "{{\"interceptor\":{},\"batch_size\":{},\"ns_per_event\":{:.2}}}",
+                json_string(&c.interceptor),
+                c.batch_size,
+                c.ns_per_event
+            )
+        })
+        .collect();
+    format!("{{\"unit\":\"ns/event\",\"event_bytes\":200,\"results\":[{}]}}", rows.join(","))
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Loads the subjects: the interceptor under test, then its counterpart if any.
+pub fn load_subjects(
+    runtime: &Runtime,
+    specs: &[crate::spec::Spec],
+) -> anyhow::Result<Vec<(String, Arc<dyn Interceptor>)>> {
+    specs.iter().map(|spec| Ok((spec.to_string(), spec.load(runtime, Default::default())?))).collect()
+}
