@@ -1,0 +1,56 @@
+//! The SSE codec: parse and encode throughput for small (~50 B), typical (~200 B) and large
+//! (~10 KB) events. Each benchmark handles 256 events; criterion reports bytes/s, and the time
+//! divided by 256 is ns/event.
+//!
+//! `cargo bench -p sluicegate-benches --bench codec`
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sluicegate::sse::{Parser, encode_batch, encode_event};
+use sluicegate_benches::{batch, events};
+use std::hint::black_box;
+use std::time::Duration;
+
+const EVENTS: usize = 256;
+
+fn codec(c: &mut Criterion) {
+    for (label, size) in [("small", 50), ("typical", 200), ("large", 10_000)] {
+        let mut stream = Vec::new();
+        for event in events(EVENTS, size) {
+            encode_event(&mut stream, &event);
+        }
+        let mut group = c.benchmark_group(format!("codec-{label}"));
+        group.throughput(Throughput::Bytes(stream.len() as u64));
+        // Fed in 16 KiB reads, as from a socket.
+        group.bench_function(BenchmarkId::new("parse", EVENTS), |b| {
+            b.iter(|| {
+                let mut parser = Parser::new();
+                let mut n = 0;
+                for chunk in stream.chunks(16 * 1024) {
+                    parser.feed(chunk);
+                    while let Some(event) = parser.next() {
+                        black_box(&event);
+                        n += 1;
+                    }
+                }
+                assert_eq!(n, EVENTS);
+            })
+        });
+        let input = batch(EVENTS, size);
+        let mut out = Vec::with_capacity(stream.len() * 2);
+        group.bench_function(BenchmarkId::new("encode", EVENTS), |b| {
+            b.iter(|| {
+                out.clear();
+                encode_batch(&mut out, input.view());
+                black_box(out.len())
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(30);
+    targets = codec
+}
+criterion_main!(benches);
