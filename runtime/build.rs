@@ -7,7 +7,11 @@ include!("build/guests.rs");
 fn main() {
     if std::env::var_os("CARGO_FEATURE_EXAMPLES").is_none() {
         let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("examples.rs");
-        std::fs::write(out, "pub const EXAMPLES: &[(&str, &[u8])] = &[];\npub const EXAMPLES_PATHS: &[(&str, &str)] = &[];\n").unwrap();
+        std::fs::write(
+            out,
+            "pub const EXAMPLES: &[(&str, &[u8])] = &[];\npub const EXAMPLES_PATHS: &[(&str, &str)] = &[];\n",
+        )
+        .unwrap();
         return;
     }
     println!("cargo:rerun-if-changed={}", workspace_root().join("guest-examples").display());

@@ -34,7 +34,8 @@ fn pipeline(c: &mut Criterion) {
         ("redact", &["example:redact"]),
     ];
     for (label, specs) in chains {
-        let links = specs.iter().map(|s| s.parse::<Spec>().unwrap().load(&runtime, Config::default()).unwrap()).collect();
+        let links =
+            specs.iter().map(|s| s.parse::<Spec>().unwrap().load(&runtime, Config::default()).unwrap()).collect();
         let mut stream = Chain::new(links).open(&StreamContext::default()).unwrap();
         let mut parser = Parser::new();
         let mut batch = Batch::new();

@@ -3,6 +3,8 @@
 //! ```sh
 //! cargo run --release -p sluicegate-benches --bin loadtest -- memory --streams 10000 --chain example:redact
 //! cargo run --release -p sluicegate-benches --bin loadtest -- cpu --rate 10000 --chain none --chain example:redact
+//! cargo run --release -p sluicegate-benches --bin loadtest -- latency --chain none --chain example:redact
+//! cargo run --release -p sluicegate-benches --bin loadtest -- throughput --chain none --chain example:redact
 //! ```
 //!
 //! Three roles, each its own process so that each is measured alone: an upstream (HTTP/1.1 and
@@ -38,6 +40,10 @@ fn main() -> anyhow::Result<()> {
             flag(&args, "--seconds", 10),
             chains(&args),
         )),
+        Some("latency") => {
+            runtime.block_on(latency(flag(&args, "--rate", 1_000), flag(&args, "--seconds", 10), chains(&args)))
+        }
+        Some("throughput") => runtime.block_on(throughput(flag(&args, "--seconds", 5), chains(&args))),
         _ => bail!(
             "usage: loadtest memory [--streams N] [--chain SPEC|none]... | cpu [--rate EVENTS_PER_S] [--streams N] [--seconds S] [--chain SPEC|none]..."
         ),
@@ -73,9 +79,36 @@ async fn upstream() -> anyhow::Result<()> {
     }
 }
 
+/// Microseconds on the wall clock: comparable between the processes of one machine.
+fn now_micros() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
 fn respond(request: &Request<Incoming>) -> Response<Body> {
     let rate: u64 = request.uri().query().and_then(|q| q.strip_prefix("n=")?.parse().ok()).unwrap_or(0);
-    let body: Body = if rate == 0 {
+    let body: Body = if request.uri().path() == "/stamped" {
+        // One event every 1/rate s, each carrying the time it was written.
+        let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let stream = futures_util::stream::unfold(ticks, |mut ticks| async move {
+            ticks.tick().await;
+            let event = format!(
+                "event: content_block_delta\ndata: {{\"sent\":{},\"text\":\"token lorem ipsum dolor sit amet ada@example.com consectetur adipiscing elit sed do\"}}\n\n",
+                now_micros()
+            );
+            Some((Ok(Frame::data(Bytes::from(event))), ticks))
+        });
+        StreamBody::new(stream).boxed_unsync()
+    } else if request.uri().path() == "/blast" {
+        // As fast as the reader takes them, 64 events per write.
+        let mut chunk = String::new();
+        for i in 0..64 {
+            chunk.push_str(&format!("id: {i}\nevent: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"delta\":{{\"text\":\"token {i} lorem ipsum dolor sit amet, ada@example.com consectetur adipiscing elit sed do eiusmod\"}}}}\n\n"));
+        }
+        let chunk = Bytes::from(chunk);
+        let stream = futures_util::stream::repeat_with(move || Ok(Frame::data(chunk.clone())));
+        StreamBody::new(stream).boxed_unsync()
+    } else if rate == 0 {
         let priming =
             futures_util::stream::once(async { Ok(Frame::data(Bytes::from_static(b"id: 0\ndata:\nretry: 1000\n\n"))) });
         StreamBody::new(futures_util::StreamExt::chain(priming, futures_util::stream::pending())).boxed_unsync()
@@ -249,6 +282,108 @@ async fn cpu(rate: u64, streams: u64, seconds: u64, chains: Vec<String>) -> anyh
         for r in readers {
             r.abort();
         }
+    }
+    Ok(())
+}
+
+/// Reads an event stream from a raw socket, calling `on_event` with each event's text.
+async fn read_events(mut socket: TcpStream, mut on_event: impl FnMut(&[u8])) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = socket.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let mut start = 0;
+        while let Some(end) = pending[start..].windows(2).position(|w| w == b"\n\n") {
+            on_event(&pending[start..start + end]);
+            start += end + 2;
+        }
+        pending.drain(..start);
+    }
+}
+
+/// Latency from the upstream writing an event to the client reading it, directly and through the
+/// proxy with each chain; one stream at `rate` events/s.
+async fn latency(rate: u64, seconds: u64, chains: Vec<String>) -> anyhow::Result<()> {
+    let upstream = Role::start(&["upstream"])?;
+    println!("| path | events | p50 | p99 | p50 added | p99 added |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut targets = vec![("direct to the upstream".to_string(), None)];
+    for chain in chains {
+        targets.push((chain.clone(), Some(Role::start(&["proxy", &upstream.port.to_string(), &chain])?)));
+    }
+    let mut direct = (0.0, 0.0);
+    for (label, proxy) in &targets {
+        let port = proxy.as_ref().map_or(upstream.port, |p| p.port);
+        let socket = open_first(port, &format!("/stamped?n={rate}")).await?;
+        let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = samples.clone();
+        let reader = tokio::spawn(read_events(socket, move |event| {
+            let text = String::from_utf8_lossy(event);
+            if let Some(sent) = text.split("\"sent\":").nth(1).and_then(|r| r.split(',').next()?.parse::<u64>().ok()) {
+                sink.lock().unwrap().push(now_micros().saturating_sub(sent));
+            }
+        }));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        samples.lock().unwrap().clear(); // warm-up
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        reader.abort();
+        let mut all = samples.lock().unwrap().clone();
+        all.sort_unstable();
+        let pick = |q: f64| all.get(((all.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0) as f64;
+        let (p50, p99) = (pick(0.5), pick(0.99));
+        if proxy.is_none() {
+            direct = (p50, p99);
+        }
+        println!(
+            "| {label} | {} | {p50:.0} us | {p99:.0} us | {:.0} us | {:.0} us |",
+            all.len(),
+            p50 - direct.0,
+            p99 - direct.1
+        );
+    }
+    Ok(())
+}
+
+/// Opens a stream without waiting for its first event.
+async fn open_first(port: u16, path: &str) -> anyhow::Result<TcpStream> {
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).await?;
+    socket
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\naccept: text/event-stream\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    Ok(socket)
+}
+
+/// Events per second one stream delivers when the upstream writes as fast as the reader reads.
+async fn throughput(seconds: u64, chains: Vec<String>) -> anyhow::Result<()> {
+    let upstream = Role::start(&["upstream"])?;
+    println!("| path | events/s | MB/s |");
+    println!("|---|---:|---:|");
+    let mut targets = vec![("direct to the upstream".to_string(), None)];
+    for chain in chains {
+        targets.push((chain.clone(), Some(Role::start(&["proxy", &upstream.port.to_string(), &chain])?)));
+    }
+    for (label, proxy) in &targets {
+        let port = proxy.as_ref().map_or(upstream.port, |p| p.port);
+        let socket = open_first(port, "/blast").await?;
+        let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let sink = counts.clone();
+        let reader = tokio::spawn(read_events(socket, move |event| {
+            sink.0.fetch_add(1, Ordering::Relaxed);
+            sink.1.fetch_add(event.len() as u64 + 2, Ordering::Relaxed);
+        }));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (e0, b0, t0) = (counts.0.load(Ordering::Relaxed), counts.1.load(Ordering::Relaxed), Instant::now());
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let elapsed = t0.elapsed().as_secs_f64();
+        let events = (counts.0.load(Ordering::Relaxed) - e0) as f64 / elapsed;
+        let mb = (counts.1.load(Ordering::Relaxed) - b0) as f64 / elapsed / 1e6;
+        reader.abort();
+        println!("| {label} | {events:.0} | {mb:.1} |");
     }
     Ok(())
 }
