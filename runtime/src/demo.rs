@@ -90,6 +90,7 @@ fn serde_escape(s: &str) -> String {
 pub async fn serve_upstream(listener: TcpListener, pause: Duration) {
     loop {
         let Ok((socket, _)) = listener.accept().await else { continue };
+        let _ = socket.set_nodelay(true);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| async move {
                 Ok::<_, Infallible>(respond(&request, pause))

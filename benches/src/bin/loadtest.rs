@@ -68,6 +68,8 @@ async fn upstream() -> anyhow::Result<()> {
     println!("ready {}", listener.local_addr()?.port());
     loop {
         let (socket, _) = listener.accept().await?;
+        // Without it, small HTTP/2 frames meet Nagle's algorithm and delayed ACKs: 40 ms stalls.
+        socket.set_nodelay(true)?;
         tokio::spawn(async move {
             let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
                 Ok::<_, Infallible>(respond(&request))
