@@ -28,7 +28,7 @@ pub fn fill_batch(parser: &mut Parser, batch: &mut Batch, limits: BatchLimits) -
     while batch.len() < limits.max_events && (batch.is_empty() || batch.byte_len() < limits.max_bytes) {
         match parser.next() {
             Some(event) => {
-                batch.push(&event);
+                batch.push_parsed(&event);
                 added += 1;
             }
             None => break,
@@ -114,7 +114,7 @@ pub fn run(
     stats.discarded_tail = parser.discarded();
     let mut tail = Batch::new();
     if let Some(retry) = last {
-        tail.push(&retry);
+        tail.push_parsed(&retry);
         stats.events_in += 1;
         chain.process(&mut tail).map_err(RunError::Fault)?;
     }

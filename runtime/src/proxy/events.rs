@@ -243,7 +243,7 @@ impl EventStream {
             self.batch.clear();
             let drained = self.fill();
             if drained && let Some(event) = extra.take() {
-                self.batch.push(&event);
+                self.batch.push_parsed(&event);
             }
             if self.batch.is_empty() {
                 return None;
@@ -298,7 +298,7 @@ impl EventStream {
             if let Some(ms) = event.retry {
                 self.retry_ms = Some(ms);
             }
-            self.batch.push(&event);
+            self.batch.push_parsed(&event);
         }
         false
     }

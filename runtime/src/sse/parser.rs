@@ -61,6 +61,13 @@ enum Data {
     Many(BytesMut),
 }
 
+/// A field whose value is kept.
+enum Field {
+    Event,
+    Data,
+    Id,
+}
+
 /// What ended a line.
 enum LineEnd {
     Found { len: usize, consumed: usize, cr_last: bool },
@@ -139,7 +146,7 @@ impl Parser {
                     line.truncate(len);
                     self.scanned = 0;
                     self.after_cr = cr_last;
-                    if let Some(event) = self.process_line(line.freeze()) {
+                    if let Some(event) = self.process_line(line) {
                         return Some(event);
                     }
                 }
@@ -209,7 +216,9 @@ impl Parser {
         self.pending = Pending::default();
     }
 
-    fn process_line(&mut self, line: Bytes) -> Option<Event> {
+    /// One line, without its line end. Only a value that is kept becomes `Bytes` (each slice of a
+    /// shared buffer costs atomic reference counting, which dominates the cost per line).
+    fn process_line(&mut self, mut line: BytesMut) -> Option<Event> {
         if line.is_empty() {
             if self.skipping {
                 self.skipping = false;
@@ -221,36 +230,39 @@ impl Parser {
             return None;
         }
         if line[0] == b':' {
-            let text = utf8(line.slice(1..));
-            return Some(Event { comment: true, data: Some(text), ..Event::default() });
+            line.advance(1);
+            return Some(Event { comment: true, data: Some(utf8(line.freeze())), ..Event::default() });
         }
-        let (name, value) = match memchr::memchr(b':', &line) {
-            Some(colon) => {
-                let skip = if line.get(colon + 1) == Some(&b' ') { 2 } else { 1 };
-                (line.slice(..colon), line.slice(colon + skip..))
-            }
-            None => (line.clone(), Bytes::new()),
+        let (name_len, value_start) = match memchr::memchr(b':', &line) {
+            Some(colon) => (colon, if line.get(colon + 1) == Some(&b' ') { colon + 2 } else { colon + 1 }),
+            None => (line.len(), line.len()),
         };
-        self.pending.size += value.len();
+        let value_len = line.len() - value_start;
+        self.pending.size += value_len;
         if self.pending.size > self.limit {
             self.start_skipping();
             return None;
         }
-        match &name[..] {
-            b"event" => self.pending.event_type = Some(utf8(value)),
-            b"data" => self.append_data(utf8(value)),
-            b"id" => {
-                if memchr::memchr(0, &value).is_none() {
-                    self.pending.id = Some(utf8(value));
-                }
-            }
+        let field = match &line[..name_len] {
+            b"event" => Field::Event,
+            b"data" => Field::Data,
+            b"id" if memchr::memchr(0, &line[value_start..]).is_none() => Field::Id,
             b"retry" => {
+                let value = &line[value_start..];
                 if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
                     let ms = value.iter().fold(0u64, |n, d| (n * 10 + u64::from(d - b'0')).min(u64::from(MAX_WORD)));
                     self.pending.retry = Some(ms as u32);
                 }
+                return None;
             }
-            _ => {}
+            _ => return None,
+        };
+        line.advance(value_start);
+        let value = utf8(line.freeze());
+        match field {
+            Field::Event => self.pending.event_type = Some(value),
+            Field::Data => self.append_data(value),
+            Field::Id => self.pending.id = Some(value),
         }
         None
     }
