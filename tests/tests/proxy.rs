@@ -402,3 +402,29 @@ async fn a_slow_client_slows_the_upstream_instead_of_growing_memory() {
     assert_eq!(rest.len() + 1, EVENTS);
     assert_eq!(rest.last().unwrap().id.as_deref(), Some(format!("{}", EVENTS - 1).as_bytes()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_are_served_and_checked_by_authority() {
+    let upstream = start_upstream(|_| async {
+        let (tx, response) = streamed("text/event-stream");
+        tokio::spawn(async move {
+            let _ = tx.send(Ok(Bytes::from_static(b"data: to bob@example.com\n\n"))).await;
+        });
+        response
+    })
+    .await;
+    let (proxy, _) = start_proxy(&config_with_chain(upstream, &["example:redact"], "")).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<Bytes>>();
+    // HTTP/2 has no Host header: the `:authority` (127.0.0.1:port) is what is checked.
+    let response = client.get(format!("http://{proxy}/s").parse().unwrap()).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(EventReader::new(response).rest().await, vec![Event::message("to [redacted]")]);
+    // A Host header, when an HTTP/2 client sends one, is checked first.
+    let request = http::Request::get(format!("http://{proxy}/s"))
+        .header("host", "evil.example")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(client.request(request).await.unwrap().status(), StatusCode::MISDIRECTED_REQUEST);
+}

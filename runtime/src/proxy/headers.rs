@@ -114,10 +114,15 @@ pub enum Refusal {
     InvalidOrigin,
 }
 
-/// Checks `Host` and `Origin` against the allow-lists.
-pub fn check_host_and_origin(headers: &HeaderMap, hosts: &AllowList, origins: &AllowList) -> Result<(), Refusal> {
+/// Checks `Host` (or, for HTTP/2, the request's `:authority`) and `Origin` against the allow-lists.
+pub fn check_host_and_origin(
+    headers: &HeaderMap,
+    authority: Option<&str>,
+    hosts: &AllowList,
+    origins: &AllowList,
+) -> Result<(), Refusal> {
     if !hosts.allows_everything() {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(authority);
         if !host.is_some_and(|h| hosts.allows(h)) {
             return Err(Refusal::InvalidHost);
         }

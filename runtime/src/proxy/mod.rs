@@ -187,9 +187,12 @@ impl Proxy {
 
     /// Handles one client request.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
-        if let Err(refusal) =
-            headers::check_host_and_origin(request.headers(), &self.allowed_hosts, &self.allowed_origins)
-        {
+        if let Err(refusal) = headers::check_host_and_origin(
+            request.headers(),
+            request.uri().authority().map(|a| a.as_str()),
+            &self.allowed_hosts,
+            &self.allowed_origins,
+        ) {
             let (status, text) = match refusal {
                 Refusal::InvalidHost => (StatusCode::MISDIRECTED_REQUEST, "Invalid Host header"),
                 Refusal::InvalidOrigin => (StatusCode::FORBIDDEN, "Invalid Origin header"),
