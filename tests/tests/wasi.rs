@@ -89,3 +89,19 @@ fn clocks_are_granted_only_when_configured() {
     stream.process(&input, &mut output).unwrap();
     assert_eq!(output.to_events()[1], Event::message("env=0 args=0 files=false net=false clock=true"));
 }
+
+#[test]
+fn a_guest_cannot_block_a_thread_by_sleeping() {
+    // A host call is beyond the reach of the epoch deadline, so WASI must not wait for the guest:
+    // its hour-long sleep returns at once. (Run on a thread, so that a regression fails, not hangs.)
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let guest = load_test_guest("hostile", &[("mode", "sleep")]);
+        let mut stream = guest.open(&context()).unwrap();
+        let input: Batch = [Event::message("x")].into_iter().collect();
+        let _ = done.send(stream.process(&input, &mut Batch::new()).map(|a| a.unchanged));
+    });
+    let outcome =
+        result.recv_timeout(std::time::Duration::from_secs(30)).expect("the guest's sleep blocked the thread");
+    assert_eq!(outcome, Ok(true));
+}

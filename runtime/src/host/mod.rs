@@ -15,6 +15,7 @@
 //! fresh instance.
 
 pub mod bindings;
+mod inert_io;
 mod wasi;
 
 use crate::batch::Batch;
@@ -101,6 +102,17 @@ impl Runtime {
         start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // Streams and polling that never wait (see `inert_io`) replace wasmtime-wasi's.
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::sync::io::poll::add_to_linker::<_, inert_io::HasInertIo>(
+            &mut linker,
+            inert_io_of,
+        )?;
+        wasmtime_wasi::p2::bindings::sync::io::streams::add_to_linker::<_, inert_io::HasInertIo>(
+            &mut linker,
+            inert_io_of,
+        )?;
+        linker.allow_shadowing(false);
         bindings::batch::sluicegate::interceptor::host::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         Ok(Runtime { engine, linker, limits, compiled: Mutex::default() })
     }
@@ -183,18 +195,10 @@ impl Runtime {
     }
 }
 
-/// Runs a guest call. Inside a multi-threaded tokio runtime it runs in `block_in_place`: the call
-/// is CPU-bound and may last up to its deadline, so the worker's other tasks move to another
-/// thread meanwhile; and WASI's synchronous host functions (a guest writing to stdout or stderr)
-/// use `Handle::block_on`, which is only allowed there. (On a current-thread runtime such output
-/// would panic: run the proxy on the multi-threaded runtime, as `sluicegate serve` does.)
+/// Runs a guest call. Guest calls are synchronous and short (bounded by their deadline); no WASI
+/// function a guest can reach waits (see `inert_io`), so they run in place, even on a tokio worker.
 fn guest_call<R>(call: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(call)
-        }
-        _ => call(),
-    }
+    call()
 }
 
 /// How often the epoch advances: the resolution of call deadlines.
@@ -213,6 +217,10 @@ fn start_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch thread");
+}
+
+fn inert_io_of(state: &mut HostState) -> inert_io::InertIo<'_> {
+    inert_io::InertIo(&mut state.table)
 }
 
 /// What every store of an interceptor holds.

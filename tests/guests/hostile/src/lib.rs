@@ -4,7 +4,7 @@
 //! Modes, each applied to every batch (or, for `*-open`, to the stream constructor):
 //! `keep` (behaves), `trap`, `trap-open`, `short-count`, `long-count`, `bad-span`,
 //! `invalid-utf8`, `newline-type`, `nul-id`, `unknown-op`, `end-not-last`, `huge-word`,
-//! `loop`, `memory`, `recursion`, `giant-output`, `trap-every-3`, `log-flood` (prints 1,000 lines), and `probe-wasi` (reports what
+//! `loop`, `memory`, `recursion`, `giant-output`, `trap-every-3`, `log-flood` (prints 1,000 lines), `sleep` (an hour), and `probe-wasi` (reports what
 //! WASI lets it reach, and prints to stdout and stderr).
 
 #[cfg(target_arch = "wasm32")]
@@ -92,6 +92,10 @@ mod component {
                     let report = format!("env={env} args={args} files={files} net={net} clock={}", clock > 0);
                     let len = report.len() as u32;
                     ([keep_all, insert(HAS_DATA, [0, 0, 0, len, 0, 0, 0])].concat(), report.into_bytes())
+                }
+                "sleep" => {
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                    (keep_all, vec![])
                 }
                 "log-flood" => {
                     for i in 0..1000 {
