@@ -53,6 +53,9 @@ enum Command {
         /// A TOML file with routes, chains, interceptor config, batching, reconnection and limits.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Where to serve /metrics, /healthz and /readyz (keep it on loopback or a private network).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
     },
     /// Starts an embedded upstream and a proxy with example interceptors in front of it, shows a
     /// stream before and after, and keeps serving until interrupted.
@@ -137,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::debug!(?stats, "done");
             Ok(())
         }
-        Command::Serve { listen, upstream, interceptors, config } => {
+        Command::Serve { listen, upstream, interceptors, config, admin } => {
             let mut config = match &config {
                 Some(path) => ProxyConfig::from_file(path)?,
                 None => ProxyConfig::default(),
@@ -151,7 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     interceptors: interceptors.iter().map(|spec| InterceptorConfig::new(spec.to_string())).collect(),
                 });
             }
-            tokio_runtime()?.block_on(serve(config, listen))
+            tokio_runtime()?.block_on(serve(config, listen, admin))
         }
         Command::Demo { listen, once } => tokio_runtime()?.block_on(demo(listen, once)),
         Command::Bench { interceptor, against, batch_sizes, json } => {
@@ -195,10 +198,15 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Loads everything (failing before listening if anything is wrong), then serves until Ctrl-C.
-async fn serve(config: ProxyConfig, listen: SocketAddr) -> anyhow::Result<()> {
+async fn serve(config: ProxyConfig, listen: SocketAddr, admin: Option<SocketAddr>) -> anyhow::Result<()> {
     let runtime = Runtime::new(config.limits.host_limits())?;
     let proxy = Arc::new(Proxy::new(&config, &runtime, listen)?);
     let listener = TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    if let Some(admin) = admin {
+        let admin_listener = TcpListener::bind(admin).await.with_context(|| format!("admin listener on {admin}"))?;
+        tracing::info!(admin = %admin_listener.local_addr()?, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(sluicegate::proxy::admin::serve_admin(admin_listener, proxy.clone()));
+    }
     tracing::info!(listen = %listener.local_addr()?, upstream = config.upstream.as_deref().unwrap_or(""), "sluicegate is serving");
     tokio::select! {
         result = sluicegate::proxy::serve(listener, proxy) => result,

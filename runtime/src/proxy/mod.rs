@@ -9,6 +9,7 @@
 //! 5. an event stream is handed to [`events::EventStream`], which parses, batches, runs the chain
 //!    and sends one chunk per batch through a bounded channel to the client.
 
+pub mod admin;
 mod body;
 mod events;
 pub mod headers;
