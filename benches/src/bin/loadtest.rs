@@ -178,8 +178,7 @@ impl Drop for Role {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.parse().ok()).unwrap_or(0)
+    sluicegate::proxy::admin::resident_bytes(pid).unwrap_or(0) / 1024
 }
 
 /// CPU time of a process, in seconds: the sum over its threads of the scheduler's on-CPU time

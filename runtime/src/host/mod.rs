@@ -195,12 +195,6 @@ impl Runtime {
     }
 }
 
-/// Runs a guest call. Guest calls are synchronous and short (bounded by their deadline); no WASI
-/// function a guest can reach waits (see `inert_io`), so they run in place, even on a tokio worker.
-fn guest_call<R>(call: impl FnOnce() -> R) -> R {
-    call()
-}
-
 /// How often the epoch advances: the resolution of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -392,10 +386,7 @@ impl Interceptor for ComponentInterceptor {
                     status: context.status,
                     response_headers: &response_headers,
                 };
-                guest_call(|| {
-                    guest.sluicegate_interceptor_batch().stream_state().call_constructor(&mut live.store, ctx)
-                })
-                .map(Some)
+                guest.sluicegate_interceptor_batch().stream_state().call_constructor(&mut live.store, ctx).map(Some)
             }
             Guest::Event(_) => Ok(None),
         };
@@ -461,7 +452,7 @@ impl ComponentStream {
         let live = slot.live.as_mut().expect("checked above");
         live.store.set_epoch_deadline(ticks);
         let (resource, verdict) = (self.resource, &mut self.verdict);
-        match guest_call(|| call(live, resource, verdict)) {
+        match call(live, resource, verdict) {
             Ok(r) => Ok(r),
             Err(trap) => {
                 slot.discard();
@@ -536,7 +527,7 @@ impl Drop for ComponentStream {
             let mut slot = self.shared.lock(self.slot);
             if slot.generation == self.generation
                 && let Some(live) = slot.live.as_mut()
-                && guest_call(|| resource.resource_drop(&mut live.store)).is_err()
+                && resource.resource_drop(&mut live.store).is_err()
             {
                 slot.discard();
             }

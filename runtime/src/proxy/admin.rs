@@ -54,7 +54,7 @@ pub fn metrics(proxy: &Proxy) -> String {
         "# HELP sluicegate_guest_streams Interceptor stream states alive in guests.\n# TYPE sluicegate_guest_streams gauge"
     );
     let _ = writeln!(text, "sluicegate_guest_streams {}", proxy.live_guest_streams());
-    if let Some(rss) = resident_bytes() {
+    if let Some(rss) = resident_bytes(std::process::id()) {
         let _ = writeln!(
             text,
             "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge"
@@ -64,8 +64,9 @@ pub fn metrics(proxy: &Proxy) -> String {
     text
 }
 
-fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// The resident memory of process `pid`, in bytes, from `/proc` (Linux).
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.parse().ok())?;
     Some(kib * 1024)
 }

@@ -185,7 +185,7 @@ impl EventStream {
                         return end;
                     }
                 }
-                Some(Chunk::Eof) => {
+                Some(Ending::Eof) => {
                     if let Some(end) = self.flush(None).await {
                         return end;
                     }
@@ -195,7 +195,7 @@ impl EventStream {
                     }
                     return self.flush(tail).await.unwrap_or(End::Closed);
                 }
-                Some(Chunk::Failed(why)) => {
+                Some(Ending::Failed(why)) => {
                     // Complete events go out; a partial one is resent by the upstream on resumption.
                     if let Some(end) = self.flush(None).await {
                         return end;
@@ -203,26 +203,26 @@ impl EventStream {
                     let _ = self.parser.finish();
                     return End::Failed(why);
                 }
-                Some(Chunk::Data(_) | Chunk::Skip) => unreachable!("taken by `take`"),
             }
         }
     }
 
-    /// Feeds data to the parser; returns the chunk if it ends the read (end or failure).
-    fn take(&mut self, chunk: Chunk) -> Option<Chunk> {
+    /// Feeds data to the parser; returns how the body ended if this read ended it.
+    fn take(&mut self, chunk: Chunk) -> Option<Ending> {
         match chunk {
             Chunk::Data(bytes) => {
                 self.parser.feed(&bytes);
                 None
             }
             Chunk::Skip => None,
-            end => Some(end),
+            Chunk::Eof => Some(Ending::Eof),
+            Chunk::Failed(why) => Some(Ending::Failed(why)),
         }
     }
 
     /// With a linger configured, waits up to it for more input to fill the batch; returns the end
     /// or failure of the body if it comes first.
-    async fn linger(&mut self, body: &mut Incoming) -> Option<Chunk> {
+    async fn linger(&mut self, body: &mut Incoming) -> Option<Ending> {
         let deadline = tokio::time::Instant::now() + self.proxy.linger;
         while self.parser.buffered() < self.proxy.batch.max_bytes {
             tokio::select! {
@@ -372,6 +372,12 @@ enum Reconnect {
     Resumed(Incoming),
     Stop(EndReason),
     ClientGone,
+}
+
+/// How the upstream body ended.
+enum Ending {
+    Eof,
+    Failed(String),
 }
 
 /// What one read of the upstream body gave.
