@@ -1,0 +1,29 @@
+// Builds the JavaScript example interceptors into components, with both toolchains:
+//   node build.mjs [OUT_DIR]        (default: dist; `npm run build` after `npm ci`)
+// gives OUT_DIR/NAME.spidermonkey.wasm (ComponentizeJS) and OUT_DIR/NAME.quickjs.wasm
+// (componentize-qjs). SLUICEGATE_JS_BIN names another directory holding both tools.
+
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const out = resolve(process.argv[2] ?? join(here, "dist"));
+const bin = process.env.SLUICEGATE_JS_BIN ?? join(here, "node_modules", ".bin");
+const wit = join(here, "..", "..", "wit");
+mkdirSync(out, { recursive: true });
+
+for (const name of ["drop", "redact"]) {
+  // ComponentizeJS resolves imports from the working directory; the guest does no HTTP, so the
+  // wasi:http imports that it adds by default are left out.
+  execFileSync(join(bin, "componentize-js"), [
+    `${name}/${name}.js`, "--wit", wit, "--world-name", "batch-interceptor",
+    "--disable", "http", "fetch-event", "--out", join(out, `${name}.spidermonkey.wasm`),
+  ], { cwd: here, stdio: ["ignore", "ignore", "inherit"] });
+  execFileSync(join(bin, "componentize-qjs"), [
+    "--wit", wit, "--world", "batch-interceptor", "--js", join(here, name, `${name}.js`),
+    "--module-root", here, "--sync", "--output", join(out, `${name}.quickjs.wasm`),
+  ], { cwd: here, stdio: ["ignore", "ignore", "inherit"] });
+  console.log(`built ${out}/${name}.spidermonkey.wasm and ${name}.quickjs.wasm`);
+}

@@ -1,0 +1,219 @@
+//! Interceptors written in Python and JavaScript (`guest-examples/python`, `guest-examples/js`):
+//! built from source with their pinned toolchains, they must give exactly the output of the Rust
+//! examples on the same streams, in batches of every size, and run behind the proxy.
+//!
+//! The toolchains are installed on first use under the target directory (componentize-py from
+//! the Python package index into a venv; ComponentizeJS and componentize-qjs from the npm
+//! registry, with the committed lockfile), so these tests need python3, node and npm, and the
+//! network the first time. Without them they fail and say what is missing; set
+//! SLUICEGATE_SKIP_FOREIGN_GUESTS=1 to skip them on purpose (they then print that they skipped).
+
+use sluicegate::chain::Chain;
+use sluicegate::spec::Spec;
+use sluicegate_tests::net::*;
+use sluicegate_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const SKIP: &str = "SLUICEGATE_SKIP_FOREIGN_GUESTS";
+
+fn skipped(what: &str) -> bool {
+    let skip = std::env::var_os(SKIP).is_some();
+    if skip {
+        eprintln!("SKIPPED: {what} ({SKIP} is set)");
+    }
+    skip
+}
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples")
+}
+
+fn tmp() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// Runs a command, panicking with its output and `hint` if it fails.
+fn run(command: &mut Command, hint: &str) {
+    let what = format!("{command:?}");
+    match command.output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "{what} failed ({}); {hint}\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("{what} could not start: {e}; {hint}"),
+    }
+}
+
+/// A short, stable name for a file's content, so a changed pin gets a fresh toolchain.
+fn content_tag(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{:08x}", hash as u32)
+}
+
+/// The Python examples, built once per test run: `drop.wasm` and `redact.wasm`.
+fn python_guests() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let python = examples_dir().join("python");
+        let requirements = python.join("requirements.txt");
+        let venv = tmp().join(format!("componentize-py-{}", content_tag(&requirements)));
+        let tool = venv.join("bin/componentize-py");
+        if !tool.exists() {
+            let hint = "these tests need python3 (with venv and pip) and the Python package index";
+            run(Command::new("python3").args(["-m", "venv"]).arg(&venv), hint);
+            run(Command::new(venv.join("bin/pip")).args(["install", "-q", "-r"]).arg(&requirements), hint);
+        }
+        let out = tmp().join("python-guests");
+        run(Command::new(python.join("build.sh")).arg(&out).env("COMPONENTIZE_PY", &tool), "building the Python guests");
+        out
+    })
+}
+
+/// The JavaScript examples, built once per test run with both toolchains:
+/// `NAME.spidermonkey.wasm` (ComponentizeJS) and `NAME.quickjs.wasm` (componentize-qjs).
+fn js_guests() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let js = examples_dir().join("js");
+        let toolchain = tmp().join(format!("componentize-js-{}", content_tag(&js.join("package-lock.json"))));
+        let bin = toolchain.join("node_modules/.bin");
+        if !bin.join("componentize-js").exists() || !bin.join("componentize-qjs").exists() {
+            std::fs::create_dir_all(&toolchain).unwrap();
+            for file in ["package.json", "package-lock.json", ".npmrc"] {
+                std::fs::copy(js.join(file), toolchain.join(file)).unwrap();
+            }
+            let hint = "these tests need node and npm, and the npm registry";
+            run(Command::new("npm").args(["ci", "--silent", "--no-audit", "--no-fund"]).current_dir(&toolchain), hint);
+        }
+        let out = tmp().join("js-guests");
+        run(
+            Command::new("node").arg(js.join("build.mjs")).arg(&out).env("SLUICEGATE_JS_BIN", &bin),
+            "building the JavaScript guests",
+        );
+        out
+    })
+}
+
+/// Streams that exercise the examples: the shared sample, and one with the scanner's edge cases.
+fn streams() -> Vec<Vec<u8>> {
+    let edge_cases = concat!(
+        "data: mail bob@example.com now, a.b+c@mail.example.org, x_y@z.io.\nid: 7\n\n",
+        ": a comment bob@example.com\n\n",
+        "data: {\"t\":\"hi\\nbob@example.com\",\"u\":\"\\u00e9bob@example.com\",\"v\":\"\\\\eve@example.com\"}\n",
+        "data: \u{e9} bob@example.com \u{fc}, no address @ here, a@b, a@b.c, @x.com, ..x@y.com, a@b..com\n\n",
+        "event:\ndata: the empty type is a message; mail at@end-.com, a@b.c0m, trail@x.io-\n\n",
+        "event: ping\nid: 8\ndata: x@y.org\n\n",
+        "retry: 100\n\n",
+        "event: heartbeat\ndata: \u{1f600}@example.com z@\u{e9}.com\n\n",
+    );
+    vec![sample_stream(), edge_cases.as_bytes().to_vec()]
+}
+
+fn configs(name: &str) -> Vec<Vec<(&'static str, &'static str)>> {
+    match name {
+        "drop" => vec![vec![], vec![("types", "ping, message,heartbeat")]],
+        "redact" => vec![vec![], vec![("replacement", "<\u{e9}mail>")]],
+        _ => unreachable!(),
+    }
+}
+
+fn chain_of(spec: &str, config: &[(&str, &str)]) -> Chain {
+    let interceptor = spec.parse::<Spec>().unwrap().load(runtime(), config_of(config));
+    Chain::new(vec![interceptor.unwrap_or_else(|e| panic!("loading {spec}: {e:#}"))])
+}
+
+/// `component` (built from another language) against the Rust `example:NAME`.
+fn assert_same_as_rust(component: &Path, name: &str) {
+    let spec = component.to_str().unwrap();
+    for stream in streams() {
+        let events = parse_all(&stream);
+        for config in configs(name) {
+            let (foreign, rust) = (chain_of(spec, &config), chain_of(&format!("example:{name}"), &config));
+            for size in [1, 3, 64] {
+                let batches = batches_of(&events, size);
+                let expected = run_chain(&rust, &batches);
+                assert_ne!(expected, events, "example:{name} changes these streams, so the comparison means something");
+                assert_eq!(run_chain(&foreign, &batches), expected, "{spec} vs example:{name}, batch {size}, {config:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn python_examples_match_the_rust_ones() {
+    if skipped("Python guests") {
+        return;
+    }
+    for name in ["drop", "redact"] {
+        assert_same_as_rust(&python_guests().join(format!("{name}.wasm")), name);
+    }
+}
+
+#[test]
+fn javascript_examples_match_the_rust_ones_with_both_toolchains() {
+    if skipped("JavaScript guests") {
+        return;
+    }
+    for name in ["drop", "redact"] {
+        for engine in ["spidermonkey", "quickjs"] {
+            assert_same_as_rust(&js_guests().join(format!("{name}.{engine}.wasm")), name);
+        }
+    }
+}
+
+/// A foreign-language guest with a configuration it refuses: the interceptor faults (fail-closed
+/// by default) instead of running with a wrong setting.
+#[test]
+fn a_refused_configuration_is_a_fault() {
+    if skipped("Python and JavaScript guests") {
+        return;
+    }
+    let components = [python_guests().join("redact.wasm"), js_guests().join("redact.quickjs.wasm")];
+    for component in components {
+        let spec = component.to_str().unwrap();
+        let chain = chain_of(spec, &[("replacement", "a\rb")]);
+        let opened = chain.open(&context());
+        let batch = parse_all(b"data: bob@example.com\n\n").into_iter().collect();
+        let fault = opened.and_then(|mut stream| stream.process(&mut { batch }).map(|_| ()));
+        assert!(fault.is_err(), "{spec}: a CR in `replacement` must be refused");
+    }
+}
+
+/// Behind the real proxy on loopback: the Python and JavaScript `redact` modify a live stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_guests_modify_a_live_stream_behind_the_proxy() {
+    if skipped("Python and JavaScript guests") {
+        return;
+    }
+    let (python, js) = tokio::task::spawn_blocking(|| (python_guests(), js_guests())).await.unwrap();
+    let upstream = start_upstream(|_| async {
+        full(200, "text/event-stream", "event: ping\ndata: {}\n\ndata: write to ada@example.com\nid: 1\n\n")
+    })
+    .await;
+    let chain = [
+        python.join("drop.wasm"),
+        python.join("redact.wasm"),
+        js.join("drop.spidermonkey.wasm"),
+        js.join("redact.quickjs.wasm"),
+    ];
+    for component in chain {
+        let spec = component.to_str().unwrap();
+        let (proxy, _) = start_proxy(&config_with_chain(upstream, &[spec], "")).await;
+        let events = EventReader::new(get(&format!("http://{proxy}/"), &[]).await).rest().await;
+        let datas: Vec<String> =
+            events.iter().filter_map(|e| e.data.as_ref()).map(|d| String::from_utf8_lossy(d).into_owned()).collect();
+        let expected: &[&str] = if spec.contains("drop") {
+            &["write to ada@example.com"]
+        } else {
+            &["{}", "write to [redacted]"]
+        };
+        assert_eq!(datas, expected, "{spec}");
+        assert_eq!(events.last().unwrap().id.as_deref(), Some(&b"1"[..]), "{spec}: the id is kept");
+    }
+}
