@@ -7,11 +7,13 @@
 //! - [`host`]: the wasmtime host that runs component interceptors (both worlds);
 //! - [`native`] and [`legacy`]: native interceptors, and the per-event contract with its shim;
 //! - [`verdict`]: applying an interceptor's answer, with every check of the contract;
-//! - [`pipeline`]: parse, batch, chain, encode, without the network.
+//! - [`pipeline`]: parse, batch, chain, encode, without the network;
+//! - [`check`]: what `sluicegate check` finds wrong with a component.
 
 pub mod batch;
 pub mod bench;
 pub mod chain;
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod examples;

@@ -84,6 +84,15 @@ enum Command {
     },
     /// Lists the example guests and native interceptors built into this binary.
     List,
+    /// Checks a component: which world it implements, its imports and exports, and whether it
+    /// instantiates and answers a sample batch; every problem in plain words.
+    Check {
+        /// The component file.
+        file: PathBuf,
+        /// A config entry for the interceptor, `KEY=VALUE` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -177,6 +186,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", sluicegate::bench::table(&names, &sizes, &cells));
             }
+            Ok(())
+        }
+        Command::Check { file, settings } => {
+            let wasm = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let config = settings
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).context("--set takes KEY=VALUE")
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let report = sluicegate::check::check(&Runtime::new(Limits::default())?, &wasm, Config::new(config));
+            print!("{}", sluicegate::check::render(&file.display().to_string(), &report));
+            anyhow::ensure!(report.is_ok(), "{}: {} problem(s)", file.display(), report.problems.len());
             Ok(())
         }
         Command::List => {

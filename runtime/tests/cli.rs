@@ -140,3 +140,50 @@ fn bench_measures_an_interceptor_against_a_counterpart() {
     // Progress goes to stderr, one line per cell.
     assert_eq!(String::from_utf8_lossy(&out.stderr).matches("ns/event").count(), 4);
 }
+
+fn example_path(name: &str) -> &'static str {
+    sluicegate::examples::EXAMPLES_PATHS.iter().find(|(n, _)| *n == name).unwrap().1
+}
+
+#[test]
+fn check_describes_a_good_component() {
+    let out = sluicegate(&["check", example_path("redact")], b"");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for line in [
+        "world: sluicegate:interceptor/batch-interceptor",
+        "  exports:\n    sluicegate:interceptor/batch@0.1.0\n",
+        "sluicegate:interceptor/host@0.1.0   log lines and configuration",
+        "instantiated and opened a stream in",
+        "sample batch: 16 events in, 16 out",
+        "ok: ready to serve",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    let legacy = sluicegate(&["check", example_path("legacy-passthrough")], b"");
+    assert!(String::from_utf8_lossy(&legacy.stdout).contains("world: sluicegate:interceptor/event-interceptor"));
+}
+
+#[test]
+fn check_names_each_problem() {
+    let dir = std::env::temp_dir().join(format!("sluicegate-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let core = dir.join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let missing = dir.join("missing.wasm");
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "hello").unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["check", core.to_str().unwrap()], "a core WebAssembly module, not a component"),
+        (&["check", text.to_str().unwrap()], "not a WebAssembly file"),
+        (&["check", example_path("redact"), "--set", "replacement=a\rb"], "opening a stream failed"),
+        (&["check", missing.to_str().unwrap()], "reading"),
+    ];
+    for (args, problem) in cases {
+        let out = sluicegate(args, b"");
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{args:?} should fail:\n{all}");
+        assert!(all.contains(problem), "{args:?}: expected {problem:?} in:\n{all}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -70,7 +70,10 @@ fn python_guests() -> &'static Path {
             run(Command::new(venv.join("bin/pip")).args(["install", "-q", "-r"]).arg(&requirements), hint);
         }
         let out = tmp().join("python-guests");
-        run(Command::new(python.join("build.sh")).arg(&out).env("COMPONENTIZE_PY", &tool), "building the Python guests");
+        run(
+            Command::new(python.join("build.sh")).arg(&out).env("COMPONENTIZE_PY", &tool),
+            "building the Python guests",
+        );
         out
     })
 }
@@ -139,7 +142,11 @@ fn assert_same_as_rust(component: &Path, name: &str) {
                 let batches = batches_of(&events, size);
                 let expected = run_chain(&rust, &batches);
                 assert_ne!(expected, events, "example:{name} changes these streams, so the comparison means something");
-                assert_eq!(run_chain(&foreign, &batches), expected, "{spec} vs example:{name}, batch {size}, {config:?}");
+                assert_eq!(
+                    run_chain(&foreign, &batches),
+                    expected,
+                    "{spec} vs example:{name}, batch {size}, {config:?}"
+                );
             }
         }
     }
@@ -208,11 +215,8 @@ async fn foreign_guests_modify_a_live_stream_behind_the_proxy() {
         let events = EventReader::new(get(&format!("http://{proxy}/"), &[]).await).rest().await;
         let datas: Vec<String> =
             events.iter().filter_map(|e| e.data.as_ref()).map(|d| String::from_utf8_lossy(d).into_owned()).collect();
-        let expected: &[&str] = if spec.contains("drop") {
-            &["write to ada@example.com"]
-        } else {
-            &["{}", "write to [redacted]"]
-        };
+        let expected: &[&str] =
+            if spec.contains("drop") { &["write to ada@example.com"] } else { &["{}", "write to [redacted]"] };
         assert_eq!(datas, expected, "{spec}");
         assert_eq!(events.last().unwrap().id.as_deref(), Some(&b"1"[..]), "{spec}: the id is kept");
     }

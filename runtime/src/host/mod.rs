@@ -179,6 +179,28 @@ impl Runtime {
     }
 }
 
+/// A component's imports and exports by name, and whether the host can link it.
+#[derive(Debug, Clone)]
+pub struct ComponentShape {
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// Why the host cannot provide the component's imports, if it cannot.
+    pub link_error: Option<String>,
+}
+
+impl Runtime {
+    /// Compiles `wasm` and lists what it imports and exports, without instantiating it.
+    pub fn inspect(&self, wasm: &[u8]) -> anyhow::Result<ComponentShape> {
+        let component = self.compile(wasm)?;
+        let ty = component.component_type();
+        Ok(ComponentShape {
+            imports: ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect(),
+            exports: ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect(),
+            link_error: self.linker.instantiate_pre(&component).err().map(|e| format!("{e:#}")),
+        })
+    }
+}
+
 impl Runtime {
     fn compile(&self, wasm: &[u8]) -> wasmtime::Result<Component> {
         let key = {
