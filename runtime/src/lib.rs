@@ -23,6 +23,7 @@ pub mod legacy;
 pub mod native;
 pub mod pipeline;
 pub mod proxy;
+pub mod scaffold;
 pub mod spec;
 pub mod sse;
 pub mod verdict;

@@ -66,6 +66,10 @@ enum Command {
         /// Exit after showing the stream before and after.
         #[arg(long)]
         once: bool,
+        /// Serve only the embedded upstream (its /llm and /mcp streams) at --listen, to put a
+        /// `sluicegate serve` of your own in front of it.
+        #[arg(long, conflicts_with = "once")]
+        upstream_only: bool,
     },
     /// Measures an interceptor in ns per event at several batch sizes, next to a counterpart.
     Bench {
@@ -84,6 +88,17 @@ enum Command {
     },
     /// Lists the example guests and native interceptors built into this binary.
     List,
+    /// Creates an interceptor project that builds with one command and runs with `serve`.
+    New {
+        /// The project's name: lower-case letters, digits and `-`.
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum)]
+        lang: sluicegate::scaffold::Lang,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Checks a component: which world it implements, its imports and exports, and whether it
     /// instantiates and answers a sample batch; every problem in plain words.
     Check {
@@ -101,6 +116,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("SLUICEGATE_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,7 +181,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             tokio_runtime()?.block_on(serve(config, listen, admin))
         }
-        Command::Demo { listen, once } => tokio_runtime()?.block_on(demo(listen, once)),
+        Command::Demo { listen, upstream_only: true, .. } => tokio_runtime()?.block_on(demo_upstream(listen)),
+        Command::Demo { listen, once, .. } => tokio_runtime()?.block_on(demo(listen, once)),
         Command::Bench { interceptor, against, batch_sizes, json } => {
             let runtime = Runtime::new(Limits::default())?;
             let specs: Vec<Spec> = std::iter::once(interceptor).chain(against).collect();
@@ -186,6 +203,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", sluicegate::bench::table(&names, &sizes, &cells));
             }
+            Ok(())
+        }
+        Command::New { name, lang, dir } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            sluicegate::scaffold::create(&dir, &name, lang)?;
+            let component = sluicegate::scaffold::artifact(&name, lang);
+            println!("created {}: the {lang} interceptor `{name}`", dir.display());
+            println!("build it:  cd {} && {}", dir.display(), sluicegate::scaffold::build_command(lang));
+            println!("check it:  sluicegate check {}", component.display());
+            println!(
+                "run it:    sluicegate serve --listen 127.0.0.1:8080 --upstream http://127.0.0.1:3000 --interceptor {}",
+                component.display()
+            );
             Ok(())
         }
         Command::Check { file, settings } => {
@@ -232,6 +262,15 @@ async fn serve(config: ProxyConfig, listen: SocketAddr, admin: Option<SocketAddr
     tracing::info!(listen = %listener.local_addr()?, upstream = config.upstream.as_deref().unwrap_or(""), "sluicegate is serving");
     tokio::select! {
         result = sluicegate::proxy::serve(listener, proxy) => result,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn demo_upstream(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    println!("the demo upstream is serving /llm and /mcp at http://{}", listener.local_addr()?);
+    tokio::select! {
+        () = sluicegate::demo::serve_upstream(listener, Duration::from_millis(40)) => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

@@ -4,7 +4,7 @@ use crate::{BatchView, Config, EndReason, Interceptor, StreamContext, VerdictBui
 
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "batch-interceptor",
         pub_export_macro: true,
         export_macro_name: "__export_batch_interceptor",
