@@ -25,10 +25,27 @@ pub struct ProxyConfig {
     pub reconnect: ReconnectConfig,
     pub limits: LimitsConfig,
     pub security: SecurityConfig,
+    pub shutdown: ShutdownConfig,
     /// Routes by path prefix; the longest matching prefix wins. A request that matches none is
     /// forwarded with no interceptors.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// How the proxy stops (on SIGTERM or Ctrl-C).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long live event streams may go on after the listener closes, in milliseconds.
+    pub drain_ms: u64,
+    /// Then, how long the remaining streams get to send their last events, in milliseconds.
+    pub finish_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { drain_ms: 20_000, finish_ms: 5_000 }
+    }
 }
 
 /// How events are grouped into batches.

@@ -6,7 +6,7 @@ use sluicegate::chain::Chain;
 use sluicegate::config::{InterceptorConfig, ProxyConfig, RouteConfig};
 use sluicegate::host::{Limits, Runtime};
 use sluicegate::pipeline::{self, BatchLimits};
-use sluicegate::proxy::Proxy;
+use sluicegate::proxy::{Proxy, ProxyHandle};
 use sluicegate::spec::Spec;
 use sluicegate::{Config, StreamContext};
 use std::net::SocketAddr;
@@ -21,6 +21,59 @@ use tokio::net::TcpListener;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// Where to accept clients, e.g. 127.0.0.1:8080 (or `listen` in the config file).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The upstream's base URL, e.g. http://127.0.0.1:3000 (or `upstream` in the config file).
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+    /// An interceptor of the chain for every path, in order: a component file, `example:NAME`
+    /// or `native:NAME`. Replaces the config file's `/` route.
+    #[arg(long = "interceptor", short = 'i', value_name = "SPEC")]
+    interceptors: Vec<Spec>,
+    /// A TOML file with routes, chains, interceptor config, batching, reconnection and limits.
+    /// Read again, with the components it names, on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where to serve /metrics, /healthz and /readyz (keep it on loopback or a private network).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Also reload when the config file or a component file changes (checked every second).
+    #[arg(long)]
+    watch: bool,
+}
+
+impl ServeArgs {
+    /// The configuration: the file, if any, with the command line on top. Built again at each
+    /// reload.
+    fn load_config(&self) -> anyhow::Result<ProxyConfig> {
+        let mut config = match &self.config {
+            Some(path) => ProxyConfig::from_file(path)?,
+            None => ProxyConfig::default(),
+        };
+        config.upstream = self.upstream.clone().or(config.upstream);
+        if !self.interceptors.is_empty() {
+            config.routes.retain(|r| r.prefix.trim_end_matches('/') != "");
+            config.routes.push(RouteConfig {
+                prefix: "/".into(),
+                interceptors: self.interceptors.iter().map(|spec| InterceptorConfig::new(spec.to_string())).collect(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The files a reload reads: the config file and every component file of the config.
+    fn watched_files(&self, config: &ProxyConfig) -> Vec<PathBuf> {
+        let components = config.routes.iter().flat_map(|r| &r.interceptors).filter_map(|ic| match ic.spec() {
+            Ok(Spec::Component(path)) => Some(path),
+            _ => None,
+        });
+        self.config.iter().cloned().chain(components).collect()
+    }
 }
 
 #[derive(Subcommand)]
@@ -39,24 +92,7 @@ enum Command {
         max_batch_events: usize,
     },
     /// Runs the proxy: every request goes to the upstream; event streams pass through the chain.
-    Serve {
-        /// Where to accept clients, e.g. 127.0.0.1:8080 (or `listen` in the config file).
-        #[arg(long, value_name = "ADDR")]
-        listen: Option<SocketAddr>,
-        /// The upstream's base URL, e.g. http://127.0.0.1:3000 (or `upstream` in the config file).
-        #[arg(long, value_name = "URL")]
-        upstream: Option<String>,
-        /// An interceptor of the chain for every path, in order: a component file, `example:NAME`
-        /// or `native:NAME`. Replaces the config file's `/` route.
-        #[arg(long = "interceptor", short = 'i', value_name = "SPEC")]
-        interceptors: Vec<Spec>,
-        /// A TOML file with routes, chains, interceptor config, batching, reconnection and limits.
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Where to serve /metrics, /healthz and /readyz (keep it on loopback or a private network).
-        #[arg(long, value_name = "ADDR")]
-        admin: Option<SocketAddr>,
-    },
+    Serve(ServeArgs),
     /// Starts an embedded upstream and a proxy with example interceptors in front of it, shows a
     /// stream before and after, and keeps serving until interrupted.
     Demo {
@@ -165,22 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::debug!(?stats, "done");
             Ok(())
         }
-        Command::Serve { listen, upstream, interceptors, config, admin } => {
-            let mut config = match &config {
-                Some(path) => ProxyConfig::from_file(path)?,
-                None => ProxyConfig::default(),
-            };
-            config.upstream = upstream.or(config.upstream);
-            let listen = listen.or(config.listen).context("no address to listen on (--listen ADDR)")?;
-            if !interceptors.is_empty() {
-                config.routes.retain(|r| r.prefix.trim_end_matches('/') != "");
-                config.routes.push(RouteConfig {
-                    prefix: "/".into(),
-                    interceptors: interceptors.iter().map(|spec| InterceptorConfig::new(spec.to_string())).collect(),
-                });
-            }
-            tokio_runtime()?.block_on(serve(config, listen, admin))
-        }
+        Command::Serve(args) => tokio_runtime()?.block_on(serve(args)),
         Command::Demo { listen, upstream_only: true, .. } => tokio_runtime()?.block_on(demo_upstream(listen)),
         Command::Demo { listen, once, .. } => tokio_runtime()?.block_on(demo(listen, once)),
         Command::Bench { interceptor, against, batch_sizes, json } => {
@@ -250,19 +271,86 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Loads everything (failing before listening if anything is wrong), then serves until Ctrl-C.
-async fn serve(config: ProxyConfig, listen: SocketAddr, admin: Option<SocketAddr>) -> anyhow::Result<()> {
-    let runtime = Runtime::new(config.limits.host_limits())?;
-    let proxy = Arc::new(Proxy::new(&config, &runtime, listen)?);
+/// Loads everything (failing before listening if anything is wrong), then serves: reloading on
+/// SIGHUP (and on file changes with --watch), shutting down gracefully on SIGTERM or Ctrl-C.
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = args.load_config()?;
+    let listen = args.listen.or(config.listen).context("no address to listen on (--listen ADDR)")?;
+    let runtime = Arc::new(Runtime::new(config.limits.host_limits())?);
+    let handle = ProxyHandle::new(Arc::new(Proxy::new(&config, &runtime, listen)?));
     let listener = TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-    if let Some(admin) = admin {
+    if let Some(admin) = args.admin {
         let admin_listener = TcpListener::bind(admin).await.with_context(|| format!("admin listener on {admin}"))?;
         tracing::info!(admin = %admin_listener.local_addr()?, "serving /metrics, /healthz and /readyz");
-        tokio::spawn(sluicegate::proxy::admin::serve_admin(admin_listener, proxy.clone()));
+        tokio::spawn(sluicegate::proxy::admin::serve_admin(admin_listener, handle.clone()));
     }
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut watched = FileStamps::new(args.watched_files(&config));
+    let mut every_second = tokio::time::interval(Duration::from_secs(1));
+    let mut shutdown = config.shutdown.clone();
     tracing::info!(listen = %listener.local_addr()?, upstream = config.upstream.as_deref().unwrap_or(""), "sluicegate is serving");
-    tokio::select! {
-        result = sluicegate::proxy::serve(listener, proxy) => result,
-        _ = tokio::signal::ctrl_c() => Ok(()),
+    let server = tokio::spawn(sluicegate::proxy::serve_handle(listener, handle.clone()));
+    loop {
+        let reason = tokio::select! {
+            _ = hangup.recv() => "SIGHUP",
+            _ = every_second.tick(), if args.watch => match watched.changed() {
+                true => "a watched file changed",
+                false => continue,
+            },
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        };
+        tracing::info!("reloading ({reason})");
+        let (task_args, runtime, current) = (args.clone(), runtime.clone(), handle.current());
+        let built = tokio::task::spawn_blocking(move || {
+            let args = task_args;
+            let config = args.load_config()?;
+            if args.listen.is_none() && config.listen.is_some_and(|l| l != listen) {
+                tracing::warn!(
+                    "`listen` changed in the config file: that takes a restart; still listening on {listen}"
+                );
+            }
+            let proxy = current.successor(&config, &runtime, listen)?;
+            Ok((proxy, config))
+        })
+        .await?;
+        if let Ok((_, config)) = &built {
+            shutdown = config.shutdown.clone();
+            watched = FileStamps::new(args.watched_files(config));
+        }
+        let _ = handle.reload(built.map(|(proxy, _)| proxy));
+    }
+    let lifecycle = handle.lifecycle();
+    lifecycle.shut_down(Duration::from_millis(shutdown.drain_ms), Duration::from_millis(shutdown.finish_ms)).await;
+    server.await??;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Modification stamps of files, to notice changes by polling (`serve --watch`).
+struct FileStamps(Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>);
+
+impl FileStamps {
+    fn new(files: Vec<PathBuf>) -> Self {
+        FileStamps(files.into_iter().map(|f| (f.clone(), Self::stamp(&f))).collect())
+    }
+
+    fn stamp(file: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+        let meta = std::fs::metadata(file).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    }
+
+    /// True if any file changed since the last call (or since `new`).
+    fn changed(&mut self) -> bool {
+        let mut changed = false;
+        for (file, stamp) in &mut self.0 {
+            let now = Self::stamp(file);
+            changed |= now != *stamp;
+            *stamp = now;
+        }
+        changed
     }
 }
 

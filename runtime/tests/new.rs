@@ -6,74 +6,11 @@
 //! their first build (as a user's would); set SLUICEGATE_SKIP_FOREIGN_GUESTS=1 to skip those two
 //! on purpose. The Rust project needs the `wasm32-wasip2` target.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod common;
+
+use common::{BIN, Running, get};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sluicegate");
-
-/// A child process that is killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `sluicegate ARGS` and reads its output until a line contains `ready`; returns the
-/// process and the first `127.0.0.1:PORT` address on that line.
-fn start(args: &[&str], ready: &str, from_stderr: bool) -> (Running, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("SLUICEGATE_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output: Box<dyn Read + Send> =
-        if from_stderr { Box::new(child.stderr.take().unwrap()) } else { Box::new(child.stdout.take().unwrap()) };
-    let running = Running(child);
-    let mut seen = String::new();
-    for line in BufReader::new(output).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains(ready) {
-            let at = line.find("127.0.0.1:").expect("an address on the ready line");
-            let addr: String =
-                line[at..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
-            return (running, addr);
-        }
-    }
-    panic!("sluicegate {args:?} ended without saying {ready:?}:\n{seen}");
-}
-
-/// GET `path` over HTTP/1.1 and return the body, de-chunked.
-fn get(addr: &str, path: &str) -> String {
-    let mut socket = TcpStream::connect(addr).unwrap();
-    write!(socket, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    socket.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, mut rest) = raw.split_once("\r\n\r\n").expect("a response head");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return rest.to_string();
-    }
-    let mut body = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n").expect("a chunk size");
-        let size = usize::from_str_radix(size.trim(), 16).unwrap();
-        if size == 0 {
-            return body;
-        }
-        body.push_str(&after[..size]);
-        rest = &after[size + 2..];
-    }
-}
+use std::process::Command;
 
 fn run_build(dir: &Path, command: &str) {
     let mut parts = command.split_whitespace();
@@ -110,24 +47,18 @@ fn tutorial(lang: &str) {
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success() && report.contains("ok: ready to serve"), "{report}");
 
-    let (_upstream, upstream) =
-        start(&["demo", "--upstream-only", "--listen", "127.0.0.1:0"], "the demo upstream is serving", false);
-    let before = get(&upstream, "/llm");
+    let mut demo = Running::start(&["demo", "--upstream-only", "--listen", "127.0.0.1:0"], false);
+    let upstream = demo.wait_for_address("the demo upstream is serving");
+    let (_, before) = get(&upstream, "/llm");
     let upstream_url = format!("http://{upstream}");
-    let (_proxy, proxy) = start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &upstream_url,
-            "--interceptor",
-            component.to_str().unwrap(),
-        ],
-        "sluicegate is serving",
+    let component = component.to_str().unwrap();
+    let mut serve = Running::start(
+        &["serve", "--listen", "127.0.0.1:0", "--upstream", &upstream_url, "--interceptor", component],
         true,
     );
-    let after = get(&proxy, "/llm");
+    let proxy = serve.wait_for_address("sluicegate is serving");
+    let (status, after) = get(&proxy, "/llm");
+    assert!(status.contains("200"), "{status}");
     assert!(before.contains("event: ping") && before.contains(" report\""), "the demo stream changed:\n{before}");
     assert!(!after.contains("event: ping"), "{lang}: pings are dropped:\n{after}");
     assert!(

@@ -40,7 +40,7 @@ async fn metrics_follow_streams_and_faults() {
     let (proxy, state) = start_proxy(&config).await;
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_addr = admin.local_addr().unwrap();
-    tokio::spawn(sluicegate::proxy::admin::serve_admin(admin, state.clone()));
+    tokio::spawn(sluicegate::proxy::admin::serve_admin(admin, sluicegate::proxy::ProxyHandle::new(state.clone())));
 
     assert_eq!(fetch(&format!("http://{admin_addr}/healthz")).await, (200, "ok\n".into()));
     assert_eq!(fetch(&format!("http://{admin_addr}/readyz")).await.0, 200);

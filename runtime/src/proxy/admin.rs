@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text format), `/healthz` and `/readyz`. It listens
 //! apart from the proxy (on loopback by default) so that metrics are not exposed to clients.
 
-use super::{BoxError, Proxy, ProxyBody};
+use super::{BoxError, Phase, Proxy, ProxyBody, ProxyHandle};
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -54,6 +54,17 @@ pub fn metrics(proxy: &Proxy) -> String {
         "# HELP sluicegate_guest_streams Interceptor stream states alive in guests.\n# TYPE sluicegate_guest_streams gauge"
     );
     let _ = writeln!(text, "sluicegate_guest_streams {}", proxy.live_guest_streams());
+    let lifecycle = proxy.lifecycle();
+    let _ = writeln!(
+        text,
+        "# HELP sluicegate_reloads_total Configuration reloads, by result.\n# TYPE sluicegate_reloads_total counter"
+    );
+    let _ = writeln!(text, "sluicegate_reloads_total{{result=\"ok\"}} {}", lifecycle.reloads.load(Ordering::Relaxed));
+    let _ = writeln!(
+        text,
+        "sluicegate_reloads_total{{result=\"failed\"}} {}",
+        lifecycle.failed_reloads.load(Ordering::Relaxed)
+    );
     if let Some(rss) = resident_bytes(std::process::id()) {
         let _ = writeln!(
             text,
@@ -75,7 +86,12 @@ fn respond(proxy: &Proxy, path: &str) -> Response<ProxyBody> {
     let (status, content_type, body) = match path {
         "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics(proxy)),
         // Everything is loaded before the proxy listens, so a running proxy is also ready.
-        "/healthz" | "/readyz" => (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_string()),
+        "/healthz" => (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_string()),
+        // Not ready once shutting down, so that load balancers stop sending new clients.
+        "/readyz" if proxy.lifecycle().phase() == Phase::Running => {
+            (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_string())
+        }
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "shutting down\n".to_string()),
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
@@ -89,13 +105,13 @@ fn respond(proxy: &Proxy, path: &str) -> Response<ProxyBody> {
 }
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
-pub async fn serve_admin(listener: TcpListener, proxy: Arc<Proxy>) -> anyhow::Result<()> {
+pub async fn serve_admin(listener: TcpListener, handle: Arc<ProxyHandle>) -> anyhow::Result<()> {
     loop {
         let (socket, _) = listener.accept().await?;
-        let proxy = proxy.clone();
+        let handle = handle.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let response = respond(&proxy, request.uri().path());
+                let response = respond(&handle.current(), request.uri().path());
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

@@ -6,7 +6,7 @@
 //! growing memory. When the client goes away the channel closes and the task ends at once,
 //! dropping the upstream response (which cancels the upstream request).
 
-use super::{Proxy, UpstreamBody, empty_body, headers};
+use super::{Phase, Proxy, UpstreamBody, empty_body, headers};
 use crate::batch::Batch;
 use crate::chain::ChainStream;
 use crate::config::ReconnectConfig;
@@ -21,9 +21,8 @@ use sluicegate_guest::EndReason;
 use std::collections::VecDeque;
 use std::hash::BuildHasher as _;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Ids remembered per stream to skip events an upstream replays after a resumption.
 const RECENT_IDS: usize = 32;
@@ -67,17 +66,10 @@ enum End {
     Failed(String),
     ClientGone,
     EndedByInterceptor,
+    /// The proxy is shutting down and the drain time is over.
+    Shutdown,
     /// An interceptor faulted; the error event has been sent.
     Faulted,
-}
-
-/// Counts the stream as active while it lives.
-struct ActiveGuard(Arc<Proxy>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active_streams.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 pub(crate) struct EventStream {
@@ -96,6 +88,8 @@ pub(crate) struct EventStream {
     recent_ids: VecDeque<Bytes>,
     /// True after a resumption until the first event that was not forwarded before.
     skipping_replay: bool,
+    /// Reaches `Ending` when the stream must end for shutdown.
+    phase: watch::Receiver<Phase>,
 }
 
 impl EventStream {
@@ -107,6 +101,7 @@ impl EventStream {
         resume: Resume,
     ) -> Self {
         let parser = Parser::with_limit(proxy.max_event_bytes);
+        let phase = proxy.lifecycle().watch();
         EventStream {
             proxy,
             id,
@@ -119,12 +114,12 @@ impl EventStream {
             retry_ms: None,
             recent_ids: VecDeque::new(),
             skipping_replay: false,
+            phase,
         }
     }
 
     pub(crate) async fn run(mut self, body: Incoming) {
-        self.proxy.active_streams.fetch_add(1, Ordering::SeqCst);
-        let _active = ActiveGuard(self.proxy.clone());
+        let _active = self.proxy.lifecycle().stream_started();
         tracing::debug!(stream = %self.id, "event stream started");
         let mut body = body;
         let end = loop {
@@ -135,11 +130,13 @@ impl EventStream {
                         Reconnect::Resumed(next) => body = next,
                         Reconnect::Stop(reason) => break reason,
                         Reconnect::ClientGone => break EndReason::ClientGone,
+                        Reconnect::Shutdown => break EndReason::Shutdown,
                     }
                 }
                 End::Closed => break EndReason::UpstreamClosed,
                 End::ClientGone => break EndReason::ClientGone,
                 End::EndedByInterceptor => break EndReason::EndedByInterceptor,
+                End::Shutdown => break EndReason::Shutdown,
                 End::Faulted => return,
             }
         };
@@ -166,6 +163,7 @@ impl EventStream {
             let first = tokio::select! {
                 biased;
                 _ = self.tx.closed() => return End::ClientGone,
+                _ = self.phase.wait_for(|p| *p == Phase::Ending) => return End::Shutdown,
                 next = next_chunk(body, idle) => next,
             };
             let mut last = self.take(first);
@@ -324,6 +322,7 @@ impl EventStream {
             return Reconnect::Stop(EndReason::UpstreamFailed);
         };
         let config = &self.resume.config;
+        let phase = &mut self.phase;
         let max = Duration::from_millis(config.max_delay_ms);
         let mut delay = Duration::from_millis(self.retry_ms.map_or(config.initial_delay_ms, u64::from)).min(max);
         for attempt in 1..=config.max_attempts {
@@ -331,6 +330,7 @@ impl EventStream {
             tokio::select! {
                 biased;
                 _ = self.tx.closed() => return Reconnect::ClientGone,
+                _ = phase.wait_for(|p| *p == Phase::Ending) => return Reconnect::Shutdown,
                 _ = tokio::time::sleep(wait) => {}
             }
             let Some(request) = self.resume.request(&last_id) else {
@@ -340,6 +340,7 @@ impl EventStream {
             let result = tokio::select! {
                 biased;
                 _ = self.tx.closed() => return Reconnect::ClientGone,
+                _ = phase.wait_for(|p| *p == Phase::Ending) => return Reconnect::Shutdown,
                 result = self.proxy.client.request(request) => result,
             };
             match result {
@@ -372,6 +373,7 @@ enum Reconnect {
     Resumed(Incoming),
     Stop(EndReason),
     ClientGone,
+    Shutdown,
 }
 
 /// How the upstream body ended.

@@ -13,6 +13,7 @@ pub mod admin;
 mod body;
 mod events;
 pub mod headers;
+pub mod lifecycle;
 
 pub use body::{BoxError, ChannelBody, ProxyBody};
 
@@ -30,10 +31,10 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+pub use lifecycle::{Lifecycle, Phase, ProxyHandle};
 use sluicegate_guest::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -104,8 +105,7 @@ pub struct Proxy {
     reconnect: ReconnectConfig,
     max_event_bytes: usize,
     client_buffer: usize,
-    next_stream: AtomicU64,
-    active_streams: AtomicUsize,
+    lifecycle: Arc<Lifecycle>,
     interceptors: Vec<Link>,
 }
 
@@ -114,6 +114,21 @@ impl Proxy {
     /// a bad config or component fails here, before anything listens. `listen` decides the
     /// default allow-lists.
     pub fn new(config: &ProxyConfig, runtime: &Runtime, listen: SocketAddr) -> anyhow::Result<Self> {
+        Self::build(config, runtime, listen, Lifecycle::new())
+    }
+
+    /// A proxy for a new configuration that shares this one's live-stream count, stream ids and
+    /// shutdown phase: what a reload installs with [`ProxyHandle::reload`].
+    pub fn successor(&self, config: &ProxyConfig, runtime: &Runtime, listen: SocketAddr) -> anyhow::Result<Self> {
+        Self::build(config, runtime, listen, self.lifecycle.clone())
+    }
+
+    fn build(
+        config: &ProxyConfig,
+        runtime: &Runtime,
+        listen: SocketAddr,
+        lifecycle: Arc<Lifecycle>,
+    ) -> anyhow::Result<Self> {
         config.validate()?;
         let upstream = upstream_base(config.upstream.as_deref().context("no upstream given (--upstream URL)")?)?;
         let mut routes = Vec::new();
@@ -160,15 +175,19 @@ impl Proxy {
             reconnect: config.reconnect.clone(),
             max_event_bytes: config.limits.max_event_bytes,
             client_buffer: config.limits.client_buffer_batches,
-            next_stream: AtomicU64::new(1),
-            active_streams: AtomicUsize::new(0),
+            lifecycle,
             interceptors,
         })
     }
 
     /// Event streams being served right now.
     pub fn active_streams(&self) -> usize {
-        self.active_streams.load(Ordering::SeqCst)
+        self.lifecycle.active_streams()
+    }
+
+    /// The state shared with every configuration this process has run with.
+    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.lifecycle
     }
 
     /// Guest stream states alive in all component interceptors (each is freed when its stream
@@ -188,6 +207,11 @@ impl Proxy {
 
     /// Handles one client request.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+        if self.lifecycle.phase() != Phase::Running {
+            let mut response = text_response(StatusCode::SERVICE_UNAVAILABLE, "sluicegate is shutting down");
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
         if let Err(refusal) = headers::check_host_and_origin(
             request.headers(),
             request.uri().authority().map(|a| a.as_str()),
@@ -242,7 +266,7 @@ impl Proxy {
         }
         head.headers.remove(header::CONTENT_LENGTH);
         head.headers.entry("x-accel-buffering").or_insert(HeaderValue::from_static("no"));
-        let stream_id = self.next_stream.fetch_add(1, Ordering::Relaxed).to_string();
+        let stream_id = self.lifecycle.next_stream_id().to_string();
         let context = sluicegate_guest::StreamContext {
             stream_id: stream_id.clone(),
             method: parts.method.to_string(),
@@ -281,10 +305,21 @@ fn empty_body() -> UpstreamBody {
 }
 
 /// Accepts connections on `listener` and serves each with `proxy` (HTTP/1.1, and HTTP/2 with
-/// prior knowledge) until the task is dropped.
+/// prior knowledge) until the task is dropped or the proxy starts shutting down.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> anyhow::Result<()> {
+    serve_handle(listener, ProxyHandle::new(proxy)).await
+}
+
+/// [`serve`] with whatever proxy `handle` holds at each request (so a reload takes effect).
+/// Returns, closing the listener, when shutdown begins.
+pub async fn serve_handle(listener: TcpListener, handle: Arc<ProxyHandle>) -> anyhow::Result<()> {
+    let mut phase = handle.lifecycle().watch();
     loop {
-        let (socket, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = phase.wait_for(|p| *p != Phase::Running) => return Ok(()),
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, typically: wait a little rather than spin.
@@ -294,10 +329,10 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> anyhow::Result<(
             }
         };
         let _ = socket.set_nodelay(true);
-        let proxy = proxy.clone();
+        let handle = handle.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let proxy = proxy.clone();
+                let proxy = handle.current();
                 async move { Ok::<_, std::convert::Infallible>(proxy.handle(request).await) }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -1,0 +1,152 @@
+//! What outlives one configuration of the proxy: the count of live event streams, stream ids,
+//! the shutdown phase; and [`ProxyHandle`], through which a reload swaps the configuration.
+//!
+//! Reload: a new [`Proxy`] is built (and every component compiled) beside the running one; only
+//! if that succeeds does it replace the old one. New requests then use the new proxy; a live event
+//! stream keeps the proxy, and so the chain, it started with, until it ends. Nothing is dropped.
+//!
+//! Shutdown, in two phases: *draining* (the listener closes, new requests get `503`, live event
+//! streams go on) until every stream has ended or the drain time is over, then *ending* (each
+//! remaining stream's chain is finished with `shutdown`, its final events are sent and its body
+//! ends cleanly).
+
+use super::Proxy;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Where the process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// No new connections or requests; live streams go on.
+    Draining,
+    /// Live streams are being ended.
+    Ending,
+}
+
+/// State shared by every configuration the process runs with.
+pub struct Lifecycle {
+    active_streams: AtomicUsize,
+    next_stream: AtomicU64,
+    phase: watch::Sender<Phase>,
+    /// Notified when the last live stream ends.
+    idle: Notify,
+    pub(crate) reloads: AtomicU64,
+    pub(crate) failed_reloads: AtomicU64,
+}
+
+impl Lifecycle {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Lifecycle {
+            active_streams: AtomicUsize::new(0),
+            next_stream: AtomicU64::new(1),
+            phase: watch::Sender::new(Phase::Running),
+            idle: Notify::new(),
+            reloads: AtomicU64::new(0),
+            failed_reloads: AtomicU64::new(0),
+        })
+    }
+
+    pub fn active_streams(&self) -> usize {
+        self.active_streams.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn next_stream_id(&self) -> u64 {
+        self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// A receiver that sees every phase change.
+    pub fn watch(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    /// Counts a stream as live until the guard is dropped.
+    pub(crate) fn stream_started(self: &Arc<Self>) -> StreamGuard {
+        self.active_streams.fetch_add(1, Ordering::SeqCst);
+        StreamGuard(self.clone())
+    }
+
+    /// Waits until no stream is live, or `limit` has passed; true if none is live.
+    async fn wait_idle(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.active_streams() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// Shuts down: drains for up to `drain`, then ends the streams still live and waits up to
+    /// `finish` for them to send their last events.
+    pub async fn shut_down(&self, drain: Duration, finish: Duration) {
+        self.phase.send_replace(Phase::Draining);
+        tracing::info!(streams = self.active_streams(), drain_ms = drain.as_millis() as u64, "draining");
+        if self.wait_idle(drain).await {
+            return;
+        }
+        tracing::info!(streams = self.active_streams(), "drain time over: ending the remaining streams");
+        self.phase.send_replace(Phase::Ending);
+        if !self.wait_idle(finish).await {
+            tracing::warn!(streams = self.active_streams(), "streams still open at exit");
+        }
+    }
+}
+
+/// Counts one live stream; see [`Lifecycle::stream_started`].
+pub(crate) struct StreamGuard(Arc<Lifecycle>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.0.active_streams.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The proxy currently serving new requests; a reload replaces it.
+pub struct ProxyHandle {
+    current: RwLock<Arc<Proxy>>,
+}
+
+impl ProxyHandle {
+    pub fn new(proxy: Arc<Proxy>) -> Arc<Self> {
+        Arc::new(ProxyHandle { current: RwLock::new(proxy) })
+    }
+
+    pub fn current(&self) -> Arc<Proxy> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn lifecycle(&self) -> Arc<Lifecycle> {
+        self.current().lifecycle.clone()
+    }
+
+    /// Makes `built` (a result of [`Proxy::successor`]) serve new requests; on an error the
+    /// running proxy stays. Either way the outcome is logged and counted.
+    pub fn reload(&self, built: anyhow::Result<Proxy>) -> anyhow::Result<()> {
+        let lifecycle = self.lifecycle();
+        match built {
+            Ok(proxy) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(proxy);
+                lifecycle.reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("reloaded: new streams use the new configuration; live streams keep theirs");
+                Ok(())
+            }
+            Err(e) => {
+                lifecycle.failed_reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("reload failed, still running the previous configuration: {e:#}");
+                Err(e)
+            }
+        }
+    }
+}
