@@ -29,7 +29,7 @@ SUBJECTS = [
 def check(path):
     out = subprocess.run([BIN, "check", path], capture_output=True, text=True, check=True).stdout
     size = float(re.search(r": ([\d.]+) MB", out).group(1))
-    compiled = float(re.search(r"compiled in ([\d.]+) s", out).group(1))
+    compiled = float(re.search(r"compiled.* in ([\d.]+) s", out).group(1))
     opened = float(re.search(r"opened a stream in ([\d.]+) ms", out).group(1))
     return size, compiled, opened
 

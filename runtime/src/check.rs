@@ -138,7 +138,7 @@ pub fn render(file: &str, report: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{file}: {:.1} MB", report.size as f64 / 1e6);
     if let Some(t) = report.compile_time {
-        let _ = writeln!(s, "  compiled in {:.2} s", t.as_secs_f64());
+        let _ = writeln!(s, "  compiled (or loaded from the cache) in {:.2} s", t.as_secs_f64());
     }
     if let Some(world) = report.world {
         let _ = writeln!(s, "  world: {world}");

@@ -45,6 +45,10 @@ struct ServeArgs {
     /// Also reload when the config file or a component file changes (checked every second).
     #[arg(long)]
     watch: bool,
+    /// Keep compiled components in this directory, so that a restart with unchanged components
+    /// skips compilation. It must be writable only by the user sluicegate runs as.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -143,6 +147,9 @@ enum Command {
         /// A config entry for the interceptor, `KEY=VALUE` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         settings: Vec<String>,
+        /// Use (and fill) the precompiled component cache in this directory, as `serve` does.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
 }
 
@@ -239,7 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Check { file, settings } => {
+        Command::Check { file, settings, cache_dir } => {
             let wasm = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let config = settings
                 .iter()
@@ -247,7 +254,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).context("--set takes KEY=VALUE")
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let report = sluicegate::check::check(&Runtime::new(Limits::default())?, &wasm, Config::new(config));
+            let mut runtime = Runtime::new(Limits::default())?;
+            if let Some(dir) = &cache_dir {
+                runtime = runtime.with_disk_cache(dir)?;
+            }
+            let report = sluicegate::check::check(&runtime, &wasm, Config::new(config));
             print!("{}", sluicegate::check::render(&file.display().to_string(), &report));
             anyhow::ensure!(report.is_ok(), "{}: {} problem(s)", file.display(), report.problems.len());
             Ok(())
@@ -277,7 +288,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let config = args.load_config()?;
     let listen = args.listen.or(config.listen).context("no address to listen on (--listen ADDR)")?;
-    let runtime = Arc::new(Runtime::new(config.limits.host_limits())?);
+    let mut runtime = Runtime::new(config.limits.host_limits())?;
+    if let Some(dir) = &args.cache_dir {
+        runtime = runtime.with_disk_cache(dir)?;
+    }
+    let runtime = Arc::new(runtime);
     let handle = ProxyHandle::new(Arc::new(Proxy::new(&config, &runtime, listen)?));
     let listener = TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     if let Some(admin) = args.admin {

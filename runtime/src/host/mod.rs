@@ -15,6 +15,7 @@
 //! fresh instance.
 
 pub mod bindings;
+pub mod cache;
 mod inert_io;
 mod wasi;
 
@@ -79,6 +80,8 @@ pub struct Runtime {
     /// Compiled components by a hash of their bytes: loading the same component again (another
     /// chain position, another route) skips compilation.
     compiled: Mutex<HashMap<u64, Component>>,
+    /// Compiled components on disk, if configured.
+    disk_cache: Option<cache::ComponentCache>,
 }
 
 impl Runtime {
@@ -114,7 +117,13 @@ impl Runtime {
         )?;
         linker.allow_shadowing(false);
         bindings::batch::sluicegate::interceptor::host::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-        Ok(Runtime { engine, linker, limits, compiled: Mutex::default() })
+        Ok(Runtime { engine, linker, limits, compiled: Mutex::default(), disk_cache: None })
+    }
+
+    /// Keeps compiled components in `dir` across restarts (see [`cache`]).
+    pub fn with_disk_cache(mut self, dir: &std::path::Path) -> anyhow::Result<Self> {
+        self.disk_cache = Some(cache::ComponentCache::open(dir)?);
+        Ok(self)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -211,7 +220,10 @@ impl Runtime {
         if let Some(component) = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(component.clone());
         }
-        let component = Component::new(&self.engine, wasm)?;
+        let component = match &self.disk_cache {
+            Some(cache) => cache.get_or_compile(&self.engine, wasm)?,
+            None => Component::new(&self.engine, wasm)?,
+        };
         self.compiled.lock().unwrap_or_else(|p| p.into_inner()).insert(key, component.clone());
         Ok(component)
     }
