@@ -77,3 +77,30 @@ fn demo_address(config: &Path) -> String {
     let start = text.find("http://").unwrap() + "http://".len();
     text[start..].split('"').next().unwrap().to_string()
 }
+
+#[test]
+fn json_logs_carry_the_stream_id_on_every_line_about_a_stream() {
+    let mut demo = Running::start(&["demo", "--upstream-only", "--listen", "127.0.0.1:0"], false);
+    let upstream = format!("http://{}", demo.wait_for_address("the demo upstream is serving"));
+    let args = ["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--upstream", &upstream];
+    let mut serve = Running::start_with_log(&[&args[..], &["-i", "example:redact"]].concat(), true, "debug");
+    let proxy = serve.wait_for_address("sluicegate is serving");
+    let (status, _) = get(&proxy, "/mcp");
+    assert!(status.contains("200"));
+    serve.wait_for("event stream ended");
+    serve.signal("TERM");
+    serve.wait_for("stopped");
+
+    let mut about_the_stream = 0;
+    for line in serve.seen.lines() {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        let message = entry["fields"]["message"].as_str().unwrap_or_default();
+        if message.starts_with("event stream") {
+            assert_eq!(entry["span"]["stream_id"], "1", "{line}");
+            assert_eq!(entry["span"]["path"], "/mcp", "{line}");
+            about_the_stream += 1;
+        }
+    }
+    assert_eq!(about_the_stream, 2, "started and ended:\n{}", serve.seen);
+}

@@ -116,7 +116,7 @@ impl OutputStream for LogStream {
                 tracing::warn!(interceptor = %self.name, lines = dropped, "guest output over its rate limit was dropped");
             }
             if allowed {
-                tracing::info!(interceptor = %self.name, stream = self.stream, "{line}");
+                tracing::info!(interceptor = %self.name, output = self.stream, "{line}");
             }
         }
         Ok(())

@@ -74,7 +74,6 @@ enum End {
 
 pub(crate) struct EventStream {
     proxy: Arc<Proxy>,
-    id: String,
     chain: ChainStream,
     tx: mpsc::Sender<Bytes>,
     resume: Resume,
@@ -93,18 +92,11 @@ pub(crate) struct EventStream {
 }
 
 impl EventStream {
-    pub(crate) fn new(
-        proxy: Arc<Proxy>,
-        id: String,
-        chain: ChainStream,
-        tx: mpsc::Sender<Bytes>,
-        resume: Resume,
-    ) -> Self {
+    pub(crate) fn new(proxy: Arc<Proxy>, chain: ChainStream, tx: mpsc::Sender<Bytes>, resume: Resume) -> Self {
         let parser = Parser::with_limit(proxy.max_event_bytes);
         let phase = proxy.lifecycle().watch();
         EventStream {
             proxy,
-            id,
             chain,
             tx,
             resume,
@@ -120,12 +112,12 @@ impl EventStream {
 
     pub(crate) async fn run(mut self, body: Incoming) {
         let _active = self.proxy.lifecycle().stream_started();
-        tracing::debug!(stream = %self.id, "event stream started");
+        tracing::debug!("event stream started");
         let mut body = body;
         let end = loop {
             match self.pump(&mut body).await {
                 End::Failed(why) => {
-                    tracing::warn!(stream = %self.id, "upstream event stream failed: {why}");
+                    tracing::warn!("upstream event stream failed: {why}");
                     match self.reconnect().await {
                         Reconnect::Resumed(next) => body = next,
                         Reconnect::Stop(reason) => break reason,
@@ -143,7 +135,11 @@ impl EventStream {
         drop(body); // cancels the upstream request if it is still open
         let skipped = self.parser.oversized();
         if skipped > 0 {
-            tracing::warn!(stream = %self.id, events = skipped, limit = self.proxy.max_event_bytes, "dropped upstream events over the size limit");
+            tracing::warn!(
+                events = skipped,
+                limit = self.proxy.max_event_bytes,
+                "dropped upstream events over the size limit"
+            );
         }
         match self.chain.finish(end) {
             Ok(tail) if end != EndReason::ClientGone => {
@@ -151,9 +147,9 @@ impl EventStream {
                 let _ = self.send_batch().await;
             }
             Ok(_) => {}
-            Err(fault) => tracing::error!(stream = %self.id, "{fault} while finishing the stream"),
+            Err(fault) => tracing::error!("{fault} while finishing the stream"),
         }
-        tracing::debug!(stream = %self.id, reason = ?end, "event stream ended");
+        tracing::debug!(reason = ?end, "event stream ended");
     }
 
     /// Reads the upstream until it ends or fails, the client leaves, or the chain ends the stream.
@@ -189,7 +185,10 @@ impl EventStream {
                     }
                     let tail = self.parser.finish();
                     if self.parser.discarded() > 0 {
-                        tracing::debug!(stream = %self.id, bytes = self.parser.discarded(), "discarded an unterminated event at the end of the stream");
+                        tracing::debug!(
+                            bytes = self.parser.discarded(),
+                            "discarded an unterminated event at the end of the stream"
+                        );
                     }
                     return self.flush(tail).await.unwrap_or(End::Closed);
                 }
@@ -249,7 +248,7 @@ impl EventStream {
             let ended = match self.chain.process(&mut self.batch) {
                 Ok(ended) => ended,
                 Err(fault) => {
-                    tracing::error!(stream = %self.id, "{fault}; ending the stream (fail-closed)");
+                    tracing::error!("{fault}; ending the stream (fail-closed)");
                     self.batch.clear();
                     let data = format!(
                         "{{\"type\":\"error\",\"error\":{{\"type\":\"interceptor_error\",\"message\":\"interceptor {} failed\"}}}}",
@@ -282,7 +281,7 @@ impl EventStream {
             let Some(event) = self.parser.next() else { return true };
             if let Some(id) = &event.id {
                 if self.skipping_replay && self.recent_ids.iter().any(|seen| seen == id) {
-                    tracing::debug!(stream = %self.id, id = ?id, "skipped an event replayed after resumption");
+                    tracing::debug!(id = ?id, "skipped an event replayed after resumption");
                     continue;
                 }
                 self.skipping_replay = false;
@@ -318,7 +317,7 @@ impl EventStream {
             return Reconnect::Stop(EndReason::UpstreamFailed);
         }
         let Some(last_id) = self.last_id.clone() else {
-            tracing::warn!(stream = %self.id, "cannot resume: the upstream sent no event id");
+            tracing::warn!("cannot resume: the upstream sent no event id");
             return Reconnect::Stop(EndReason::UpstreamFailed);
         };
         let config = &self.resume.config;
@@ -334,7 +333,7 @@ impl EventStream {
                 _ = tokio::time::sleep(wait) => {}
             }
             let Some(request) = self.resume.request(&last_id) else {
-                tracing::warn!(stream = %self.id, "cannot resume: the last event id is not a valid header value");
+                tracing::warn!("cannot resume: the last event id is not a valid header value");
                 return Reconnect::Stop(EndReason::UpstreamFailed);
             };
             let result = tokio::select! {
@@ -345,26 +344,26 @@ impl EventStream {
             };
             match result {
                 Ok(response) if response.status() == StatusCode::OK && headers::is_event_stream(response.headers()) => {
-                    tracing::info!(stream = %self.id, attempt, last_event_id = %String::from_utf8_lossy(&last_id), "resumed the upstream event stream");
+                    tracing::info!(attempt, last_event_id = %String::from_utf8_lossy(&last_id), "resumed the upstream event stream");
                     self.skipping_replay = true;
                     return Reconnect::Resumed(response.into_body());
                 }
                 Ok(response) if response.status() == StatusCode::NO_CONTENT => {
-                    tracing::info!(stream = %self.id, "the upstream answered 204 to resumption: the stream is over");
+                    tracing::info!("the upstream answered 204 to resumption: the stream is over");
                     return Reconnect::Stop(EndReason::UpstreamClosed);
                 }
                 Ok(response) => {
-                    tracing::warn!(stream = %self.id, attempt, status = %response.status(), "resumption refused");
+                    tracing::warn!(attempt, status = %response.status(), "resumption refused");
                     if let Some(after) = retry_after(response.headers()) {
                         delay = after.min(max);
                         continue;
                     }
                 }
-                Err(e) => tracing::warn!(stream = %self.id, attempt, "resumption failed: {e}"),
+                Err(e) => tracing::warn!(attempt, "resumption failed: {e}"),
             }
             delay = (delay * 2).min(max);
         }
-        tracing::warn!(stream = %self.id, attempts = config.max_attempts, "giving up on the upstream");
+        tracing::warn!(attempts = config.max_attempts, "giving up on the upstream");
         Reconnect::Stop(EndReason::UpstreamFailed)
     }
 }

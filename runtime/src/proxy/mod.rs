@@ -285,8 +285,10 @@ impl Proxy {
         };
         let (tx, client_body) = ChannelBody::new(self.client_buffer);
         let resume = events::Resume::new(&parts, upstream_uri, &self.reconnect);
-        let stream = events::EventStream::new(self.clone(), stream_id, chain_stream, tx, resume);
-        tokio::spawn(stream.run(body));
+        let stream = events::EventStream::new(self.clone(), chain_stream, tx, resume);
+        // Every log line about this stream, the guests' own included, carries its id.
+        let span = tracing::info_span!("stream", stream_id = %context.stream_id, path = %context.path);
+        tokio::spawn(tracing::Instrument::instrument(stream.run(body), span));
         Ok(Response::from_parts(head, client_body.boxed_unsync()))
     }
 }

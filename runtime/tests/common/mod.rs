@@ -18,9 +18,14 @@ pub struct Running {
 impl Running {
     /// Starts `sluicegate ARGS`, reading its stderr (or stdout) lines.
     pub fn start(args: &[&str], from_stderr: bool) -> Running {
+        Self::start_with_log(args, from_stderr, "info")
+    }
+
+    /// [`Running::start`] with `SLUICEGATE_LOG` set to `filter`.
+    pub fn start_with_log(args: &[&str], from_stderr: bool, filter: &str) -> Running {
         let mut child = Command::new(BIN)
             .args(args)
-            .env("SLUICEGATE_LOG", "info")
+            .env("SLUICEGATE_LOG", filter)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
