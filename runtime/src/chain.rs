@@ -2,6 +2,7 @@
 //! fault policy and circuit breaker.
 
 use crate::batch::Batch;
+use crate::histogram::{BATCH_SIZE_BOUNDS, CALL_SECONDS_BOUNDS, Histogram};
 use crate::interceptor::{Fault, Interceptor, InterceptorStream};
 use serde::Deserialize;
 use sluicegate_guest::{EndReason, StreamContext};
@@ -40,7 +41,7 @@ impl Default for BreakerConfig {
 }
 
 /// Counters of one interceptor, shared by all its streams.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LinkStats {
     /// Batches the interceptor processed successfully.
     pub batches: AtomicU64,
@@ -54,6 +55,36 @@ pub struct LinkStats {
     pub bypassed: AtomicU64,
     /// Times the circuit opened.
     pub circuit_opened: AtomicU64,
+    /// Events into and out of the interceptor (batches that succeeded), and what its verdicts did.
+    pub events_in: AtomicU64,
+    pub events_out: AtomicU64,
+    pub dropped: AtomicU64,
+    pub modified: AtomicU64,
+    pub injected: AtomicU64,
+    /// Events per batch, and seconds per call (successful or not).
+    pub batch_size: Histogram,
+    pub call_seconds: Histogram,
+}
+
+impl Default for LinkStats {
+    fn default() -> Self {
+        LinkStats {
+            batches: AtomicU64::default(),
+            traps: AtomicU64::default(),
+            invalid_verdicts: AtomicU64::default(),
+            unavailable: AtomicU64::default(),
+            failed_open: AtomicU64::default(),
+            bypassed: AtomicU64::default(),
+            circuit_opened: AtomicU64::default(),
+            events_in: AtomicU64::default(),
+            events_out: AtomicU64::default(),
+            dropped: AtomicU64::default(),
+            modified: AtomicU64::default(),
+            injected: AtomicU64::default(),
+            batch_size: Histogram::new(BATCH_SIZE_BOUNDS),
+            call_seconds: Histogram::new(CALL_SECONDS_BOUNDS),
+        }
+    }
 }
 
 impl LinkStats {
@@ -111,6 +142,11 @@ impl Breaker {
         self.lock().open_until.is_none_or(|until| Instant::now() >= until)
     }
 
+    /// True while the circuit is open (batches skip the interceptor or fail).
+    fn is_open(&self) -> bool {
+        self.tripped.load(Ordering::Relaxed) && self.lock().open_until.is_some_and(|until| Instant::now() < until)
+    }
+
     fn success(&self) {
         if !self.tripped.load(Ordering::Relaxed) {
             return;
@@ -160,6 +196,11 @@ pub struct Link {
 impl Link {
     pub fn new(interceptor: Arc<dyn Interceptor>, policy: FaultPolicy, breaker: BreakerConfig) -> Self {
         Link { interceptor, policy, breaker: Arc::new(Breaker::new(breaker)), stats: Arc::default() }
+    }
+
+    /// True while the interceptor's circuit breaker is open.
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.is_open()
     }
 
     pub fn interceptor(&self) -> &Arc<dyn Interceptor> {
@@ -292,10 +333,21 @@ impl ChainStream {
             }
         }
         let stream = self.streams[i].as_mut().expect("opened above");
-        match stream.process(batch, &mut self.spare) {
+        let started = Instant::now();
+        let result = stream.process(batch, &mut self.spare);
+        let stats = &link.stats;
+        stats.call_seconds.observe(started.elapsed().as_secs_f64());
+        stats.batch_size.observe(batch.len() as f64);
+        match result {
             Ok(applied) => {
                 link.breaker.success();
-                link.stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                stats.events_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let out = if applied.unchanged { batch.len() } else { self.spare.len() };
+                stats.events_out.fetch_add(out as u64, Ordering::Relaxed);
+                stats.dropped.fetch_add(applied.dropped.into(), Ordering::Relaxed);
+                stats.modified.fetch_add(applied.replaced.into(), Ordering::Relaxed);
+                stats.injected.fetch_add(applied.inserted.into(), Ordering::Relaxed);
                 if !applied.unchanged {
                     std::mem::swap(batch, &mut self.spare);
                 }

@@ -17,6 +17,7 @@ pub mod check;
 pub mod config;
 pub mod demo;
 pub mod examples;
+pub mod histogram;
 pub mod host;
 pub mod interceptor;
 pub mod legacy;

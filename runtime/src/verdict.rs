@@ -9,12 +9,16 @@ use sluicegate_guest::{BatchView, Problem, check_event};
 use std::fmt;
 
 /// What a verdict did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Applied {
     /// The output is the input, unchanged: the caller may skip the copy and reuse the input.
     pub unchanged: bool,
     /// The stream ends after this output.
     pub ended: bool,
+    /// Input events dropped, replaced; new events inserted.
+    pub dropped: u32,
+    pub replaced: u32,
+    pub inserted: u32,
 }
 
 /// A verdict that breaks the contract. Nothing of it is forwarded.
@@ -85,11 +89,12 @@ pub fn apply(
     out.clear();
     let batch_len = input.len();
     if ops.is_empty() || ops == [OP_KEEP, batch_len as u32] {
-        return Ok(Applied { unchanged: true, ended: false });
+        return Ok(Applied { unchanged: true, ..Applied::default() });
     }
     let mut next = 0; // the next input event
     let mut at = 0; // the current op word
     let mut ended = false;
+    let mut applied = Applied::default();
     while at < ops.len() {
         if ended {
             return Err(VerdictError::EndNotLast { at });
@@ -108,6 +113,9 @@ pub fn apply(
                         // Dropping the event keeps the client's resumption point and retry.
                         out.push_fields(false, None, None, e.id().map(str::as_bytes), e.retry());
                     }
+                }
+                if op == OP_DROP {
+                    applied.dropped += count as u32;
                 }
                 next += count;
                 at += 2;
@@ -161,6 +169,9 @@ pub fn apply(
                 }
                 if op == OP_REPLACE {
                     next += 1;
+                    applied.replaced += 1;
+                } else {
+                    applied.inserted += 1;
                 }
                 at += 1 + STRIDE;
             }
@@ -177,7 +188,7 @@ pub fn apply(
     if next != batch_len {
         return Err(VerdictError::CountMismatch { consumed: next, batch_len });
     }
-    Ok(Applied { unchanged: false, ended })
+    Ok(Applied { ended, ..applied })
 }
 
 /// Applies the verdict of a `finish` call: it may only insert events and end.
@@ -191,6 +202,6 @@ pub fn apply_finish(ops: &[u32], bytes: &[u8], out: &mut Batch, max_output: usiz
         }
     }
     let empty = Batch::new();
-    apply(empty.view(), ops, bytes, out, max_output)?;
-    Ok(Applied { unchanged: false, ended: true })
+    let applied = apply(empty.view(), ops, bytes, out, max_output)?;
+    Ok(Applied { ended: true, ..applied })
 }

@@ -62,4 +62,21 @@ async fn metrics_follow_streams_and_faults() {
     assert_eq!(value(&after, "sluicegate_interceptor_failed_open_total{interceptor=\"/"), 1);
     assert!(value(&after, "process_resident_memory_bytes") > 1 << 20);
     assert!(after.contains("sluicegate_active_streams "));
+    let link0 = "{interceptor=\"example:redact\",link=\"0\"";
+    assert_eq!(value(&after, &format!("sluicegate_interceptor_events_in_total{link0}")), 3);
+    assert_eq!(value(&after, &format!("sluicegate_interceptor_events_out_total{link0}")), 3);
+    assert_eq!(value(&after, &format!("sluicegate_interceptor_batch_events_bucket{link0},le=\"1\"}}")), 3);
+    assert_eq!(value(&after, &format!("sluicegate_interceptor_call_seconds_count{link0}")), 3);
+    assert_eq!(value(&after, &format!("sluicegate_interceptor_call_seconds_bucket{link0},le=\"+Inf\"}}")), 3);
+    assert_eq!(value(&after, &format!("sluicegate_interceptor_circuit_open{link0}")), 0);
+    assert_eq!(value(&after, "sluicegate_route_streams_total{route=\"/\"}"), 3);
+    assert_eq!(value(&after, "sluicegate_route_streams_total{route=\"/bad\"}"), 1);
+    assert_eq!(value(&after, "sluicegate_route_active_streams{route=\"/\"}"), 0);
+    assert_eq!(value(&after, "sluicegate_route_bytes_out_total{route=\"/\"}"), 3 * "data: one\n\n".len() as u64);
+    let (status, json) = fetch(&format!("http://{admin_addr}/status.json")).await;
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["interceptors"][0]["name"], "example:redact");
+    assert_eq!(json["interceptors"][0]["events_in"], 3);
+    assert_eq!(json["routes"].as_array().unwrap().len(), 2);
 }

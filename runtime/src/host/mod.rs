@@ -547,7 +547,7 @@ impl InterceptorStream for ComponentStream {
             Some(v) => Ok(apply_finish(&v.ops, &v.bytes, output, max_output)?),
             None => {
                 output.clear();
-                Ok(Applied { unchanged: false, ended: true })
+                Ok(Applied { ended: true, ..Applied::default() })
             }
         }
     }

@@ -1,7 +1,10 @@
-//! The admin listener: `/metrics` (Prometheus text format), `/healthz` and `/readyz`. It listens
+//! The admin listener: `/metrics` (Prometheus text format), `/healthz`, `/readyz`, and a status
+//! page (`/`, `/status`, backed by `/status.json`). It listens
 //! apart from the proxy (on loopback by default) so that metrics are not exposed to clients.
 
-use super::{BoxError, Phase, Proxy, ProxyBody, ProxyHandle};
+use super::{BoxError, Phase, Proxy, ProxyBody, ProxyHandle, RouteStats};
+use crate::chain::LinkStats;
+use crate::histogram::Histogram;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -11,69 +14,171 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 
-/// The metrics, in the Prometheus text exposition format.
+/// One per-interceptor counter: name, help, and how to read it.
+type Counter = (&'static str, &'static str, fn(&LinkStats) -> u64);
+
+const INTERCEPTOR_COUNTERS: [Counter; 12] = [
+    ("sluicegate_interceptor_batches_total", "Batches an interceptor processed.", |s| load(&s.batches)),
+    ("sluicegate_interceptor_events_in_total", "Events into an interceptor.", |s| load(&s.events_in)),
+    ("sluicegate_interceptor_events_out_total", "Events out of an interceptor.", |s| load(&s.events_out)),
+    ("sluicegate_interceptor_events_dropped_total", "Events an interceptor dropped.", |s| load(&s.dropped)),
+    ("sluicegate_interceptor_events_modified_total", "Events an interceptor replaced.", |s| load(&s.modified)),
+    ("sluicegate_interceptor_events_injected_total", "Events an interceptor inserted.", |s| load(&s.injected)),
+    ("sluicegate_interceptor_traps_total", "Traps (panic, deadline, memory, stack).", |s| load(&s.traps)),
+    ("sluicegate_interceptor_invalid_verdicts_total", "Verdicts refused by the host's checks.", |s| {
+        load(&s.invalid_verdicts)
+    }),
+    ("sluicegate_interceptor_unavailable_total", "Calls that found no usable instance.", |s| load(&s.unavailable)),
+    ("sluicegate_interceptor_failed_open_total", "Batches passed unmodified after a fault.", |s| load(&s.failed_open)),
+    ("sluicegate_interceptor_bypassed_total", "Batches that skipped an interceptor whose circuit was open.", |s| {
+        load(&s.bypassed)
+    }),
+    ("sluicegate_interceptor_circuit_opened_total", "Times an interceptor's circuit breaker opened.", |s| {
+        load(&s.circuit_opened)
+    }),
+];
+
+type RouteCounter = (&'static str, &'static str, &'static str, fn(&RouteStats) -> u64);
+
+const ROUTE_COUNTERS: [RouteCounter; 5] = [
+    ("sluicegate_route_active_streams", "gauge", "Event streams being served on a route.", |r| load(&r.active_streams)),
+    ("sluicegate_route_streams_total", "counter", "Event streams a route served.", |r| load(&r.streams)),
+    ("sluicegate_route_reconnects_total", "counter", "Upstream event streams resumed.", |r| load(&r.reconnects)),
+    ("sluicegate_route_failed_reconnects_total", "counter", "Resumption attempts that failed.", |r| {
+        load(&r.failed_reconnects)
+    }),
+    ("sluicegate_route_bytes_out_total", "counter", "Bytes of events sent to clients.", |r| load(&r.bytes_out)),
+];
+
+fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// A label value, escaped for the Prometheus text format.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn header(text: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The metrics, in the Prometheus text exposition format. Interceptors are labelled with their
+/// name and their `link` index in config order; routes with their prefix. Counters of
+/// interceptors and routes start again from zero when a reload replaces them.
 pub fn metrics(proxy: &Proxy) -> String {
     let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "# HELP sluicegate_active_streams Event streams being served.\n# TYPE sluicegate_active_streams gauge"
-    );
+    header(&mut text, "sluicegate_active_streams", "gauge", "Event streams being served.");
     let _ = writeln!(text, "sluicegate_active_streams {}", proxy.active_streams());
-    let counters: [(&str, &str, fn(&crate::chain::LinkStats) -> u64); 7] = [
-        ("sluicegate_interceptor_batches_total", "Batches an interceptor processed.", |s| {
-            s.batches.load(Ordering::Relaxed)
-        }),
-        ("sluicegate_interceptor_traps_total", "Traps (panic, deadline, memory, stack).", |s| {
-            s.traps.load(Ordering::Relaxed)
-        }),
-        ("sluicegate_interceptor_invalid_verdicts_total", "Verdicts refused by the host's checks.", |s| {
-            s.invalid_verdicts.load(Ordering::Relaxed)
-        }),
-        ("sluicegate_interceptor_unavailable_total", "Calls that found no usable instance.", |s| {
-            s.unavailable.load(Ordering::Relaxed)
-        }),
-        ("sluicegate_interceptor_failed_open_total", "Batches passed unmodified after a fault.", |s| {
-            s.failed_open.load(Ordering::Relaxed)
-        }),
-        ("sluicegate_interceptor_bypassed_total", "Batches that skipped an interceptor whose circuit was open.", |s| {
-            s.bypassed.load(Ordering::Relaxed)
-        }),
-        ("sluicegate_interceptor_circuit_opened_total", "Times an interceptor's circuit breaker opened.", |s| {
-            s.circuit_opened.load(Ordering::Relaxed)
-        }),
-    ];
-    for (name, help, read) in counters {
-        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
-        for (position, link) in proxy.links().iter().enumerate() {
-            let label = link.interceptor().name().replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(text, "{name}{{interceptor=\"{label}\",link=\"{position}\"}} {}", read(link.stats()));
+    let links: Vec<String> = proxy
+        .links()
+        .iter()
+        .enumerate()
+        .map(|(i, link)| format!("interceptor=\"{}\",link=\"{i}\"", label(link.interceptor().name())))
+        .collect();
+    for (name, help, read) in INTERCEPTOR_COUNTERS {
+        header(&mut text, name, "counter", help);
+        for (labels, link) in links.iter().zip(proxy.links()) {
+            let _ = writeln!(text, "{name}{{{labels}}} {}", read(link.stats()));
         }
     }
-    let _ = writeln!(
-        text,
-        "# HELP sluicegate_guest_streams Interceptor stream states alive in guests.\n# TYPE sluicegate_guest_streams gauge"
-    );
+    header(&mut text, "sluicegate_interceptor_circuit_open", "gauge", "1 while an interceptor's circuit is open.");
+    for (labels, link) in links.iter().zip(proxy.links()) {
+        let _ = writeln!(text, "sluicegate_interceptor_circuit_open{{{labels}}} {}", u8::from(link.circuit_open()));
+    }
+    let histograms: [(&str, &str, fn(&LinkStats) -> &Histogram); 2] = [
+        ("sluicegate_interceptor_batch_events", "Events per batch into an interceptor.", |s| &s.batch_size),
+        ("sluicegate_interceptor_call_seconds", "Time of one call into an interceptor.", |s| &s.call_seconds),
+    ];
+    for (name, help, read) in histograms {
+        header(&mut text, name, "histogram", help);
+        for (labels, link) in links.iter().zip(proxy.links()) {
+            read(link.stats()).write(&mut text, name, labels);
+        }
+    }
+    for (name, kind, help, read) in ROUTE_COUNTERS {
+        header(&mut text, name, kind, help);
+        for (prefix, stats) in proxy.routes() {
+            let _ = writeln!(text, "{name}{{route=\"{}\"}} {}", label(prefix), read(stats));
+        }
+    }
+    header(&mut text, "sluicegate_guest_streams", "gauge", "Interceptor stream states alive in guests.");
     let _ = writeln!(text, "sluicegate_guest_streams {}", proxy.live_guest_streams());
     let lifecycle = proxy.lifecycle();
-    let _ = writeln!(
-        text,
-        "# HELP sluicegate_reloads_total Configuration reloads, by result.\n# TYPE sluicegate_reloads_total counter"
-    );
-    let _ = writeln!(text, "sluicegate_reloads_total{{result=\"ok\"}} {}", lifecycle.reloads.load(Ordering::Relaxed));
-    let _ = writeln!(
-        text,
-        "sluicegate_reloads_total{{result=\"failed\"}} {}",
-        lifecycle.failed_reloads.load(Ordering::Relaxed)
-    );
+    header(&mut text, "sluicegate_reloads_total", "counter", "Configuration reloads, by result.");
+    let _ = writeln!(text, "sluicegate_reloads_total{{result=\"ok\"}} {}", load(&lifecycle.reloads));
+    let _ = writeln!(text, "sluicegate_reloads_total{{result=\"failed\"}} {}", load(&lifecycle.failed_reloads));
     if let Some(rss) = resident_bytes(std::process::id()) {
-        let _ = writeln!(
-            text,
-            "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge"
-        );
+        header(&mut text, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
         let _ = writeln!(text, "process_resident_memory_bytes {rss}");
     }
     text
 }
+
+/// A string as a JSON string literal.
+fn json_string(value: &str) -> String {
+    let mut out = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// What the status page shows, as JSON: the interceptors with their counters, the routes.
+pub fn status_json(proxy: &Proxy) -> String {
+    let interceptors: Vec<String> = proxy
+        .links()
+        .iter()
+        .enumerate()
+        .map(|(i, link)| {
+            let s = link.stats();
+            format!(
+                "{{\"link\":{i},\"name\":{},\"world\":{},\"circuit_open\":{},\"batches\":{},\"events_in\":{},\
+                 \"events_out\":{},\"dropped\":{},\"modified\":{},\"injected\":{},\"faults\":{}}}",
+                json_string(link.interceptor().name()),
+                json_string(&link.interceptor().world().to_string()),
+                link.circuit_open(),
+                load(&s.batches),
+                load(&s.events_in),
+                load(&s.events_out),
+                load(&s.dropped),
+                load(&s.modified),
+                load(&s.injected),
+                s.faults(),
+            )
+        })
+        .collect();
+    let routes: Vec<String> = proxy
+        .routes()
+        .map(|(prefix, r)| {
+            format!(
+                "{{\"prefix\":{},\"active_streams\":{},\"streams\":{},\"reconnects\":{},\"bytes_out\":{}}}",
+                json_string(prefix),
+                load(&r.active_streams),
+                load(&r.streams),
+                load(&r.reconnects),
+                load(&r.bytes_out)
+            )
+        })
+        .collect();
+    format!(
+        "{{\"active_streams\":{},\"phase\":\"{:?}\",\"reloads\":{},\"interceptors\":[{}],\"routes\":[{}]}}",
+        proxy.active_streams(),
+        proxy.lifecycle().phase(),
+        load(&proxy.lifecycle().reloads),
+        interceptors.join(","),
+        routes.join(",")
+    )
+}
+
+/// The status page: a static document that renders `/status.json` and refreshes it every second.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// The resident memory of process `pid`, in bytes, from `/proc` (Linux).
 pub fn resident_bytes(pid: u32) -> Option<u64> {
@@ -85,6 +190,8 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
 fn respond(proxy: &Proxy, path: &str) -> Response<ProxyBody> {
     let (status, content_type, body) = match path {
         "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics(proxy)),
+        "/" | "/status" => (StatusCode::OK, "text/html; charset=utf-8", STATUS_PAGE.to_string()),
+        "/status.json" => (StatusCode::OK, "application/json", status_json(proxy)),
         // Everything is loaded before the proxy listens, so a running proxy is also ready.
         "/healthz" => (StatusCode::OK, "text/plain; charset=utf-8", "ok\n".to_string()),
         // Not ready once shutting down, so that load balancers stop sending new clients.
@@ -95,7 +202,7 @@ fn respond(proxy: &Proxy, path: &str) -> Response<ProxyBody> {
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
-            "not found: try /metrics, /healthz or /readyz\n".to_string(),
+            "not found: try /status, /metrics, /healthz or /readyz\n".to_string(),
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)).map_err(BoxError::from).boxed_unsync());

@@ -6,7 +6,7 @@
 //! growing memory. When the client goes away the channel closes and the task ends at once,
 //! dropping the upstream response (which cancels the upstream request).
 
-use super::{Phase, Proxy, UpstreamBody, empty_body, headers};
+use super::{Phase, Proxy, RouteStats, UpstreamBody, empty_body, headers};
 use crate::batch::Batch;
 use crate::chain::ChainStream;
 use crate::config::ReconnectConfig;
@@ -21,6 +21,7 @@ use sluicegate_guest::EndReason;
 use std::collections::VecDeque;
 use std::hash::BuildHasher as _;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -72,8 +73,18 @@ enum End {
     Faulted,
 }
 
+/// Counts a stream as active on its route while it lives.
+struct RouteActive(Arc<RouteStats>);
+
+impl Drop for RouteActive {
+    fn drop(&mut self) {
+        self.0.active_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub(crate) struct EventStream {
     proxy: Arc<Proxy>,
+    route: Arc<RouteStats>,
     chain: ChainStream,
     tx: mpsc::Sender<Bytes>,
     resume: Resume,
@@ -92,11 +103,18 @@ pub(crate) struct EventStream {
 }
 
 impl EventStream {
-    pub(crate) fn new(proxy: Arc<Proxy>, chain: ChainStream, tx: mpsc::Sender<Bytes>, resume: Resume) -> Self {
+    pub(crate) fn new(
+        proxy: Arc<Proxy>,
+        route: Arc<RouteStats>,
+        chain: ChainStream,
+        tx: mpsc::Sender<Bytes>,
+        resume: Resume,
+    ) -> Self {
         let parser = Parser::with_limit(proxy.max_event_bytes);
         let phase = proxy.lifecycle().watch();
         EventStream {
             proxy,
+            route,
             chain,
             tx,
             resume,
@@ -112,6 +130,9 @@ impl EventStream {
 
     pub(crate) async fn run(mut self, body: Incoming) {
         let _active = self.proxy.lifecycle().stream_started();
+        self.route.streams.fetch_add(1, Ordering::Relaxed);
+        self.route.active_streams.fetch_add(1, Ordering::Relaxed);
+        let _route_active = RouteActive(self.route.clone());
         tracing::debug!("event stream started");
         let mut body = body;
         let end = loop {
@@ -308,6 +329,7 @@ impl EventStream {
         // One allocation per batch, handed to hyper without a copy.
         let mut out = Vec::with_capacity(self.batch.byte_len() + 16 * self.batch.len());
         sse::encode_batch(&mut out, self.batch.view());
+        self.route.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
         self.tx.send(Bytes::from(out)).await.is_ok()
     }
 
@@ -346,6 +368,7 @@ impl EventStream {
                 Ok(response) if response.status() == StatusCode::OK && headers::is_event_stream(response.headers()) => {
                     tracing::info!(attempt, last_event_id = %String::from_utf8_lossy(&last_id), "resumed the upstream event stream");
                     self.skipping_replay = true;
+                    self.route.reconnects.fetch_add(1, Ordering::Relaxed);
                     return Reconnect::Resumed(response.into_body());
                 }
                 Ok(response) if response.status() == StatusCode::NO_CONTENT => {
@@ -361,6 +384,7 @@ impl EventStream {
                 }
                 Err(e) => tracing::warn!(attempt, "resumption failed: {e}"),
             }
+            self.route.failed_reconnects.fetch_add(1, Ordering::Relaxed);
             delay = (delay * 2).min(max);
         }
         tracing::warn!(attempts = config.max_attempts, "giving up on the upstream");

@@ -35,6 +35,7 @@ pub use lifecycle::{Lifecycle, Phase, ProxyHandle};
 use sluicegate_guest::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -82,6 +83,19 @@ impl UpstreamBase {
 struct Route {
     prefix: String,
     chain: Chain,
+    stats: Arc<RouteStats>,
+}
+
+/// Counters of one route's event streams (those that pass through its chain).
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    pub active_streams: AtomicU64,
+    pub streams: AtomicU64,
+    /// Upstream resumptions that succeeded, and attempts that failed.
+    pub reconnects: AtomicU64,
+    pub failed_reconnects: AtomicU64,
+    /// Bytes of encoded events sent to clients.
+    pub bytes_out: AtomicU64,
 }
 
 impl Route {
@@ -144,7 +158,7 @@ impl Proxy {
                 interceptors.push(link.clone());
                 links.push(link);
             }
-            routes.push(Route { prefix: route.prefix.clone(), chain: Chain::from_links(links) });
+            routes.push(Route { prefix: route.prefix.clone(), chain: Chain::from_links(links), stats: Arc::default() });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.trim_end_matches('/').len()));
         let loopback = listen.ip().is_loopback();
@@ -201,8 +215,13 @@ impl Proxy {
         &self.interceptors
     }
 
-    fn chain_for(&self, path: &str) -> Option<&Chain> {
-        self.routes.iter().find(|r| r.matches(path)).map(|r| &r.chain)
+    fn route_for(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(path))
+    }
+
+    /// Every route's prefix with its counters, longest prefix first.
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &RouteStats)> {
+        self.routes.iter().map(|r| (r.prefix.as_str(), &*r.stats))
     }
 
     /// Handles one client request.
@@ -252,12 +271,12 @@ impl Proxy {
         *upstream_request.version_mut() = http::Version::HTTP_11;
         let response = self.client.request(upstream_request).await?;
 
-        let chain = self.chain_for(parts.uri.path());
+        let route = self.route_for(parts.uri.path());
         let encoded = response.headers().get(header::CONTENT_ENCODING).is_some_and(|v| v != "identity");
         let event_stream = response.status() == StatusCode::OK && headers::is_event_stream(response.headers());
         let (mut head, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut head.headers);
-        let Some(chain) = chain.filter(|c| event_stream && !c.is_empty()) else {
+        let Some(route) = route.filter(|r| event_stream && !r.chain.is_empty()) else {
             return Ok(Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync()));
         };
         if encoded {
@@ -276,7 +295,7 @@ impl Proxy {
             status: head.status.as_u16(),
             response_headers: headers::context_pairs(&head.headers),
         };
-        let chain_stream = match chain.open(&context) {
+        let chain_stream = match route.chain.open(&context) {
             Ok(stream) => stream,
             Err(fault) => {
                 tracing::error!(stream = %stream_id, "{fault}; refusing the stream");
@@ -285,7 +304,7 @@ impl Proxy {
         };
         let (tx, client_body) = ChannelBody::new(self.client_buffer);
         let resume = events::Resume::new(&parts, upstream_uri, &self.reconnect);
-        let stream = events::EventStream::new(self.clone(), chain_stream, tx, resume);
+        let stream = events::EventStream::new(self.clone(), route.stats.clone(), chain_stream, tx, resume);
         // Every log line about this stream, the guests' own included, carries its id.
         let span = tracing::info_span!("stream", stream_id = %context.stream_id, path = %context.path);
         tokio::spawn(tracing::Instrument::instrument(stream.run(body), span));
