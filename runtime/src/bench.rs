@@ -119,27 +119,13 @@ pub fn json(cells: &[Cell]) -> String {
         .map(|c| {
             format!(
                 "{{\"interceptor\":{},\"batch_size\":{},\"ns_per_event\":{:.2}}}",
-                json_string(&c.interceptor),
+                crate::json::string(&c.interceptor),
                 c.batch_size,
                 c.ns_per_event
             )
         })
         .collect();
     format!("{{\"unit\":\"ns/event\",\"event_bytes\":200,\"results\":[{}]}}", rows.join(","))
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Loads the subjects: the interceptor under test, then its counterpart if any.

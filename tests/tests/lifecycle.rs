@@ -98,10 +98,21 @@ async fn a_failed_reload_keeps_the_running_configuration() {
     assert!(metrics.contains("sluicegate_reloads_total{result=\"ok\"} 0"), "{metrics}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_drains_then_ends_live_streams_cleanly() {
+/// A proxy with `chain`, one live stream through it that has delivered one event, and a
+/// shutdown begun with `drain` (awaiting `Draining`). Returns what the test needs to go on.
+struct ShuttingDown {
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    reader: EventReader,
+    feed: Feed,
+    lifecycle: Arc<sluicegate::proxy::Lifecycle>,
+    phase: tokio::sync::watch::Receiver<Phase>,
+    shutdown: tokio::task::JoinHandle<()>,
+}
+
+async fn shut_down_with_a_live_stream(chain: &str, drain: Duration) -> ShuttingDown {
     let (upstream, mut streams) = fed_upstream().await;
-    let (addr, handle, server) = start(&config(upstream, &["example:summary"])).await;
+    let (addr, handle, server) = start(&config(upstream, &[chain])).await;
     let mut reader = EventReader::new(get(&format!("http://{addr}/"), &[]).await);
     let feed = streams.recv().await.unwrap();
     send(&feed, "data: one\n\n").await;
@@ -111,48 +122,42 @@ async fn shutdown_drains_then_ends_live_streams_cleanly() {
     let mut phase = lifecycle.watch();
     let shutdown = tokio::spawn({
         let lifecycle = lifecycle.clone();
-        async move { lifecycle.shut_down(Duration::from_millis(300), Duration::from_secs(10)).await }
+        async move { lifecycle.shut_down(drain, Duration::from_secs(10)).await }
     });
     phase.wait_for(|p| *p == Phase::Draining).await.unwrap();
-    server.await.unwrap().unwrap(); // the listener is closed
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no new connections while draining");
+    ShuttingDown { addr, server, reader, feed, lifecycle, phase, shutdown }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_then_ends_live_streams_cleanly() {
+    let mut s = shut_down_with_a_live_stream("example:summary", Duration::from_millis(300)).await;
+    s.server.await.unwrap().unwrap(); // the listener is closed
+    assert!(tokio::net::TcpStream::connect(s.addr).await.is_err(), "no new connections while draining");
 
     // Draining: the live stream goes on.
-    send(&feed, "data: two\n\n").await;
-    assert_eq!(data(&reader.next().await.unwrap()), "two");
+    send(&s.feed, "data: two\n\n").await;
+    assert_eq!(data(&s.reader.next().await.unwrap()), "two");
 
     // Then it is ended: the chain finishes with `shutdown` (summary's last event) and the body
     // ends cleanly, although the upstream is still open.
-    let rest = reader.rest().await;
+    let rest = s.reader.rest().await;
     assert_eq!(rest.len(), 1, "{rest:?}");
     assert_eq!(rest[0].event_type.as_deref(), Some(&b"summary"[..]));
     assert_eq!(data(&rest[0]), "{\"events\":2,\"data_bytes\":6}");
-    shutdown.await.unwrap();
-    assert_eq!(lifecycle.active_streams(), 0);
-    assert!(feed.is_closed(), "the upstream request was dropped");
+    s.shutdown.await.unwrap();
+    assert_eq!(s.lifecycle.active_streams(), 0);
+    assert_eq!(*s.phase.borrow(), Phase::Ending);
+    assert!(s.feed.is_closed(), "the upstream request was dropped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_early_when_the_last_stream_ends() {
-    let (upstream, mut streams) = fed_upstream().await;
-    let (addr, handle, _server) = start(&config(upstream, &["example:passthrough"])).await;
-    let mut reader = EventReader::new(get(&format!("http://{addr}/"), &[]).await);
-    let feed = streams.recv().await.unwrap();
-    send(&feed, "data: one\n\n").await;
-    assert_eq!(data(&reader.next().await.unwrap()), "one");
-
-    let lifecycle = handle.lifecycle();
-    let mut phase = lifecycle.watch();
     // A drain time far longer than the test: shutdown must finish because the stream ends.
-    let shutdown = tokio::spawn({
-        let lifecycle = lifecycle.clone();
-        async move { lifecycle.shut_down(Duration::from_secs(3600), Duration::from_secs(3600)).await }
-    });
-    phase.wait_for(|p| *p == Phase::Draining).await.unwrap();
-    send(&feed, "data: two\n\n").await;
-    drop(feed);
-    let rest = reader.rest().await;
+    let mut s = shut_down_with_a_live_stream("example:passthrough", Duration::from_secs(3600)).await;
+    send(&s.feed, "data: two\n\n").await;
+    drop(s.feed);
+    let rest = s.reader.rest().await;
     assert_eq!(rest.iter().map(data).collect::<Vec<_>>(), ["two"]);
-    shutdown.await.unwrap();
-    assert_eq!(*phase.borrow(), Phase::Draining, "streams were never forced to end");
+    s.shutdown.await.unwrap();
+    assert_eq!(*s.phase.borrow(), Phase::Draining, "streams were never forced to end");
 }

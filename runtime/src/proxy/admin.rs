@@ -115,21 +115,6 @@ pub fn metrics(proxy: &Proxy) -> String {
     text
 }
 
-/// A string as a JSON string literal.
-fn json_string(value: &str) -> String {
-    let mut out = String::from("\"");
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// What the status page shows, as JSON: the interceptors with their counters, the routes.
 pub fn status_json(proxy: &Proxy) -> String {
     let interceptors: Vec<String> = proxy
@@ -141,8 +126,8 @@ pub fn status_json(proxy: &Proxy) -> String {
             format!(
                 "{{\"link\":{i},\"name\":{},\"world\":{},\"circuit_open\":{},\"batches\":{},\"events_in\":{},\
                  \"events_out\":{},\"dropped\":{},\"modified\":{},\"injected\":{},\"faults\":{}}}",
-                json_string(link.interceptor().name()),
-                json_string(&link.interceptor().world().to_string()),
+                crate::json::string(link.interceptor().name()),
+                crate::json::string(&link.interceptor().world().to_string()),
                 link.circuit_open(),
                 load(&s.batches),
                 load(&s.events_in),
@@ -159,7 +144,7 @@ pub fn status_json(proxy: &Proxy) -> String {
         .map(|(prefix, r)| {
             format!(
                 "{{\"prefix\":{},\"active_streams\":{},\"streams\":{},\"reconnects\":{},\"bytes_out\":{}}}",
-                json_string(prefix),
+                crate::json::string(prefix),
                 load(&r.active_streams),
                 load(&r.streams),
                 load(&r.reconnects),
