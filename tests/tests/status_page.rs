@@ -1,14 +1,36 @@
 //! The admin status page, rendered by a real headless browser (Debian's Chromium): it lists the
 //! loaded interceptors and shows their counters as streams pass.
 //!
-//! Needs `chromium` on the PATH (`.ci/run` installs Debian's package); without it the test fails
-//! and says so, unless SLUICEGATE_SKIP_BROWSER=1 skips it on purpose.
+//! Needs `chromium` on the PATH. Where it is missing and the tests run as root on Debian (a fresh
+//! machine, CI), the test installs Debian's package itself, as the other tests install their
+//! Python and npm tools; otherwise it fails and says what to install, unless
+//! SLUICEGATE_SKIP_BROWSER=1 skips it on purpose.
 
 use sluicegate::proxy::ProxyHandle;
 use sluicegate_tests::net::*;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use tokio::net::TcpListener;
+
+/// Makes sure `chromium` can be started, installing Debian's package if need be and possible.
+fn ensure_chromium() {
+    let works = || Command::new("chromium").arg("--version").output().is_ok_and(|o| o.status.success());
+    if works() {
+        return;
+    }
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if root && Path::new("/usr/bin/apt-get").exists() {
+        eprintln!("installing Debian's chromium for the status page test");
+        for args in [&["install", "-y", "-q", "chromium"][..], &["update", "-q"], &["install", "-y", "-q", "chromium"]] {
+            let _ = Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").output();
+            if works() {
+                return;
+            }
+        }
+    }
+    panic!("this test needs Chromium: install it (Debian: apt-get install chromium), or set SLUICEGATE_SKIP_BROWSER=1");
+}
 
 /// The page's DOM after its scripts ran, as Chromium sees it.
 fn rendered(url: &str) -> String {
@@ -72,6 +94,7 @@ async fn the_status_page_shows_interceptors_and_live_counters_in_a_browser() {
     let admin_addr = admin.local_addr().unwrap();
     tokio::spawn(sluicegate::proxy::admin::serve_admin(admin, ProxyHandle::new(state)));
     let page = format!("http://{admin_addr}/status");
+    tokio::task::spawn_blocking(ensure_chromium).await.unwrap();
 
     one_stream(proxy).await;
     let first = tokio::task::spawn_blocking({
