@@ -22,7 +22,8 @@ fn ensure_chromium() {
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     if root && Path::new("/usr/bin/apt-get").exists() {
         eprintln!("installing Debian's chromium for the status page test");
-        for args in [&["install", "-y", "-q", "chromium"][..], &["update", "-q"], &["install", "-y", "-q", "chromium"]] {
+        for args in [&["install", "-y", "-q", "chromium"][..], &["update", "-q"], &["install", "-y", "-q", "chromium"]]
+        {
             let _ = Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").output();
             if works() {
                 return;

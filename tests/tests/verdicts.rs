@@ -32,7 +32,7 @@ fn run(build: impl FnOnce(&mut VerdictBuilder)) -> Result<(Applied, Vec<Event>),
 #[test]
 fn keeping_everything_is_free_and_unchanged() {
     let (applied, out) = run(|_| {}).unwrap();
-    assert_eq!(applied, Applied { unchanged: true, ended: false });
+    assert_eq!(applied, Applied { unchanged: true, ..Applied::default() });
     assert_eq!(out, input().to_events());
     let mut v = VerdictBuilder::new();
     v.keep();
@@ -41,6 +41,22 @@ fn keeping_everything_is_free_and_unchanged() {
     v.complete(4);
     assert_eq!(v.ops(), [] as [u32; 0], "keeping everything is the empty verdict");
     assert!(apply(input().view(), &[], &[], &mut Batch::new(), MAX).unwrap().unchanged);
+}
+
+#[test]
+fn applied_counts_what_the_verdict_did() {
+    let (applied, out) = run(|v| {
+        v.drop();
+        v.replace(&Replacement::data("new"));
+        v.insert(&NewEvent::message("extra"));
+        v.insert(&NewEvent::message("more"));
+        v.drop();
+    })
+    .unwrap();
+    assert_eq!(applied, Applied { dropped: 2, replaced: 1, inserted: 2, ..Applied::default() });
+    // The two dropped events carried ids, which stay as id-only entries; one replaced, two
+    // inserted, the last kept.
+    assert_eq!(out.len(), 6, "{out:?}");
 }
 
 #[test]
