@@ -71,8 +71,8 @@ fn guests_reach_nothing_and_print_to_the_log() {
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let line = log.lines().find(|l| l.contains("hello from the guest on stdout")).unwrap_or_else(|| panic!("{log}"));
-    assert!(line.contains("interceptor=hostile") && line.contains("stream=\"stdout\""), "{line}");
-    assert!(log.lines().any(|l| l.contains("and on stderr") && l.contains("stream=\"stderr\"")), "{log}");
+    assert!(line.contains("interceptor=hostile") && line.contains("output=\"stdout\""), "{line}");
+    assert!(log.lines().any(|l| l.contains("and on stderr") && l.contains("output=\"stderr\"")), "{log}");
 }
 
 #[test]
