@@ -155,12 +155,14 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     pub fn host_limits(&self) -> crate::host::Limits {
-        let mut limits = crate::host::Limits::default();
-        limits.max_memory_bytes = self.max_memory_bytes;
-        limits.max_output_bytes = self.max_output_bytes;
-        limits.max_table_elements = self.max_table_elements;
-        limits.call_deadline = Duration::from_millis(self.call_deadline_ms);
-        limits.log_lines_per_second = self.guest_log_lines_per_second;
+        let mut limits = crate::host::Limits {
+            max_memory_bytes: self.max_memory_bytes,
+            max_output_bytes: self.max_output_bytes,
+            max_table_elements: self.max_table_elements,
+            call_deadline: Duration::from_millis(self.call_deadline_ms),
+            log_lines_per_second: self.guest_log_lines_per_second,
+            ..crate::host::Limits::default()
+        };
         if self.instances_per_interceptor > 0 {
             limits.instances_per_interceptor = self.instances_per_interceptor;
         }

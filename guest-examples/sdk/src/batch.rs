@@ -14,7 +14,7 @@ impl<'a> BatchView<'a> {
     /// Checks every guarantee of the layout (spans in range, UTF-8, forbidden characters) and
     /// returns the view, or the first problem found.
     pub fn new(bytes: &'a [u8], index: &'a [u32]) -> Result<Self, LayoutError> {
-        if index.len() % STRIDE != 0 {
+        if !index.len().is_multiple_of(STRIDE) {
             return Err(LayoutError::IndexLength(index.len()));
         }
         for (i, words) in index.chunks_exact(STRIDE).enumerate() {

@@ -136,6 +136,7 @@ impl VerdictBuilder {
     }
 
     /// Drops the next input event. An id or retry it carried is still forwarded, on its own.
+    #[allow(clippy::should_implement_trait, reason = "`drop` is the verdict op's name in the WIT contract")]
     pub fn drop(&mut self) {
         self.run(OP_DROP, 1);
     }

@@ -38,6 +38,9 @@ const INTERCEPTOR_COUNTERS: [Counter; 12] = [
     }),
 ];
 
+/// One per-interceptor histogram: name, help, and where it is.
+type HistogramOf = (&'static str, &'static str, fn(&LinkStats) -> &Histogram);
+
 type RouteCounter = (&'static str, &'static str, &'static str, fn(&RouteStats) -> u64);
 
 const ROUTE_COUNTERS: [RouteCounter; 5] = [
@@ -86,7 +89,7 @@ pub fn metrics(proxy: &Proxy) -> String {
     for (labels, link) in links.iter().zip(proxy.links()) {
         let _ = writeln!(text, "sluicegate_interceptor_circuit_open{{{labels}}} {}", u8::from(link.circuit_open()));
     }
-    let histograms: [(&str, &str, fn(&LinkStats) -> &Histogram); 2] = [
+    let histograms: [HistogramOf; 2] = [
         ("sluicegate_interceptor_batch_events", "Events per batch into an interceptor.", |s| &s.batch_size),
         ("sluicegate_interceptor_call_seconds", "Time of one call into an interceptor.", |s| &s.call_seconds),
     ];
