@@ -25,7 +25,10 @@ fn value(metrics: &str, line_start: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_streams_and_faults() {
-    let upstream = start_upstream(|_| async {
+    let upstream = start_upstream(|request| async move {
+        if request.uri().path() == "/plain" {
+            return full(200, "application/json", "{\"ok\":true}");
+        }
         let (tx, response) = streamed("text/event-stream");
         tokio::spawn(async move {
             let _ = tx.send(Ok(Bytes::from_static(b"data: one\n\n"))).await;
@@ -73,6 +76,12 @@ async fn metrics_follow_streams_and_faults() {
     assert_eq!(value(&after, "sluicegate_route_streams_total{route=\"/bad\"}"), 1);
     assert_eq!(value(&after, "sluicegate_route_active_streams{route=\"/\"}"), 0);
     assert_eq!(value(&after, "sluicegate_route_bytes_out_total{route=\"/\"}"), 3 * "data: one\n\n".len() as u64);
+    // A response that is not an event stream passes untouched, and its bytes count on its route.
+    assert_eq!(fetch(&format!("http://{proxy}/plain")).await, (200, "{\"ok\":true}".into()));
+    let (_, plain) = fetch(&format!("http://{admin_addr}/metrics")).await;
+    let event_bytes = 3 * "data: one\n\n".len() as u64;
+    assert_eq!(value(&plain, "sluicegate_route_bytes_out_total{route=\"/\"}"), event_bytes + 11);
+    assert_eq!(value(&plain, "sluicegate_route_streams_total{route=\"/\"}"), 3, "not an event stream");
     let (status, json) = fetch(&format!("http://{admin_addr}/status.json")).await;
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();

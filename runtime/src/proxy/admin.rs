@@ -50,7 +50,7 @@ const ROUTE_COUNTERS: [RouteCounter; 5] = [
     ("sluicegate_route_failed_reconnects_total", "counter", "Resumption attempts that failed.", |r| {
         load(&r.failed_reconnects)
     }),
-    ("sluicegate_route_bytes_out_total", "counter", "Bytes of events sent to clients.", |r| load(&r.bytes_out)),
+    ("sluicegate_route_bytes_out_total", "counter", "Response body bytes sent to clients.", |r| load(&r.bytes_out)),
 ];
 
 fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {

@@ -86,7 +86,8 @@ struct Route {
     stats: Arc<RouteStats>,
 }
 
-/// Counters of one route's event streams (those that pass through its chain).
+/// Counters of one route: its event streams (those that pass through its chain) and the bytes
+/// of every response it forwards.
 #[derive(Debug, Default)]
 pub struct RouteStats {
     pub active_streams: AtomicU64,
@@ -94,7 +95,8 @@ pub struct RouteStats {
     /// Upstream resumptions that succeeded, and attempts that failed.
     pub reconnects: AtomicU64,
     pub failed_reconnects: AtomicU64,
-    /// Bytes of encoded events sent to clients.
+    /// Bytes of response bodies sent to clients: encoded events, and the bodies of responses
+    /// that pass through untouched.
     pub bytes_out: AtomicU64,
 }
 
@@ -276,12 +278,22 @@ impl Proxy {
         let event_stream = response.status() == StatusCode::OK && headers::is_event_stream(response.headers());
         let (mut head, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut head.headers);
-        let Some(route) = route.filter(|r| event_stream && !r.chain.is_empty()) else {
+        let Some(route) = route else {
             return Ok(Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync()));
         };
-        if encoded {
-            tracing::warn!(uri = %upstream_uri, "the upstream compressed an event stream despite `Accept-Encoding: identity`; forwarding it uninspected");
-            return Ok(Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync()));
+        if !event_stream || route.chain.is_empty() || encoded {
+            if event_stream && encoded && !route.chain.is_empty() {
+                tracing::warn!(uri = %upstream_uri, "the upstream compressed an event stream despite `Accept-Encoding: identity`; forwarding it uninspected");
+            }
+            // Passed through untouched, but counted on its route.
+            let stats = route.stats.clone();
+            let counted = body.map_frame(move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    stats.bytes_out.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                frame
+            });
+            return Ok(Response::from_parts(head, counted.map_err(BoxError::from).boxed_unsync()));
         }
         head.headers.remove(header::CONTENT_LENGTH);
         head.headers.entry("x-accel-buffering").or_insert(HeaderValue::from_static("no"));
