@@ -107,12 +107,18 @@ struct ShuttingDown {
     feed: Feed,
     lifecycle: Arc<sluicegate::proxy::Lifecycle>,
     phase: tokio::sync::watch::Receiver<Phase>,
+    /// The admin listener's address.
+    admin: SocketAddr,
     shutdown: tokio::task::JoinHandle<()>,
 }
 
 async fn shut_down_with_a_live_stream(chain: &str, drain: Duration) -> ShuttingDown {
     let (upstream, mut streams) = fed_upstream().await;
     let (addr, handle, server) = start(&config(upstream, &[chain])).await;
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = admin_listener.local_addr().unwrap();
+    tokio::spawn(sluicegate::proxy::admin::serve_admin(admin_listener, handle.clone()));
+    assert_eq!(get(&format!("http://{admin}/readyz"), &[]).await.status(), 200);
     let mut reader = EventReader::new(get(&format!("http://{addr}/"), &[]).await);
     let feed = streams.recv().await.unwrap();
     send(&feed, "data: one\n\n").await;
@@ -125,7 +131,7 @@ async fn shut_down_with_a_live_stream(chain: &str, drain: Duration) -> ShuttingD
         async move { lifecycle.shut_down(drain, Duration::from_secs(10)).await }
     });
     phase.wait_for(|p| *p == Phase::Draining).await.unwrap();
-    ShuttingDown { addr, server, reader, feed, lifecycle, phase, shutdown }
+    ShuttingDown { addr, server, reader, feed, lifecycle, phase, admin, shutdown }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,6 +160,9 @@ async fn shutdown_drains_then_ends_live_streams_cleanly() {
 async fn shutdown_ends_early_when_the_last_stream_ends() {
     // A drain time far longer than the test: shutdown must finish because the stream ends.
     let mut s = shut_down_with_a_live_stream("example:passthrough", Duration::from_secs(3600)).await;
+    let readyz = get(&format!("http://{}/readyz", s.admin), &[]).await;
+    assert_eq!(readyz.status(), 503, "not ready once shutdown has begun");
+    assert_eq!(get(&format!("http://{}/healthz", s.admin), &[]).await.status(), 200, "but alive");
     send(&s.feed, "data: two\n\n").await;
     drop(s.feed);
     let rest = s.reader.rest().await;
