@@ -150,6 +150,23 @@ fn worlds_are_detected() {
 }
 
 #[test]
+fn a_component_that_imports_what_the_host_lacks_is_refused_and_check_says_what() {
+    let wasm = test_guest("unlinkable");
+    let err = format!("{:#}", runtime().load("unlinkable", wasm, Config::default()).err().expect("must fail"));
+    assert!(err.contains("imports something sluicegate does not provide"), "{err}");
+    assert!(err.contains("test:unlinkable/missing"), "{err}");
+
+    let report = sluicegate::check::check(runtime(), wasm, Config::default());
+    let shape = report.shape.as_ref().expect("it compiles, so its imports are listed");
+    assert!(shape.imports.iter().any(|i| i == "test:unlinkable/missing"), "{:?}", shape.imports);
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].contains("test:unlinkable/missing"), "{:?}", report.problems);
+    assert!(report.world.is_none() && report.open_time.is_none(), "nothing is instantiated");
+    let text = sluicegate::check::render("unlinkable.wasm", &report);
+    assert!(text.contains("problem: it imports something sluicegate does not provide"), "{text}");
+}
+
+#[test]
 fn a_component_of_neither_world_is_refused_by_name() {
     // The smallest valid component: no imports, no exports.
     let empty_component = b"\0asm\x0d\x00\x01\x00";
