@@ -34,11 +34,6 @@ impl Histogram {
         self.sum_micros.fetch_add((value * 1e6) as u64, Ordering::Relaxed);
     }
 
-    /// Observations so far.
-    pub fn count(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-    }
-
     /// Appends the `_bucket`, `_sum` and `_count` lines of metric `name` with `labels`
     /// (already formatted, e.g. `interceptor="x"`).
     pub fn write(&self, out: &mut String, name: &str, labels: &str) {

@@ -92,9 +92,11 @@ pub fn create(dir: &Path, name: &str, lang: Lang) -> anyhow::Result<Vec<PathBuf>
     }
     let mut written = Vec::new();
     for (path, template) in files(lang) {
-        let content = template.replace("{{name}}", name).replace("{{crate}}", &name.replace('-', "_"));
-        // The examples' lockfile describes the same toolchain under the examples' package name.
-        let content = content.replace("sluicegate-js-examples", name);
+        let mut content = template.replace("{{name}}", name).replace("{{crate}}", &name.replace('-', "_"));
+        if path == "package-lock.json" {
+            // The examples' lockfile: the same toolchain, under the examples' package name.
+            content = content.replace("sluicegate-js-examples", name);
+        }
         let path = dir.join(path);
         std::fs::create_dir_all(path.parent().expect("a file in the project"))?;
         std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;

@@ -73,15 +73,6 @@ enum End {
     Faulted,
 }
 
-/// Counts a stream as active on its route while it lives.
-struct RouteActive(Arc<RouteStats>);
-
-impl Drop for RouteActive {
-    fn drop(&mut self) {
-        self.0.active_streams.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 pub(crate) struct EventStream {
     proxy: Arc<Proxy>,
     route: Arc<RouteStats>,
@@ -130,9 +121,7 @@ impl EventStream {
 
     pub(crate) async fn run(mut self, body: Incoming) {
         let _active = self.proxy.lifecycle().stream_started();
-        self.route.streams.fetch_add(1, Ordering::Relaxed);
-        self.route.active_streams.fetch_add(1, Ordering::Relaxed);
-        let _route_active = RouteActive(self.route.clone());
+        let _on_route = RouteStats::stream_started(&self.route);
         tracing::debug!("event stream started");
         let mut body = body;
         let end = loop {

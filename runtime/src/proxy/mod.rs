@@ -35,7 +35,7 @@ pub use lifecycle::{Lifecycle, Phase, ProxyHandle};
 use sluicegate_guest::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -98,6 +98,24 @@ pub struct RouteStats {
     /// Bytes of response bodies sent to clients: encoded events, and the bodies of responses
     /// that pass through untouched.
     pub bytes_out: AtomicU64,
+}
+
+impl RouteStats {
+    /// Counts a stream on the route, and as active until the guard is dropped.
+    fn stream_started(stats: &Arc<Self>) -> RouteStream {
+        stats.streams.fetch_add(1, Ordering::Relaxed);
+        stats.active_streams.fetch_add(1, Ordering::Relaxed);
+        RouteStream(stats.clone())
+    }
+}
+
+/// One active stream on a route; see [`RouteStats::stream_started`].
+struct RouteStream(Arc<RouteStats>);
+
+impl Drop for RouteStream {
+    fn drop(&mut self) {
+        self.0.active_streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Route {
@@ -289,7 +307,7 @@ impl Proxy {
             let stats = route.stats.clone();
             let counted = body.map_frame(move |frame| {
                 if let Some(data) = frame.data_ref() {
-                    stats.bytes_out.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    stats.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
                 frame
             });
