@@ -6,7 +6,7 @@ and ns/event at batch sizes 1 and 64, measured with `sluicegate check` and `slui
 
 Uses target/release/sluicegate, the Rust examples built into it, and the Python and JavaScript
 examples as the tests build them (target/tmp/python-guests, target/tmp/js-guests: run
-`cargo test -p sluicegate-tests --test languages` first). Each figure is the median of RUNS
+`cargo test -p sluicegate-tests --test all languages::` first). Each figure is the median of RUNS
 runs (default 3); every run measures the guest beside its Rust twin, side by side.
 """
 
