@@ -1,10 +1,11 @@
 //! The SSE codec: parse and encode throughput for small (~50 B), typical (~200 B) and large
-//! (~10 KB) events. Each benchmark handles 256 events; criterion reports bytes/s, and the time
-//! divided by 256 is ns/event.
+//! (~10 KB) events. Each benchmark handles 256 events (parsed into batches of 64, as the proxy
+//! does); criterion reports bytes/s, and the time divided by 256 is ns/event.
 //!
 //! `cargo bench -p sluicegate-benches --bench codec`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sluicegate::batch::Batch;
 use sluicegate::sse::{Parser, encode_batch, encode_event};
 use sluicegate_benches::{batch, events};
 use std::hint::black_box;
@@ -21,15 +22,20 @@ fn codec(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("codec-{label}"));
         group.throughput(Throughput::Bytes(stream.len() as u64));
         // Fed in 16 KiB reads, as from a socket.
+        // Parsed into batches of 64, as the proxy does.
+        let mut parsed = Batch::new();
         group.bench_function(BenchmarkId::new("parse", EVENTS), |b| {
             b.iter(|| {
                 let mut parser = Parser::new();
                 let mut n = 0;
                 for chunk in stream.chunks(16 * 1024) {
                     parser.feed(chunk);
-                    while let Some(event) = parser.next() {
-                        black_box(&event);
+                    while parser.next_into(&mut parsed) {
                         n += 1;
+                        if parsed.len() == 64 {
+                            black_box(parsed.bytes());
+                            parsed.clear();
+                        }
                     }
                 }
                 assert_eq!(n, EVENTS);

@@ -65,6 +65,17 @@ impl Batch {
         }
     }
 
+    /// Where the batch ends now, to [`Batch::rewind`] to.
+    pub fn mark(&self) -> Mark {
+        Mark { bytes: self.bytes.len(), index: self.index.len() }
+    }
+
+    /// Removes every event appended since `mark` was taken.
+    pub fn rewind(&mut self, mark: Mark) {
+        self.bytes.truncate(mark.bytes);
+        self.index.truncate(mark.index);
+    }
+
     /// Appends fields that already meet the layout's guarantees.
     pub(crate) fn push_fields(
         &mut self,
@@ -136,6 +147,13 @@ impl Batch {
     pub fn to_events(&self) -> Vec<Event> {
         self.view().iter().map(|e| to_event(&e)).collect()
     }
+}
+
+/// A position in a [`Batch`]; see [`Batch::mark`].
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    bytes: usize,
+    index: usize,
 }
 
 /// An owned copy of a batch event.

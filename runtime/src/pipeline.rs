@@ -26,13 +26,10 @@ impl Default for BatchLimits {
 pub fn fill_batch(parser: &mut Parser, batch: &mut Batch, limits: BatchLimits) -> usize {
     let mut added = 0;
     while batch.len() < limits.max_events && (batch.is_empty() || batch.byte_len() < limits.max_bytes) {
-        match parser.next() {
-            Some(event) => {
-                batch.push_parsed(&event);
-                added += 1;
-            }
-            None => break,
+        if !parser.next_into(batch) {
+            break;
         }
+        added += 1;
     }
     added
 }

@@ -81,12 +81,10 @@ pub(crate) struct EventStream {
     resume: Resume,
     parser: Parser,
     batch: Batch,
-    /// The last id the upstream sent: where to resume from.
-    last_id: Option<Bytes>,
     /// The upstream's last `retry`, the first delay before resuming.
     retry_ms: Option<u32>,
-    /// Recently forwarded ids (copies, so they pin no input buffers).
-    recent_ids: VecDeque<Bytes>,
+    /// Recently forwarded ids; the newest is where to resume from.
+    recent_ids: RecentIds,
     /// True after a resumption until the first event that was not forwarded before.
     skipping_replay: bool,
     /// Reaches `Ending` when the stream must end for shutdown.
@@ -111,9 +109,8 @@ impl EventStream {
             resume,
             parser,
             batch: Batch::new(),
-            last_id: None,
             retry_ms: None,
-            recent_ids: VecDeque::new(),
+            recent_ids: RecentIds::default(),
             skipping_replay: false,
             phase,
         }
@@ -288,24 +285,23 @@ impl EventStream {
         while self.batch.len() < limits.max_events
             && (self.batch.is_empty() || self.batch.byte_len() < limits.max_bytes)
         {
-            let Some(event) = self.parser.next() else { return true };
-            if let Some(id) = &event.id {
-                if self.skipping_replay && self.recent_ids.iter().any(|seen| seen == id) {
-                    tracing::debug!(id = ?id, "skipped an event replayed after resumption");
+            let mark = self.batch.mark();
+            if !self.parser.next_into(&mut self.batch) {
+                return true;
+            }
+            let event = self.batch.view().get(self.batch.len() - 1).expect("an event was appended");
+            if let Some(id) = event.id() {
+                if self.skipping_replay && self.recent_ids.contains(id.as_bytes()) {
+                    tracing::debug!(id, "skipped an event replayed after resumption");
+                    self.batch.rewind(mark);
                     continue;
                 }
                 self.skipping_replay = false;
-                let id = Bytes::copy_from_slice(id);
-                if self.recent_ids.len() == RECENT_IDS {
-                    self.recent_ids.pop_front();
-                }
-                self.recent_ids.push_back(id.clone());
-                self.last_id = Some(id);
+                self.recent_ids.push(id.as_bytes());
             }
-            if let Some(ms) = event.retry {
+            if let Some(ms) = event.retry() {
                 self.retry_ms = Some(ms);
             }
-            self.batch.push_parsed(&event);
         }
         false
     }
@@ -327,7 +323,7 @@ impl EventStream {
         if !self.resume.allowed {
             return Reconnect::Stop(EndReason::UpstreamFailed);
         }
-        let Some(last_id) = self.last_id.clone() else {
+        let Some(last_id) = self.recent_ids.newest().map(<[u8]>::to_vec) else {
             tracing::warn!("cannot resume: the upstream sent no event id");
             return Reconnect::Stop(EndReason::UpstreamFailed);
         };
@@ -378,6 +374,30 @@ impl EventStream {
         }
         tracing::warn!(attempts = config.max_attempts, "giving up on the upstream");
         Reconnect::Stop(EndReason::UpstreamFailed)
+    }
+}
+
+/// The last [`RECENT_IDS`] ids forwarded, oldest first. Slots are reused, so remembering an id
+/// allocates nothing once the ring is full.
+#[derive(Default)]
+struct RecentIds {
+    ids: VecDeque<Vec<u8>>,
+}
+
+impl RecentIds {
+    fn push(&mut self, id: &[u8]) {
+        let mut slot = if self.ids.len() == RECENT_IDS { self.ids.pop_front().unwrap_or_default() } else { Vec::new() };
+        slot.clear();
+        slot.extend_from_slice(id);
+        self.ids.push_back(slot);
+    }
+
+    fn contains(&self, id: &[u8]) -> bool {
+        self.ids.iter().any(|seen| seen == id)
+    }
+
+    fn newest(&self) -> Option<&[u8]> {
+        self.ids.back().map(Vec::as_slice)
     }
 }
 

@@ -5,67 +5,85 @@
 //! them as keep-alives), `retry`, and blocks that carry only an `id` or `retry`.
 
 use super::Event;
-use bytes::{Buf, Bytes, BytesMut};
+use crate::batch::{Batch, to_event};
 use sluicegate_guest::abi::MAX_WORD;
+use std::borrow::Cow;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Parses an event stream fed in chunks of any size.
 ///
-/// Feed bytes with [`Parser::feed`], then call [`Parser::next`] until it returns `None`; at end
-/// of stream call [`Parser::finish`]. A line is processed as soon as its line end has arrived, so
-/// an event is available the moment its terminating blank line is read.
+/// Feed bytes with [`Parser::feed`], then call [`Parser::next_into`] (or [`Parser::next`]) until
+/// it has nothing more; at end of stream call [`Parser::finish`]. A line is processed as soon as
+/// its line end has arrived, so an event is available the moment its terminating blank line is
+/// read.
 ///
-/// Cost: the input is copied once into the parser's buffer; a field value is a reference-counted
-/// slice of that buffer, so an event with one `data:` line allocates nothing of its own. Invalid
-/// UTF-8 is replaced (U+FFFD), which copies that line.
+/// Cost: the input is copied once into the parser's buffer, each kept field value once into the
+/// block being read, and once more into the [`Batch`] when the block completes. Every buffer is
+/// reused, so once warm a stream allocates nothing per event. (An earlier version kept values as
+/// reference-counted slices of the input; the atomic counting cost more than these copies.)
+/// Invalid UTF-8 is replaced (U+FFFD), which allocates for that field.
 #[derive(Debug)]
 pub struct Parser {
-    /// Input not yet split into lines.
-    buf: BytesMut,
-    /// Bytes at the front of `buf` already searched for a line end.
+    /// Input; `buf[pos..]` is not yet split into lines.
+    buf: Vec<u8>,
+    pos: usize,
+    /// Bytes from `pos` on already searched for a line end.
     scanned: usize,
     /// No byte has been seen yet: a leading BOM is still possible.
     at_start: bool,
     /// The previous line ended with a CR that was the last byte available: an LF that follows
     /// belongs to the same line end.
     after_cr: bool,
-    /// The event being built.
-    pending: Pending,
-    /// The largest event (its field bytes) or line accepted; see [`Parser::with_limit`].
+    block: Block,
+    /// Bytes of unterminated blocks dropped by [`Parser::finish`].
+    discarded_bytes: usize,
+    /// A batch of one, for [`Parser::next`].
+    one: Batch,
+}
+
+/// The block being read: the fields of its lines so far, and the size limit.
+#[derive(Debug)]
+struct Block {
+    /// The spec's "buffers", but per block: the id and retry of a block are reported with it,
+    /// and a client that reads the re-encoded stream keeps its own last event id.
+    event_type: Field,
+    /// `data:` lines joined with LF.
+    data: Field,
+    id: Field,
+    retry: Option<u32>,
+    /// Bytes of field values in this block (what the limit counts).
+    size: usize,
+    /// The largest block (its field values) or line accepted; see [`Parser::with_limit`].
     limit: usize,
-    /// The event being built is over the limit: skip lines until the next blank line.
+    /// The block is over the limit: skip lines until the next blank line.
     skipping: bool,
     oversized: u64,
-    discarded: usize,
 }
 
-/// The fields of the block being read (the spec's "buffers", but per block: the id and retry of
-/// a block are reported with it, and a client that reads the re-encoded stream keeps its own
-/// last event id).
+/// One field's value, its buffer kept from block to block.
 #[derive(Debug, Default)]
-struct Pending {
-    event_type: Option<Bytes>,
-    data: Data,
-    id: Option<Bytes>,
-    retry: Option<u32>,
-    size: usize,
+struct Field {
+    present: bool,
+    value: Vec<u8>,
 }
 
-/// The data buffer: most events have one `data:` line, kept as a slice without copying.
-#[derive(Debug, Default)]
-enum Data {
-    #[default]
-    None,
-    One(Bytes),
-    Many(BytesMut),
-}
+impl Field {
+    fn set(&mut self, value: &[u8]) {
+        self.present = true;
+        self.value.clear();
+        self.value.extend_from_slice(value);
+    }
 
-/// A field whose value is kept.
-enum Field {
-    Event,
-    Data,
-    Id,
+    fn clear(&mut self) {
+        self.present = false;
+        self.value.clear();
+    }
+
+    /// The value as UTF-8, if present.
+    fn text(&self) -> Option<Cow<'_, [u8]>> {
+        self.present.then(|| utf8(&self.value))
+    }
 }
 
 /// What ended a line.
@@ -91,67 +109,91 @@ impl Parser {
     /// the stream and never makes the buffer grow past about `limit` plus one chunk.
     pub fn with_limit(limit: usize) -> Self {
         Parser {
-            buf: BytesMut::new(),
+            buf: Vec::new(),
+            pos: 0,
             scanned: 0,
             at_start: true,
             after_cr: false,
-            pending: Pending::default(),
-            limit: limit.min(MAX_WORD as usize / 2),
-            skipping: false,
-            oversized: 0,
-            discarded: 0,
+            block: Block {
+                event_type: Field::default(),
+                data: Field::default(),
+                id: Field::default(),
+                retry: None,
+                size: 0,
+                limit: limit.min(MAX_WORD as usize / 2),
+                skipping: false,
+                oversized: 0,
+            },
+            discarded_bytes: 0,
+            one: Batch::new(),
         }
     }
 
     /// Appends a chunk of the stream.
     pub fn feed(&mut self, chunk: &[u8]) {
+        if self.pos > 0 {
+            // What is left is a partial line, or events not taken yet: usually little.
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
         self.buf.extend_from_slice(chunk);
     }
 
     /// Bytes fed but not yet consumed as lines.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.pos
     }
 
     /// How many events were skipped for being over the limit.
     pub fn oversized(&self) -> u64 {
-        self.oversized
+        self.block.oversized
     }
 
-    /// The next complete event or comment, or `None` until more input arrives.
-    pub fn next(&mut self) -> Option<Event> {
+    /// Appends the next complete event or comment to `batch`; false (and nothing appended) until
+    /// more input arrives. This is the proxy's path: the fields go straight into the batch.
+    pub fn next_into(&mut self, batch: &mut Batch) -> bool {
         loop {
             if self.at_start && !self.strip_bom() {
-                return None;
+                return false;
             }
-            if self.after_cr && !self.buf.is_empty() {
+            if self.after_cr && self.pos < self.buf.len() {
                 self.after_cr = false;
-                if self.buf[0] == b'\n' {
-                    self.buf.advance(1);
+                if self.buf[self.pos] == b'\n' {
+                    self.pos += 1;
                 }
             }
             match self.find_line_end() {
                 LineEnd::Incomplete => {
-                    if self.buf.len() > self.limit {
+                    if self.buffered() > self.block.limit {
                         // A line that never ends: drop what we have and skip to the next
                         // blank line.
-                        self.buf.clear();
+                        self.pos = self.buf.len();
                         self.scanned = 0;
-                        self.start_skipping();
+                        self.block.start_skipping();
                     }
-                    return None;
+                    return false;
                 }
                 LineEnd::Found { len, consumed, cr_last } => {
-                    let mut line = self.buf.split_to(consumed);
-                    line.truncate(len);
+                    let line = &self.buf[self.pos..self.pos + len];
+                    self.pos += consumed;
                     self.scanned = 0;
                     self.after_cr = cr_last;
-                    if let Some(event) = self.process_line(line) {
-                        return Some(event);
+                    if self.block.line(line, batch) {
+                        return true;
                     }
                 }
             }
         }
+    }
+
+    /// The next complete event or comment as an owned [`Event`], or `None` until more input
+    /// arrives. Copies every field once more than [`Parser::next_into`]; for tests and tools.
+    pub fn next(&mut self) -> Option<Event> {
+        let mut one = std::mem::take(&mut self.one);
+        one.clear();
+        let event = self.next_into(&mut one).then(|| to_event(&one.view().get(0).expect("one event appended")));
+        self.one = one;
+        event
     }
 
     /// Ends the stream. An event without its terminating blank line is discarded, as the spec
@@ -159,47 +201,52 @@ impl Parser {
     /// already taken effect in a client (the field applies when its line is read), so it is
     /// returned as a retry-only event to forward.
     pub fn finish(&mut self) -> Option<Event> {
-        self.discarded += self.buf.len() + self.pending.size;
-        let retry = self.pending.retry.filter(|_| !self.skipping);
+        self.discarded_bytes += self.buffered() + self.block.size;
+        let retry = self.block.retry.filter(|_| !self.block.skipping);
         self.buf.clear();
+        self.pos = 0;
         self.scanned = 0;
-        self.pending = Pending::default();
-        self.skipping = false;
+        self.block.reset();
+        self.block.skipping = false;
         retry.map(|ms| Event { retry: Some(ms), ..Event::default() })
     }
 
     /// Bytes of unterminated events discarded by [`Parser::finish`].
     pub fn discarded(&self) -> usize {
-        self.discarded
+        self.discarded_bytes
     }
 
     /// Handles the BOM at the very start; false while too few bytes have arrived to tell.
     fn strip_bom(&mut self) -> bool {
-        let n = self.buf.len().min(BOM.len());
-        if self.buf[..n] != BOM[..n] {
+        let rest = &self.buf[self.pos..];
+        let n = rest.len().min(BOM.len());
+        if rest[..n] != BOM[..n] {
             self.at_start = false;
             return true;
         }
         if n < BOM.len() {
             return false;
         }
-        self.buf.advance(BOM.len());
+        self.pos += BOM.len();
         self.at_start = false;
         true
     }
 
+    /// Finds the end of the line at `pos`: LF, CR LF, or CR (a CR as the last byte available
+    /// may yet be followed by an LF that belongs to it).
     fn find_line_end(&mut self) -> LineEnd {
-        match memchr::memchr2(b'\n', b'\r', &self.buf[self.scanned..]) {
+        let rest = &self.buf[self.pos..];
+        match memchr::memchr2(b'\n', b'\r', &rest[self.scanned..]) {
             None => {
-                self.scanned = self.buf.len();
+                self.scanned = rest.len();
                 LineEnd::Incomplete
             }
             Some(offset) => {
                 let len = self.scanned + offset;
-                if self.buf[len] == b'\n' {
+                if rest[len] == b'\n' {
                     return LineEnd::Found { len, consumed: len + 1, cr_last: false };
                 }
-                match self.buf.get(len + 1) {
+                match rest.get(len + 1) {
                     Some(b'\n') => LineEnd::Found { len, consumed: len + 2, cr_last: false },
                     Some(_) => LineEnd::Found { len, consumed: len + 1, cr_last: false },
                     None => LineEnd::Found { len, consumed: len + 1, cr_last: true },
@@ -207,112 +254,92 @@ impl Parser {
             }
         }
     }
+}
+
+impl Block {
+    fn reset(&mut self) {
+        self.event_type.clear();
+        self.data.clear();
+        self.id.clear();
+        self.retry = None;
+        self.size = 0;
+    }
 
     fn start_skipping(&mut self) {
         if !self.skipping {
             self.skipping = true;
             self.oversized += 1;
         }
-        self.pending = Pending::default();
+        self.reset();
     }
 
-    /// One line, without its line end. Only a value that is kept becomes `Bytes` (each slice of a
-    /// shared buffer costs atomic reference counting, which dominates the cost per line).
-    fn process_line(&mut self, mut line: BytesMut) -> Option<Event> {
+    /// One line, without its line end. True if it appended an event or comment to `batch`.
+    fn line(&mut self, line: &[u8], batch: &mut Batch) -> bool {
         if line.is_empty() {
             if self.skipping {
                 self.skipping = false;
-                return None;
+                return false;
             }
-            return self.dispatch();
+            return self.dispatch(batch);
         }
         if self.skipping {
-            return None;
+            return false;
         }
         if line[0] == b':' {
-            line.advance(1);
-            return Some(Event { comment: true, data: Some(utf8(line.freeze())), ..Event::default() });
+            batch.push_fields(true, None, Some(&utf8(&line[1..])), None, None);
+            return true;
         }
-        let (name_len, value_start) = match memchr::memchr(b':', &line) {
-            Some(colon) => (colon, if line.get(colon + 1) == Some(&b' ') { colon + 2 } else { colon + 1 }),
-            None => (line.len(), line.len()),
+        let (name, value) = match memchr::memchr(b':', line) {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &[][..]),
         };
-        let value_len = line.len() - value_start;
-        self.pending.size += value_len;
-        if self.pending.size > self.limit {
+        self.size += value.len();
+        if self.size > self.limit {
             self.start_skipping();
-            return None;
+            return false;
         }
-        let field = match &line[..name_len] {
-            b"event" => Field::Event,
-            b"data" => Field::Data,
-            b"id" if memchr::memchr(0, &line[value_start..]).is_none() => Field::Id,
-            b"retry" => {
-                let value = &line[value_start..];
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    let ms = value.iter().fold(0u64, |n, d| (n * 10 + u64::from(d - b'0')).min(u64::from(MAX_WORD)));
-                    self.pending.retry = Some(ms as u32);
+        match name {
+            b"event" => self.event_type.set(value),
+            b"data" => {
+                if self.data.present {
+                    self.data.value.push(b'\n');
                 }
-                return None;
+                self.data.present = true;
+                self.data.value.extend_from_slice(value);
             }
-            _ => return None,
-        };
-        line.advance(value_start);
-        let value = utf8(line.freeze());
-        match field {
-            Field::Event => self.pending.event_type = Some(value),
-            Field::Data => self.append_data(value),
-            Field::Id => self.pending.id = Some(value),
+            b"id" if memchr::memchr(0, value).is_none() => self.id.set(value),
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                let ms = value.iter().fold(0u64, |n, d| (n * 10 + u64::from(d - b'0')).min(u64::from(MAX_WORD)));
+                self.retry = Some(ms as u32);
+            }
+            _ => {}
         }
-        None
+        false
     }
 
-    fn append_data(&mut self, value: Bytes) {
-        self.pending.data = match std::mem::take(&mut self.pending.data) {
-            Data::None => Data::One(value),
-            Data::One(first) => {
-                let mut joined = BytesMut::with_capacity(first.len() + 1 + value.len());
-                joined.extend_from_slice(&first);
-                joined.extend_from_slice(b"\n");
-                joined.extend_from_slice(&value);
-                Data::Many(joined)
-            }
-            Data::Many(mut joined) => {
-                joined.extend_from_slice(b"\n");
-                joined.extend_from_slice(&value);
-                Data::Many(joined)
-            }
-        };
-    }
-
-    /// A blank line: emit the block if a client would see any effect of it.
-    fn dispatch(&mut self) -> Option<Event> {
-        let pending = std::mem::take(&mut self.pending);
-        let data = match pending.data {
-            Data::None => None,
-            Data::One(d) => Some(d),
-            Data::Many(d) => Some(d.freeze()),
-        };
-        if data.is_none() && pending.id.is_none() && pending.retry.is_none() {
-            // Nothing fires and nothing changes: `event: x` alone, or a lone blank line.
-            return None;
+    /// A blank line: append the block if a client would see any effect of it.
+    fn dispatch(&mut self, batch: &mut Batch) -> bool {
+        let fires = self.data.present || self.id.present || self.retry.is_some();
+        if fires {
+            // Without data the type is cleared and never seen. Line ends are ASCII, so checking
+            // UTF-8 on joined lines gives the same text as decoding the stream line by line.
+            let event_type = if self.data.present { self.event_type.text() } else { None };
+            batch.push_fields(false, event_type.as_deref(), self.data.text().as_deref(), self.id.text().as_deref(), self.retry);
         }
-        Some(Event {
-            comment: false,
-            // Without data the type is cleared and never seen.
-            event_type: if data.is_some() { pending.event_type } else { None },
-            data,
-            id: pending.id,
-            retry: pending.retry,
-        })
+        // Otherwise nothing fires and nothing changes: `event: x` alone, or a lone blank line.
+        self.reset();
+        fires
     }
 }
 
-/// The value as UTF-8, invalid sequences replaced with U+FFFD. Line ends are ASCII, so decoding
-/// line by line gives the same text as decoding the whole stream first.
-fn utf8(value: Bytes) -> Bytes {
-    match std::str::from_utf8(&value) {
-        Ok(_) => value,
-        Err(_) => Bytes::from(String::from_utf8_lossy(&value).into_owned()),
+/// The value as UTF-8, invalid sequences replaced with U+FFFD.
+fn utf8(value: &[u8]) -> Cow<'_, [u8]> {
+    // `from_utf8` has a fast path for ASCII; `from_utf8_lossy` decodes byte by byte.
+    match std::str::from_utf8(value) {
+        Ok(_) => Cow::Borrowed(value),
+        Err(_) => Cow::Owned(String::from_utf8_lossy(value).into_owned().into_bytes()),
     }
 }
