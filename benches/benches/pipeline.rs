@@ -23,6 +23,8 @@ fn pipeline(c: &mut Criterion) {
     for event in events(BATCH, 200) {
         encode_event(&mut bytes, &event);
     }
+    // A read from hyper arrives as `Bytes`.
+    let bytes = bytes::Bytes::from(bytes);
     let limits = BatchLimits { max_events: BATCH, ..BatchLimits::default() };
     let mut group = c.benchmark_group("pipeline");
     group.throughput(Throughput::Elements(BATCH as u64));
@@ -42,7 +44,7 @@ fn pipeline(c: &mut Criterion) {
         let mut out = Vec::with_capacity(bytes.len() * 2);
         group.bench_function(BenchmarkId::new(label, BATCH), |b| {
             b.iter(|| {
-                parser.feed(&bytes);
+                parser.feed_bytes(bytes.clone());
                 batch.clear();
                 assert_eq!(fill_batch(&mut parser, &mut batch, limits), BATCH);
                 stream.process(&mut batch).unwrap();

@@ -215,7 +215,7 @@ impl EventStream {
     fn take(&mut self, chunk: Chunk) -> Option<Ending> {
         match chunk {
             Chunk::Data(bytes) => {
-                self.parser.feed(&bytes);
+                self.parser.feed_bytes(bytes);
                 None
             }
             Chunk::Skip => None,

@@ -6,6 +6,7 @@
 
 use super::Event;
 use crate::batch::{Batch, to_event};
+use bytes::Bytes;
 use sluicegate_guest::abi::MAX_WORD;
 use std::borrow::Cow;
 
@@ -13,20 +14,23 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Parses an event stream fed in chunks of any size.
 ///
-/// Feed bytes with [`Parser::feed`], then call [`Parser::next_into`] (or [`Parser::next`]) until
-/// it has nothing more; at end of stream call [`Parser::finish`]. A line is processed as soon as
-/// its line end has arrived, so an event is available the moment its terminating blank line is
-/// read.
+/// Feed bytes with [`Parser::feed_bytes`] (or [`Parser::feed`]), then call [`Parser::next_into`]
+/// (or [`Parser::next`]) until it has nothing more; at end of stream call [`Parser::finish`]. A
+/// line is processed as soon as its line end has arrived, so an event is available the moment its
+/// terminating blank line is read.
 ///
-/// Cost: the input is copied once into the parser's buffer, each kept field value once into the
-/// block being read, and once more into the [`Batch`] when the block completes. Every buffer is
-/// reused, so once warm a stream allocates nothing per event. (An earlier version kept values as
-/// reference-counted slices of the input; the atomic counting cost more than these copies.)
+/// Cost: a field value is copied once, into the [`Batch`], when its event completes. A chunk fed
+/// as [`Bytes`] is parsed where it lies; only input left over when the next chunk arrives (a
+/// partial line, or an event not yet complete) is copied into the parser's own buffer. Buffers
+/// are reused, so once warm a stream allocates nothing per event. (An earlier version kept values
+/// as reference-counted slices of the input; the atomic counting cost more than copying.)
 /// Invalid UTF-8 is replaced (U+FFFD), which allocates for that field.
 #[derive(Debug)]
 pub struct Parser {
-    /// Input; `buf[pos..]` is not yet split into lines.
-    buf: Vec<u8>,
+    /// The input is `shared` if set, else `owned`; `input[pos..]` is not yet split into lines.
+    owned: Vec<u8>,
+    /// A chunk fed as `Bytes` while nothing else was buffered: parsed without a copy.
+    shared: Option<Bytes>,
     pos: usize,
     /// Bytes from `pos` on already searched for a line end.
     scanned: usize,
@@ -61,35 +65,54 @@ struct Block {
     oversized: u64,
 }
 
-/// One field's value, its buffer kept from block to block.
+/// One field's value: where it lies in the input, or (once the input it lay in is about to be
+/// replaced, or a second `data:` line joins it) a copy in a buffer kept from block to block.
 #[derive(Debug, Default)]
 struct Field {
     present: bool,
-    value: Vec<u8>,
+    span: Option<(usize, usize)>,
+    copy: Vec<u8>,
 }
 
 impl Field {
-    fn set(&mut self, value: &[u8]) {
+    fn set(&mut self, span: (usize, usize)) {
         self.present = true;
-        self.value.clear();
-        self.value.extend_from_slice(value);
+        self.span = Some(span);
+        self.copy.clear();
+    }
+
+    /// Appends a line to the value, joined with LF (for `data:`).
+    fn append(&mut self, input: &[u8], span: (usize, usize)) {
+        if !self.present {
+            return self.set(span);
+        }
+        self.settle(input);
+        self.copy.push(b'\n');
+        self.copy.extend_from_slice(&input[span.0..span.1]);
+    }
+
+    /// Copies the value out of `input`, which is about to change.
+    fn settle(&mut self, input: &[u8]) {
+        if let Some((start, end)) = self.span.take() {
+            self.copy.clear();
+            self.copy.extend_from_slice(&input[start..end]);
+        }
     }
 
     fn clear(&mut self) {
         self.present = false;
-        self.value.clear();
+        self.span = None;
+        self.copy.clear();
     }
 
     /// The value as UTF-8, if present.
-    fn text(&self) -> Option<Cow<'_, [u8]>> {
-        self.present.then(|| utf8(&self.value))
+    fn text<'a>(&'a self, input: &'a [u8]) -> Option<Cow<'a, [u8]>> {
+        let value = match self.span {
+            Some((start, end)) => &input[start..end],
+            None => &self.copy[..],
+        };
+        self.present.then(|| utf8(value))
     }
-}
-
-/// What ended a line.
-enum LineEnd {
-    Found { len: usize, consumed: usize, cr_last: bool },
-    Incomplete,
 }
 
 impl Default for Parser {
@@ -109,7 +132,8 @@ impl Parser {
     /// the stream and never makes the buffer grow past about `limit` plus one chunk.
     pub fn with_limit(limit: usize) -> Self {
         Parser {
-            buf: Vec::new(),
+            owned: Vec::new(),
+            shared: None,
             pos: 0,
             scanned: 0,
             at_start: true,
@@ -129,19 +153,45 @@ impl Parser {
         }
     }
 
-    /// Appends a chunk of the stream.
+    /// Appends a chunk of the stream, copying it.
     pub fn feed(&mut self, chunk: &[u8]) {
-        if self.pos > 0 {
-            // What is left is a partial line, or events not taken yet: usually little.
-            self.buf.drain(..self.pos);
-            self.pos = 0;
+        self.own_input();
+        self.owned.extend_from_slice(chunk);
+    }
+
+    /// Appends a chunk of the stream; parsed in place if nothing else is buffered.
+    pub fn feed_bytes(&mut self, chunk: Bytes) {
+        if self.buffered() > 0 {
+            return self.feed(&chunk);
         }
-        self.buf.extend_from_slice(chunk);
+        let input = self.shared.as_deref().unwrap_or(&self.owned);
+        self.block.settle(input);
+        self.owned.clear();
+        self.shared = Some(chunk);
+        self.pos = 0;
+        self.scanned = 0;
+    }
+
+    /// Moves the unconsumed input to the front of the parser's own buffer, ready to be appended
+    /// to; values of the block being read are copied out first.
+    fn own_input(&mut self) {
+        let input = self.shared.as_deref().unwrap_or(&self.owned);
+        self.block.settle(input);
+        match self.shared.take() {
+            Some(chunk) => {
+                self.owned.clear();
+                self.owned.extend_from_slice(&chunk[self.pos..]);
+            }
+            None => {
+                self.owned.drain(..self.pos);
+            }
+        }
+        self.pos = 0;
     }
 
     /// Bytes fed but not yet consumed as lines.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.pos
+        self.shared.as_deref().unwrap_or(&self.owned).len() - self.pos
     }
 
     /// How many events were skipped for being over the limit.
@@ -152,33 +202,46 @@ impl Parser {
     /// Appends the next complete event or comment to `batch`; false (and nothing appended) until
     /// more input arrives. This is the proxy's path: the fields go straight into the batch.
     pub fn next_into(&mut self, batch: &mut Batch) -> bool {
+        let input = self.shared.as_deref().unwrap_or(&self.owned);
         loop {
-            if self.at_start && !self.strip_bom() {
-                return false;
-            }
-            if self.after_cr && self.pos < self.buf.len() {
-                self.after_cr = false;
-                if self.buf[self.pos] == b'\n' {
-                    self.pos += 1;
+            let rest = &input[self.pos..];
+            if self.at_start {
+                let n = rest.len().min(BOM.len());
+                if rest[..n] != BOM[..n] {
+                    self.at_start = false;
+                } else if n < BOM.len() {
+                    return false; // too few bytes to tell
+                } else {
+                    self.pos += BOM.len();
+                    self.at_start = false;
+                    continue;
                 }
             }
-            match self.find_line_end() {
-                LineEnd::Incomplete => {
-                    if self.buffered() > self.block.limit {
+            if self.after_cr && !rest.is_empty() {
+                self.after_cr = false;
+                if rest[0] == b'\n' {
+                    self.pos += 1;
+                    continue;
+                }
+            }
+            match find_line_end(rest, self.scanned) {
+                None => {
+                    self.scanned = rest.len();
+                    if rest.len() > self.block.limit {
                         // A line that never ends: drop what we have and skip to the next
                         // blank line.
-                        self.pos = self.buf.len();
+                        self.pos = input.len();
                         self.scanned = 0;
                         self.block.start_skipping();
                     }
                     return false;
                 }
-                LineEnd::Found { len, consumed, cr_last } => {
-                    let line = &self.buf[self.pos..self.pos + len];
+                Some((len, consumed, cr_last)) => {
+                    let start = self.pos;
                     self.pos += consumed;
                     self.scanned = 0;
                     self.after_cr = cr_last;
-                    if self.block.line(line, batch) {
+                    if self.block.line(input, (start, start + len), batch) {
                         return true;
                     }
                 }
@@ -203,7 +266,8 @@ impl Parser {
     pub fn finish(&mut self) -> Option<Event> {
         self.discarded_bytes += self.buffered() + self.block.size;
         let retry = self.block.retry.filter(|_| !self.block.skipping);
-        self.buf.clear();
+        self.owned.clear();
+        self.shared = None;
         self.pos = 0;
         self.scanned = 0;
         self.block.reset();
@@ -215,45 +279,21 @@ impl Parser {
     pub fn discarded(&self) -> usize {
         self.discarded_bytes
     }
+}
 
-    /// Handles the BOM at the very start; false while too few bytes have arrived to tell.
-    fn strip_bom(&mut self) -> bool {
-        let rest = &self.buf[self.pos..];
-        let n = rest.len().min(BOM.len());
-        if rest[..n] != BOM[..n] {
-            self.at_start = false;
-            return true;
-        }
-        if n < BOM.len() {
-            return false;
-        }
-        self.pos += BOM.len();
-        self.at_start = false;
-        true
+/// The end of the line at the start of `rest` (searched from `scanned` on): its length, the bytes
+/// it consumes with its line end (LF, CR LF or CR), and whether it ended with a CR that was the
+/// last byte available (an LF that follows belongs to it). `None` if no line end has arrived.
+fn find_line_end(rest: &[u8], scanned: usize) -> Option<(usize, usize, bool)> {
+    let len = scanned + memchr::memchr2(b'\n', b'\r', &rest[scanned..])?;
+    if rest[len] == b'\n' {
+        return Some((len, len + 1, false));
     }
-
-    /// Finds the end of the line at `pos`: LF, CR LF, or CR (a CR as the last byte available
-    /// may yet be followed by an LF that belongs to it).
-    fn find_line_end(&mut self) -> LineEnd {
-        let rest = &self.buf[self.pos..];
-        match memchr::memchr2(b'\n', b'\r', &rest[self.scanned..]) {
-            None => {
-                self.scanned = rest.len();
-                LineEnd::Incomplete
-            }
-            Some(offset) => {
-                let len = self.scanned + offset;
-                if rest[len] == b'\n' {
-                    return LineEnd::Found { len, consumed: len + 1, cr_last: false };
-                }
-                match rest.get(len + 1) {
-                    Some(b'\n') => LineEnd::Found { len, consumed: len + 2, cr_last: false },
-                    Some(_) => LineEnd::Found { len, consumed: len + 1, cr_last: false },
-                    None => LineEnd::Found { len, consumed: len + 1, cr_last: true },
-                }
-            }
-        }
-    }
+    Some(match rest.get(len + 1) {
+        Some(b'\n') => (len, len + 2, false),
+        Some(_) => (len, len + 1, false),
+        None => (len, len + 1, true),
+    })
 }
 
 impl Block {
@@ -265,6 +305,13 @@ impl Block {
         self.size = 0;
     }
 
+    /// Copies the values that lie in `input` out of it.
+    fn settle(&mut self, input: &[u8]) {
+        self.event_type.settle(input);
+        self.data.settle(input);
+        self.id.settle(input);
+    }
+
     fn start_skipping(&mut self) {
         if !self.skipping {
             self.skipping = true;
@@ -273,14 +320,16 @@ impl Block {
         self.reset();
     }
 
-    /// One line, without its line end. True if it appended an event or comment to `batch`.
-    fn line(&mut self, line: &[u8], batch: &mut Batch) -> bool {
+    /// The line `input[start..end]`, without its line end. True if it appended an event or
+    /// comment to `batch`.
+    fn line(&mut self, input: &[u8], (start, end): (usize, usize), batch: &mut Batch) -> bool {
+        let line = &input[start..end];
         if line.is_empty() {
             if self.skipping {
                 self.skipping = false;
                 return false;
             }
-            return self.dispatch(batch);
+            return self.dispatch(input, batch);
         }
         if self.skipping {
             return false;
@@ -289,28 +338,21 @@ impl Block {
             batch.push_fields(true, None, Some(&utf8(&line[1..])), None, None);
             return true;
         }
-        let (name, value) = match memchr::memchr(b':', line) {
-            Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &[][..]),
+        let (name_len, value_start) = match memchr::memchr(b':', line) {
+            Some(colon) => (colon, if line.get(colon + 1) == Some(&b' ') { colon + 2 } else { colon + 1 }),
+            None => (line.len(), line.len()),
         };
+        let value = &line[value_start..];
+        let span = (start + value_start, end);
         self.size += value.len();
         if self.size > self.limit {
             self.start_skipping();
             return false;
         }
-        match name {
-            b"event" => self.event_type.set(value),
-            b"data" => {
-                if self.data.present {
-                    self.data.value.push(b'\n');
-                }
-                self.data.present = true;
-                self.data.value.extend_from_slice(value);
-            }
-            b"id" if memchr::memchr(0, value).is_none() => self.id.set(value),
+        match &line[..name_len] {
+            b"event" => self.event_type.set(span),
+            b"data" => self.data.append(input, span),
+            b"id" if memchr::memchr(0, value).is_none() => self.id.set(span),
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
                 let ms = value.iter().fold(0u64, |n, d| (n * 10 + u64::from(d - b'0')).min(u64::from(MAX_WORD)));
                 self.retry = Some(ms as u32);
@@ -321,13 +363,14 @@ impl Block {
     }
 
     /// A blank line: append the block if a client would see any effect of it.
-    fn dispatch(&mut self, batch: &mut Batch) -> bool {
+    fn dispatch(&mut self, input: &[u8], batch: &mut Batch) -> bool {
         let fires = self.data.present || self.id.present || self.retry.is_some();
         if fires {
             // Without data the type is cleared and never seen. Line ends are ASCII, so checking
             // UTF-8 on joined lines gives the same text as decoding the stream line by line.
-            let event_type = if self.data.present { self.event_type.text() } else { None };
-            batch.push_fields(false, event_type.as_deref(), self.data.text().as_deref(), self.id.text().as_deref(), self.retry);
+            let event_type = if self.data.present { self.event_type.text(input) } else { None };
+            let (data, id) = (self.data.text(input), self.id.text(input));
+            batch.push_fields(false, event_type.as_deref(), data.as_deref(), id.as_deref(), self.retry);
         }
         // Otherwise nothing fires and nothing changes: `event: x` alone, or a lone blank line.
         self.reset();
