@@ -127,9 +127,11 @@ impl Parser {
         Self::with_limit(1 << 20)
     }
 
-    /// A parser that accepts events and lines of up to `limit` bytes. A larger event is skipped
-    /// up to its terminating blank line and counted (see [`Parser::oversized`]); it never ends
-    /// the stream and never makes the buffer grow past about `limit` plus one chunk.
+    /// A parser that accepts events and lines of up to `limit` bytes, counted as received (a
+    /// value with invalid UTF-8 can come out up to three times longer, each bad byte replaced by
+    /// U+FFFD). A larger event is skipped up to its terminating blank line and counted (see
+    /// [`Parser::oversized`]); it never ends the stream and never makes the buffer grow past
+    /// about `limit` plus one chunk.
     pub fn with_limit(limit: usize) -> Self {
         Parser {
             owned: Vec::new(),
