@@ -23,10 +23,19 @@ def cells(row):
 
 
 def number(cell):
+    """The number in a cell such as `3.5%`, `64 us` or `131`, else None."""
     try:
-        return float(cell.rstrip("%"))
+        return float(cell.split()[0].rstrip("%")) if cell else None
     except ValueError:
         return None
+
+
+def unit(cell):
+    """What follows the number: `%`, ` us` or nothing."""
+    if cell.endswith("%"):
+        return "%"
+    parts = cell.split()
+    return " " + parts[1] if len(parts) == 2 else ""
 
 
 def main():
@@ -48,9 +57,9 @@ def main():
             if None in values:
                 row.append(samples[0][column])
                 continue
-            suffix = "%" if samples[0][column].endswith("%") else ""
+            suffix = unit(samples[0][column])
             median = statistics.median(values)
-            row.append(f"{median:.1f}{suffix}" if suffix or median < 100 else f"{median:.0f}")
+            row.append(f"{median:.1f}{suffix}" if suffix == "%" or median < 100 else f"{median:.0f}{suffix}")
             spread.append(f"{label} / {cells(header)[column + 1]}: {min(values):g} .. {max(values):g}")
         print("| " + " | ".join(row) + " |")
     print()

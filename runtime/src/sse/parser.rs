@@ -20,9 +20,9 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// terminating blank line is read.
 ///
 /// Cost: a field value is copied once, into the [`Batch`], when its event completes. A chunk fed
-/// as [`Bytes`] is parsed where it lies; only input left over when the next chunk arrives (a
-/// partial line, or an event not yet complete) is copied into the parser's own buffer. Buffers
-/// are reused, so once warm a stream allocates nothing per event. (An earlier version kept values
+/// as [`Bytes`] is parsed where it lies; only what is left when its complete lines run out (a
+/// partial line, the values of a half-read event) is copied into the parser's own buffer, and the
+/// chunk is let go. Buffers are reused, so once warm a stream allocates nothing per event. (An earlier version kept values
 /// as reference-counted slices of the input; the atomic counting cost more than copying.)
 /// Invalid UTF-8 is replaced (U+FFFD), which allocates for that field.
 #[derive(Debug)]
@@ -204,6 +204,19 @@ impl Parser {
     /// Appends the next complete event or comment to `batch`; false (and nothing appended) until
     /// more input arrives. This is the proxy's path: the fields go straight into the batch.
     pub fn next_into(&mut self, batch: &mut Batch) -> bool {
+        if self.parse_into(batch) {
+            return true;
+        }
+        // Out of complete lines. Keep no hold on a shared chunk (it may be a slice of a much
+        // larger read buffer, and a stream can stay idle for hours): copy what is left of it (a
+        // partial line, and the values of a half-read block) and let it go.
+        if self.shared.is_some() {
+            self.own_input();
+        }
+        false
+    }
+
+    fn parse_into(&mut self, batch: &mut Batch) -> bool {
         let input = self.shared.as_deref().unwrap_or(&self.owned);
         loop {
             let rest = &input[self.pos..];
@@ -253,6 +266,8 @@ impl Parser {
 
     /// The next complete event or comment as an owned [`Event`], or `None` until more input
     /// arrives. Copies every field once more than [`Parser::next_into`]; for tests and tools.
+    // Not `Iterator`: `None` means "not yet", and more input can follow it.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Option<Event> {
         let mut one = std::mem::take(&mut self.one);
         one.clear();

@@ -201,6 +201,21 @@ fn line_that_never_ends_is_bounded() {
 }
 
 #[test]
+fn a_chunk_parsed_in_place_is_let_go_when_its_lines_run_out() {
+    // An idle stream must not pin the read buffer its last chunk was a slice of.
+    let mut parser = Parser::new();
+    let chunk = Bytes::from(b"data: 1\n\nid: 7\ndata: half".to_vec());
+    parser.feed_bytes(chunk.clone());
+    assert_eq!(parser.next(), Some(msg("1")));
+    assert!(!chunk.is_unique(), "parsed in place, not copied");
+    assert_eq!(parser.next(), None);
+    assert!(chunk.is_unique(), "the parser still holds the chunk");
+    // What was left (a half-read block: its id, a partial line) was kept.
+    parser.feed_bytes(Bytes::from_static(b" done\n\n"));
+    assert_eq!(parser.next(), Some(msg("half done").with_id("7")));
+}
+
+#[test]
 fn encoder_cannot_create_frame_boundaries() {
     let mut out = Vec::new();
     encode_event(&mut out, &msg("a\r\nb\rc\n\nd").with_type("t"));
