@@ -34,6 +34,8 @@ pub struct Parser {
     pos: usize,
     /// Bytes from `pos` on already searched for a line end.
     scanned: usize,
+    /// `input[..valid]` is known to be UTF-8: values inside it need no check of their own.
+    valid: usize,
     /// No byte has been seen yet: a leading BOM is still possible.
     at_start: bool,
     /// The previous line ended with a CR that was the last byte available: an LF that follows
@@ -67,11 +69,19 @@ struct Block {
 
 /// One field's value: where it lies in the input, or (once the input it lay in is about to be
 /// replaced, or a second `data:` line joins it) a copy in a buffer kept from block to block.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Field {
     present: bool,
     span: Option<(usize, usize)>,
     copy: Vec<u8>,
+    /// Everything in `copy` came from checked input: it is UTF-8 already.
+    copy_checked: bool,
+}
+
+impl Default for Field {
+    fn default() -> Self {
+        Field { present: false, span: None, copy: Vec::new(), copy_checked: true }
+    }
 }
 
 impl Field {
@@ -79,23 +89,26 @@ impl Field {
         self.present = true;
         self.span = Some(span);
         self.copy.clear();
+        self.copy_checked = true;
     }
 
     /// Appends a line to the value, joined with LF (for `data:`).
-    fn append(&mut self, input: &[u8], span: (usize, usize)) {
+    fn append(&mut self, input: Input<'_>, span: (usize, usize)) {
         if !self.present {
             return self.set(span);
         }
         self.settle(input);
         self.copy.push(b'\n');
-        self.copy.extend_from_slice(&input[span.0..span.1]);
+        self.copy.extend_from_slice(&input.bytes[span.0..span.1]);
+        self.copy_checked &= span.1 <= input.valid;
     }
 
     /// Copies the value out of `input`, which is about to change.
-    fn settle(&mut self, input: &[u8]) {
+    fn settle(&mut self, input: Input<'_>) {
         if let Some((start, end)) = self.span.take() {
             self.copy.clear();
-            self.copy.extend_from_slice(&input[start..end]);
+            self.copy.extend_from_slice(&input.bytes[start..end]);
+            self.copy_checked = end <= input.valid;
         }
     }
 
@@ -103,15 +116,16 @@ impl Field {
         self.present = false;
         self.span = None;
         self.copy.clear();
+        self.copy_checked = true;
     }
 
     /// The value as UTF-8, if present.
-    fn text<'a>(&'a self, input: &'a [u8]) -> Option<Cow<'a, [u8]>> {
-        let value = match self.span {
-            Some((start, end)) => &input[start..end],
-            None => &self.copy[..],
-        };
-        self.present.then(|| utf8(value))
+    fn text<'a>(&'a self, input: Input<'a>) -> Option<Cow<'a, [u8]>> {
+        self.present.then(|| match self.span {
+            Some(span) => input.text(span),
+            None if self.copy_checked => Cow::Borrowed(&self.copy[..]),
+            None => utf8(&self.copy),
+        })
     }
 }
 
@@ -138,6 +152,7 @@ impl Parser {
             shared: None,
             pos: 0,
             scanned: 0,
+            valid: 0,
             at_start: true,
             after_cr: false,
             block: Block {
@@ -167,18 +182,19 @@ impl Parser {
             return self.feed(&chunk);
         }
         let input = self.shared.as_deref().unwrap_or(&self.owned);
-        self.block.settle(input);
+        self.block.settle(Input { bytes: input, valid: self.valid });
         self.owned.clear();
         self.shared = Some(chunk);
         self.pos = 0;
         self.scanned = 0;
+        self.valid = 0;
     }
 
     /// Moves the unconsumed input to the front of the parser's own buffer, ready to be appended
     /// to; values of the block being read are copied out first.
     fn own_input(&mut self) {
         let input = self.shared.as_deref().unwrap_or(&self.owned);
-        self.block.settle(input);
+        self.block.settle(Input { bytes: input, valid: self.valid });
         match self.shared.take() {
             Some(chunk) => {
                 self.owned.clear();
@@ -188,6 +204,8 @@ impl Parser {
                 self.owned.drain(..self.pos);
             }
         }
+        // `pos` is at a line start, so what stays of the checked prefix is still whole UTF-8.
+        self.valid = self.valid.saturating_sub(self.pos);
         self.pos = 0;
     }
 
@@ -218,6 +236,16 @@ impl Parser {
 
     fn parse_into(&mut self, batch: &mut Batch) -> bool {
         let input = self.shared.as_deref().unwrap_or(&self.owned);
+        // One UTF-8 check over the new input instead of one per field. It stops at the first
+        // invalid or incomplete sequence; fields from there on are checked one by one (and a
+        // check that starts at a bad byte ends at once, so this is never repeated work).
+        if self.valid < input.len() {
+            self.valid += match std::str::from_utf8(&input[self.valid..]) {
+                Ok(text) => text.len(),
+                Err(e) => e.valid_up_to(),
+            };
+        }
+        let checked = Input { bytes: input, valid: self.valid };
         loop {
             let rest = &input[self.pos..];
             if self.at_start {
@@ -256,7 +284,7 @@ impl Parser {
                     self.pos += consumed;
                     self.scanned = 0;
                     self.after_cr = cr_last;
-                    if self.block.line(input, (start, start + len), batch) {
+                    if self.block.line(checked, (start, start + len), batch) {
                         return true;
                     }
                 }
@@ -287,6 +315,7 @@ impl Parser {
         self.shared = None;
         self.pos = 0;
         self.scanned = 0;
+        self.valid = 0;
         self.block.reset();
         self.block.skipping = false;
         retry.map(|ms| Event { retry: Some(ms), ..Event::default() })
@@ -323,7 +352,7 @@ impl Block {
     }
 
     /// Copies the values that lie in `input` out of it.
-    fn settle(&mut self, input: &[u8]) {
+    fn settle(&mut self, input: Input<'_>) {
         self.event_type.settle(input);
         self.data.settle(input);
         self.id.settle(input);
@@ -339,8 +368,8 @@ impl Block {
 
     /// The line `input[start..end]`, without its line end. True if it appended an event or
     /// comment to `batch`.
-    fn line(&mut self, input: &[u8], (start, end): (usize, usize), batch: &mut Batch) -> bool {
-        let line = &input[start..end];
+    fn line(&mut self, input: Input<'_>, (start, end): (usize, usize), batch: &mut Batch) -> bool {
+        let line = &input.bytes[start..end];
         if line.is_empty() {
             if self.skipping {
                 self.skipping = false;
@@ -352,7 +381,7 @@ impl Block {
             return false;
         }
         if line[0] == b':' {
-            batch.push_fields(true, None, Some(&utf8(&line[1..])), None, None);
+            batch.push_fields(true, None, Some(&input.text((start + 1, end))), None, None);
             return true;
         }
         let (name_len, value_start) = match memchr::memchr(b':', line) {
@@ -380,7 +409,7 @@ impl Block {
     }
 
     /// A blank line: append the block if a client would see any effect of it.
-    fn dispatch(&mut self, input: &[u8], batch: &mut Batch) -> bool {
+    fn dispatch(&mut self, input: Input<'_>, batch: &mut Batch) -> bool {
         let fires = self.data.present || self.id.present || self.retry.is_some();
         if fires {
             // Without data the type is cleared and never seen. Line ends are ASCII, so checking
@@ -392,6 +421,22 @@ impl Block {
         // Otherwise nothing fires and nothing changes: `event: x` alone, or a lone blank line.
         self.reset();
         fires
+    }
+}
+
+/// The input being parsed, and how much of it is known to be UTF-8.
+#[derive(Clone, Copy)]
+struct Input<'a> {
+    bytes: &'a [u8],
+    valid: usize,
+}
+
+impl<'a> Input<'a> {
+    /// `bytes[start..end]` as UTF-8. Spans start and end next to ASCII bytes (line ends, `:`),
+    /// so one inside the checked prefix is whole UTF-8 by itself.
+    fn text(self, (start, end): (usize, usize)) -> Cow<'a, [u8]> {
+        let value = &self.bytes[start..end];
+        if end <= self.valid { Cow::Borrowed(value) } else { utf8(value) }
     }
 }
 
