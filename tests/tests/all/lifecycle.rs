@@ -154,9 +154,7 @@ async fn shutdown_drains_then_ends_live_streams_cleanly() {
     assert_eq!(s.lifecycle.active_streams(), 0);
     assert_eq!(*s.phase.borrow(), Phase::Ending);
     // The upstream sees the dropped request when its connection closes, a moment later.
-    tokio::time::timeout(Duration::from_secs(10), s.feed.closed())
-        .await
-        .expect("the upstream request was dropped");
+    tokio::time::timeout(Duration::from_secs(10), s.feed.closed()).await.expect("the upstream request was dropped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
