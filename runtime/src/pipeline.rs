@@ -15,6 +15,14 @@ pub struct BatchLimits {
     pub max_bytes: usize,
 }
 
+impl BatchLimits {
+    /// Whether `batch` can take another event: under the event cap, and under the byte cap
+    /// unless it is empty (a single event larger than `max_bytes` still makes a batch).
+    pub fn admits(&self, batch: &Batch) -> bool {
+        batch.len() < self.max_events && (batch.is_empty() || batch.byte_len() < self.max_bytes)
+    }
+}
+
 impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits { max_events: 256, max_bytes: 256 * 1024 }
@@ -25,7 +33,7 @@ impl Default for BatchLimits {
 /// larger than `max_bytes` still makes a batch of its own). Returns how many were added.
 pub fn fill_batch(parser: &mut Parser, batch: &mut Batch, limits: BatchLimits) -> usize {
     let mut added = 0;
-    while batch.len() < limits.max_events && (batch.is_empty() || batch.byte_len() < limits.max_bytes) {
+    while limits.admits(batch) {
         if !parser.next_into(batch) {
             break;
         }

@@ -281,10 +281,7 @@ impl EventStream {
     /// Moves complete events from the parser into the batch, up to the batch limits; skips events
     /// replayed after a resumption. Returns true when the parser has no complete event left.
     fn fill(&mut self) -> bool {
-        let limits = self.proxy.batch;
-        while self.batch.len() < limits.max_events
-            && (self.batch.is_empty() || self.batch.byte_len() < limits.max_bytes)
-        {
+        while self.proxy.batch.admits(&self.batch) {
             let mark = self.batch.mark();
             if !self.parser.next_into(&mut self.batch) {
                 return true;

@@ -181,11 +181,8 @@ impl Parser {
         if self.buffered() > 0 {
             return self.feed(&chunk);
         }
-        let input = self.shared.as_deref().unwrap_or(&self.owned);
-        self.block.settle(Input { bytes: input, valid: self.valid });
-        self.owned.clear();
+        self.own_input(); // copies out the values of a half-read block; leaves no input
         self.shared = Some(chunk);
-        self.pos = 0;
         self.scanned = 0;
         self.valid = 0;
     }
