@@ -23,6 +23,7 @@ fn main() {
             ("redact", "redact"),
             ("drop", "drop"),
             ("summary", "summary"),
+            ("deny-phrases", "deny_phrases"),
         ],
         "examples.rs",
         "EXAMPLES",

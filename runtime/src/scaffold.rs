@@ -41,6 +41,8 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
             ("sluicegate-guest/src/batch.rs", include_str!("../../guest-examples/sdk/src/batch.rs")),
             ("sluicegate-guest/src/verdict.rs", include_str!("../../guest-examples/sdk/src/verdict.rs")),
             ("sluicegate-guest/src/guest.rs", include_str!("../../guest-examples/sdk/src/guest.rs")),
+            ("sluicegate-guest/src/json.rs", include_str!("../../guest-examples/sdk/src/json.rs")),
+            ("sluicegate-guest/src/text.rs", include_str!("../../guest-examples/sdk/src/text.rs")),
         ],
         Lang::Python => vec![
             ("app.py", include_str!("../templates/python/app.py")),

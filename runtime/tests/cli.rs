@@ -69,7 +69,7 @@ fn bad_specs_and_components_fail_with_the_problem_named() {
 fn list_names_examples_and_natives() {
     let out = sluicegate(&["list"], b"");
     let text = String::from_utf8(out.stdout).unwrap();
-    for name in ["passthrough", "legacy-passthrough", "redact", "drop", "summary"] {
+    for name in ["passthrough", "legacy-passthrough", "redact", "drop", "summary", "deny-phrases"] {
         assert!(text.contains(&format!("  {name}\n")), "{text}");
     }
 }

@@ -1,5 +1,5 @@
 //! `redact`: replaces every e-mail address in event data with `[redacted]` (or the
-//! `replacement` config value).
+//! `replacement` config value), including addresses that a model streams one token per event.
 //!
 //! Addresses are found with a small byte scanner, not a regex: local part
 //! `[A-Za-z0-9._%+-]+`, then `@`, then dot-separated labels of `[A-Za-z0-9-]` ending in an
@@ -7,45 +7,69 @@
 //! ASCII, so the data stays valid UTF-8; inside JSON strings, a backslash escape that touches
 //! an address (`\n`, `\u00e9`) is left intact, so JSON data stays valid JSON with the default
 //! replacement. Addresses written with JSON escapes (`\u0040` for `@`) are not recognised.
+//!
+//! Streamed text (OpenAI Chat and Responses deltas, Anthropic text deltas) goes through the
+//! SDK's streaming-text layer: a trailing run of characters that could still become part of an
+//! address is held back (at most [`scan::MAX_HELD`] bytes) and released, redacted or not, with
+//! a later event or before the channel closes. Every other event's data is scanned on its own.
 
-use sluicegate_guest::{BatchView, Config, Interceptor, Replacement, StreamContext, VerdictBuilder};
+use sluicegate_guest::text::{Flow, TextStream, TextTransform};
+use sluicegate_guest::{BatchView, Config, EndReason, Interceptor, StreamContext, VerdictBuilder};
 
 mod scan;
 
-pub use scan::{find_emails, redact_into};
+pub use scan::{MAX_HELD, find_emails, hold_point, redact_append, redact_into};
 
 pub struct Redact {
+    text: RedactText,
+}
+
+/// The redactor as a streaming text transform.
+pub struct RedactText {
     replacement: String,
 }
 
-/// Per-stream scratch space, reused so that a redaction does not allocate.
-#[derive(Default)]
-pub struct Scratch(String);
+impl RedactText {
+    pub fn new(replacement: impl Into<String>) -> Self {
+        RedactText { replacement: replacement.into() }
+    }
+}
+
+impl TextTransform for RedactText {
+    type Channel = ();
+
+    fn max_held(&self) -> usize {
+        MAX_HELD
+    }
+
+    fn step(&self, _: &mut (), pending: &str, last: bool, out: &mut String) -> Flow {
+        let cut = if last { pending.len() } else { hold_point(pending) };
+        redact_append(&pending[..cut], &self.replacement, out);
+        Flow::Continue(cut)
+    }
+}
 
 impl Interceptor for Redact {
-    type Stream = Scratch;
+    type Stream = TextStream<()>;
 
     fn new(config: &Config) -> Result<Self, String> {
         let replacement = config.get("replacement").unwrap_or("[redacted]").to_string();
         if replacement.contains('\r') {
             return Err("`replacement` must not contain CR".into());
         }
-        Ok(Redact { replacement })
+        Ok(Redact { text: RedactText { replacement } })
     }
 
-    fn open(&self, _context: &StreamContext) -> Scratch {
-        Scratch::default()
+    fn open(&self, _context: &StreamContext) -> TextStream<()> {
+        TextStream::new()
     }
 
-    fn process_batch(&self, scratch: &mut Scratch, batch: BatchView<'_>, out: &mut VerdictBuilder) {
-        for event in batch.iter() {
-            match event.data() {
-                Some(data) if redact_into(data, &self.replacement, &mut scratch.0) => {
-                    out.replace(&Replacement::data(&scratch.0));
-                }
-                _ => out.keep(),
-            }
-        }
+    fn process_batch(&self, stream: &mut TextStream<()>, batch: BatchView<'_>, out: &mut VerdictBuilder) {
+        stream.process_batch(&self.text, batch, out);
+    }
+
+    fn finish(&self, stream: &mut TextStream<()>, _reason: EndReason, out: &mut VerdictBuilder) {
+        stream.finish(&self.text, out);
     }
 }
 

@@ -5,18 +5,37 @@ use memchr::memchr;
 /// Writes `text` with every e-mail address replaced into `out` and returns true, or returns
 /// false (leaving `out` unspecified) if `text` holds no address.
 pub fn redact_into(text: &str, replacement: &str, out: &mut String) -> bool {
-    let mut copied = 0;
     out.clear();
+    redact_append(text, replacement, out)
+}
+
+/// Appends `text` with every e-mail address replaced to `out`; true if there was one.
+pub fn redact_append(text: &str, replacement: &str, out: &mut String) -> bool {
+    let mut copied = 0;
+    let mut found = false;
     find_emails(text.as_bytes(), |start, end| {
         out.push_str(&text[copied..start]);
         out.push_str(replacement);
         copied = end;
+        found = true;
     });
-    if copied == 0 {
-        return false;
-    }
     out.push_str(&text[copied..]);
-    true
+    found
+}
+
+/// The most text the streaming redactor holds back: an address has at most 64 bytes before the
+/// `@` and 255 after it (RFC 5321).
+pub const MAX_HELD: usize = 64 + 1 + 255;
+
+/// Where streamed text may be cut now: before the trailing run of bytes that could still be
+/// part of an address once more text arrives (address characters, `@`, and `\`, which the
+/// scanner looks behind), but holding at most [`MAX_HELD`] bytes. No address reaches across a
+/// byte outside that set, so scanning the text on either side of the cut finds exactly what
+/// scanning it whole finds.
+pub fn hold_point(text: &str) -> usize {
+    let run = text.bytes().rev().take_while(|&b| is_domain(b) || is_local(b) || b == b'@' || b == b'\\').count();
+    // The run is ASCII, so any cut inside it is a character boundary.
+    text.len() - run.min(MAX_HELD)
 }
 
 fn is_local(b: u8) -> bool {

@@ -27,6 +27,8 @@
 
 pub mod abi;
 mod batch;
+pub mod json;
+pub mod text;
 mod verdict;
 
 pub use batch::{BatchView, EventRef, LayoutError, Problem, check_event};
