@@ -8,6 +8,7 @@ use sluicegate::sse::{Event, Parser};
 use sluicegate::{Config, EndReason, StreamContext};
 use std::sync::{Arc, OnceLock};
 
+pub mod llm;
 pub mod net;
 
 include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));

@@ -18,5 +18,6 @@ mod sdk;
 mod sse_properties;
 mod sse_rules;
 mod status_page;
+mod text;
 mod verdicts;
 mod wasi;
