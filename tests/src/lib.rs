@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 pub mod llm;
 pub mod net;
+pub mod python;
 
 include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
 

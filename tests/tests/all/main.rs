@@ -11,6 +11,7 @@ mod cache;
 mod guests;
 mod languages;
 mod lifecycle;
+mod llm_sdks;
 mod mcp;
 mod proxy;
 mod sandbox;

@@ -2,7 +2,7 @@
 //! server and its client), not hand-written stubs.
 //!
 //! The SDK is installed, pinned, into a virtual environment under Cargo's target directory the
-//! first time this test runs (PyPI must be reachable then), so `cargo test` needs no manual step.
+//! first time this test runs (see `sluicegate_tests::python`).
 
 use http_body_util::BodyExt;
 use sluicegate_tests::net::{config_with_chain, start_proxy};
@@ -15,25 +15,12 @@ const MCP_VERSION: &str = "1.30.0";
 
 /// A Python with the `mcp` SDK: the venv's, created on first use.
 fn python_with_mcp() -> PathBuf {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("mcp-{MCP_VERSION}-venv"));
-    let python = venv.join("bin/python");
-    let ready = |py: &Path| {
-        Command::new(py).args(["-c", "import mcp"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-    };
-    if ready(&python) {
-        return python;
-    }
-    let status = Command::new("python3").args(["-m", "venv"]).arg(&venv).status();
-    assert!(status.is_ok_and(|s| s.success()), "this test needs python3 with the venv module to install the MCP SDK");
-    let status = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", &format!("mcp=={MCP_VERSION}")])
-        .status();
-    assert!(
-        status.is_ok_and(|s| s.success()) && ready(&python),
-        "could not install the Python MCP SDK (mcp=={MCP_VERSION}) into {}: it comes from PyPI",
-        venv.display()
-    );
-    python
+    sluicegate_tests::python::venv(
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+        &format!("mcp-{MCP_VERSION}"),
+        &[&format!("mcp=={MCP_VERSION}")],
+        &["mcp"],
+    )
 }
 
 /// Kills the child when dropped.

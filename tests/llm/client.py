@@ -1,0 +1,64 @@
+"""Calls an LLM API through the proxy with the provider's own Python SDK, the way an application
+does, and prints what the application would see, as JSON on stdout.
+
+    python client.py BASE_URL chat|responses|anthropic [stream|whole]
+
+`stream` (the default) reads the answer as it streams: the text the deltas add up to, the SDK's
+final object where it has one, and how the answer ended. `whole` makes the same call without
+streaming. No key is sent: the proxy injects none here and the test upstream wants none.
+"""
+
+import json
+import sys
+
+base_url, api = sys.argv[1], sys.argv[2]
+mode = sys.argv[3] if len(sys.argv) > 3 else "stream"
+messages = [{"role": "user", "content": "Who do I write to?"}]
+seen = {}
+
+if api in ("chat", "responses"):
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=30)
+    if api == "chat" and mode == "stream":
+        text, finish = "", None
+        for chunk in client.chat.completions.create(model="gpt-test", messages=messages, stream=True):
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+                finish = choice.finish_reason or finish
+        seen = {"deltas": text, "ended": finish}
+    elif api == "chat":
+        completion = client.chat.completions.create(model="gpt-test", messages=messages)
+        seen = {"final": completion.choices[0].message.content, "ended": completion.choices[0].finish_reason}
+    elif mode == "stream":
+        text, final, ended, done = "", None, None, []
+        for event in client.responses.create(model="gpt-test", input="Who do I write to?", stream=True):
+            if event.type == "response.output_text.delta":
+                text += event.delta
+            elif event.type == "response.output_text.done":
+                done.append(event.text)
+            elif event.type == "response.completed":
+                final, ended = event.response.output_text, "completed"
+            elif event.type == "response.incomplete":
+                ended = event.response.incomplete_details.reason
+        seen = {"deltas": text, "final": final, "done": done, "ended": ended}
+    else:
+        response = client.responses.create(model="gpt-test", input="Who do I write to?")
+        seen = {"final": response.output_text, "ended": response.status}
+elif api == "anthropic":
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=base_url, api_key="unused", max_retries=0, timeout=30)
+    if mode == "stream":
+        with client.messages.stream(model="claude-test", max_tokens=1024, messages=messages) as stream:
+            text = "".join(stream.text_stream)
+            message = stream.get_final_message()
+        final = "".join(block.text for block in message.content if block.type == "text")
+        seen = {"deltas": text, "final": final, "ended": message.stop_reason}
+    else:
+        message = client.messages.create(model="claude-test", max_tokens=1024, messages=messages)
+        seen = {"final": message.content[0].text, "ended": message.stop_reason}
+else:
+    sys.exit(f"unknown api {api}")
+
+print(json.dumps(seen))
