@@ -52,6 +52,7 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
             ("requirements.txt", include_str!("../../guest-examples/python/requirements.txt")),
             ("sluicegate_guest.py", include_str!("../../guest-examples/python/sdk/sluicegate_guest.py")),
             ("batch.py", include_str!("../../guest-examples/python/sdk/batch.py")),
+            ("sluicegate_text.py", include_str!("../../guest-examples/python/sdk/sluicegate_text.py")),
             ("wit/interceptor.wit", WIT),
         ],
         Lang::Js => vec![

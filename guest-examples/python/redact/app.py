@@ -1,8 +1,11 @@
 """`redact` in Python: replaces every e-mail address in event data with `[redacted]` (or the
-`replacement` config value). The same scanner, byte for byte, as the Rust `example:redact`
-(guest-examples/redact/src/scan.rs), so both give identical output."""
+`replacement` config value), including addresses a model streams one token per event. The same
+scanner and hold rule, byte for byte, as the Rust `example:redact`
+(guest-examples/redact/src/scan.rs and lib.rs), on the same streaming-text layer, so both give
+identical output."""
 
 import sluicegate_guest as sg
+import sluicegate_text as st
 
 _ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 LOCAL = frozenset(_ALNUM + b"._%+-")
@@ -60,16 +63,41 @@ def find_emails(text):
 
 
 def redact(text, replacement):
-    """`text` with every address replaced, or None if it holds none."""
+    """`text` (bytes) with every address replaced."""
     parts = []
     copied = 0
     for start, end in find_emails(text):
         parts += (text[copied:start], replacement)
         copied = end
     if not parts:
-        return None
+        return text
     parts.append(text[copied:])
     return b"".join(parts)
+
+
+# At most 64 bytes before the `@` and 255 after it (RFC 5321).
+MAX_HELD = 64 + 1 + 255
+_MAY_CONTINUE = LOCAL | DOMAIN | {AT, BACKSLASH}
+
+
+def hold_point(text):
+    """Where streamed text may be cut now: before the trailing run of bytes that could still be
+    part of an address (at most MAX_HELD of them)."""
+    start = len(text)
+    while start > 0 and text[start - 1] in _MAY_CONTINUE:
+        start -= 1
+    return len(text) - min(len(text) - start, MAX_HELD)
+
+
+class RedactText(st.TextTransform):
+    max_held = MAX_HELD
+
+    def __init__(self, replacement):
+        self.replacement = replacement
+
+    def step(self, channel, pending, last):
+        cut = len(pending) if last else hold_point(pending)
+        return cut, redact(pending[:cut], self.replacement)
 
 
 class Redact(sg.Interceptor):
@@ -77,16 +105,16 @@ class Redact(sg.Interceptor):
         replacement = config.get("replacement", "[redacted]")
         if "\r" in replacement:
             raise ValueError("`replacement` must not contain CR")
-        self.replacement = replacement.encode()
+        self.text = RedactText(replacement.encode())
 
-    def process_batch(self, state, batch, out):
-        for event in batch:
-            data = event.data
-            redacted = None if data is None or b"@" not in data else redact(data, self.replacement)
-            if redacted is None:
-                out.keep()
-            else:
-                out.replace(data=redacted)
+    def open(self, context):
+        return st.TextStream()
+
+    def process_batch(self, stream, batch, out):
+        stream.process_batch(self.text, batch, out)
+
+    def finish(self, stream, reason, out):
+        stream.finish(self.text, out)
 
 
 sg.export(Redact)

@@ -28,6 +28,5 @@ class StreamState(wit.StreamState):
     def finish(self, reason):
         out = sdk.VerdictBuilder()
         self._interceptor.finish(self._state, reason, out)
-        if not out.ops:
-            return _EMPTY
-        return types.Verdict(ops=out.ops, bytes=bytes(out.bytes))
+        ops = out.ops_for(0)
+        return types.Verdict(ops=ops, bytes=bytes(out.bytes)) if ops else _EMPTY

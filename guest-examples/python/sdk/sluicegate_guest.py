@@ -165,13 +165,15 @@ class VerdictBuilder:
     def end(self):
         """Ends the stream after this verdict's output; input events not yet consumed are dropped."""
         self.ended = True
-        self._run = -1
-        self.ops.append(OP_END)
 
     def ops_for(self, batch_len):
         """The ops to send for a batch of `batch_len` events: events not mentioned are kept (or
-        dropped after `end`), and keeping everything becomes the empty verdict."""
-        if self.consumed < batch_len and not self.ended:
+        dropped after `end`, which then closes the ops), and keeping everything becomes the empty
+        verdict."""
+        if self.ended:
+            self.drop(batch_len - self.consumed)
+            return self.ops + [OP_END]
+        if self.consumed < batch_len:
             self.keep(batch_len - self.consumed)
         if len(self.ops) == 2 and self.ops[0] == OP_KEEP:
             return []
