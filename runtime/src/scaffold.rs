@@ -64,6 +64,7 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
             ("package-lock.json", include_str!("../../guest-examples/js/package-lock.json")),
             (".npmrc", include_str!("../../guest-examples/js/.npmrc")),
             ("sluicegate-guest.js", include_str!("../../guest-examples/js/sdk/sluicegate-guest.js")),
+            ("sluicegate-text.js", include_str!("../../guest-examples/js/sdk/sluicegate-text.js")),
             ("wit/interceptor.wit", WIT),
         ],
     }

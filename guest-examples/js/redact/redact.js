@@ -1,8 +1,11 @@
 // `redact` in JavaScript: replaces every e-mail address in event data with `[redacted]` (or the
-// `replacement` config value). The same scanner, byte for byte, as the Rust `example:redact`
-// (guest-examples/redact/src/scan.rs), so both give identical output.
+// `replacement` config value), including addresses a model streams one token per event. The same
+// scanner and hold rule, byte for byte, as the Rust `example:redact`
+// (guest-examples/redact/src/scan.rs and lib.rs), on the same streaming-text layer, so both give
+// identical output.
 
 import { Interceptor, exportInterceptor, utf8 } from "../sdk/sluicegate-guest.js";
+import { TextStream, TextTransform } from "../sdk/sluicegate-text.js";
 
 const AT = 0x40, DOT = 0x2e, DASH = 0x2d, BACKSLASH = 0x5c, U = 0x75;
 const isAlnum = (b) => (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a);
@@ -52,7 +55,7 @@ export function findEmails(text, found) {
   }
 }
 
-// `text` with every address replaced, or undefined if it holds none.
+// `text` with every address replaced.
 export function redact(text, replacement) {
   const parts = [];
   let copied = 0;
@@ -62,7 +65,7 @@ export function redact(text, replacement) {
     length += start - copied + replacement.length;
     copied = end;
   });
-  if (parts.length === 0) return undefined;
+  if (parts.length === 0) return text;
   parts.push(text.subarray(copied));
   length += text.length - copied;
   const out = new Uint8Array(length);
@@ -74,20 +77,50 @@ export function redact(text, replacement) {
   return out;
 }
 
+// At most 64 bytes before the `@` and 255 after it (RFC 5321).
+export const MAX_HELD = 64 + 1 + 255;
+
+// Where streamed text may be cut now: before the trailing run of bytes that could still be part
+// of an address (at most MAX_HELD of them).
+export function holdPoint(text) {
+  let start = text.length;
+  while (start > 0) {
+    const b = text[start - 1];
+    if (!(isLocal(b) || isDomain(b) || b === AT || b === BACKSLASH)) break;
+    start--;
+  }
+  return text.length - Math.min(text.length - start, MAX_HELD);
+}
+
+class RedactText extends TextTransform {
+  constructor(replacement) {
+    super();
+    this.replacement = replacement;
+  }
+  get maxHeld() {
+    return MAX_HELD;
+  }
+  step(channel, pending, last) {
+    const cut = last ? pending.length : holdPoint(pending);
+    return [cut, redact(pending.subarray(0, cut), this.replacement)];
+  }
+}
+
 class Redact extends Interceptor {
   constructor(config) {
     super(config);
     const replacement = config.get("replacement") ?? "[redacted]";
     if (replacement.includes("\r")) throw new Error("`replacement` must not contain CR");
-    this.replacement = utf8(replacement);
+    this.text = new RedactText(utf8(replacement));
   }
-  processBatch(state, batch, out) {
-    for (const event of batch) {
-      const data = event.data;
-      const redacted = data && data.includes(AT) ? redact(data, this.replacement) : undefined;
-      if (redacted === undefined) out.keep();
-      else out.replace({ data: redacted });
-    }
+  open(context) {
+    return new TextStream();
+  }
+  processBatch(stream, batch, out) {
+    stream.processBatch(this.text, batch, out);
+  }
+  finish(stream, reason, out) {
+    stream.finish(this.text, out);
   }
 }
 

@@ -20,6 +20,9 @@ export const OP_KEEP = 0, OP_DROP = 1, OP_REPLACE = 2, OP_INSERT = 3, OP_END = 4
 /** UTF-8 bytes of a string (works where TextEncoder is missing, as in QuickJS). */
 export function utf8(text) {
   if (text instanceof Uint8Array) return text;
+  // Byte views from the host glue are not always this realm's Uint8Array (a `.slice()` of an
+  // event's field under ComponentizeJS is not): bytes, never their string form.
+  if (ArrayBuffer.isView(text)) return new Uint8Array(text.buffer, text.byteOffset, text.byteLength);
   const out = [];
   for (const ch of String(text)) {
     let c = ch.codePointAt(0);
@@ -179,12 +182,16 @@ export class VerdictBuilder {
   /** Ends the stream after this verdict's output; input events not yet consumed are dropped. */
   end() {
     this.ended = true;
-    this.run = -1;
-    this.ops.push(OP_END);
   }
-  /** The verdict record for a batch of `count` events (events not mentioned are kept). */
+  /**
+   * The verdict record for a batch of `count` events: events not mentioned are kept (or dropped
+   * after `end`, which then closes the ops).
+   */
   verdict(count) {
-    if (this.consumed < count && !this.ended) this.keep(count - this.consumed);
+    if (this.ended) {
+      this.drop(count - this.consumed);
+      this.ops.push(OP_END);
+    } else if (this.consumed < count) this.keep(count - this.consumed);
     if (this.ops.length === 2 && this.ops[0] === OP_KEEP) return EMPTY;
     const bytes = new Uint8Array(this.length);
     let at = 0;
@@ -244,7 +251,7 @@ export function exportInterceptor(InterceptorClass) {
     finish(reason) {
       const out = new VerdictBuilder();
       this.interceptor.finish(this.state, reason, out);
-      return out.ops.length === 0 ? EMPTY : out.verdict(0);
+      return out.ops.length === 0 && !out.ended ? EMPTY : out.verdict(0);
     }
   }
   return { StreamState };
