@@ -11,12 +11,11 @@
 //! streamed text drops that event whole (its data could not be cut and stay valid) and ends the
 //! stream the same way.
 
-use sluicegate_guest::text::{Flow, StopReason, TextStream, TextTransform};
-use sluicegate_guest::{BatchView, Config, EndReason, Interceptor, StreamContext, VerdictBuilder};
+use sluicegate_guest::Config;
+use sluicegate_guest::text::{Flow, FromConfig, StopReason, TextInterceptor, TextTransform};
 
-pub struct DenyPhrases {
-    text: PhraseFilter,
-}
+/// The interceptor: [`PhraseFilter`] over every stream's text.
+pub type DenyPhrases = TextInterceptor<PhraseFilter>;
 
 /// The phrase matcher as a streaming text transform.
 pub struct PhraseFilter {
@@ -78,24 +77,9 @@ impl TextTransform for PhraseFilter {
     }
 }
 
-impl Interceptor for DenyPhrases {
-    type Stream = TextStream<()>;
-
-    fn new(config: &Config) -> Result<Self, String> {
-        let phrases = config.get("phrases").unwrap_or("");
-        Ok(DenyPhrases { text: PhraseFilter::new(phrases.split(','))? })
-    }
-
-    fn open(&self, _context: &StreamContext) -> TextStream<()> {
-        TextStream::new()
-    }
-
-    fn process_batch(&self, stream: &mut TextStream<()>, batch: BatchView<'_>, out: &mut VerdictBuilder) {
-        stream.process_batch(&self.text, batch, out);
-    }
-
-    fn finish(&self, stream: &mut TextStream<()>, _reason: EndReason, out: &mut VerdictBuilder) {
-        stream.finish(&self.text, out);
+impl FromConfig for PhraseFilter {
+    fn from_config(config: &Config) -> Result<Self, String> {
+        PhraseFilter::new(config.get("phrases").unwrap_or("").split(','))
     }
 }
 

@@ -13,16 +13,15 @@
 //! address is held back (at most [`scan::MAX_HELD`] bytes) and released, redacted or not, with
 //! a later event or before the channel closes. Every other event's data is scanned on its own.
 
-use sluicegate_guest::text::{Flow, TextStream, TextTransform};
-use sluicegate_guest::{BatchView, Config, EndReason, Interceptor, StreamContext, VerdictBuilder};
+use sluicegate_guest::Config;
+use sluicegate_guest::text::{Flow, FromConfig, TextInterceptor, TextTransform};
 
 mod scan;
 
 pub use scan::{MAX_HELD, find_emails, hold_point, redact_append, redact_into};
 
-pub struct Redact {
-    text: RedactText,
-}
+/// The interceptor: [`RedactText`] over every stream's text.
+pub type Redact = TextInterceptor<RedactText>;
 
 /// The redactor as a streaming text transform.
 pub struct RedactText {
@@ -32,6 +31,16 @@ pub struct RedactText {
 impl RedactText {
     pub fn new(replacement: impl Into<String>) -> Self {
         RedactText { replacement: replacement.into() }
+    }
+}
+
+impl FromConfig for RedactText {
+    fn from_config(config: &Config) -> Result<Self, String> {
+        let replacement = config.get("replacement").unwrap_or("[redacted]");
+        if replacement.contains('\r') {
+            return Err("`replacement` must not contain CR".into());
+        }
+        Ok(RedactText::new(replacement))
     }
 }
 
@@ -46,30 +55,6 @@ impl TextTransform for RedactText {
         let cut = if last { pending.len() } else { hold_point(pending) };
         redact_append(&pending[..cut], &self.replacement, out);
         Flow::Continue(cut)
-    }
-}
-
-impl Interceptor for Redact {
-    type Stream = TextStream<()>;
-
-    fn new(config: &Config) -> Result<Self, String> {
-        let replacement = config.get("replacement").unwrap_or("[redacted]").to_string();
-        if replacement.contains('\r') {
-            return Err("`replacement` must not contain CR".into());
-        }
-        Ok(Redact { text: RedactText { replacement } })
-    }
-
-    fn open(&self, _context: &StreamContext) -> TextStream<()> {
-        TextStream::new()
-    }
-
-    fn process_batch(&self, stream: &mut TextStream<()>, batch: BatchView<'_>, out: &mut VerdictBuilder) {
-        stream.process_batch(&self.text, batch, out);
-    }
-
-    fn finish(&self, stream: &mut TextStream<()>, _reason: EndReason, out: &mut VerdictBuilder) {
-        stream.finish(&self.text, out);
     }
 }
 

@@ -44,6 +44,7 @@ pub fn process<T: Interceptor>(it: &T, stream: &mut T::Stream, batch: wit::Batch
     // SAFETY: the host guarantees the layout of every batch it sends (see the WIT docs).
     let view = unsafe { BatchView::new_unchecked(&batch.bytes, &batch.index) };
     let mut out = VerdictBuilder::new();
+    out.expect_bytes(batch.bytes.len() + batch.bytes.len() / 8);
     it.process_batch(stream, view, &mut out);
     out.complete(view.len());
     let (ops, bytes) = out.take();

@@ -228,9 +228,29 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// A mask whose lowest set bit marks the first of the 8 bytes of `x` (little-endian) that is `"`,
+/// `\\` or below 0x20 (the classic SWAR tests: a byte is zero after XOR with the one sought, a
+/// byte is below n when subtracting n borrows; bits above the lowest may be false alarms).
+#[inline]
+fn special_mask(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    zero(x ^ (ONES * b'"' as u64)) | zero(x ^ (ONES * b'\\' as u64)) | (x.wrapping_sub(ONES * 0x20) & !x & HIGH)
+}
+
 /// The position of the closing quote of the string whose text starts at `i`, checking escapes.
-fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+/// Plain runs are skipped eight bytes at a time: most of an LLM event's bytes are inside strings.
+pub(crate) fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
+        while let Some(word) = b.get(i..i + 8) {
+            let mask = special_mask(u64::from_le_bytes(word.try_into().expect("eight bytes")));
+            if mask != 0 {
+                i += mask.trailing_zeros() as usize / 8;
+                break;
+            }
+            i += 8;
+        }
         match *b.get(i)? {
             b'"' => return Some(i),
             b'\\' => match *b.get(i + 1)? {
@@ -274,9 +294,11 @@ fn number_end(b: &[u8], mut i: usize) -> Option<usize> {
     Some(i)
 }
 
-/// True if the raw string text `raw` decodes to `plain`.
+/// True if the raw string text `raw` decodes to `plain` (a key without backslashes, as every key
+/// the layer looks up is: then equal bytes mean equal text, and a raw text can only decode to
+/// `plain` with escapes if it is longer).
 fn string_equals(raw: &str, plain: &str) -> bool {
-    if !raw.contains('\\') {
+    if raw.len() <= plain.len() || !raw.contains('\\') {
         return raw == plain;
     }
     let mut decoded = String::new();

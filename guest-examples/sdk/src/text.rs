@@ -28,7 +28,9 @@
 //! cleanly and report why: see [`StopReason`].
 
 use crate::json::{self, Doc, Kind};
-use crate::{BatchView, EventRef, NewEvent, Replacement, VerdictBuilder};
+use crate::{
+    BatchView, Config, EndReason, EventRef, Interceptor, NewEvent, Replacement, StreamContext, VerdictBuilder,
+};
 
 /// What a transform did with the pending text of a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,42 @@ pub trait TextTransform {
     fn step(&self, channel: &mut Self::Channel, pending: &str, last: bool, out: &mut String) -> Flow;
 }
 
+/// A transform built from an interceptor's configuration; [`TextInterceptor`] makes it a whole
+/// interceptor.
+pub trait FromConfig: Sized {
+    /// Builds the transform; an error message is shown to the operator.
+    fn from_config(config: &Config) -> Result<Self, String>;
+}
+
+/// The interceptor that runs transform `T` over every stream's text: one [`TextStream`] per
+/// stream, everything else left to the layer. `export!(TextInterceptor<MyTransform>)` (or a type
+/// alias of it) is all a guardrail over streamed text needs.
+pub struct TextInterceptor<T>(pub T);
+
+impl<T> Interceptor for TextInterceptor<T>
+where
+    T: TextTransform + FromConfig + Send + Sync + 'static,
+    T::Channel: Send,
+{
+    type Stream = TextStream<T::Channel>;
+
+    fn new(config: &Config) -> Result<Self, String> {
+        T::from_config(config).map(TextInterceptor)
+    }
+
+    fn open(&self, _context: &StreamContext) -> Self::Stream {
+        TextStream::new()
+    }
+
+    fn process_batch(&self, stream: &mut Self::Stream, batch: BatchView<'_>, out: &mut VerdictBuilder) {
+        stream.process_batch(&self.0, batch, out);
+    }
+
+    fn finish(&self, stream: &mut Self::Stream, _reason: EndReason, out: &mut VerdictBuilder) {
+        stream.finish(&self.0, out);
+    }
+}
+
 /// Applies `transform` to a whole text at once; `Some` if it stops the stream.
 pub fn apply_whole<T: TextTransform>(transform: &T, text: &str, out: &mut String) -> Option<StopReason> {
     match transform.step(&mut T::Channel::default(), text, true, out) {
@@ -126,12 +164,33 @@ impl Close {
     }
 }
 
-/// A release event for a channel: its last delta event with the text cut out.
+/// A release event for a channel: its last delta event as written, with every channel's text cut
+/// out when it is used. Kept whole (the buffer is swapped in, not copied) because most templates
+/// are replaced by the next delta before any is needed.
 #[derive(Debug, Default)]
 struct Template {
     event_type: Option<String>,
-    before: String,
-    after: String,
+    data: String,
+    /// Where each delta's text lies in `data` (start, end, is this channel's).
+    texts: Vec<(usize, usize, bool)>,
+}
+
+impl Template {
+    /// The release event's data: the template with `text` (encoded) in this channel's place and
+    /// no other channel's text.
+    fn with_text(&self, text: &str) -> String {
+        let mut data = String::with_capacity(self.data.len() + text.len() + 16);
+        let mut copied = 0;
+        for &(start, end, own) in &self.texts {
+            data.push_str(&self.data[copied..start]);
+            if own {
+                json::encode(text, &mut data);
+            }
+            copied = end;
+        }
+        data.push_str(&self.data[copied..]);
+        data
+    }
 }
 
 #[derive(Debug)]
@@ -157,6 +216,10 @@ struct Span {
     end: usize,
     role: Role,
 }
+
+/// The `response` object of `response.created`, and the spans (relative to it) of its `status`
+/// and `incomplete_details` values.
+type ResponseTemplate = (String, Option<(usize, usize)>, Option<(usize, usize)>);
 
 /// Counters a test or benchmark can read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -210,7 +273,7 @@ pub struct TextStream<C> {
     chat_meta: Option<String>,
     /// Responses: the `response` object of `response.created`, and the spans of its `status`
     /// and `incomplete_details` values, for `response.incomplete`.
-    response_template: Option<(String, Option<(usize, usize)>, Option<(usize, usize)>)>,
+    response_template: Option<ResponseTemplate>,
     sequence: u64,
     /// Anthropic: content blocks started and not stopped; text deltas seen.
     open_blocks: Vec<u64>,
@@ -225,6 +288,19 @@ pub struct TextStream<C> {
     data: String,
     decoded: String,
     released: String,
+    /// The last delta event's bytes before and after its text, when classifying it found that
+    /// one delta and nothing else: the next event with the same bytes around a valid JSON string
+    /// is the same kind of event for the same channel, so it needs no parse.
+    shape: Option<Shape>,
+}
+
+#[derive(Debug)]
+struct Shape {
+    prefix: String,
+    suffix: String,
+    span: Role,
+    /// An Anthropic text delta (counted for `usage.output_tokens` of an ending).
+    counts_delta: bool,
 }
 
 impl<C: Default> Default for TextStream<C> {
@@ -252,6 +328,7 @@ impl<C: Default> TextStream<C> {
             data: String::new(),
             decoded: String::new(),
             released: String::new(),
+            shape: None,
         }
     }
 
@@ -311,8 +388,11 @@ impl<C: Default> TextStream<C> {
         if data == "[DONE]" {
             self.format = Format::ChatCompletions;
             self.closes.push(Close::All);
+        } else if let Some(span) = self.same_shape(data) {
+            self.spans.push(span);
         } else if self.doc.parse(data) {
             self.classify(data);
+            self.remember_shape(data);
         }
 
         // Channels that close here without a delta in this event release what they hold first.
@@ -332,7 +412,6 @@ impl<C: Default> TextStream<C> {
         }
 
         let (changed, stop) = self.rewrite(t, data);
-        self.save_templates(event);
         for channel in &mut self.channels {
             if self.closes.iter().any(|close| close.covers(&channel.key)) {
                 channel.closed = true;
@@ -351,6 +430,47 @@ impl<C: Default> TextStream<C> {
             None if changed => out.replace(&Replacement::data(&self.data)),
             None => out.keep(),
         }
+        self.save_templates(event);
+    }
+
+    /// The delta span of `data` if it is the last remembered delta's bytes around another valid
+    /// JSON string (which tokenises the same way, so it parses to the same structure).
+    fn same_shape(&mut self, data: &str) -> Option<Span> {
+        let shape = self.shape.as_ref()?;
+        let end = data.len().checked_sub(shape.suffix.len())?;
+        let fits = end >= shape.prefix.len() && data.starts_with(&shape.prefix) && data.ends_with(&shape.suffix);
+        if !fits || json::string_end(data.as_bytes(), shape.prefix.len()) != Some(end) {
+            return None;
+        }
+        if let Role::Delta(at, _) = shape.span {
+            self.channels[at].closed = false;
+        }
+        self.text_deltas += u64::from(shape.counts_delta);
+        Some(Span { start: shape.prefix.len(), end, role: shape.span })
+    }
+
+    fn remember_shape(&mut self, data: &str) {
+        let one_delta = match self.spans[..] {
+            [span @ Span { role: Role::Delta(_, false), .. }] => Some(span),
+            _ => None,
+        };
+        // Responses deltas carry a `sequence_number` that changes every event: never the same.
+        let Some(span) = one_delta.filter(|_| self.closes.is_empty() && self.format != Format::Responses) else {
+            self.shape = None;
+            return;
+        };
+        let shape = self.shape.get_or_insert_with(|| Shape {
+            prefix: String::new(),
+            suffix: String::new(),
+            span: span.role,
+            counts_delta: false,
+        });
+        shape.prefix.clear();
+        shape.prefix.push_str(&data[..span.start]);
+        shape.suffix.clear();
+        shape.suffix.push_str(&data[span.end..]);
+        shape.span = span.role;
+        shape.counts_delta = self.format == Format::AnthropicMessages;
     }
 
     /// Finds the text-bearing parts of a JSON event (`self.doc` holds it parsed).
@@ -420,19 +540,17 @@ impl<C: Default> TextStream<C> {
             "content_block_delta" => {
                 let delta = doc.get(data, root, "delta");
                 let text_delta = delta.and_then(|d| doc.raw_str(data, doc.get(data, d, "type"))) == Some("text_delta");
-                if let Some(text) = delta.filter(|_| text_delta).and_then(|d| doc.get(data, d, "text")) {
-                    if doc.node(text).kind == Kind::String {
-                        let node = doc.node(text);
-                        self.text_deltas += 1;
-                        let channel = self.channel(Key::Index(index));
-                        self.spans.push(Span { start: node.start, end: node.end, role: Role::Delta(channel, false) });
-                    }
+                if let Some(text) = delta.filter(|_| text_delta).and_then(|d| doc.get(data, d, "text"))
+                    && doc.node(text).kind == Kind::String
+                {
+                    let node = doc.node(text);
+                    self.text_deltas += 1;
+                    let channel = self.channel(Key::Index(index));
+                    self.spans.push(Span { start: node.start, end: node.end, role: Role::Delta(channel, false) });
                 }
             }
-            "content_block_start" => {
-                if !self.open_blocks.contains(&index) {
-                    self.open_blocks.push(index);
-                }
+            "content_block_start" if !self.open_blocks.contains(&index) => {
+                self.open_blocks.push(index);
             }
             "content_block_stop" => {
                 self.open_blocks.retain(|&b| b != index);
@@ -587,24 +705,29 @@ impl<C: Default> TextStream<C> {
         apply_whole(t, raw, &mut self.data)
     }
 
-    /// Remembers, for each channel that now holds text, its delta event as written with every
-    /// channel's text cut out: the shape of the event that will release the held text.
+    /// Remembers, for each channel that now holds text, this delta event as written: the shape
+    /// of the event that will release the held text. The first such channel takes the event's
+    /// buffer (a swap); another one in the same event (rare) gets a copy.
     fn save_templates(&mut self, event: EventRef<'_>) {
-        for &(start, _, at) in &self.placed {
+        let mut swapped = false;
+        for p in 0..self.placed.len() {
+            let at = self.placed[p].2;
             if self.channels[at].pending.is_empty() {
                 continue;
             }
             let template = &mut self.channels[at].template;
-            template.event_type = event.event_type().map(str::to_string);
-            template.before.clear();
-            template.after.clear();
-            let mut copied = 0;
-            for &(s, e, _) in &self.placed {
-                let part = if s <= start { &mut template.before } else { &mut template.after };
-                part.push_str(&self.data[copied..s]);
-                copied = e;
+            if template.event_type.as_deref() != event.event_type() {
+                template.event_type = event.event_type().map(str::to_string);
             }
-            template.after.push_str(&self.data[copied..]);
+            if swapped {
+                template.data.clear();
+                template.data.push_str(&self.data);
+            } else {
+                core::mem::swap(&mut template.data, &mut self.data);
+                swapped = true;
+            }
+            template.texts.clear();
+            template.texts.extend(self.placed.iter().map(|&(s, e, other)| (s, e, other == at)));
         }
     }
 
@@ -626,10 +749,7 @@ impl<C: Default> TextStream<C> {
         channel.pending.clear();
         channel.state = C::default();
         if !self.released.is_empty() {
-            let mut data = String::with_capacity(channel.template.before.len() + self.released.len() + 32);
-            data.push_str(&channel.template.before);
-            json::encode(&self.released, &mut data);
-            data.push_str(&channel.template.after);
+            let data = channel.template.with_text(&self.released);
             let event_type = channel.template.event_type.as_deref();
             out.insert(&NewEvent { event_type, ..NewEvent::message(&data) });
             self.stats.release_events += 1;

@@ -84,6 +84,8 @@ pub struct VerdictBuilder {
     open_run: Option<usize>,
     consumed: usize,
     ended: bool,
+    /// Bytes to reserve when the first event is written (see [`VerdictBuilder::expect_bytes`]).
+    bytes_hint: usize,
 }
 
 impl VerdictBuilder {
@@ -98,6 +100,13 @@ impl VerdictBuilder {
         self.open_run = None;
         self.consumed = 0;
         self.ended = false;
+    }
+
+    /// Says how many bytes the verdict may write (a batch's own size, say), so that a verdict
+    /// that rewrites many events grows its buffer once instead of doubling. Nothing is reserved
+    /// until an event is written, so a verdict that only keeps and drops costs nothing more.
+    pub fn expect_bytes(&mut self, bytes: usize) {
+        self.bytes_hint = bytes;
     }
 
     /// How many input events the ops so far consume.
@@ -167,6 +176,9 @@ impl VerdictBuilder {
         r: Option<u32>,
     ) {
         self.open_run = None;
+        if self.bytes.capacity() == 0 {
+            self.bytes.reserve(self.bytes_hint);
+        }
         fields |= if t.is_some() { HAS_TYPE } else { 0 }
             | if d.is_some() { HAS_DATA } else { 0 }
             | if i.is_some() { HAS_ID } else { 0 }

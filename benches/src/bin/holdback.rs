@@ -1,0 +1,66 @@
+//! What holding text back costs a reader: on a realistic answer streamed one token per event,
+//! how many events go out with text held, and how many tokens later each byte of the answer
+//! reaches the client than it would without the guardrail (p50, p99, max). Counted in tokens, so
+//! the figures do not depend on the machine; at a model's 50 tokens/s one token is 20 ms.
+//!
+//! `cargo run --release -p sluicegate-benches --bin holdback`
+
+use deny_phrases::PhraseFilter;
+use redact::RedactText;
+use sluicegate::batch::Batch;
+use sluicegate_guest::VerdictBuilder;
+use sluicegate_guest::text::{TextStream, TextTransform};
+
+const WITH_ADDRESSES: &str = "Thanks for reaching out! You can contact our support team at support@example.com, \
+    or write to jane.doe@corp.example.org for billing questions. Our office hours are 9am to 5pm, Monday \
+    through Friday, and we usually answer within one business day. If the matter is urgent, call the front \
+    desk and ask for the duty manager; for security reports, security@example.com is read around the clock. ";
+const WITHOUT_AT: &str = "The weather in Paris will stay mild this week, with light rain on Tuesday and \
+    sunny spells from Thursday onwards. Temperatures range from 9 to 16 degrees, and the wind stays light. \
+    Pack a light jacket and an umbrella, and check the forecast again before the weekend. ";
+
+fn report<T: TextTransform<Channel = ()>>(label: &str, transform: &T, answer: &str) {
+    let chunks: Vec<sluicegate::sse::Event> = sluicegate_benches::token_chunks(answer);
+    let mut stream = TextStream::new();
+    let mut verdict = VerdictBuilder::new();
+    // (input bytes that have arrived, input bytes released) after each event.
+    let mut arrived = 0;
+    let mut timeline = Vec::new();
+    for chunk in &chunks {
+        let input: Batch = std::iter::once(chunk.clone()).collect();
+        verdict.clear();
+        stream.process_batch(transform, input.view(), &mut verdict);
+        arrived += sluicegate_benches::chunk_text(chunk).len();
+        timeline.push((arrived, arrived - stream.held_bytes()));
+    }
+    // Each byte's delay: from the event that brought it to the first event after which it is
+    // released (a byte still held at the end goes out when the channel closes, one event later).
+    let mut delays = Vec::new();
+    for (byte, _) in answer.char_indices().flat_map(|(i, c)| (i..i + c.len_utf8()).map(move |b| (b, c))) {
+        let came = timeline.iter().position(|&(a, _)| a > byte).unwrap();
+        let left = timeline.iter().position(|&(_, r)| r > byte).unwrap_or(timeline.len());
+        delays.push(left - came);
+    }
+    delays.sort_unstable();
+    let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
+    let stats = stream.stats();
+    println!(
+        "{label:<40} {:>4} events, {:>3} with text held ({:>4.1}%), delay in tokens p50 {} p99 {} max {}, most held {} bytes",
+        chunks.len(),
+        stats.held_events,
+        100.0 * stats.held_events as f64 / chunks.len() as f64,
+        at(0.5),
+        at(0.99),
+        delays.last().unwrap(),
+        stats.max_held_bytes
+    );
+}
+
+fn main() {
+    let redact = RedactText::new("[redacted]");
+    report("redact, answer with addresses", &redact, WITH_ADDRESSES);
+    report("redact, answer without `@`", &redact, WITHOUT_AT);
+    let phrases = PhraseFilter::new(["secret plan", "internal use only"]).unwrap();
+    report("deny-phrases, answer with addresses", &phrases, WITH_ADDRESSES);
+    report("deny-phrases, answer without `@`", &phrases, WITHOUT_AT);
+}
