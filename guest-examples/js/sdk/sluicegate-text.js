@@ -317,6 +317,21 @@ export function applyWhole(transform, text) {
   return result instanceof Stop ? [result.out, result.reason] : [result[1], undefined];
 }
 
+function includes(data, pattern) {
+  for (let at = data.indexOf(pattern[0]); at >= 0 && at + pattern.length <= data.length; at = data.indexOf(pattern[0], at + 1)) {
+    let k = 1;
+    while (k < pattern.length && data[at + k] === pattern[k]) k++;
+    if (k === pattern.length) return true;
+  }
+  return false;
+}
+
+const TYPE_KEY = utf8('"type"'), CHOICES_KEY = utf8('"choices"');
+
+// False when `data` cannot be a text-bearing event (every one has a "choices" or "type" key, which
+// only a backslash escape could hide), so the parse can be skipped; the result is the same.
+const mayHaveText = (data) => includes(data, TYPE_KEY) || includes(data, CHOICES_KEY) || data.includes(BACKSLASH);
+
 const keyEqual = (a, b) => a[0] === b[0] && a[2] === b[2] && bytesEqual(a[1], b[1]);
 const EMPTY = new Uint8Array(0);
 const indexKey = (i) => ["index", EMPTY, i];
@@ -387,7 +402,7 @@ export class TextStream {
     if (is(data, "[DONE]")) {
       this.format = "chat";
       this.closes.push("all");
-    } else if (this.doc.parse(data)) this.classify(t, data);
+    } else if (mayHaveText(data) && this.doc.parse(data)) this.classify(t, data);
 
     let stop;
     for (const close of this.closes) {

@@ -208,6 +208,12 @@ _NAMES = {
 UNKNOWN, CHAT, RESPONSES, ANTHROPIC = "unknown", "chat", "responses", "anthropic"
 
 
+def _may_have_text(data):
+    """False when `data` cannot be a text-bearing event (every one has a "choices" or "type" key,
+    which only a backslash escape could hide), so the parse can be skipped; the result is the same."""
+    return b'"type"' in data or b'"choices"' in data or b"\\" in data
+
+
 class Stop:
     """What `TextTransform.step` returns to end the stream: `out` (bytes) is released first."""
 
@@ -314,7 +320,7 @@ class TextStream:
         if data == b"[DONE]":
             self.format = CHAT
             self.closes.append("all")
-        elif self.doc.parse(data):
+        elif _may_have_text(data) and self.doc.parse(data):
             self._classify(t, data)
 
         stop = None

@@ -51,6 +51,10 @@ impl TextTransform for RedactText {
         MAX_HELD
     }
 
+    fn passes(&self, text: &str) -> bool {
+        memchr::memchr(b'@', text.as_bytes()).is_none()
+    }
+
     fn step(&self, _: &mut (), pending: &str, last: bool, out: &mut String) -> Flow {
         let cut = if last { pending.len() } else { hold_point(pending) };
         redact_append(&pending[..cut], &self.replacement, out);

@@ -77,6 +77,14 @@ pub trait TextTransform {
     /// The most bytes of text this transform ever holds back.
     fn max_held(&self) -> usize;
 
+    /// True if `text`, taken whole, certainly goes through unchanged (for `redact`: it has no
+    /// `@`). A shortcut the layer takes for events outside the streamed text, which are then
+    /// kept without being copied; the default, false, is always correct.
+    fn passes(&self, text: &str) -> bool {
+        let _ = text;
+        false
+    }
+
     /// Looks at `pending` (the text held so far followed by the new text), writes the
     /// transformed text of what it releases to `out` and says how much that is. With `last`
     /// the channel closes: everything must be released.
@@ -390,9 +398,14 @@ impl<C: Default> TextStream<C> {
             self.closes.push(Close::All);
         } else if let Some(span) = self.same_shape(data) {
             self.spans.push(span);
-        } else if self.doc.parse(data) {
+        } else if may_have_text(data) && self.doc.parse(data) {
             self.classify(data);
             self.remember_shape(data);
+        }
+
+        if self.spans.is_empty() && self.closes.is_empty() && t.passes(data) {
+            out.keep();
+            return;
         }
 
         // Channels that close here without a delta in this event release what they hold first.
@@ -835,4 +848,16 @@ impl<C: Default> TextStream<C> {
         }
         out.end();
     }
+}
+
+/// False when `data` cannot be a text-bearing event, so the parse can be skipped: every such event
+/// has a `"choices"` or `"type"` key, and a key can only decode to one of them without holding it
+/// as plain text by way of a backslash escape. (A shortcut only; the result is the same.)
+fn may_have_text(data: &str) -> bool {
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
+    static TYPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"type\""));
+    static CHOICES: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\""));
+    let bytes = data.as_bytes();
+    TYPE.find(bytes).is_some() || CHOICES.find(bytes).is_some() || memchr::memchr(b'\\', bytes).is_some()
 }
