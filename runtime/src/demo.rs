@@ -21,28 +21,13 @@ use tokio::net::TcpListener;
 
 type DemoBody = UnsyncBoxBody<Bytes, Infallible>;
 
-/// The events of the `/llm` stream.
+/// The events of the `/llm` stream: one token per event, as a model sends them, so each address
+/// spans several events.
 pub fn llm_events() -> Vec<String> {
     let words = [
-        "Sure",
-        "!",
-        " Send",
-        " the",
-        " report",
-        " to",
-        " ada.lovelace@example.com",
-        " and",
-        " copy",
-        " ops+alerts@mail.example.org",
-        ".",
-        " I",
-        " will",
-        " ask",
-        " grace@example.net",
-        " to",
-        " review",
-        " it",
-        ".",
+        "Sure", "!", " Send", " the", " report", " to", " ada", ".", "lovelace", "@", "example", ".com", " and",
+        " copy", " ops", "+", "alerts", "@", "mail", ".example", ".org", ".", " I", " will", " ask", " grace", "@",
+        "example", ".net", " to", " review", " it", ".",
     ];
     let mut events =
         vec![sse("message_start", r#"{"type":"message_start","message":{"id":"msg_demo","role":"assistant"}}"#)];
