@@ -100,6 +100,9 @@ class RedactText extends TextTransform {
   get maxHeld() {
     return MAX_HELD;
   }
+  passes(text) {
+    return !text.includes(AT);
+  }
   step(channel, pending, last) {
     const cut = last ? pending.length : holdPoint(pending);
     return [cut, redact(pending.subarray(0, cut), this.replacement)];

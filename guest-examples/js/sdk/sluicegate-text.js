@@ -297,6 +297,13 @@ export class TextTransform {
   get maxHeld() {
     return 0;
   }
+  /**
+   * True if `text`, taken whole, certainly goes through unchanged (for `redact`: it has no `@`):
+   * events outside the streamed text are then kept as they are. False is always correct.
+   */
+  passes(text) {
+    return false;
+  }
   /** State kept per channel between calls. */
   newChannel() {
     return undefined;
@@ -404,6 +411,10 @@ export class TextStream {
       this.closes.push("all");
     } else if (mayHaveText(data) && this.doc.parse(data)) this.classify(t, data);
 
+    if (this.spans.length === 0 && this.closes.length === 0 && t.passes(data)) {
+      out.keep();
+      return;
+    }
     let stop;
     for (const close of this.closes) {
       for (let at = 0; at < this.channels.length; at++) {

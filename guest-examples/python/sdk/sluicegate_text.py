@@ -235,6 +235,11 @@ class TextTransform:
         """State kept per channel between calls (any object)."""
         return None
 
+    def passes(self, text):
+        """True if `text`, taken whole, certainly goes through unchanged (for `redact`: it has no
+        `@`): events outside the streamed text are then kept as they are. False is always correct."""
+        return False
+
     def step(self, channel, pending, last):
         """Looks at `pending` (bytes: the held text followed by the new text) and returns
         `(n, out)`: the first `n` bytes are released, transformed into `out`; the rest is held.
@@ -322,6 +327,10 @@ class TextStream:
             self.closes.append("all")
         elif _may_have_text(data) and self.doc.parse(data):
             self._classify(t, data)
+
+        if not self.spans and not self.closes and t.passes(data):
+            out.keep()
+            return
 
         stop = None
         for close in self.closes:
