@@ -23,17 +23,7 @@ pub fn chat_token_chunks() -> Vec<sluicegate::sse::Event> {
 
 /// `answer` split into tokens, each as an OpenAI Chat Completions chunk.
 pub fn token_chunks(answer: &str) -> Vec<sluicegate::sse::Event> {
-    let mut tokens: Vec<String> = Vec::new();
-    for c in answer.chars() {
-        let cut = tokens.last().is_none_or(|t: &String| {
-            c == ' ' || ".@,!;".contains(c) || t.ends_with(|p| ".@,!;".contains(p)) || t.chars().count() >= 6
-        });
-        if cut {
-            tokens.push(String::new());
-        }
-        tokens.last_mut().unwrap().push(c);
-    }
-    tokens
+    sluicegate::bench::tokens(answer)
         .iter()
         .map(|t| {
             sluicegate::sse::Event::message(format!(

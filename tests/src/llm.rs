@@ -5,6 +5,8 @@
 use serde_json::{Value, json};
 use sluicegate::sse::Event;
 
+pub use sluicegate::bench::tokens;
+
 /// The streaming formats with text deltas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -14,25 +16,6 @@ pub enum Format {
 }
 
 pub const FORMATS: [Format; 3] = [Format::Chat, Format::Responses, Format::Anthropic];
-
-/// Splits `text` the way a model's tokens split it: before every space, around punctuation
-/// (`.`, `@`, `,`, ...), and into pieces of at most six characters.
-pub fn tokens(text: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut current = String::new();
-    for c in text.chars() {
-        let punctuation = ".@,:;!?()\"'".contains(c);
-        let after_punctuation = current.chars().last().is_some_and(|p| ".@,:;!?()\"'".contains(p));
-        if !current.is_empty() && (c == ' ' || punctuation || after_punctuation || current.chars().count() >= 6) {
-            out.push(std::mem::take(&mut current));
-        }
-        current.push(c);
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
-}
 
 fn event(name: Option<&str>, data: Value) -> String {
     let mut s = String::new();

@@ -86,7 +86,7 @@ export function holdPoint(text) {
   let start = text.length;
   while (start > 0) {
     const b = text[start - 1];
-    if (!(isLocal(b) || isDomain(b) || b === AT || b === BACKSLASH)) break;
+    if (!(isLocal(b) || b === AT || b === BACKSLASH)) break; // local covers every domain byte
     start--;
   }
   return text.length - Math.min(text.length - start, MAX_HELD);

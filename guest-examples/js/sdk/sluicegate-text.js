@@ -339,6 +339,26 @@ const TYPE_KEY = utf8('"type"'), CHOICES_KEY = utf8('"choices"');
 // only a backslash escape could hide), so the parse can be skipped; the result is the same.
 const mayHaveText = (data) => includes(data, TYPE_KEY) || includes(data, CHOICES_KEY) || data.includes(BACKSLASH);
 
+// Feeds a channel's pending text to the transform: [released text, stop reason or undefined]; what
+// it holds stays pending. A transform that breaks its contract (holds more than it declared, or
+// anything when `last`) has its whole pending text released through it as a whole text instead:
+// never held without bound, never dropped.
+function stepChannel(t, channel, last) {
+  const result = t.step(channel.state, channel.pending, last);
+  if (result instanceof Stop) {
+    channel.pending = EMPTY;
+    return [result.out, result.reason];
+  }
+  const [n, released] = result;
+  if (n === channel.pending.length || (!last && channel.pending.length - n <= t.maxHeld)) {
+    channel.pending = channel.pending.slice(n);
+    return [released, undefined];
+  }
+  const whole = applyWhole(t, channel.pending);
+  channel.pending = EMPTY;
+  return whole;
+}
+
 const keyEqual = (a, b) => a[0] === b[0] && a[2] === b[2] && bytesEqual(a[1], b[1]);
 const EMPTY = new Uint8Array(0);
 const indexKey = (i) => ["index", EMPTY, i];
@@ -579,22 +599,9 @@ export class TextStream {
         const channel = this.channels[span.at];
         const wasEmpty = channel.pending.length === 0;
         channel.pending = concat([channel.pending, decoded]);
-        const result = t.step(channel.state, channel.pending, span.last);
-        if (result instanceof Stop) {
-          released = result.out;
-          channel.pending = EMPTY;
-          if (stop === undefined) stop = [result.reason, true];
-        } else {
-          const n = result[0];
-          released = result[1];
-          if (n === channel.pending.length || (!span.last && channel.pending.length - n <= t.maxHeld)) {
-            channel.pending = channel.pending.slice(n);
-          } else {
-            // A transform that breaks its bound has what it holds released whole.
-            released = applyWhole(t, channel.pending)[0];
-            channel.pending = EMPTY;
-          }
-        }
+        let reason;
+        [released, reason] = stepChannel(t, channel, span.last);
+        if (stop === undefined && reason !== undefined) stop = [reason, true];
         const held = channel.pending.length;
         if (held > 0) {
           this.heldEvents++;
@@ -633,15 +640,13 @@ export class TextStream {
       channel.state = t.newChannel();
       return undefined;
     }
-    const result = t.step(channel.state, channel.pending, true);
-    channel.pending = EMPTY;
+    const [released, reason] = stepChannel(t, channel, true);
     channel.state = t.newChannel();
-    const released = result instanceof Stop ? result.out : result[1];
     if (released.length > 0) {
       const [type, before, after] = channel.template;
       out.insert({ type, data: concat([before, encode(released), after]) });
     }
-    return result instanceof Stop ? result.reason : undefined;
+    return reason;
   }
   writeEnding(reason, out) {
     this.stopped = true;

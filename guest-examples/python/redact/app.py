@@ -77,7 +77,7 @@ def redact(text, replacement):
 
 # At most 64 bytes before the `@` and 255 after it (RFC 5321).
 MAX_HELD = 64 + 1 + 255
-_MAY_CONTINUE = LOCAL | DOMAIN | {AT, BACKSLASH}
+_MAY_CONTINUE = LOCAL | {AT, BACKSLASH}  # LOCAL covers every DOMAIN byte
 
 
 def hold_point(text):

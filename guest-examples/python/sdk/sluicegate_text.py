@@ -255,6 +255,24 @@ def apply_whole(transform, text):
     return result[1], None
 
 
+def _step_channel(t, channel, last):
+    """Feeds a channel's pending text to the transform: (released text, stop reason or None);
+    what it holds stays pending. A transform that breaks its contract (holds more than it
+    declared, or anything when `last`) has its whole pending text released through it as a whole
+    text instead: never held without bound, never dropped."""
+    result = t.step(channel.state, channel.pending, last)
+    if isinstance(result, Stop):
+        channel.pending = b""
+        return result.out, result.reason
+    n, released = result
+    if n == len(channel.pending) or (not last and len(channel.pending) - n <= t.max_held):
+        channel.pending = channel.pending[n:]
+        return released, None
+    released, reason = apply_whole(t, channel.pending)
+    channel.pending = b""
+    return released, reason
+
+
 class _Channel:
     __slots__ = ("key", "pending", "state", "template", "closed")
 
@@ -492,20 +510,9 @@ class TextStream:
                 channel = self.channels[at]
                 was_empty = not channel.pending
                 channel.pending += decoded
-                result = t.step(channel.state, channel.pending, last)
-                if isinstance(result, Stop):
-                    released = result.out
-                    channel.pending = b""
-                    if stop is None:
-                        stop = (result.reason, True)
-                else:
-                    n, released = result
-                    if n == len(channel.pending) or (not last and len(channel.pending) - n <= t.max_held):
-                        channel.pending = channel.pending[n:]
-                    else:
-                        # A transform that breaks its bound has what it holds released whole.
-                        released, _ = apply_whole(t, channel.pending)
-                        channel.pending = b""
+                released, reason = _step_channel(t, channel, last)
+                if stop is None and reason is not None:
+                    stop = (reason, True)
                 held = len(channel.pending)
                 if held:
                     self.held_events += 1
@@ -544,14 +551,12 @@ class TextStream:
         if not channel.pending:
             channel.state = t.new_channel()
             return None
-        result = t.step(channel.state, channel.pending, True)
-        channel.pending = b""
+        released, reason = _step_channel(t, channel, True)
         channel.state = t.new_channel()
-        released = result.out if isinstance(result, Stop) else result[1]
         if released:
             event_type, before, after = channel.template
             out.insert(data=before + encode(released) + after, event_type=event_type)
-        return result.reason if isinstance(result, Stop) else None
+        return reason
 
     def _write_ending(self, reason, out):
         self.stopped = True

@@ -28,12 +28,13 @@ pub fn redact_append(text: &str, replacement: &str, out: &mut String) -> bool {
 pub const MAX_HELD: usize = 64 + 1 + 255;
 
 /// Where streamed text may be cut now: before the trailing run of bytes that could still be
-/// part of an address once more text arrives (address characters, `@`, and `\`, which the
-/// scanner looks behind), but holding at most [`MAX_HELD`] bytes. No address reaches across a
+/// part of an address once more text arrives (local-part characters, which include every domain
+/// character, `@`, and `\`, which the scanner looks behind), but holding at most [`MAX_HELD`]
+/// bytes. No address reaches across a
 /// byte outside that set, so scanning the text on either side of the cut finds exactly what
 /// scanning it whole finds.
 pub fn hold_point(text: &str) -> usize {
-    let run = text.bytes().rev().take_while(|&b| is_domain(b) || is_local(b) || b == b'@' || b == b'\\').count();
+    let run = text.bytes().rev().take_while(|&b| is_local(b) || b == b'@' || b == b'\\').count();
     // The run is ASCII, so any cut inside it is a character boundary.
     text.len() - run.min(MAX_HELD)
 }

@@ -135,6 +135,35 @@ pub fn apply_whole<T: TextTransform>(transform: &T, text: &str, out: &mut String
     }
 }
 
+/// Feeds a channel's pending text to the transform: what it releases is appended to `released`,
+/// what it holds stays pending; `Some` if it stops the stream. A transform that breaks its
+/// contract (holds more than it declared, or anything when `last`) has its whole pending text
+/// released through it as a whole text instead: never held without bound, never dropped.
+fn step_channel<T: TextTransform>(
+    t: &T,
+    channel: &mut Channel<T::Channel>,
+    last: bool,
+    released: &mut String,
+) -> Option<StopReason> {
+    let pending = channel.pending.len();
+    match t.step(&mut channel.state, &channel.pending, last, released) {
+        Flow::Continue(n) if n == pending || !last && pending - n <= t.max_held() => {
+            channel.pending.drain(..n);
+            None
+        }
+        Flow::Continue(_) => {
+            released.clear();
+            let stop = apply_whole(t, &channel.pending, released);
+            channel.pending.clear();
+            stop
+        }
+        Flow::Stop(reason) => {
+            channel.pending.clear();
+            Some(reason)
+        }
+    }
+}
+
 /// The stream formats [`TextStream`] recognises.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Format {
@@ -307,8 +336,8 @@ struct Shape {
     prefix: String,
     suffix: String,
     span: Role,
-    /// An Anthropic text delta (counted for `usage.output_tokens` of an ending).
-    counts_delta: bool,
+    /// The format that event set.
+    format: Format,
 }
 
 impl<C: Default> Default for TextStream<C> {
@@ -458,7 +487,9 @@ impl<C: Default> TextStream<C> {
         if let Role::Delta(at, _) = shape.span {
             self.channels[at].closed = false;
         }
-        self.text_deltas += u64::from(shape.counts_delta);
+        // What classifying the event would have done besides finding its span.
+        self.format = shape.format;
+        self.text_deltas += u64::from(shape.format == Format::AnthropicMessages);
         Some(Span { start: shape.prefix.len(), end, role: shape.span })
     }
 
@@ -476,14 +507,14 @@ impl<C: Default> TextStream<C> {
             prefix: String::new(),
             suffix: String::new(),
             span: span.role,
-            counts_delta: false,
+            format: self.format,
         });
         shape.prefix.clear();
         shape.prefix.push_str(&data[..span.start]);
         shape.suffix.clear();
         shape.suffix.push_str(&data[span.end..]);
         shape.span = span.role;
-        shape.counts_delta = self.format == Format::AnthropicMessages;
+        shape.format = self.format;
     }
 
     /// Finds the text-bearing parts of a JSON event (`self.doc` holds it parsed).
@@ -545,10 +576,9 @@ impl<C: Default> TextStream<C> {
             self.format = Format::AnthropicMessages;
         }
         let index = doc.index(data, doc.get(data, root, "index")).unwrap_or(0);
-        let item_key = || {
-            let item = doc.raw_str(data, doc.get(data, root, "item_id")).unwrap_or("").to_string();
-            Key::Item(item, doc.index(data, doc.get(data, root, "content_index")).unwrap_or(0))
-        };
+        let item_id = doc.raw_str(data, doc.get(data, root, "item_id")).unwrap_or("");
+        let content_index = doc.index(data, doc.get(data, root, "content_index")).unwrap_or(0);
+        let item_key = || Key::Item(item_id.to_string(), content_index);
         match kind {
             "content_block_delta" => {
                 let delta = doc.get(data, root, "delta");
@@ -573,7 +603,18 @@ impl<C: Default> TextStream<C> {
             "response.output_text.delta" => {
                 if let Some(node) = doc.get(data, root, "delta").map(|d| doc.node(d)).filter(|n| n.kind == Kind::String)
                 {
-                    let channel = self.channel(item_key());
+                    // Found by reference: a delta event allocates no key once its channel exists.
+                    let known = self
+                        .channels
+                        .iter()
+                        .position(|c| matches!(&c.key, Key::Item(id, n) if id == item_id && *n == content_index));
+                    let channel = match known {
+                        Some(at) => {
+                            self.channels[at].closed = false;
+                            at
+                        }
+                        None => self.channel(item_key()),
+                    };
                     self.spans.push(Span { start: node.start, end: node.end, role: Role::Delta(channel, false) });
                 }
             }
@@ -671,24 +712,8 @@ impl<C: Default> TextStream<C> {
                     let channel = &mut self.channels[at];
                     let was_empty = channel.pending.is_empty();
                     channel.pending.push_str(&self.decoded);
-                    match t.step(&mut channel.state, &channel.pending, last, &mut self.released) {
-                        Flow::Continue(n)
-                            if n == channel.pending.len() || !last && channel.pending.len() - n <= t.max_held() =>
-                        {
-                            channel.pending.drain(..n);
-                        }
-                        Flow::Continue(_) => {
-                            // A transform that holds more than it declared (or anything at the
-                            // close) breaks its contract; what it holds is not kept without bound
-                            // but released through the transform as a whole text.
-                            self.released.clear();
-                            let _ = apply_whole(t, &channel.pending, &mut self.released);
-                            channel.pending.clear();
-                        }
-                        Flow::Stop(reason) => {
-                            channel.pending.clear();
-                            stop = stop.or(Some((reason, true)));
-                        }
+                    if let Some(reason) = step_channel(t, channel, last, &mut self.released) {
+                        stop = stop.or(Some((reason, true)));
                     }
                     let held = channel.pending.len();
                     if held > 0 {
@@ -758,8 +783,7 @@ impl<C: Default> TextStream<C> {
             return None;
         }
         self.released.clear();
-        let flow = t.step(&mut channel.state, &channel.pending, true, &mut self.released);
-        channel.pending.clear();
+        let stop = step_channel(t, channel, true, &mut self.released);
         channel.state = C::default();
         if !self.released.is_empty() {
             let data = channel.template.with_text(&self.released);
@@ -767,10 +791,7 @@ impl<C: Default> TextStream<C> {
             out.insert(&NewEvent { event_type, ..NewEvent::message(&data) });
             self.stats.release_events += 1;
         }
-        match flow {
-            Flow::Continue(_) => None,
-            Flow::Stop(reason) => Some(reason),
-        }
+        stop
     }
 
     /// Ends the stream the way its format ends an answer cut short for `reason`.
