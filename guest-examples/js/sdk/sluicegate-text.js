@@ -342,7 +342,7 @@ const mayHaveText = (data) => includes(data, TYPE_KEY) || includes(data, CHOICES
 // Feeds a channel's pending text to the transform: [released text, stop reason or undefined]; what
 // it holds stays pending. A transform that breaks its contract (holds more than it declared, or
 // anything when `last`) has its whole pending text released through it as a whole text instead:
-// never held without bound, never dropped.
+// so nothing is held without bound.
 function stepChannel(t, channel, last) {
   const result = t.step(channel.state, channel.pending, last);
   if (result instanceof Stop) {

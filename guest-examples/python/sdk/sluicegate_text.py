@@ -259,7 +259,7 @@ def _step_channel(t, channel, last):
     """Feeds a channel's pending text to the transform: (released text, stop reason or None);
     what it holds stays pending. A transform that breaks its contract (holds more than it
     declared, or anything when `last`) has its whole pending text released through it as a whole
-    text instead: never held without bound, never dropped."""
+    text instead, so nothing is held without bound."""
     result = t.step(channel.state, channel.pending, last)
     if isinstance(result, Stop):
         channel.pending = b""

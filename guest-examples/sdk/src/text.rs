@@ -138,7 +138,7 @@ pub fn apply_whole<T: TextTransform>(transform: &T, text: &str, out: &mut String
 /// Feeds a channel's pending text to the transform: what it releases is appended to `released`,
 /// what it holds stays pending; `Some` if it stops the stream. A transform that breaks its
 /// contract (holds more than it declared, or anything when `last`) has its whole pending text
-/// released through it as a whole text instead: never held without bound, never dropped.
+/// released through it as a whole text instead, so nothing is held without bound.
 fn step_channel<T: TextTransform>(
     t: &T,
     channel: &mut Channel<T::Channel>,

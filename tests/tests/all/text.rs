@@ -301,3 +301,32 @@ fn deny_phrases_ends_other_streams_with_an_error_event() {
     assert_eq!(out.events[2].event_type.as_deref(), Some(&b"error"[..]));
     assert_eq!(json(&out.events[2]).unwrap()["error"]["type"], "content_filter");
 }
+
+/// A transform that breaks its contract (declares it holds nothing, then holds everything) is not
+/// trusted with the text: the layer releases each delta through it as a whole text at once, so
+/// nothing stays held and nothing is lost. (It passes text through unchanged, since the layer also
+/// gives it each event's JSON around the text.)
+#[test]
+fn a_transform_that_holds_past_its_bound_is_released_through_whole() {
+    struct Hoarder;
+    impl TextTransform for Hoarder {
+        type Channel = ();
+        fn max_held(&self) -> usize {
+            0
+        }
+        fn step(&self, _: &mut (), pending: &str, last: bool, out: &mut String) -> sluicegate_guest::text::Flow {
+            if !last {
+                return sluicegate_guest::text::Flow::Continue(0); // holds all of it
+            }
+            out.push_str(pending);
+            sluicegate_guest::text::Flow::Continue(pending.len())
+        }
+    }
+    let deltas: Vec<String> = ["mail", " ann", "@", "example", ".org"].map(String::from).to_vec();
+    for format in FORMATS {
+        let input = parse_all(stream(format, &deltas, false).as_bytes());
+        let out = run(&Hoarder, &batches(&input, 2));
+        assert_eq!(text_of(format, &out.events), "mail ann@example.org", "{format:?}");
+        assert!(out.held.iter().all(|&h| h == 0), "{format:?}: nothing stays held");
+    }
+}
