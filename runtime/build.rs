@@ -24,6 +24,7 @@ fn main() {
             ("drop", "drop"),
             ("summary", "summary"),
             ("deny-phrases", "deny_phrases"),
+            ("tool-guard", "tool_guard"),
         ],
         "examples.rs",
         "EXAMPLES",

@@ -122,6 +122,13 @@ impl Batch {
         self.push_fields(false, e.event_type.as_deref(), e.data.as_deref(), e.id.as_deref(), e.retry);
     }
 
+    /// Appends a message event with this data, which must have no CR (the layout's rule for
+    /// data); `text` being a `str` makes it UTF-8.
+    pub fn push_data(&mut self, text: &str) {
+        debug_assert!(!text.contains('\r'), "data with a CR");
+        self.push_fields(false, None, Some(text.as_bytes()), None, None);
+    }
+
     /// Appends a copy of another batch's event.
     pub fn push_ref(&mut self, e: &EventRef<'_>) {
         match e.comment() {

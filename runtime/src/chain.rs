@@ -4,7 +4,7 @@
 use crate::batch::Batch;
 use crate::histogram::{BATCH_SIZE_BOUNDS, CALL_SECONDS_BOUNDS, Histogram};
 use crate::interceptor::{Fault, Interceptor, InterceptorStream};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sluicegate_guest::{EndReason, StreamContext};
 use std::collections::VecDeque;
 use std::fmt;
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// What happens to a stream when one of its interceptors faults (traps, overruns its deadline or
 /// memory, returns an invalid verdict).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultPolicy {
     /// The batch passes that interceptor unmodified (logged and counted); the stream goes on. An
@@ -255,6 +255,17 @@ impl Chain {
             context: context.clone(),
             spare: Batch::new(),
             ended: false,
+            records: self
+                .links
+                .iter()
+                .enumerate()
+                .map(|(link, l)| LinkRecord {
+                    link,
+                    name: l.interceptor.name().to_string(),
+                    policy: l.policy,
+                    ..LinkRecord::default()
+                })
+                .collect(),
         };
         for (i, link) in self.links.iter().enumerate() {
             let opened = if link.breaker.allows() { link.interceptor.open(context) } else { Err(Fault::CircuitOpen) };
@@ -288,6 +299,29 @@ impl fmt::Display for ChainFault {
 
 impl std::error::Error for ChainFault {}
 
+/// What one interceptor did to one stream or body: its line in the enforcement record.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkRecord {
+    /// Its position in the chain, and its name.
+    pub link: usize,
+    pub name: String,
+    pub policy: FaultPolicy,
+    /// Batches it processed successfully, and the events in and out of them.
+    pub batches: u64,
+    pub events_in: u64,
+    pub events_out: u64,
+    pub dropped: u64,
+    pub modified: u64,
+    pub injected: u64,
+    /// Its faults; of those, the batches that then passed it unmodified (fail-open).
+    pub faults: u64,
+    pub failed_open: u64,
+    /// Batches that skipped it because its circuit was open.
+    pub bypassed: u64,
+    /// It ended the stream (or refused the body).
+    pub ended: bool,
+}
+
 /// One stream's state in every interceptor of a chain.
 pub struct ChainStream {
     links: Vec<Link>,
@@ -297,12 +331,24 @@ pub struct ChainStream {
     /// The other buffer of the double-buffered pass.
     spare: Batch,
     ended: bool,
+    /// What each interceptor did to this stream.
+    records: Vec<LinkRecord>,
 }
 
 impl ChainStream {
     /// True once an interceptor has ended the stream.
     pub fn is_ended(&self) -> bool {
         self.ended
+    }
+
+    /// What each interceptor has done to this stream so far, in chain order.
+    pub fn records(&self) -> &[LinkRecord] {
+        &self.records
+    }
+
+    /// The name of the interceptor that ended the stream, if one did.
+    pub fn ended_by(&self) -> Option<&str> {
+        self.records.iter().find(|r| r.ended).map(|r| r.name.as_str())
     }
 
     /// Passes `batch` through every interceptor; the output replaces it. Returns true if an
@@ -321,6 +367,7 @@ impl ChainStream {
         let link = &self.links[i];
         if !link.breaker.allows() {
             link.stats.bypassed.fetch_add(1, Ordering::Relaxed);
+            self.records[i].bypassed += 1;
             return match link.policy {
                 FaultPolicy::FailOpen => Ok(()),
                 FaultPolicy::FailClosed => Err(self.chain_fault(i, Fault::CircuitOpen)),
@@ -348,6 +395,14 @@ impl ChainStream {
                 stats.dropped.fetch_add(applied.dropped.into(), Ordering::Relaxed);
                 stats.modified.fetch_add(applied.replaced.into(), Ordering::Relaxed);
                 stats.injected.fetch_add(applied.inserted.into(), Ordering::Relaxed);
+                let record = &mut self.records[i];
+                record.batches += 1;
+                record.events_in += batch.len() as u64;
+                record.events_out += out as u64;
+                record.dropped += u64::from(applied.dropped);
+                record.modified += u64::from(applied.replaced);
+                record.injected += u64::from(applied.inserted);
+                record.ended |= applied.ended && !self.ended;
                 if !applied.unchanged {
                     std::mem::swap(batch, &mut self.spare);
                 }
@@ -369,6 +424,7 @@ impl ChainStream {
     fn fault(&mut self, i: usize, fault: Fault) -> Result<(), ChainFault> {
         let link = &self.links[i];
         link.stats.record(&fault);
+        self.records[i].faults += 1;
         if link.breaker.failure() {
             link.stats.circuit_opened.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
@@ -379,6 +435,7 @@ impl ChainStream {
         match link.policy {
             FaultPolicy::FailOpen => {
                 link.stats.failed_open.fetch_add(1, Ordering::Relaxed);
+                self.records[i].failed_open += 1;
                 tracing::warn!(stream = %self.context.stream_id, interceptor = link.interceptor.name(), "{fault}; the batch passes unmodified (fail-open)");
                 Ok(())
             }
@@ -401,7 +458,10 @@ impl ChainStream {
             }
             let Some(stream) = self.streams[i].as_mut() else { continue };
             match stream.finish(reason, &mut added) {
-                Ok(_) => tail.extend_from(added.view()),
+                Ok(applied) => {
+                    self.records[i].injected += u64::from(applied.inserted);
+                    tail.extend_from(added.view());
+                }
                 Err(fault) => self.fault(i, fault)?,
             }
         }

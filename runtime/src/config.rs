@@ -111,8 +111,13 @@ impl ReconnectConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// The largest upstream event (field bytes) or line; larger events are dropped with a log
-    /// line and counted.
+    /// line and counted. Counted after decompression.
     pub max_event_bytes: usize,
+    /// The largest request or response body a chain inspects whole (after decompression).
+    pub max_body_bytes: usize,
+    /// What happens on a route with a chain to a body over `max_body_bytes`: `refuse` (413 for
+    /// a request, 502 for a response) or `pass` (forwarded uninspected, counted and logged).
+    pub on_oversize: OversizePolicy,
     /// The largest linear memory of a guest instance.
     pub max_memory_bytes: usize,
     /// The most field bytes one interceptor may produce for one batch.
@@ -139,6 +144,8 @@ impl Default for LimitsConfig {
         let host = crate::host::Limits::default();
         LimitsConfig {
             max_event_bytes: 1 << 20,
+            max_body_bytes: 4 << 20,
+            on_oversize: OversizePolicy::Refuse,
             max_memory_bytes: host.max_memory_bytes,
             max_output_bytes: host.max_output_bytes,
             max_table_elements: host.max_table_elements,
@@ -194,15 +201,36 @@ pub struct SecurityConfig {
     pub preserve_host: bool,
 }
 
-/// One route: a path prefix and its chain.
-#[derive(Debug, Clone, Deserialize)]
+/// What to do with a body too large to inspect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OversizePolicy {
+    /// Refuse it: 413 for a request, 502 for a response.
+    #[default]
+    Refuse,
+    /// Forward it uninspected (counted as passed, reason `oversize`, and logged).
+    Pass,
+}
+
+/// One route: a path prefix and its chains.
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Requests whose path starts with this (at a `/` boundary) take this route.
     pub prefix: String,
-    /// The chain, in order.
+    /// The response chain, in order: event streams and inspected response bodies.
     #[serde(default, rename = "interceptor")]
     pub interceptors: Vec<InterceptorConfig>,
+    /// The request chain, in order: inspected request bodies, before they go upstream.
+    #[serde(default, rename = "request_interceptor")]
+    pub request_interceptors: Vec<InterceptorConfig>,
+    /// Media types inspected as bodies besides JSON (`application/json`, `*/*+json`), e.g.
+    /// `["text/plain", "application/x-ndjson"]`.
+    #[serde(default)]
+    pub body_types: Vec<String>,
+    /// Overrides `limits.on_oversize` on this route.
+    #[serde(default)]
+    pub on_oversize: Option<OversizePolicy>,
 }
 
 /// One interceptor of a chain.
@@ -317,6 +345,9 @@ impl ProxyConfig {
         if self.limits.max_event_bytes == 0 || self.limits.max_event_bytes > (1 << 30) {
             bail!("limits.max_event_bytes must be between 1 and 2^30");
         }
+        if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > (1 << 30) {
+            bail!("limits.max_body_bytes must be between 1 and 2^30");
+        }
         if self.limits.client_buffer_batches == 0 {
             bail!("limits.client_buffer_batches must be at least 1");
         }
@@ -331,7 +362,12 @@ impl ProxyConfig {
             if !prefixes.insert(route.prefix.trim_end_matches('/')) {
                 bail!("route prefix `{}` appears twice", route.prefix);
             }
-            for interceptor in &route.interceptors {
+            for types in &route.body_types {
+                if !types.contains('/') {
+                    bail!("route `{}`: body type `{types}` is not a media type (type/subtype)", route.prefix);
+                }
+            }
+            for interceptor in route.interceptors.iter().chain(&route.request_interceptors) {
                 interceptor.spec()?;
                 interceptor.entries()?;
             }

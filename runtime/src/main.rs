@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sluicegate::chain::Chain;
-use sluicegate::config::{InterceptorConfig, ProxyConfig, RouteConfig};
+use sluicegate::config::{InterceptorConfig, ProxyConfig};
 use sluicegate::host::{Limits, Runtime};
 use sluicegate::pipeline::{self, BatchLimits};
 use sluicegate::proxy::{Proxy, ProxyHandle};
@@ -45,6 +45,11 @@ struct ServeArgs {
     /// or `native:NAME`. Replaces the config file's `/` route.
     #[arg(long = "interceptor", short = 'i', value_name = "SPEC")]
     interceptors: Vec<Spec>,
+    /// An interceptor of the request chain for every path, in order: it sees JSON request bodies
+    /// before they go upstream, and may rewrite or refuse them. Replaces the config file's `/`
+    /// route's request chain.
+    #[arg(long = "request-interceptor", value_name = "SPEC")]
+    request_interceptors: Vec<Spec>,
     /// A TOML file with routes, chains, interceptor config, batching, reconnection and limits.
     /// Read again, with the components it names, on SIGHUP.
     #[arg(long, value_name = "FILE")]
@@ -70,19 +75,25 @@ impl ServeArgs {
             None => ProxyConfig::default(),
         };
         config.upstream = self.upstream.clone().or(config.upstream);
-        if !self.interceptors.is_empty() {
-            config.routes.retain(|r| r.prefix.trim_end_matches('/') != "");
-            config.routes.push(RouteConfig {
-                prefix: "/".into(),
-                interceptors: self.interceptors.iter().map(|spec| InterceptorConfig::new(spec.to_string())).collect(),
-            });
+        if !self.interceptors.is_empty() || !self.request_interceptors.is_empty() {
+            let at = config.routes.iter().position(|r| r.prefix.trim_end_matches('/').is_empty());
+            let mut root = at.map(|i| config.routes.remove(i)).unwrap_or_default();
+            root.prefix = "/".into();
+            let chain = |specs: &[Spec]| specs.iter().map(|spec| InterceptorConfig::new(spec.to_string())).collect();
+            if !self.interceptors.is_empty() {
+                root.interceptors = chain(&self.interceptors);
+            }
+            if !self.request_interceptors.is_empty() {
+                root.request_interceptors = chain(&self.request_interceptors);
+            }
+            config.routes.push(root);
         }
         Ok(config)
     }
 
     /// The files a reload reads: the config file and every component file of the config.
     fn watched_files(&self, config: &ProxyConfig) -> Vec<PathBuf> {
-        let components = config.routes.iter().flat_map(|r| &r.interceptors).filter_map(|ic| match ic.spec() {
+        let components = config.routes.iter().flat_map(|r| r.interceptors.iter().chain(&r.request_interceptors)).filter_map(|ic| match ic.spec() {
             Ok(Spec::Component(path)) => Some(path),
             _ => None,
         });

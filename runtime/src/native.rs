@@ -13,7 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// The names `native:NAME` accepts: the native twins of the example guests.
-pub const NAMES: &[&str] = &["passthrough", "legacy-passthrough", "redact", "drop", "summary", "deny-phrases"];
+pub const NAMES: &[&str] = &["passthrough", "legacy-passthrough", "redact", "drop", "summary", "deny-phrases", "tool-guard"];
 
 /// Builds the native twin called `name` with `config`.
 pub fn by_name(name: &str, config: &Config, max_output: usize) -> Result<Arc<dyn Interceptor>, String> {
@@ -24,6 +24,7 @@ pub fn by_name(name: &str, config: &Config, max_output: usize) -> Result<Arc<dyn
         "drop" => Arc::new(Native::<drop::Drop>::new(label, config, max_output)?),
         "summary" => Arc::new(Native::<summary::Summary>::new(label, config, max_output)?),
         "deny-phrases" => Arc::new(Native::<deny_phrases::DenyPhrases>::new(label, config, max_output)?),
+        "tool-guard" => Arc::new(Native::<tool_guard::ToolGuard>::new(label, config, max_output)?),
         "legacy-passthrough" => Arc::new(Native::<PerEvent<legacy::Passthrough>>::new(label, config, max_output)?),
         _ => {
             return Err(format!("no native interceptor named `{name}` (known: {})", NAMES.join(", ")));

@@ -105,6 +105,24 @@ pub fn metrics(proxy: &Proxy) -> String {
             let _ = writeln!(text, "{name}{{route=\"{}\"}} {}", label(prefix), read(stats));
         }
     }
+    header(
+        &mut text,
+        "sluicegate_bodies_total",
+        "counter",
+        "Bodies on guarded routes, by direction and outcome (inspected, refused, passed) and its reason.",
+    );
+    for (prefix, stats) in proxy.routes() {
+        for (direction, outcome, reason, n) in stats.bodies.nonzero() {
+            let _ = writeln!(
+                text,
+                "sluicegate_bodies_total{{route=\"{}\",direction=\"{}\",outcome=\"{}\",reason=\"{}\"}} {n}",
+                label(prefix),
+                direction.name(),
+                outcome.name(),
+                reason.name()
+            );
+        }
+    }
     header(&mut text, "sluicegate_guest_streams", "gauge", "Interceptor stream states alive in guests.");
     let _ = writeln!(text, "sluicegate_guest_streams {}", proxy.live_guest_streams());
     let lifecycle = proxy.lifecycle();

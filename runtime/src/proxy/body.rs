@@ -9,8 +9,12 @@ use tokio::sync::mpsc;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Any body, boxed: what the proxy sends to clients and upstreams, and an upstream's body once
+/// it may have been decoded.
+pub type AnyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
 /// What the proxy sends to clients.
-pub type ProxyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+pub type ProxyBody = AnyBody;
 
 /// A body whose chunks arrive through a bounded channel, one chunk per batch. When the client
 /// goes away, hyper drops the body and with it the receiver: the sender sees the channel closed,

@@ -6,7 +6,10 @@
 //! growing memory. When the client goes away the channel closes and the task ends at once,
 //! dropping the upstream response (which cancels the upstream request).
 
-use super::{Phase, Proxy, RouteStats, UpstreamBody, empty_body, headers};
+use super::accounting::{Direction, EnforcementRecord, Outcome, Reason};
+use super::body::AnyBody;
+use super::coding::Coding;
+use super::{BoxError, Phase, Proxy, RouteStats, UpstreamBody, empty_body, headers};
 use crate::batch::Batch;
 use crate::chain::ChainStream;
 use crate::config::ReconnectConfig;
@@ -16,13 +19,12 @@ use futures_util::FutureExt as _;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use sluicegate_guest::EndReason;
 use std::collections::VecDeque;
 use std::hash::BuildHasher as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// Ids remembered per stream to skip events an upstream replays after a resumption.
@@ -89,6 +91,12 @@ pub(crate) struct EventStream {
     skipping_replay: bool,
     /// Reaches `Ending` when the stream must end for shutdown.
     phase: watch::Receiver<Phase>,
+    /// For the enforcement record.
+    stream_id: String,
+    route_prefix: String,
+    started: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl EventStream {
@@ -98,6 +106,8 @@ impl EventStream {
         chain: ChainStream,
         tx: mpsc::Sender<Bytes>,
         resume: Resume,
+        stream_id: String,
+        route_prefix: String,
     ) -> Self {
         let parser = Parser::with_limit(proxy.max_event_bytes);
         let phase = proxy.lifecycle().watch();
@@ -113,10 +123,15 @@ impl EventStream {
             recent_ids: RecentIds::default(),
             skipping_replay: false,
             phase,
+            stream_id,
+            route_prefix,
+            started: Instant::now(),
+            bytes_in: 0,
+            bytes_out: 0,
         }
     }
 
-    pub(crate) async fn run(mut self, body: Incoming) {
+    pub(crate) async fn run(mut self, body: AnyBody) {
         let _active = self.proxy.lifecycle().stream_started();
         let _on_route = RouteStats::stream_started(&self.route);
         tracing::debug!("event stream started");
@@ -136,7 +151,10 @@ impl EventStream {
                 End::ClientGone => break EndReason::ClientGone,
                 End::EndedByInterceptor => break EndReason::EndedByInterceptor,
                 End::Shutdown => break EndReason::Shutdown,
-                End::Faulted => return,
+                End::Faulted => {
+                    self.log_record("faulted", Outcome::Refused, Reason::Fault);
+                    return;
+                }
             }
         };
         drop(body); // cancels the upstream request if it is still open
@@ -157,10 +175,35 @@ impl EventStream {
             Err(fault) => tracing::error!("{fault} while finishing the stream"),
         }
         tracing::debug!(reason = ?end, "event stream ended");
+        let end = match end {
+            EndReason::UpstreamClosed => "upstream_closed",
+            EndReason::UpstreamFailed => "upstream_failed",
+            EndReason::ClientGone => "client_gone",
+            EndReason::EndedByInterceptor => "ended_by_interceptor",
+            EndReason::Shutdown => "shutdown",
+        };
+        self.log_record(end, Outcome::Inspected, Reason::EventStream);
+    }
+
+    fn log_record(&self, end: &'static str, outcome: Outcome, reason: Reason) {
+        EnforcementRecord {
+            stream_id: &self.stream_id,
+            route: &self.route_prefix,
+            direction: Direction::Response,
+            kind: "event_stream",
+            outcome,
+            reason,
+            end: Some(end),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            duration: self.started.elapsed(),
+            interceptors: self.chain.records(),
+        }
+        .log();
     }
 
     /// Reads the upstream until it ends or fails, the client leaves, or the chain ends the stream.
-    async fn pump(&mut self, body: &mut Incoming) -> End {
+    async fn pump(&mut self, body: &mut AnyBody) -> End {
         let idle = self.resume.config.idle_timeout();
         loop {
             let first = tokio::select! {
@@ -215,6 +258,7 @@ impl EventStream {
     fn take(&mut self, chunk: Chunk) -> Option<Ending> {
         match chunk {
             Chunk::Data(bytes) => {
+                self.bytes_in += bytes.len() as u64;
                 self.parser.feed_bytes(bytes);
                 None
             }
@@ -226,7 +270,7 @@ impl EventStream {
 
     /// With a linger configured, waits up to it for more input to fill the batch; returns the end
     /// or failure of the body if it comes first.
-    async fn linger(&mut self, body: &mut Incoming) -> Option<Ending> {
+    async fn linger(&mut self, body: &mut AnyBody) -> Option<Ending> {
         let deadline = tokio::time::Instant::now() + self.proxy.linger;
         while self.parser.buffered() < self.proxy.batch.max_bytes {
             tokio::select! {
@@ -314,6 +358,7 @@ impl EventStream {
         let mut out = Vec::with_capacity(self.batch.byte_len() + 32 * self.batch.len());
         sse::encode_batch(&mut out, self.batch.view());
         self.route.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
+        self.bytes_out += out.len() as u64;
         self.tx.send(Bytes::from(out)).await.is_ok()
     }
 
@@ -350,10 +395,16 @@ impl EventStream {
             };
             match result {
                 Ok(response) if response.status() == StatusCode::OK && headers::is_event_stream(response.headers()) => {
-                    tracing::info!(attempt, last_event_id = %String::from_utf8_lossy(&last_id), "resumed the upstream event stream");
-                    self.skipping_replay = true;
-                    self.route.reconnects.fetch_add(1, Ordering::Relaxed);
-                    return Reconnect::Resumed(response.into_body());
+                    match Coding::of(response.headers()) {
+                        Ok(coding) => {
+                            tracing::info!(attempt, last_event_id = %String::from_utf8_lossy(&last_id), "resumed the upstream event stream");
+                            self.skipping_replay = true;
+                            self.route.reconnects.fetch_add(1, Ordering::Relaxed);
+                            let body = response.into_body().map_err(BoxError::from).boxed_unsync();
+                            return Reconnect::Resumed(coding.decode(body));
+                        }
+                        Err(coding) => tracing::warn!(attempt, coding, "resumption answered in a content coding the proxy cannot decode"),
+                    }
                 }
                 Ok(response) if response.status() == StatusCode::NO_CONTENT => {
                     tracing::info!("the upstream answered 204 to resumption: the stream is over");
@@ -401,7 +452,7 @@ impl RecentIds {
 }
 
 enum Reconnect {
-    Resumed(Incoming),
+    Resumed(AnyBody),
     Stop(EndReason),
     ClientGone,
     Shutdown,
@@ -422,7 +473,7 @@ enum Chunk {
     Failed(String),
 }
 
-fn to_chunk(frame: Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>) -> Chunk {
+fn to_chunk(frame: Option<Result<hyper::body::Frame<Bytes>, BoxError>>) -> Chunk {
     match frame {
         None => Chunk::Eof,
         Some(Err(e)) => Chunk::Failed(e.to_string()),
@@ -431,7 +482,7 @@ fn to_chunk(frame: Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>) -> C
 }
 
 /// The next read of the body that is not trailers; an idle timeout counts as a failure.
-async fn next_chunk(body: &mut Incoming, idle: Option<Duration>) -> Chunk {
+async fn next_chunk(body: &mut AnyBody, idle: Option<Duration>) -> Chunk {
     loop {
         let frame = match idle {
             Some(limit) => match tokio::time::timeout(limit, body.frame()).await {

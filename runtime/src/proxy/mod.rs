@@ -4,21 +4,30 @@
 //! One request's life:
 //! 1. `Host` and `Origin` are checked (421 / 403), since `Host` is rewritten for the upstream;
 //! 2. the route is chosen by the longest matching path prefix;
-//! 3. the request (method, path, query, end-to-end headers, streamed body) goes upstream;
-//! 4. a response that is not a `200 text/event-stream` streams back untouched;
-//! 5. an event stream is handed to [`events::EventStream`], which parses, batches, runs the chain
-//!    and sends one chunk per batch through a bounded channel to the client.
+//! 3. on a route with a request chain, a JSON request body is read whole and goes through it
+//!    ([`inspect`]); a refused request never reaches the upstream;
+//! 4. the request (method, path, query, end-to-end headers, body) goes upstream;
+//! 5. on a route with a chain, an event stream is handed to [`events::EventStream`], which
+//!    parses, batches, runs the chain and sends one chunk per batch through a bounded channel to
+//!    the client; a JSON response body is read whole and goes through the same chain; either is
+//!    decoded first if the upstream compressed it ([`coding`]);
+//! 6. anything else streams back untouched. On a guarded route every body's fate is counted
+//!    and logged ([`accounting`]).
 
+pub mod accounting;
 pub mod admin;
 mod body;
+mod coding;
 mod events;
 pub mod headers;
+mod inspect;
 pub mod lifecycle;
 
-pub use body::{BoxError, ChannelBody, ProxyBody};
+pub use body::{AnyBody, BoxError, ChannelBody, ProxyBody};
 
-use crate::chain::{Chain, Link};
-use crate::config::{ProxyConfig, ReconnectConfig};
+use crate::chain::{self, Chain, Link};
+use accounting::{Direction, EnforcementRecord, Outcome, Reason};
+use crate::config::{OversizePolicy, ProxyConfig, ReconnectConfig};
 use crate::host::Runtime;
 use crate::pipeline::BatchLimits;
 use anyhow::{Context as _, bail};
@@ -36,7 +45,7 @@ use sluicegate_guest::Config;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 /// What the proxy sends upstream.
@@ -79,10 +88,14 @@ impl UpstreamBase {
     }
 }
 
-/// A route: a path prefix and its chain.
+/// A route: a path prefix, its chains and what its chains inspect.
 struct Route {
     prefix: String,
+    /// Event streams and response bodies.
     chain: Chain,
+    /// Request bodies.
+    request_chain: Chain,
+    rules: inspect::BodyRules,
     stats: Arc<RouteStats>,
 }
 
@@ -98,6 +111,8 @@ pub struct RouteStats {
     /// Bytes of response bodies sent to clients: encoded events, and the bodies of responses
     /// that pass through untouched.
     pub bytes_out: AtomicU64,
+    /// Every body of a guarded route, by direction, outcome and reason.
+    pub bodies: accounting::BodyCounts,
 }
 
 impl RouteStats {
@@ -119,6 +134,23 @@ impl Drop for RouteStream {
 }
 
 impl Route {
+    /// `body`, with its bytes counted as sent on this route.
+    fn counted(&self, body: AnyBody) -> AnyBody {
+        let stats = self.stats.clone();
+        body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                stats.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            frame
+        })
+        .boxed_unsync()
+    }
+
+    /// True if the route has a chain in either direction: then every body on it is accounted for.
+    fn guarded(&self) -> bool {
+        !self.chain.is_empty() || !self.request_chain.is_empty()
+    }
+
     fn matches(&self, path: &str) -> bool {
         let prefix = self.prefix.trim_end_matches('/');
         prefix.is_empty() || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
@@ -168,17 +200,33 @@ impl Proxy {
         let mut routes = Vec::new();
         let mut interceptors = Vec::new();
         for route in &config.routes {
-            let mut links = Vec::new();
-            for ic in &route.interceptors {
-                let interceptor = ic
-                    .spec()?
-                    .load_with_limits(runtime, Config::new(ic.entries()?), ic.limits(&config.limits))
-                    .with_context(|| format!("route `{}`", route.prefix))?;
-                let link = Link::new(interceptor, ic.on_fault, config.limits.breaker());
-                interceptors.push(link.clone());
-                links.push(link);
-            }
-            routes.push(Route { prefix: route.prefix.clone(), chain: Chain::from_links(links), stats: Arc::default() });
+            let mut chain = |configs: &[crate::config::InterceptorConfig]| -> anyhow::Result<Chain> {
+                let mut links = Vec::new();
+                for ic in configs {
+                    let interceptor = ic
+                        .spec()?
+                        .load_with_limits(runtime, Config::new(ic.entries()?), ic.limits(&config.limits))
+                        .with_context(|| format!("route `{}`", route.prefix))?;
+                    let link = Link::new(interceptor, ic.on_fault, config.limits.breaker());
+                    interceptors.push(link.clone());
+                    links.push(link);
+                }
+                Ok(Chain::from_links(links))
+            };
+            let response_chain = chain(&route.interceptors)?;
+            let request_chain = chain(&route.request_interceptors)?;
+            let rules = inspect::BodyRules {
+                max_bytes: config.limits.max_body_bytes,
+                pass_oversize: route.on_oversize.unwrap_or(config.limits.on_oversize) == OversizePolicy::Pass,
+                extra_types: route.body_types.iter().map(|t| t.trim().to_ascii_lowercase()).collect(),
+            };
+            routes.push(Route {
+                prefix: route.prefix.clone(),
+                chain: response_chain,
+                request_chain,
+                rules,
+                stats: Arc::default(),
+            });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.trim_end_matches('/').len()));
         let loopback = listen.ip().is_loopback();
@@ -275,46 +323,20 @@ impl Proxy {
 
     async fn forward(self: &Arc<Self>, request: Request<Incoming>) -> anyhow::Result<Response<ProxyBody>> {
         let (mut parts, body) = request.into_parts();
+        let body = body.map_err(BoxError::from).boxed_unsync();
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
         let client_headers = parts.headers.clone();
+        let route = self.route_for(parts.uri.path()).filter(|r| r.guarded());
         headers::strip_hop_by_hop(&mut parts.headers);
         if !self.preserve_host {
             parts.headers.insert(header::HOST, HeaderValue::from_str(self.upstream.authority().as_str())?);
         }
-        if headers::accepts_event_stream(&parts.headers) {
+        if route.is_some() || headers::accepts_event_stream(&parts.headers) {
+            // What a guarded route inspects it must read: ask for it uncompressed (and decode it
+            // anyway if the upstream compresses regardless).
             parts.headers.insert(header::ACCEPT_ENCODING, headers::identity());
         }
         parts.headers.append(header::VIA, HeaderValue::from_static("1.1 sluicegate"));
-        let upstream_uri = self.upstream.uri_for(&path_and_query)?;
-        let mut upstream_request = Request::from_parts(parts.clone(), body.map_err(BoxError::from).boxed_unsync());
-        *upstream_request.uri_mut() = upstream_uri.clone();
-        *upstream_request.version_mut() = http::Version::HTTP_11;
-        let response = self.client.request(upstream_request).await?;
-
-        let route = self.route_for(parts.uri.path());
-        let encoded = response.headers().get(header::CONTENT_ENCODING).is_some_and(|v| v != "identity");
-        let event_stream = response.status() == StatusCode::OK && headers::is_event_stream(response.headers());
-        let (mut head, body) = response.into_parts();
-        headers::strip_hop_by_hop(&mut head.headers);
-        let Some(route) = route else {
-            return Ok(Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync()));
-        };
-        if !event_stream || route.chain.is_empty() || encoded {
-            if event_stream && encoded && !route.chain.is_empty() {
-                tracing::warn!(uri = %upstream_uri, "the upstream compressed an event stream despite `Accept-Encoding: identity`; forwarding it uninspected");
-            }
-            // Passed through untouched, but counted on its route.
-            let stats = route.stats.clone();
-            let counted = body.map_frame(move |frame| {
-                if let Some(data) = frame.data_ref() {
-                    stats.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                frame
-            });
-            return Ok(Response::from_parts(head, counted.map_err(BoxError::from).boxed_unsync()));
-        }
-        head.headers.remove(header::CONTENT_LENGTH);
-        head.headers.entry("x-accel-buffering").or_insert(HeaderValue::from_static("no"));
         let stream_id = self.lifecycle.next_stream_id().to_string();
         let context = sluicegate_guest::StreamContext {
             stream_id: stream_id.clone(),
@@ -322,23 +344,263 @@ impl Proxy {
             path: parts.uri.path().to_string(),
             query: parts.uri.query().unwrap_or("").to_string(),
             request_headers: headers::context_pairs(&client_headers),
+            status: 0,
+            response_headers: Vec::new(),
+        };
+        let body = match route {
+            Some(route) => match self.inspect_request(route, &mut parts.headers, body, &context).await {
+                Ok(body) => body,
+                Err(answer) => return Ok(answer),
+            },
+            None => body,
+        };
+        let upstream_uri = self.upstream.uri_for(&path_and_query)?;
+        let mut upstream_request = Request::from_parts(parts.clone(), body);
+        *upstream_request.uri_mut() = upstream_uri.clone();
+        *upstream_request.version_mut() = http::Version::HTTP_11;
+        let response = self.client.request(upstream_request).await?;
+
+        let (mut head, body) = response.into_parts();
+        let body = body.map_err(BoxError::from).boxed_unsync();
+        headers::strip_hop_by_hop(&mut head.headers);
+        let Some(route) = route.or_else(|| self.route_for(parts.uri.path())) else {
+            return Ok(Response::from_parts(head, body));
+        };
+        if !route.guarded() {
+            return Ok(Response::from_parts(head, route.counted(body)));
+        }
+        let context = sluicegate_guest::StreamContext {
             status: head.status.as_u16(),
             response_headers: headers::context_pairs(&head.headers),
+            ..context
         };
+        let started = Instant::now();
+        let record = |outcome, reason, bytes_in, bytes_out, records: &[chain::LinkRecord]| {
+            EnforcementRecord {
+                stream_id: &stream_id,
+                route: &route.prefix,
+                direction: Direction::Response,
+                kind: "body",
+                outcome,
+                reason,
+                end: None,
+                bytes_in,
+                bytes_out,
+                duration: started.elapsed(),
+                interceptors: records,
+            }
+            .log();
+            route.stats.bodies.count(Direction::Response, outcome, reason);
+        };
+        let no_body = parts.method == http::Method::HEAD
+            || head.status.is_informational()
+            || head.status == StatusCode::NO_CONTENT
+            || head.status == StatusCode::NOT_MODIFIED
+            || inspect::is_empty(&body, &head.headers);
+        if no_body {
+            record(Outcome::Passed, Reason::Empty, 0, 0, &[]);
+            return Ok(Response::from_parts(head, body));
+        }
+        if route.chain.is_empty() {
+            record(Outcome::Passed, Reason::NoChain, 0, 0, &[]);
+            return Ok(Response::from_parts(head, route.counted(body)));
+        }
+        let event_stream = headers::is_event_stream(&head.headers);
+        if !event_stream && !route.rules.inspects(&head.headers) {
+            record(Outcome::Passed, Reason::MediaType, 0, 0, &[]);
+            return Ok(Response::from_parts(head, route.counted(body)));
+        }
+        let coding = match coding::Coding::of(&head.headers) {
+            Ok(coding) => coding,
+            Err(coding) => {
+                tracing::warn!(stream_id, coding, "the upstream's response is in a content coding the proxy cannot decode; refused");
+                record(Outcome::Refused, Reason::UnsupportedEncoding, 0, 0, &[]);
+                return Ok(inspect::refusal_response(
+                    StatusCode::BAD_GATEWAY,
+                    "unsupported_encoding",
+                    "sluicegate: the upstream's response could not be inspected (unknown content coding)",
+                    &[],
+                ));
+            }
+        };
+        if coding != coding::Coding::Identity {
+            tracing::debug!(stream_id, coding = coding.name(), "decoding the upstream's compressed response to inspect it");
+        }
+        let body = coding.decode(body);
+        if !event_stream {
+            let inspected =
+                self.inspect_body(route, Direction::Response, &mut head.headers, body, coding, &context, record).await;
+            return Ok(match inspected {
+                Ok(body) => Response::from_parts(head, route.counted(body)),
+                Err(answer) => answer,
+            });
+        }
+        head.headers.remove(header::CONTENT_ENCODING);
+        head.headers.remove(header::CONTENT_LENGTH);
+        head.headers.entry("x-accel-buffering").or_insert(HeaderValue::from_static("no"));
         let chain_stream = match route.chain.open(&context) {
             Ok(stream) => stream,
             Err(fault) => {
                 tracing::error!(stream = %stream_id, "{fault}; refusing the stream");
+                record(Outcome::Refused, Reason::Fault, 0, 0, &[]);
                 return Ok(text_response(StatusCode::BAD_GATEWAY, "sluicegate: an interceptor failed to start"));
             }
         };
+        route.stats.bodies.count(Direction::Response, Outcome::Inspected, Reason::EventStream);
         let (tx, client_body) = ChannelBody::new(self.client_buffer);
         let resume = events::Resume::new(&parts, upstream_uri, &self.reconnect);
-        let stream = events::EventStream::new(self.clone(), route.stats.clone(), chain_stream, tx, resume);
+        let stream = events::EventStream::new(
+            self.clone(),
+            route.stats.clone(),
+            chain_stream,
+            tx,
+            resume,
+            stream_id,
+            route.prefix.clone(),
+        );
         // Every log line about this stream, the guests' own included, carries its id.
         let span = tracing::info_span!("stream", stream_id = %context.stream_id, path = %context.path);
         tokio::spawn(tracing::Instrument::instrument(stream.run(body), span));
         Ok(Response::from_parts(head, client_body.boxed_unsync()))
+    }
+
+    /// A request body on a guarded route: through the request chain if it has one and the body
+    /// is one it inspects, else forwarded as it is; counted and logged either way. `Err` is the
+    /// answer to a refused request.
+    async fn inspect_request(
+        &self,
+        route: &Route,
+        headers: &mut http::HeaderMap,
+        body: AnyBody,
+        context: &sluicegate_guest::StreamContext,
+    ) -> Result<AnyBody, Response<ProxyBody>> {
+        let started = Instant::now();
+        let record = |outcome, reason, bytes_in, bytes_out, records: &[chain::LinkRecord]| {
+            EnforcementRecord {
+                stream_id: &context.stream_id,
+                route: &route.prefix,
+                direction: Direction::Request,
+                kind: "body",
+                outcome,
+                reason,
+                end: None,
+                bytes_in,
+                bytes_out,
+                duration: started.elapsed(),
+                interceptors: records,
+            }
+            .log();
+            route.stats.bodies.count(Direction::Request, outcome, reason);
+        };
+        if inspect::is_empty(&body, headers) {
+            record(Outcome::Passed, Reason::Empty, 0, 0, &[]);
+            return Ok(body);
+        }
+        if route.request_chain.is_empty() {
+            record(Outcome::Passed, Reason::NoChain, 0, 0, &[]);
+            return Ok(body);
+        }
+        if !route.rules.inspects(headers) {
+            record(Outcome::Passed, Reason::MediaType, 0, 0, &[]);
+            return Ok(body);
+        }
+        let coding = match coding::Coding::of(headers) {
+            Ok(coding) => coding,
+            Err(coding) => {
+                tracing::warn!(stream_id = context.stream_id, coding, "a request body in a content coding the proxy cannot decode; refused");
+                record(Outcome::Refused, Reason::UnsupportedEncoding, 0, 0, &[]);
+                let message = "sluicegate: the request body's content coding is not supported";
+                return Err(inspect::refusal_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", message, &[]));
+            }
+        };
+        self.inspect_body(route, Direction::Request, headers, coding.decode(body), coding, context, record).await
+    }
+
+    /// A body that the route's chain for `direction` inspects (already decoded from `coding`):
+    /// read whole, through the chain, sent on with its length (`Ok`, the headers set to match);
+    /// or refused (`Err`, the answer), or passed when oversize by the route's rule.
+    #[allow(clippy::too_many_arguments)]
+    async fn inspect_body(
+        &self,
+        route: &Route,
+        direction: Direction,
+        headers: &mut http::HeaderMap,
+        body: AnyBody,
+        coding: coding::Coding,
+        context: &sluicegate_guest::StreamContext,
+        record: impl Fn(Outcome, Reason, u64, u64, &[chain::LinkRecord]),
+    ) -> Result<AnyBody, Response<ProxyBody>> {
+        let (chain, what, refused_status, bad_status) = match direction {
+            Direction::Request => (&route.request_chain, "the request body", StatusCode::FORBIDDEN, StatusCode::BAD_REQUEST),
+            Direction::Response => (&route.chain, "the upstream's response", StatusCode::BAD_GATEWAY, StatusCode::BAD_GATEWAY),
+        };
+        let oversize_status = match direction {
+            Direction::Request => StatusCode::PAYLOAD_TOO_LARGE,
+            Direction::Response => StatusCode::BAD_GATEWAY,
+        };
+        let refuse = inspect::refusal_response;
+        let rules = &route.rules;
+        let oversize = || {
+            let message = format!("sluicegate: {what} is larger than the {} bytes a guardrail inspects", rules.max_bytes);
+            refuse(oversize_status, "body_too_large", &message, &[])
+        };
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let too_long = declared.is_some_and(|n| n > rules.max_bytes as u64);
+        if coding == coding::Coding::Identity && too_long && !rules.pass_oversize {
+            record(Outcome::Refused, Reason::Oversize, 0, 0, &[]);
+            return Err(oversize());
+        }
+        headers.remove(header::CONTENT_ENCODING);
+        let whole = match inspect::collect(body, rules.max_bytes).await {
+            inspect::Collected::Whole(whole) => whole,
+            inspect::Collected::Oversize { read, rest } => {
+                let read_bytes = read.iter().map(|b| b.len() as u64).sum();
+                if rules.pass_oversize {
+                    tracing::warn!(stream_id = context.stream_id, limit = rules.max_bytes, "{what} passes uninspected: over the size limit (on_oversize = \"pass\")");
+                    record(Outcome::Passed, Reason::Oversize, read_bytes, read_bytes, &[]);
+                    headers.remove(header::CONTENT_LENGTH);
+                    return Ok(inspect::rejoin(read, rest));
+                }
+                record(Outcome::Refused, Reason::Oversize, read_bytes, 0, &[]);
+                return Err(oversize());
+            }
+            inspect::Collected::Failed(why) => {
+                tracing::warn!(stream_id = context.stream_id, "reading {what} failed: {why}");
+                record(Outcome::Refused, Reason::ReadFailed, 0, 0, &[]);
+                return Err(refuse(bad_status, "body_unreadable", &format!("sluicegate: {what} could not be read"), &[]));
+            }
+        };
+        let Ok(text) = std::str::from_utf8(&whole) else {
+            tracing::warn!(stream_id = context.stream_id, "{what} is not UTF-8 text: refused");
+            record(Outcome::Refused, Reason::InvalidUtf8, whole.len() as u64, 0, &[]);
+            let message = format!("sluicegate: {what} is not UTF-8 text, so it could not be inspected");
+            return Err(refuse(bad_status, "invalid_utf8", &message, &[]));
+        };
+        let (verdict, stream) = inspect::run(chain, context, &whole, text);
+        let records = stream.as_ref().map(|s| s.records()).unwrap_or_default();
+        let bytes_in = whole.len() as u64;
+        match verdict {
+            inspect::BodyVerdict::Forward { body, changed } => {
+                record(Outcome::Inspected, Reason::Body, bytes_in, body.len() as u64, records);
+                inspect::set_body_headers(headers, body.len(), changed);
+                Ok(Full::new(body).map_err(BoxError::from).boxed_unsync())
+            }
+            inspect::BodyVerdict::Refused { by, status, message } => {
+                tracing::info!(stream_id = context.stream_id, interceptor = by, "{what} was refused: {message}");
+                record(Outcome::Refused, Reason::Interceptor, bytes_in, 0, records);
+                let message = match message.is_empty() {
+                    true => format!("refused by {by}"),
+                    false => format!("refused by {by}: {message}"),
+                };
+                Err(refuse(status.unwrap_or(refused_status), "refused", &message, &whole))
+            }
+            inspect::BodyVerdict::Faulted(fault) => {
+                tracing::error!(stream_id = context.stream_id, "{fault}; {what} is refused (fail-closed)");
+                record(Outcome::Refused, Reason::Fault, bytes_in, 0, records);
+                let message = format!("interceptor {} failed", fault.name);
+                Err(refuse(StatusCode::BAD_GATEWAY, "interceptor_error", &message, &whole))
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 /// Collects log output.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -22,7 +22,7 @@ impl Write for Captured {
 }
 
 /// The log of this test binary, captured (installed once).
-fn captured_log() -> Captured {
+pub(crate) fn captured_log() -> Captured {
     static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
     CAPTURED
         .get_or_init(|| {
@@ -32,6 +32,13 @@ fn captured_log() -> Captured {
             captured
         })
         .clone()
+}
+
+impl Captured {
+    /// What has been logged so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
 }
 
 #[test]
