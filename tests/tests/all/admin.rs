@@ -76,7 +76,8 @@ async fn metrics_follow_streams_and_faults() {
     assert_eq!(value(&after, "sluicegate_route_streams_total{route=\"/bad\"}"), 1);
     assert_eq!(value(&after, "sluicegate_route_active_streams{route=\"/\"}"), 0);
     assert_eq!(value(&after, "sluicegate_route_bytes_out_total{route=\"/\"}"), 3 * "data: one\n\n".len() as u64);
-    // A response that is not an event stream passes untouched, and its bytes count on its route.
+    // A JSON response goes through the chain as one event (unchanged here), and its bytes count
+    // on its route; it is not an event stream.
     assert_eq!(fetch(&format!("http://{proxy}/plain")).await, (200, "{\"ok\":true}".into()));
     let (_, plain) = fetch(&format!("http://{admin_addr}/metrics")).await;
     let event_bytes = 3 * "data: one\n\n".len() as u64;
@@ -86,6 +87,6 @@ async fn metrics_follow_streams_and_faults() {
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["interceptors"][0]["name"], "example:redact");
-    assert_eq!(json["interceptors"][0]["events_in"], 3);
+    assert_eq!(json["interceptors"][0]["events_in"], 3 + 1, "three events, and the JSON body");
     assert_eq!(json["routes"].as_array().unwrap().len(), 2);
 }

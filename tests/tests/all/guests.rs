@@ -29,6 +29,8 @@ fn configs_for(name: &str) -> Vec<Vec<(&'static str, &'static str)>> {
         "summary" => vec![vec![], vec![("event", "stats")]],
         // No default: a phrase blocker without phrases is refused.
         "deny-phrases" => vec![vec![("phrases", "second bob")], vec![("phrases", "nothing matches this, progress")]],
+        // No default either: `allow` or `deny` is required.
+        "tool-guard" => vec![vec![("allow", "count")], vec![("deny", "lookup")]],
         _ => vec![vec![]],
     }
 }
@@ -49,7 +51,7 @@ fn every_example_guest_matches_its_native_twin() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 6, "every example is checked");
+    assert_eq!(checked, 7, "every example is checked");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! The SDKs are installed, pinned, into a virtual environment under the target directory on
 //! first use (see `sluicegate_tests::python`).
 
+use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use sluicegate_tests::llm::{Format, stream, tokens};
 use sluicegate_tests::net::*;
@@ -30,7 +31,9 @@ fn python() -> PathBuf {
 /// and a short pause between writes, as a model would.
 async fn start_llm_upstream() -> SocketAddr {
     start_upstream(|request: http::Request<hyper::body::Incoming>| async move {
-        let path = request.uri().path();
+        let path = request.uri().path().to_string();
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let streaming = serde_json::from_slice::<Value>(&body).is_ok_and(|b| b["stream"] == true);
         let format = if path.ends_with("/chat/completions") {
             Format::Chat
         } else if path.ends_with("/responses") {
@@ -40,6 +43,9 @@ async fn start_llm_upstream() -> SocketAddr {
         } else {
             return full(404, "text/plain", "no such API");
         };
+        if !streaming {
+            return full(200, "application/json", whole_answer(format, ANSWER));
+        }
         let events = parse_all(stream(format, &tokens(ANSWER), false).as_bytes());
         let (tx, response) = streamed("text/event-stream");
         tokio::spawn(async move {
@@ -58,11 +64,38 @@ async fn start_llm_upstream() -> SocketAddr {
     .await
 }
 
+/// The answer as one JSON body, as each API returns it without `stream`.
+fn whole_answer(format: Format, text: &str) -> String {
+    let text = Value::String(text.into());
+    let body = match format {
+        Format::Chat => json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-test",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        }),
+        Format::Responses => json!({
+            "id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "model": "gpt-test",
+            "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                        "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+        }),
+        _ => json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-test",
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 5, "output_tokens": 20},
+        }),
+    };
+    body.to_string()
+}
+
 async fn sdk(python: &Path, base_url: String, api: &'static str) -> Value {
+    sdk_in(python, base_url, api, "stream").await
+}
+
+/// The SDK's view of one call, `stream`ed or `whole`.
+async fn sdk_in(python: &Path, base_url: String, api: &'static str, mode: &'static str) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("llm/client.py");
     let python = python.to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python).arg(script).arg(&base_url).arg(api).output().unwrap()
+        std::process::Command::new(python).arg(script).arg(&base_url).arg(api).arg(mode).output().unwrap()
     })
     .await
     .unwrap();
@@ -124,6 +157,33 @@ async fn real_llm_sdks_see_redacted_and_refused_token_streams() {
         assert_eq!(seen["ended"], reason, "{api}: {seen}");
         if api == "anthropic" {
             assert_eq!(seen["final"], before_phrase);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_llm_sdks_without_streaming_see_redacted_bodies() {
+    let python = tokio::task::spawn_blocking(python).await.unwrap();
+    let upstream = start_llm_upstream().await;
+    let config = format!(
+        "upstream = \"http://{upstream}\"\n\
+         [[route]]\nprefix = \"/redact\"\n[[route.interceptor]]\nspec = \"example:redact\"\n\
+         [[route]]\nprefix = \"/native-redact\"\n[[route.interceptor]]\nspec = \"native:redact\"\n"
+    );
+    let (proxy, _) = start_proxy(&config).await;
+    let redacted = "Hello! Write to [redacted] or [redacted] about the secret plan, then wait for [redacted]";
+    for api in ["chat", "responses", "anthropic"] {
+        let plain = sdk_in(&python, base_url(upstream, "", api), api, "whole").await;
+        assert_eq!(plain["final"], ANSWER, "{api}: the control, straight to the upstream: {plain}");
+        for prefix in ["/redact", "/native-redact"] {
+            let seen = sdk_in(&python, base_url(proxy, prefix, api), api, "whole").await;
+            assert_eq!(seen["final"], redacted, "{api} through {prefix}: {seen}");
+            let ended = match api {
+                "chat" => "stop",
+                "responses" => "completed",
+                _ => "end_turn",
+            };
+            assert_eq!(seen["ended"], ended, "{api}: the rest of the response parses as before");
         }
     }
 }

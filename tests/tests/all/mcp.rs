@@ -38,9 +38,19 @@ fn script(name: &str) -> PathBuf {
 }
 
 async fn start_mcp_server(python: &Path) -> (Server, SocketAddr) {
+    start_mcp_server_with(python, &[]).await
+}
+
+/// The server with extra arguments (`json MARKER`).
+async fn start_mcp_server_with(python: &Path, args: &[&str]) -> (Server, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child =
-        Command::new(python).arg(script("server.py")).arg(port.to_string()).stderr(Stdio::null()).spawn().unwrap();
+    let child = Command::new(python)
+        .arg(script("server.py"))
+        .arg(port.to_string())
+        .args(args)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let server = Server(child);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -92,7 +102,7 @@ async fn real_mcp_client_and_server_through_the_proxy() {
     assert_eq!(proxied["is_error"], false);
     assert_eq!(proxied["server"], direct["server"]);
     assert_eq!(proxied["protocol"], direct["protocol"]);
-    assert_eq!(proxied["tools"], serde_json::json!(["lookup"]));
+    assert_eq!(proxied["tools"], serde_json::json!(["lookup", "count", "secret"]));
     assert_eq!(proxied["progress"], serde_json::json!([[1.0, 2.0, "searching"], [2.0, 2.0, "found"]]));
     assert!(proxied["session_id"].as_str().is_some_and(|s| !s.is_empty()));
 
@@ -115,5 +125,51 @@ async fn real_mcp_client_and_server_through_the_proxy() {
     while state.live_guest_streams() != 0 {
         assert!(tokio::time::Instant::now() < deadline, "interceptor streams left open");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn run_guarded_client(python: &Path, url: &str, tools: &[&str]) -> serde_json::Value {
+    let out = Command::new(python).arg(script("guarded.py")).arg(url).args(tools).output().unwrap();
+    assert!(out.status.success(), "MCP client failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The SDK's server in both of its modes (one JSON body per POST, as stateless deployments run
+/// it, and event streams), through passthrough, redact and tool-guard in both chains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_in_json_and_stream_modes_is_guarded_both_ways() {
+    let python = python_with_mcp();
+    for mode in ["json", "stream"] {
+        let marker = std::env::temp_dir().join(format!("sluicegate-secret-called-{}-{mode}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        let (_server, upstream) = start_mcp_server_with(&python, &[mode, marker.to_str().unwrap()]).await;
+        let direct = run_guarded_client(&python, &format!("http://{upstream}/mcp"), &["lookup", "count"]);
+        assert_eq!(direct["calls"]["lookup"]["text"], serde_json::json!(["Ada can be reached at ada@example.com"]));
+
+        let (passthrough, _) = start_proxy(&config_with_chain(upstream, &["example:passthrough"], "")).await;
+        let seen = run_guarded_client(&python, &format!("http://{passthrough}/mcp"), &["lookup", "count"]);
+        assert_eq!(seen, direct, "{mode}: passthrough is identical to direct");
+
+        let (redact, state) = start_proxy(&config_with_chain(upstream, &["example:redact"], "")).await;
+        let seen = run_guarded_client(&python, &format!("http://{redact}/mcp"), &["lookup"]);
+        assert_eq!(seen["calls"]["lookup"]["text"], serde_json::json!(["Ada can be reached at [redacted]"]), "{mode}");
+        let metrics = sluicegate::proxy::admin::metrics(&state);
+        let reason = if mode == "json" { "body" } else { "event_stream" };
+        let line = format!(r#"sluicegate_bodies_total{{route="/",direction="response",outcome="inspected",reason="{reason}"}}"#);
+        assert!(metrics.contains(&line), "{mode}: {line} missing in\n{metrics}");
+
+        let guard = format!(
+            "upstream = \"http://{upstream}\"\n[[route]]\nprefix = \"/\"\n\
+             [[route.interceptor]]\nspec = \"example:tool-guard\"\nconfig = {{ allow = \"count\" }}\n\
+             [[route.request_interceptor]]\nspec = \"native:tool-guard\"\nconfig = {{ allow = \"count\" }}\n"
+        );
+        let (guarded, _) = start_proxy(&guard).await;
+        let seen = run_guarded_client(&python, &format!("http://{guarded}/mcp"), &["count", "secret"]);
+        assert_eq!(seen["tools"], serde_json::json!(["count"]), "{mode}: only the allowed tool is listed: {seen}");
+        assert_eq!(seen["calls"]["count"]["text"], serde_json::json!(["1 2 3"]), "{mode}: {seen}");
+        let refusal = &seen["calls"]["secret"];
+        assert_eq!(refusal["code"], -32001, "{mode}: a JSON-RPC error, not a broken transport: {seen}");
+        assert!(refusal["error"].as_str().unwrap().contains("`secret` is not allowed"), "{mode}: {seen}");
+        assert!(!marker.exists(), "{mode}: the refused call reached the server");
     }
 }
