@@ -146,6 +146,32 @@ impl Route {
         .boxed_unsync()
     }
 
+    /// What counts a body's outcome on this route and writes its enforcement record.
+    fn accounting<'a>(
+        &'a self,
+        stream_id: &'a str,
+        direction: Direction,
+        started: Instant,
+    ) -> impl Fn(Outcome, Reason, u64, u64, &[chain::LinkRecord]) + 'a {
+        move |outcome, reason, bytes_in, bytes_out, interceptors| {
+            EnforcementRecord {
+                stream_id,
+                route: &self.prefix,
+                direction,
+                kind: "body",
+                outcome,
+                reason,
+                end: None,
+                bytes_in,
+                bytes_out,
+                duration: started.elapsed(),
+                interceptors,
+            }
+            .log();
+            self.stats.bodies.count(direction, outcome, reason);
+        }
+    }
+
     /// True if the route has a chain in either direction: then every body on it is accounted for.
     fn guarded(&self) -> bool {
         !self.chain.is_empty() || !self.request_chain.is_empty()
@@ -375,23 +401,7 @@ impl Proxy {
             ..context
         };
         let started = Instant::now();
-        let record = |outcome, reason, bytes_in, bytes_out, records: &[chain::LinkRecord]| {
-            EnforcementRecord {
-                stream_id: &stream_id,
-                route: &route.prefix,
-                direction: Direction::Response,
-                kind: "body",
-                outcome,
-                reason,
-                end: None,
-                bytes_in,
-                bytes_out,
-                duration: started.elapsed(),
-                interceptors: records,
-            }
-            .log();
-            route.stats.bodies.count(Direction::Response, outcome, reason);
-        };
+        let record = route.accounting(&stream_id, Direction::Response, started);
         let no_body = parts.method == http::Method::HEAD
             || head.status.is_informational()
             || head.status == StatusCode::NO_CONTENT
@@ -455,7 +465,7 @@ impl Proxy {
             chain_stream,
             tx,
             resume,
-            stream_id,
+            stream_id.clone(),
             route.prefix.clone(),
         );
         // Every log line about this stream, the guests' own included, carries its id.
@@ -475,23 +485,7 @@ impl Proxy {
         context: &sluicegate_guest::StreamContext,
     ) -> Result<AnyBody, Response<ProxyBody>> {
         let started = Instant::now();
-        let record = |outcome, reason, bytes_in, bytes_out, records: &[chain::LinkRecord]| {
-            EnforcementRecord {
-                stream_id: &context.stream_id,
-                route: &route.prefix,
-                direction: Direction::Request,
-                kind: "body",
-                outcome,
-                reason,
-                end: None,
-                bytes_in,
-                bytes_out,
-                duration: started.elapsed(),
-                interceptors: records,
-            }
-            .log();
-            route.stats.bodies.count(Direction::Request, outcome, reason);
-        };
+        let record = route.accounting(&context.stream_id, Direction::Request, started);
         if inspect::is_empty(&body, headers) {
             record(Outcome::Passed, Reason::Empty, 0, 0, &[]);
             return Ok(body);
