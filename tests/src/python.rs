@@ -9,6 +9,10 @@ use std::process::{Command, Stdio};
 /// requirement strings); `name` names the venv directory, in `dir` (a test's
 /// `CARGO_TARGET_TMPDIR`).
 pub fn venv(dir: &Path, name: &str, packages: &[&str], modules: &[&str]) -> PathBuf {
+    // Tests of one binary run at once: two creating one venv together would each see the other's
+    // half-made one. One creation at a time.
+    static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CREATING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let venv = dir.join(format!("{name}-venv"));
     let python = venv.join("bin/python");
     let probe = modules.iter().map(|m| format!("import {m}")).collect::<Vec<_>>().join("; ");
