@@ -93,10 +93,13 @@ impl ServeArgs {
 
     /// The files a reload reads: the config file and every component file of the config.
     fn watched_files(&self, config: &ProxyConfig) -> Vec<PathBuf> {
-        let components = config.routes.iter().flat_map(|r| r.interceptors.iter().chain(&r.request_interceptors)).filter_map(|ic| match ic.spec() {
-            Ok(Spec::Component(path)) => Some(path),
-            _ => None,
-        });
+        let components =
+            config.routes.iter().flat_map(|r| r.interceptors.iter().chain(&r.request_interceptors)).filter_map(|ic| {
+                match ic.spec() {
+                    Ok(Spec::Component(path)) => Some(path),
+                    _ => None,
+                }
+            });
         self.config.iter().cloned().chain(components).collect()
     }
 }

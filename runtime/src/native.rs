@@ -13,7 +13,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// The names `native:NAME` accepts: the native twins of the example guests.
-pub const NAMES: &[&str] = &["passthrough", "legacy-passthrough", "redact", "drop", "summary", "deny-phrases", "tool-guard"];
+pub const NAMES: &[&str] =
+    &["passthrough", "legacy-passthrough", "redact", "drop", "summary", "deny-phrases", "tool-guard"];
 
 /// Builds the native twin called `name` with `config`.
 pub fn by_name(name: &str, config: &Config, max_output: usize) -> Result<Arc<dyn Interceptor>, String> {

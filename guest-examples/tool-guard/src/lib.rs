@@ -153,7 +153,8 @@ impl Interceptor for ToolGuard {
             // Without `tools` in it, or a `\` that could spell it, a message neither calls nor
             // lists tools.
             let relevant = |d: &&str| d.contains("tools") || d.contains('\\');
-            let verdict = event.data().filter(relevant).and_then(|data| self.judge(&mut stream.doc, data, stream.request));
+            let verdict =
+                event.data().filter(relevant).and_then(|data| self.judge(&mut stream.doc, data, stream.request));
             match verdict {
                 None => out.keep(),
                 Some(Ok(text)) => out.replace(&Replacement::data(&text)),
@@ -185,7 +186,8 @@ mod tests {
     fn refuses_calls_to_other_tools_however_they_are_spelled() {
         let g = guard("count");
         let mut doc = Doc::default();
-        let call = |name: &str| format!(r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":{name}}}}}"#);
+        let call =
+            |name: &str| format!(r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":{name}}}}}"#);
         assert_eq!(g.judge(&mut doc, &call("\"count\""), true), None);
         assert!(matches!(g.judge(&mut doc, &call("\"secret\""), true), Some(Err(why)) if why.contains("`secret`")));
         assert!(matches!(g.judge(&mut doc, &call("\"c\\u006funt2\""), true), Some(Err(_))));
@@ -194,7 +196,11 @@ mod tests {
         assert!(matches!(g.judge(&mut doc, escaped_method, true), Some(Err(_))));
         let in_batch = format!("[{},{}]", call("\"count\""), call("\"secret\""));
         assert!(matches!(g.judge(&mut doc, &in_batch, true), Some(Err(_))), "a call inside a batch array");
-        let deep = format!(r#"{{"method":"tools/call","params":{{"name":"secret","x":{}{}}}}}"#, "[".repeat(70), "]".repeat(70));
+        let deep = format!(
+            r#"{{"method":"tools/call","params":{{"name":"secret","x":{}{}}}}}"#,
+            "[".repeat(70),
+            "]".repeat(70)
+        );
         assert!(matches!(g.judge(&mut doc, &deep, true), Some(Err(_))), "a request the scanner cannot read");
         assert_eq!(g.judge(&mut doc, &deep, false), None, "a response it cannot read is kept");
     }

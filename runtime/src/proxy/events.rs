@@ -403,7 +403,11 @@ impl EventStream {
                             let body = response.into_body().map_err(BoxError::from).boxed_unsync();
                             return Reconnect::Resumed(coding.decode(body));
                         }
-                        Err(coding) => tracing::warn!(attempt, coding, "resumption answered in a content coding the proxy cannot decode"),
+                        Err(coding) => tracing::warn!(
+                            attempt,
+                            coding,
+                            "resumption answered in a content coding the proxy cannot decode"
+                        ),
                     }
                 }
                 Ok(response) if response.status() == StatusCode::NO_CONTENT => {

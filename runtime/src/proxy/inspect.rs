@@ -59,7 +59,10 @@ impl BodyRules {
 pub enum Collected {
     Whole(Bytes),
     /// Over the limit: what was read, and the rest of the body.
-    Oversize { read: Vec<Bytes>, rest: AnyBody },
+    Oversize {
+        read: Vec<Bytes>,
+        rest: AnyBody,
+    },
     Failed(String),
 }
 
@@ -103,9 +106,16 @@ pub fn is_empty(body: &AnyBody, headers: &HeaderMap) -> bool {
 /// What the chain made of a body.
 pub enum BodyVerdict {
     /// Send this body on; `changed` is false when it is the original bytes.
-    Forward { body: Bytes, changed: bool },
+    Forward {
+        body: Bytes,
+        changed: bool,
+    },
     /// Refused by interceptor `by`.
-    Refused { by: String, status: Option<StatusCode>, message: String },
+    Refused {
+        by: String,
+        status: Option<StatusCode>,
+        message: String,
+    },
     Faulted(ChainFault),
 }
 
@@ -193,9 +203,7 @@ fn jsonrpc_ids(body: &[u8]) -> Option<Vec<serde_json::Value>> {
 pub fn refusal_response(status: StatusCode, kind: &str, message: &str, original: &[u8]) -> Response<AnyBody> {
     let (status, body) = match jsonrpc_ids(original) {
         Some(ids) => {
-            let error = |id: serde_json::Value| {
-                serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": JSONRPC_REFUSED, "message": message}})
-            };
+            let error = |id: serde_json::Value| serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": JSONRPC_REFUSED, "message": message}});
             let mut errors: Vec<_> = ids.into_iter().map(error).collect();
             let body = if errors.len() == 1 && !original.trim_ascii_start().starts_with(b"[") {
                 errors.pop().unwrap_or_default()

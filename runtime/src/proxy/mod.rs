@@ -26,10 +26,10 @@ pub mod lifecycle;
 pub use body::{AnyBody, BoxError, ChannelBody, ProxyBody};
 
 use crate::chain::{self, Chain, Link};
-use accounting::{Direction, EnforcementRecord, Outcome, Reason};
 use crate::config::{OversizePolicy, ProxyConfig, ReconnectConfig};
 use crate::host::Runtime;
 use crate::pipeline::BatchLimits;
+use accounting::{Direction, EnforcementRecord, Outcome, Reason};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use headers::{AllowList, Refusal};
@@ -352,7 +352,8 @@ impl Proxy {
         let body = body.map_err(BoxError::from).boxed_unsync();
         let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
         let client_headers = parts.headers.clone();
-        let route = self.route_for(parts.uri.path()).filter(|r| r.guarded());
+        let matched = self.route_for(parts.uri.path());
+        let route = matched.filter(|r| r.guarded());
         headers::strip_hop_by_hop(&mut parts.headers);
         if !self.preserve_host {
             parts.headers.insert(header::HOST, HeaderValue::from_str(self.upstream.authority().as_str())?);
@@ -389,7 +390,7 @@ impl Proxy {
         let (mut head, body) = response.into_parts();
         let body = body.map_err(BoxError::from).boxed_unsync();
         headers::strip_hop_by_hop(&mut head.headers);
-        let Some(route) = route.or_else(|| self.route_for(parts.uri.path())) else {
+        let Some(route) = matched else {
             return Ok(Response::from_parts(head, body));
         };
         if !route.guarded() {
@@ -423,7 +424,11 @@ impl Proxy {
         let coding = match coding::Coding::of(&head.headers) {
             Ok(coding) => coding,
             Err(coding) => {
-                tracing::warn!(stream_id, coding, "the upstream's response is in a content coding the proxy cannot decode; refused");
+                tracing::warn!(
+                    stream_id,
+                    coding,
+                    "the upstream's response is in a content coding the proxy cannot decode; refused"
+                );
                 record(Outcome::Refused, Reason::UnsupportedEncoding, 0, 0, &[]);
                 return Ok(inspect::refusal_response(
                     StatusCode::BAD_GATEWAY,
@@ -434,7 +439,11 @@ impl Proxy {
             }
         };
         if coding != coding::Coding::Identity {
-            tracing::debug!(stream_id, coding = coding.name(), "decoding the upstream's compressed response to inspect it");
+            tracing::debug!(
+                stream_id,
+                coding = coding.name(),
+                "decoding the upstream's compressed response to inspect it"
+            );
         }
         let body = coding.decode(body);
         if !event_stream {
@@ -501,10 +510,19 @@ impl Proxy {
         let coding = match coding::Coding::of(headers) {
             Ok(coding) => coding,
             Err(coding) => {
-                tracing::warn!(stream_id = context.stream_id, coding, "a request body in a content coding the proxy cannot decode; refused");
+                tracing::warn!(
+                    stream_id = context.stream_id,
+                    coding,
+                    "a request body in a content coding the proxy cannot decode; refused"
+                );
                 record(Outcome::Refused, Reason::UnsupportedEncoding, 0, 0, &[]);
                 let message = "sluicegate: the request body's content coding is not supported";
-                return Err(inspect::refusal_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", message, &[]));
+                return Err(inspect::refusal_response(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    message,
+                    &[],
+                ));
             }
         };
         self.inspect_body(route, Direction::Request, headers, coding.decode(body), coding, context, record).await
@@ -525,8 +543,12 @@ impl Proxy {
         record: impl Fn(Outcome, Reason, u64, u64, &[chain::LinkRecord]),
     ) -> Result<AnyBody, Response<ProxyBody>> {
         let (chain, what, refused_status, bad_status) = match direction {
-            Direction::Request => (&route.request_chain, "the request body", StatusCode::FORBIDDEN, StatusCode::BAD_REQUEST),
-            Direction::Response => (&route.chain, "the upstream's response", StatusCode::BAD_GATEWAY, StatusCode::BAD_GATEWAY),
+            Direction::Request => {
+                (&route.request_chain, "the request body", StatusCode::FORBIDDEN, StatusCode::BAD_REQUEST)
+            }
+            Direction::Response => {
+                (&route.chain, "the upstream's response", StatusCode::BAD_GATEWAY, StatusCode::BAD_GATEWAY)
+            }
         };
         let oversize_status = match direction {
             Direction::Request => StatusCode::PAYLOAD_TOO_LARGE,
@@ -535,7 +557,8 @@ impl Proxy {
         let refuse = inspect::refusal_response;
         let rules = &route.rules;
         let oversize = || {
-            let message = format!("sluicegate: {what} is larger than the {} bytes a guardrail inspects", rules.max_bytes);
+            let message =
+                format!("sluicegate: {what} is larger than the {} bytes a guardrail inspects", rules.max_bytes);
             refuse(oversize_status, "body_too_large", &message, &[])
         };
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -550,7 +573,11 @@ impl Proxy {
             inspect::Collected::Oversize { read, rest } => {
                 let read_bytes = read.iter().map(|b| b.len() as u64).sum();
                 if rules.pass_oversize {
-                    tracing::warn!(stream_id = context.stream_id, limit = rules.max_bytes, "{what} passes uninspected: over the size limit (on_oversize = \"pass\")");
+                    tracing::warn!(
+                        stream_id = context.stream_id,
+                        limit = rules.max_bytes,
+                        "{what} passes uninspected: over the size limit (on_oversize = \"pass\")"
+                    );
                     record(Outcome::Passed, Reason::Oversize, read_bytes, read_bytes, &[]);
                     headers.remove(header::CONTENT_LENGTH);
                     return Ok(inspect::rejoin(read, rest));
@@ -561,7 +588,12 @@ impl Proxy {
             inspect::Collected::Failed(why) => {
                 tracing::warn!(stream_id = context.stream_id, "reading {what} failed: {why}");
                 record(Outcome::Refused, Reason::ReadFailed, 0, 0, &[]);
-                return Err(refuse(bad_status, "body_unreadable", &format!("sluicegate: {what} could not be read"), &[]));
+                return Err(refuse(
+                    bad_status,
+                    "body_unreadable",
+                    &format!("sluicegate: {what} could not be read"),
+                    &[],
+                ));
             }
         };
         let Ok(text) = std::str::from_utf8(&whole) else {

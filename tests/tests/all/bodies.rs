@@ -65,7 +65,11 @@ async fn upstream(seen: Seen) -> SocketAddr {
                 ),
                 "zipped-stream" => {
                     let stream = format!("id: 1\ndata: {WITH_ADDRESS}\n\nid: 2\ndata: second\n\n");
-                    with_header(full(200, "text/event-stream", compress(coding, stream.as_bytes())), "content-encoding", coding)
+                    with_header(
+                        full(200, "text/event-stream", compress(coding, stream.as_bytes())),
+                        "content-encoding",
+                        coding,
+                    )
                 }
                 "bomb" => {
                     // 64 MiB of JSON string, a few tens of KiB compressed.
@@ -75,7 +79,11 @@ async fn upstream(seen: Seen) -> SocketAddr {
                     text.extend_from_slice(b"\"}");
                     with_header(full(200, "application/json", compress("gzip", &text)), "content-encoding", "gzip")
                 }
-                "big" | "big-pass" => full(200, "application/json", format!("{{\"pad\":\"{}\",\"c\":\"ada@example.com\"}}", "x".repeat(3000))),
+                "big" | "big-pass" => full(
+                    200,
+                    "application/json",
+                    format!("{{\"pad\":\"{}\",\"c\":\"ada@example.com\"}}", "x".repeat(3000)),
+                ),
                 "html" => full(200, "text/html", "<p>ada@example.com</p>"),
                 "not-json" => full(200, "application/json", "plain words for ada@example.com\r\nand a second line"),
                 "echo" => full(200, "application/json", body),
@@ -86,7 +94,13 @@ async fn upstream(seen: Seen) -> SocketAddr {
     .await
 }
 
-async fn send(proxy: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, http::HeaderMap, Bytes) {
+async fn send(
+    proxy: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, http::HeaderMap, Bytes) {
     let mut request = Request::builder().method(method).uri(format!("http://{proxy}{path}"));
     for (k, v) in headers {
         request = request.header(*k, *v);
@@ -173,14 +187,21 @@ async fn compressed_bodies_and_streams_are_decoded_inspected_and_sent_as_identit
     }
     // The proxy asked for identity; the upstream compressed anyway.
     let metrics = sluicegate::proxy::admin::metrics(&state);
-    assert!(metrics.contains(r#"{route="/zipped-stream",direction="response",outcome="inspected",reason="event_stream"} 4"#), "{metrics}");
+    assert!(
+        metrics
+            .contains(r#"{route="/zipped-stream",direction="response",outcome="inspected",reason="event_stream"} 4"#),
+        "{metrics}"
+    );
 
     // A compression bomb is cut off at the limit and refused, not expanded.
     let (status, _, body) = get(proxy, "/bomb").await;
     assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("larger than the 2048 bytes"), "{body:?}");
     let metrics = sluicegate::proxy::admin::metrics(&state);
-    assert!(metrics.contains(r#"{route="/bomb",direction="response",outcome="refused",reason="oversize"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"{route="/bomb",direction="response",outcome="refused",reason="oversize"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,8 +220,7 @@ async fn oversize_bodies_follow_the_rule_and_are_counted() {
     // A request over the limit: 413, and the upstream never sees it.
     let before = seen.lock().unwrap().len();
     let big = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"p":"{}"}}}}"#, "y".repeat(4000));
-    let (status, _, _) =
-        send(proxy, "POST", "/echo", &[("content-type", "application/json")], big.into_bytes()).await;
+    let (status, _, _) = send(proxy, "POST", "/echo", &[("content-type", "application/json")], big.into_bytes()).await;
     assert_eq!(status, 413);
     assert_eq!(seen.lock().unwrap().len(), before, "the refused request reached the upstream");
 
@@ -232,8 +252,7 @@ async fn request_bodies_go_through_the_request_chain_and_refusals_answer_json_rp
 
     // Compressed: decoded, inspected, sent on as identity.
     let zipped = compress("gzip", call.as_bytes());
-    let (status, _, body) =
-        send(proxy, "POST", "/echo", &[json[0], ("content-encoding", "gzip")], zipped).await;
+    let (status, _, body) = send(proxy, "POST", "/echo", &[json[0], ("content-encoding", "gzip")], zipped).await;
     assert_eq!((status, body), (200, Bytes::from(expected.clone())));
     let last = seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!((last.1, last.2), (None, Bytes::from(expected)));
@@ -275,7 +294,12 @@ async fn request_bodies_go_through_the_request_chain_and_refusals_answer_json_rp
     let text = log.text();
     let record = text
         .lines()
-        .find(|l| l.contains("enforcement record") && l.contains("route=\"/echo\"") && l.contains("outcome=\"refused\"") && l.contains("reason=\"interceptor\""))
+        .find(|l| {
+            l.contains("enforcement record")
+                && l.contains("route=\"/echo\"")
+                && l.contains("outcome=\"refused\"")
+                && l.contains("reason=\"interceptor\"")
+        })
         .unwrap_or_else(|| panic!("no enforcement record in\n{text}"));
     assert!(record.contains("direction=\"request\"") && record.contains("stream_id="), "{record}");
     let interceptors = record.split("interceptors=").nth(1).unwrap().split_whitespace().next().unwrap();

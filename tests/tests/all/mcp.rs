@@ -155,7 +155,9 @@ async fn mcp_in_json_and_stream_modes_is_guarded_both_ways() {
         assert_eq!(seen["calls"]["lookup"]["text"], serde_json::json!(["Ada can be reached at [redacted]"]), "{mode}");
         let metrics = sluicegate::proxy::admin::metrics(&state);
         let reason = if mode == "json" { "body" } else { "event_stream" };
-        let line = format!(r#"sluicegate_bodies_total{{route="/",direction="response",outcome="inspected",reason="{reason}"}}"#);
+        let line = format!(
+            r#"sluicegate_bodies_total{{route="/",direction="response",outcome="inspected",reason="{reason}"}}"#
+        );
         assert!(metrics.contains(&line), "{mode}: {line} missing in\n{metrics}");
 
         let guard = format!(
