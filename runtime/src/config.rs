@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The whole configuration.
@@ -19,8 +19,16 @@ pub struct ProxyConfig {
     pub listen: Option<SocketAddr>,
     /// The upstream's base URL, e.g. `http://127.0.0.1:3000`. Request paths are appended to it.
     pub upstream: Option<String>,
-    /// Speak HTTP/2 to the upstream (prior knowledge, no TLS): many streams over one connection.
+    /// Speak HTTP/2 to a plain-HTTP upstream (prior knowledge): many streams over one
+    /// connection. HTTPS upstreams choose HTTP/2 or HTTP/1.1 by ALPN without it.
     pub upstream_http2: bool,
+    /// Extra CA certificates (PEM) trusted for HTTPS upstreams besides the system's roots.
+    pub upstream_ca: Option<PathBuf>,
+    /// A client certificate (PEM) and its key, presented to HTTPS upstreams that ask for one.
+    pub upstream_client_cert: Option<PathBuf>,
+    pub upstream_client_key: Option<PathBuf>,
+    /// TLS for clients: when set, the proxy's listener speaks only HTTPS.
+    pub tls: Option<TlsConfig>,
     pub batch: BatchConfig,
     pub reconnect: ReconnectConfig,
     pub limits: LimitsConfig,
@@ -30,6 +38,16 @@ pub struct ProxyConfig {
     /// forwarded with no interceptors.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+}
+
+/// The proxy's own certificate, for clients (PEM files, read again on every reload).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// How the proxy stops (on SIGTERM or Ctrl-C).
@@ -132,6 +150,27 @@ pub struct LimitsConfig {
     pub call_deadline_ms: u64,
     /// Lines per second of guest stdout/stderr that reach the log (bursts of ten times this).
     pub guest_log_lines_per_second: u32,
+    /// Client connections open at once (0 = unlimited); beyond it a request is answered 503.
+    pub max_connections: usize,
+    /// Event streams at once, for the whole proxy (0 = unlimited); beyond it a new stream gets
+    /// 503. Routes may set their own `max_streams` too.
+    pub max_streams: usize,
+    /// The `Retry-After` (seconds) sent with a 503 for a limit.
+    pub retry_after_seconds: u64,
+    /// Connecting to an upstream (TCP and TLS) may take this long, in milliseconds: then 504.
+    pub upstream_connect_timeout_ms: u64,
+    /// An upstream must send its response head within this many milliseconds of the request
+    /// (0 = no limit): then 504. Generous by default: a model that answers without streaming
+    /// sends its head only when the whole answer is ready.
+    pub upstream_header_timeout_ms: u64,
+    /// A client must send a request's head within this many milliseconds: of connecting (the TLS
+    /// handshake included), and of the previous response on a kept-alive HTTP/1.1 connection.
+    pub header_read_timeout_ms: u64,
+    /// An HTTP/2 client connection with no open stream is closed after this many milliseconds.
+    pub client_idle_timeout_ms: u64,
+    /// The largest request head (request line and headers, or an HTTP/2 header list); larger
+    /// heads get 431.
+    pub max_request_header_bytes: usize,
     /// Faults within `breaker_window_ms` that take an interceptor out of service...
     pub breaker_faults: u32,
     pub breaker_window_ms: u64,
@@ -153,6 +192,14 @@ impl Default for LimitsConfig {
             client_buffer_batches: 4,
             call_deadline_ms: host.call_deadline.as_millis() as u64,
             guest_log_lines_per_second: host.log_lines_per_second,
+            max_connections: 0,
+            max_streams: 0,
+            retry_after_seconds: 1,
+            upstream_connect_timeout_ms: 10_000,
+            upstream_header_timeout_ms: 300_000,
+            header_read_timeout_ms: 10_000,
+            client_idle_timeout_ms: 60_000,
+            max_request_header_bytes: 64 << 10,
             breaker_faults: 5,
             breaker_window_ms: 10_000,
             breaker_backoff_ms: 5_000,
@@ -231,6 +278,61 @@ pub struct RouteConfig {
     /// Overrides `limits.on_oversize` on this route.
     #[serde(default)]
     pub on_oversize: Option<OversizePolicy>,
+    /// This route's upstream (default: the top-level `upstream`).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Remove the prefix from the path sent upstream (`/openai/v1/x` -> `/v1/x`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Headers set on every request sent upstream (replacing the client's). `${NAME}` in a value
+    /// is the environment variable NAME, read at load time; such values never reach a log.
+    #[serde(default)]
+    pub set_request_headers: BTreeMap<String, String>,
+    /// Headers removed from every request before it goes upstream.
+    #[serde(default)]
+    pub remove_request_headers: Vec<String>,
+    /// Overrides the top-level `upstream_ca` / `upstream_client_cert` / `upstream_client_key`.
+    #[serde(default)]
+    pub upstream_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub upstream_client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub upstream_client_key: Option<PathBuf>,
+    /// Event streams at once on this route (0 or absent: only `limits.max_streams` applies).
+    #[serde(default)]
+    pub max_streams: Option<usize>,
+}
+
+/// A header value with `${NAME}` replaced by the environment variable NAME (`$$` is a `$`).
+/// The error names the variable, never a value.
+pub fn expand_env(value: &str) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('{') {
+            let end = tail.find('}').context("`${` without a closing `}`")?;
+            let name = &tail[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                bail!("`${{{name}}}` is not an environment variable name");
+            }
+            match std::env::var(name) {
+                Ok(v) => out.push_str(&v),
+                Err(std::env::VarError::NotPresent) => bail!("the environment variable {name} is not set"),
+                Err(std::env::VarError::NotUnicode(_)) => bail!("the environment variable {name} is not UTF-8"),
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// One interceptor of a chain.
@@ -372,8 +474,32 @@ impl ProxyConfig {
                 interceptor.entries()?;
             }
         }
-        if let Some(upstream) = &self.upstream {
-            crate::proxy::upstream_base(upstream)?;
+        if self.limits.retry_after_seconds == 0 {
+            bail!("limits.retry_after_seconds must be at least 1");
+        }
+        if self.limits.upstream_connect_timeout_ms == 0 {
+            bail!("limits.upstream_connect_timeout_ms must be at least 1");
+        }
+        if self.limits.header_read_timeout_ms == 0 || self.limits.client_idle_timeout_ms == 0 {
+            bail!("limits.header_read_timeout_ms and limits.client_idle_timeout_ms must be at least 1");
+        }
+        if !(8 << 10..=1 << 24).contains(&self.limits.max_request_header_bytes) {
+            bail!("limits.max_request_header_bytes must be between 8192 and 16 MiB");
+        }
+        let pair = |cert: &Option<PathBuf>, key: &Option<PathBuf>, at: &str| match (cert, key) {
+            (Some(_), None) | (None, Some(_)) => {
+                bail!("{at}upstream_client_cert and upstream_client_key go together")
+            }
+            _ => Ok(()),
+        };
+        pair(&self.upstream_client_cert, &self.upstream_client_key, "")?;
+        for route in &self.routes {
+            pair(&route.upstream_client_cert, &route.upstream_client_key, &format!("route `{}`: ", route.prefix))?;
+            for name in route.set_request_headers.keys().chain(&route.remove_request_headers) {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    bail!("route `{}`: `{name}` is not a header name", route.prefix);
+                }
+            }
         }
         Ok(())
     }
@@ -382,6 +508,17 @@ impl ProxyConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_variables_expand_and_a_missing_one_is_named_not_shown() {
+        // Cargo sets this for every test process (no set_var: other test threads read the env).
+        assert_eq!(expand_env("Bearer ${CARGO_PKG_NAME}!").unwrap(), "Bearer sluicegate!");
+        assert_eq!(expand_env("a$$b$c").unwrap(), "a$b$c");
+        let missing = format!("{:#}", expand_env("Bearer ${SLUICEGATE_TEST_NOT_SET}").unwrap_err());
+        assert!(missing.contains("SLUICEGATE_TEST_NOT_SET is not set"), "{missing}");
+        assert!(format!("{:#}", expand_env("${A").unwrap_err()).contains("closing"));
+        assert!(format!("{:#}", expand_env("${a-b}").unwrap_err()).contains("not an environment variable name"));
+    }
 
     #[test]
     fn the_documented_example_parses() {
@@ -406,6 +543,7 @@ mod tests {
         assert!(err("[batch]\nmax_evnts = 3").contains("unknown field `max_evnts`"));
         assert!(err("[[route]]\nprefix = \"mcp\"").contains("must start with `/`"));
         assert!(err("[[route]]\nprefix = \"/a\"\n[[route]]\nprefix = \"/a/\"").contains("appears twice"));
-        assert!(err("upstream = \"https://x\"").contains("only http://"));
+        assert!(err("[[route]]\nprefix = \"/a\"\nset_request_headers = { \"a b\" = \"x\" }").contains("not a header name"));
+        assert!(err("upstream_client_cert = \"c.pem\"").contains("go together"));
     }
 }

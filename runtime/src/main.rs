@@ -54,6 +54,17 @@ struct ServeArgs {
     /// Read again, with the components it names, on SIGHUP.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust for HTTPS upstreams, besides the system's roots (or
+    /// `upstream_ca` in the config file).
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
+    /// Serve clients over TLS with this certificate chain (PEM), reloaded on SIGHUP (or
+    /// `[tls] cert` in the config file).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Where to serve /metrics, /healthz and /readyz (keep it on loopback or a private network).
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
@@ -75,6 +86,10 @@ impl ServeArgs {
             None => ProxyConfig::default(),
         };
         config.upstream = self.upstream.clone().or(config.upstream);
+        config.upstream_ca = self.upstream_ca.clone().or(config.upstream_ca);
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config.tls = Some(sluicegate::config::TlsConfig { cert: cert.clone(), key: key.clone() });
+        }
         if !self.interceptors.is_empty() || !self.request_interceptors.is_empty() {
             let at = config.routes.iter().position(|r| r.prefix.trim_end_matches('/').is_empty());
             let mut root = at.map(|i| config.routes.remove(i)).unwrap_or_default();
@@ -91,7 +106,8 @@ impl ServeArgs {
         Ok(config)
     }
 
-    /// The files a reload reads: the config file and every component file of the config.
+    /// The files a reload reads: the config file, every component file of the config, and the
+    /// certificate, key and CA files.
     fn watched_files(&self, config: &ProxyConfig) -> Vec<PathBuf> {
         let components =
             config.routes.iter().flat_map(|r| r.interceptors.iter().chain(&r.request_interceptors)).filter_map(|ic| {
@@ -100,7 +116,11 @@ impl ServeArgs {
                     _ => None,
                 }
             });
-        self.config.iter().cloned().chain(components).collect()
+        let top = [&config.upstream_ca, &config.upstream_client_cert, &config.upstream_client_key];
+        let routes = config.routes.iter().flat_map(|r| [&r.upstream_ca, &r.upstream_client_cert, &r.upstream_client_key]);
+        let certificates = top.into_iter().chain(routes).flatten().cloned();
+        let own = config.tls.iter().flat_map(|t| [t.cert.clone(), t.key.clone()]);
+        self.config.iter().cloned().chain(components).chain(certificates).chain(own).collect()
     }
 }
 
@@ -314,6 +334,7 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// SIGHUP (and on file changes with --watch), shutting down gracefully on SIGTERM or Ctrl-C.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
+    sluicegate::proxy::raise_descriptor_limit();
     let config = args.load_config()?;
     let listen = args.listen.or(config.listen).context("no address to listen on (--listen ADDR)")?;
     let mut runtime = Runtime::new(config.limits.host_limits())?;
@@ -333,7 +354,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut watched = FileStamps::new(args.watched_files(&config));
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown = config.shutdown.clone();
-    tracing::info!(listen = %listener.local_addr()?, upstream = config.upstream.as_deref().unwrap_or(""), "sluicegate is serving");
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %format!("{scheme}://{}", listener.local_addr()?), upstream = config.upstream.as_deref().unwrap_or(""), routes = config.routes.len(), "sluicegate is serving");
     let server = tokio::spawn(sluicegate::proxy::serve_handle(listener, handle.clone()));
     loop {
         let reason = tokio::select! {

@@ -8,7 +8,6 @@ use crate::histogram::Histogram;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -123,6 +122,8 @@ pub fn metrics(proxy: &Proxy) -> String {
             );
         }
     }
+    write_admission(&mut text, proxy);
+    write_upstreams(&mut text, proxy);
     header(&mut text, "sluicegate_guest_streams", "gauge", "Interceptor stream states alive in guests.");
     let _ = writeln!(text, "sluicegate_guest_streams {}", proxy.live_guest_streams());
     let lifecycle = proxy.lifecycle();
@@ -134,6 +135,71 @@ pub fn metrics(proxy: &Proxy) -> String {
         let _ = writeln!(text, "process_resident_memory_bytes {rss}");
     }
     text
+}
+
+/// Connections and event streams: open, refused, closed.
+fn write_admission(text: &mut String, proxy: &Proxy) {
+    use super::admission::{ConnectionEvent, ListenerKind};
+    let admission = proxy.lifecycle().admission();
+    header(text, "sluicegate_connections", "gauge", "Client connections open.");
+    let _ = writeln!(text, "sluicegate_connections {}", admission.open_connections());
+    header(text, "sluicegate_connections_total", "counter", "Client connections accepted.");
+    let _ = writeln!(text, "sluicegate_connections_total {}", admission.connections_total());
+    let mut named = None;
+    for event in ConnectionEvent::ALL {
+        let (name, reason) = event.metric();
+        if named != Some(name) {
+            let help = match name {
+                "sluicegate_connections_refused_total" => "Client connections refused, by the limit that refused them.",
+                _ => "Client connections the proxy closed, by reason.",
+            };
+            header(text, name, "counter", help);
+            named = Some(name);
+        }
+        let _ = writeln!(text, "{name}{{reason=\"{reason}\"}} {}", admission.connection_events(event));
+    }
+    header(text, "sluicegate_accept_errors_total", "counter", "Failed accepts (out of descriptors, typically).");
+    for listener in [ListenerKind::Proxy, ListenerKind::Admin] {
+        let _ = writeln!(
+            text,
+            "sluicegate_accept_errors_total{{listener=\"{}\"}} {}",
+            listener.name(),
+            admission.accept_errors(listener)
+        );
+    }
+    header(text, "sluicegate_stream_slots", "gauge", "Event streams holding a slot under the stream limits.");
+    let _ = writeln!(text, "sluicegate_stream_slots {}", admission.streams());
+    header(text, "sluicegate_streams_refused_total", "counter", "Event streams refused with 503, by route and limit.");
+    for (route, limit, n) in admission.refused_streams() {
+        let _ = writeln!(text, "sluicegate_streams_refused_total{{route=\"{}\",limit=\"{limit}\"}} {n}", label(&route));
+    }
+}
+
+/// Per upstream: connections opened, TLS handshakes, failed requests by kind.
+fn write_upstreams(text: &mut String, proxy: &Proxy) {
+    use super::upstream::UpstreamErrorKind;
+    header(text, "sluicegate_upstream_connections_total", "counter", "Connections opened to an upstream.");
+    for upstream in proxy.upstreams() {
+        let n = load(&upstream.stats().connections);
+        let _ = writeln!(text, "sluicegate_upstream_connections_total{{upstream=\"{}\"}} {n}", label(upstream.name()));
+    }
+    header(text, "sluicegate_upstream_tls_handshakes_total", "counter", "TLS handshakes with an upstream.");
+    for upstream in proxy.upstreams() {
+        let n = load(&upstream.stats().tls_handshakes);
+        let _ = writeln!(text, "sluicegate_upstream_tls_handshakes_total{{upstream=\"{}\"}} {n}", label(upstream.name()));
+    }
+    header(text, "sluicegate_upstream_errors_total", "counter", "Upstream requests that failed before a response, by kind.");
+    for upstream in proxy.upstreams() {
+        for (kind, n) in UpstreamErrorKind::ALL.iter().zip(&upstream.stats().errors) {
+            let _ = writeln!(
+                text,
+                "sluicegate_upstream_errors_total{{upstream=\"{}\",kind=\"{}\"}} {}",
+                label(upstream.name()),
+                kind.name(),
+                load(n)
+            );
+        }
+    }
 }
 
 /// What the status page shows, as JSON: the interceptors with their counters, the routes.
@@ -161,11 +227,12 @@ pub fn status_json(proxy: &Proxy) -> String {
         })
         .collect();
     let routes: Vec<String> = proxy
-        .routes()
-        .map(|(prefix, r)| {
+        .routes_with_upstreams()
+        .map(|(prefix, upstream, r)| {
             format!(
-                "{{\"prefix\":{},\"active_streams\":{},\"streams\":{},\"reconnects\":{},\"bytes_out\":{}}}",
+                "{{\"prefix\":{},\"upstream\":{},\"active_streams\":{},\"streams\":{},\"reconnects\":{},\"bytes_out\":{}}}",
                 crate::json::string(prefix),
+                crate::json::string(upstream),
                 load(&r.active_streams),
                 load(&r.streams),
                 load(&r.reconnects),
@@ -217,19 +284,9 @@ fn respond(proxy: &Proxy, path: &str) -> Response<ProxyBody> {
     response
 }
 
-/// Serves the admin endpoints on `listener` until the task is dropped.
+/// Serves the admin endpoints on `listener` until the task is dropped. A failed accept (out of
+/// file descriptors) is logged, counted and retried; it never ends the listener.
 pub async fn serve_admin(listener: TcpListener, handle: Arc<ProxyHandle>) -> anyhow::Result<()> {
-    loop {
-        let (socket, _) = listener.accept().await?;
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let response = respond(&handle.current(), request.uri().path());
-                async move { Ok::<_, std::convert::Infallible>(response) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(socket), service)
-                .await;
-        });
-    }
+    super::listener::serve_admin_connections(listener, handle, respond).await;
+    Ok(())
 }

@@ -9,6 +9,7 @@
 use super::accounting::{Direction, EnforcementRecord, Outcome, Reason};
 use super::body::AnyBody;
 use super::coding::Coding;
+use super::upstream::Upstream;
 use super::{BoxError, Phase, Proxy, RouteStats, UpstreamBody, empty_body, headers};
 use crate::batch::Batch;
 use crate::chain::ChainStream;
@@ -34,6 +35,7 @@ const RECENT_IDS: usize = 32;
 pub(crate) struct Resume {
     /// Resumption is configured on and possible for this request's method.
     allowed: bool,
+    upstream: Arc<Upstream>,
     uri: Uri,
     /// The forwarded request's end-to-end headers (without body headers).
     headers: HeaderMap,
@@ -41,14 +43,19 @@ pub(crate) struct Resume {
 }
 
 impl Resume {
-    pub(crate) fn new(request: &http::request::Parts, uri: Uri, config: &ReconnectConfig) -> Self {
+    pub(crate) fn new(
+        request: &http::request::Parts,
+        upstream: Arc<Upstream>,
+        uri: Uri,
+        config: &ReconnectConfig,
+    ) -> Self {
         let method_ok =
             request.method == Method::GET || (request.method == Method::POST && config.resume_post_with_get);
         let mut headers = request.headers.clone();
         for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH, header::CONTENT_ENCODING, header::EXPECT] {
             headers.remove(name);
         }
-        Resume { allowed: config.enabled && method_ok, uri, headers, config: config.clone() }
+        Resume { allowed: config.enabled && method_ok, upstream, uri, headers, config: config.clone() }
     }
 
     fn request(&self, last_id: &[u8]) -> Option<Request<UpstreamBody>> {
@@ -391,7 +398,7 @@ impl EventStream {
                 biased;
                 _ = self.tx.closed() => return Reconnect::ClientGone,
                 _ = phase.wait_for(|p| *p == Phase::Ending) => return Reconnect::Shutdown,
-                result = self.proxy.client.request(request) => result,
+                result = self.resume.upstream.send(request) => result,
             };
             match result {
                 Ok(response) if response.status() == StatusCode::OK && headers::is_event_stream(response.headers()) => {
@@ -421,7 +428,7 @@ impl EventStream {
                         continue;
                     }
                 }
-                Err(e) => tracing::warn!(attempt, "resumption failed: {e}"),
+                Err(e) => tracing::warn!(attempt, "resumption failed: {}", super::upstream::chain_text(&e)),
             }
             self.route.failed_reconnects.fetch_add(1, Ordering::Relaxed);
             delay = (delay * 2).min(max);

@@ -11,6 +11,7 @@
 //! ends cleanly).
 
 use super::Proxy;
+use super::admission::Admission;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub struct Lifecycle {
     idle: Notify,
     pub(crate) reloads: AtomicU64,
     pub(crate) failed_reloads: AtomicU64,
+    /// Connection and stream limits, and what they turned away.
+    pub(crate) admission: Admission,
 }
 
 impl Lifecycle {
@@ -46,7 +49,13 @@ impl Lifecycle {
             idle: Notify::new(),
             reloads: AtomicU64::new(0),
             failed_reloads: AtomicU64::new(0),
+            admission: Admission::default(),
         })
+    }
+
+    /// Connection and stream admission, with its counters.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     pub fn active_streams(&self) -> usize {

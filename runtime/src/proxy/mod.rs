@@ -16,12 +16,16 @@
 
 pub mod accounting;
 pub mod admin;
+pub mod admission;
 mod body;
 mod coding;
 mod events;
 pub mod headers;
 mod inspect;
 pub mod lifecycle;
+mod listener;
+pub mod tls;
+pub mod upstream;
 
 pub use body::{AnyBody, BoxError, ChannelBody, ProxyBody};
 
@@ -33,64 +37,36 @@ use accounting::{Direction, EnforcementRecord, Outcome, Reason};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use headers::{AllowList, Refusal};
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 pub use lifecycle::{Lifecycle, Phase, ProxyHandle};
+pub use listener::{raise_descriptor_limit, serve_handle};
 use sluicegate_guest::Config;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use upstream::{Upstream, UpstreamBase, UpstreamSettings};
 
 /// What the proxy sends upstream.
 pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
-/// The upstream's base: scheme, authority and a path prefix that request paths are appended to.
-#[derive(Debug, Clone)]
-pub struct UpstreamBase {
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-    path: String,
-}
-
-/// Parses an upstream URL such as `http://127.0.0.1:3000` or `http://api.internal/v1`.
-pub fn upstream_base(url: &str) -> anyhow::Result<UpstreamBase> {
-    let uri: Uri = url.parse().with_context(|| format!("upstream `{url}` is not a URL"))?;
-    let scheme = uri.scheme().cloned().with_context(|| format!("upstream `{url}` needs a scheme (http://)"))?;
-    if scheme != http::uri::Scheme::HTTP {
-        bail!("upstream `{url}`: only http:// upstreams are supported (terminate TLS in front of the upstream)");
-    }
-    let authority = uri.authority().cloned().with_context(|| format!("upstream `{url}` needs a host"))?;
-    if uri.query().is_some() {
-        bail!("upstream `{url}` must not have a query");
-    }
-    Ok(UpstreamBase { scheme, authority, path: uri.path().trim_end_matches('/').to_string() })
-}
-
-impl UpstreamBase {
-    /// The upstream URI for a client request's path and query.
-    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{}", self.path, path_and_query))
-            .build()
-    }
-
-    pub fn authority(&self) -> &http::uri::Authority {
-        &self.authority
-    }
-}
-
-/// A route: a path prefix, its chains and what its chains inspect.
+/// A route: a path prefix, its upstream, what it changes in requests, its chains and what its
+/// chains inspect.
 struct Route {
     prefix: String,
+    upstream: Arc<Upstream>,
+    strip_prefix: bool,
+    /// Set on every request (values marked sensitive: HTTP/2 never indexes them).
+    set_headers: Vec<(HeaderName, HeaderValue)>,
+    remove_headers: Vec<HeaderName>,
+    /// Event streams on this route holding a slot (shared across reloads), and the limit.
+    stream_slots: Arc<AtomicUsize>,
+    max_streams: usize,
     /// Event streams and response bodies.
     chain: Chain,
     /// Request bodies.
@@ -181,14 +157,42 @@ impl Route {
         let prefix = self.prefix.trim_end_matches('/');
         prefix.is_empty() || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
     }
+
+    /// The path and query sent upstream: the client's, without the prefix if the route strips it.
+    fn upstream_path(&self, path_and_query: &str) -> String {
+        let prefix = self.prefix.trim_end_matches('/');
+        match path_and_query.strip_prefix(prefix) {
+            Some(rest) if self.strip_prefix && !prefix.is_empty() => match rest.starts_with('/') {
+                true => rest.to_string(),
+                false => format!("/{rest}"),
+            },
+            _ => path_and_query.to_string(),
+        }
+    }
+
+    /// The route's header changes, after the hop-by-hop headers are gone.
+    fn rewrite_headers(&self, headers: &mut http::HeaderMap) {
+        for name in &self.remove_headers {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 /// Everything a request handler needs, shared by all connections.
 pub struct Proxy {
-    upstream: UpstreamBase,
-    client: Client<HttpConnector, UpstreamBody>,
+    /// Where requests that match no route go (the top-level `upstream`), if anywhere.
+    default_upstream: Option<Arc<Upstream>>,
+    /// Every distinct upstream, in order of first use.
+    upstreams: Vec<Arc<Upstream>>,
     /// Longest prefix first.
     routes: Vec<Route>,
+    client_side: Arc<listener::ClientSide>,
+    max_streams: usize,
+    /// The slot counter of requests that match no route.
+    unrouted_slots: Arc<AtomicUsize>,
     allowed_hosts: AllowList,
     allowed_origins: AllowList,
     preserve_host: bool,
@@ -212,7 +216,11 @@ impl Proxy {
     /// A proxy for a new configuration that shares this one's live-stream count, stream ids and
     /// shutdown phase: what a reload installs with [`ProxyHandle::reload`].
     pub fn successor(&self, config: &ProxyConfig, runtime: &Runtime, listen: SocketAddr) -> anyhow::Result<Self> {
-        Self::build(config, runtime, listen, self.lifecycle.clone())
+        let next = Self::build(config, runtime, listen, self.lifecycle.clone())?;
+        if next.client_side.tls.is_some() != self.client_side.tls.is_some() {
+            bail!("turning TLS for clients on or off takes a restart (the listener keeps its scheme)");
+        }
+        Ok(next)
     }
 
     fn build(
@@ -222,7 +230,38 @@ impl Proxy {
         lifecycle: Arc<Lifecycle>,
     ) -> anyhow::Result<Self> {
         config.validate()?;
-        let upstream = upstream_base(config.upstream.as_deref().context("no upstream given (--upstream URL)")?)?;
+        let limits = &config.limits;
+        let mut upstreams: Vec<Arc<Upstream>> = Vec::new();
+        let mut upstream_for = |url: &str, ca: Option<&PathBuf>, cert: Option<&PathBuf>, key: Option<&PathBuf>| {
+            let identity = cert.zip(key).map(|(cert, key)| tls::Identity { cert: cert.clone(), key: key.clone() });
+            let settings = UpstreamSettings {
+                base: UpstreamBase::parse(url)?,
+                ca: ca.cloned(),
+                identity,
+                http2_prior_knowledge: config.upstream_http2,
+                connect_timeout: Duration::from_millis(limits.upstream_connect_timeout_ms),
+                header_timeout: (limits.upstream_header_timeout_ms > 0)
+                    .then(|| Duration::from_millis(limits.upstream_header_timeout_ms)),
+            };
+            if let Some(known) = upstreams.iter().find(|u| *u.settings() == settings) {
+                return anyhow::Ok(known.clone());
+            }
+            let upstream = Arc::new(Upstream::new(settings).with_context(|| format!("upstream {url}"))?);
+            upstreams.push(upstream.clone());
+            Ok(upstream)
+        };
+        let default_upstream = match &config.upstream {
+            Some(url) => Some(upstream_for(
+                url,
+                config.upstream_ca.as_ref(),
+                config.upstream_client_cert.as_ref(),
+                config.upstream_client_key.as_ref(),
+            )?),
+            None => None,
+        };
+        if default_upstream.is_none() && config.routes.iter().all(|r| r.upstream.is_none()) {
+            bail!("no upstream given (--upstream URL, or `upstream` in the config or on a route)");
+        }
         let mut routes = Vec::new();
         let mut interceptors = Vec::new();
         for route in &config.routes {
@@ -246,8 +285,49 @@ impl Proxy {
                 pass_oversize: route.on_oversize.unwrap_or(config.limits.on_oversize) == OversizePolicy::Pass,
                 extra_types: route.body_types.iter().map(|t| t.trim().to_ascii_lowercase()).collect(),
             };
+            let at = |key: &str| format!("route `{}`: {key}", route.prefix);
+            let upstream = match &route.upstream {
+                Some(url) => upstream_for(
+                    url,
+                    route.upstream_ca.as_ref().or(config.upstream_ca.as_ref()),
+                    route.upstream_client_cert.as_ref().or(config.upstream_client_cert.as_ref()),
+                    route.upstream_client_key.as_ref().or(config.upstream_client_key.as_ref()),
+                )
+                .with_context(|| at("upstream"))?,
+                None if route.upstream_ca.is_some() || route.upstream_client_cert.is_some() => upstream_for(
+                    config.upstream.as_deref().with_context(|| at("upstream_ca needs an upstream"))?,
+                    route.upstream_ca.as_ref().or(config.upstream_ca.as_ref()),
+                    route.upstream_client_cert.as_ref().or(config.upstream_client_cert.as_ref()),
+                    route.upstream_client_key.as_ref().or(config.upstream_client_key.as_ref()),
+                )?,
+                None => default_upstream.clone().with_context(|| {
+                    at("has no upstream (set `upstream` on the route or at the top level)")
+                })?,
+            };
+            let mut set_headers = Vec::new();
+            for (name, template) in &route.set_request_headers {
+                let name = HeaderName::from_bytes(name.as_bytes()).with_context(|| at("set_request_headers"))?;
+                let value = crate::config::expand_env(template).with_context(|| at(&format!("set_request_headers.{name}")))?;
+                // Never the value in an error: it may hold a credential.
+                let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                    anyhow::anyhow!("{}: the value is not a valid header value", at(&format!("set_request_headers.{name}")))
+                })?;
+                value.set_sensitive(true);
+                set_headers.push((name, value));
+            }
+            let remove_headers = route
+                .remove_request_headers
+                .iter()
+                .map(|name| HeaderName::from_bytes(name.as_bytes()).with_context(|| at("remove_request_headers")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             routes.push(Route {
                 prefix: route.prefix.clone(),
+                upstream,
+                strip_prefix: route.strip_prefix,
+                set_headers,
+                remove_headers,
+                stream_slots: lifecycle.admission.route_counter(&route.prefix),
+                max_streams: route.max_streams.unwrap_or(0),
                 chain: response_chain,
                 request_chain,
                 rules,
@@ -265,16 +345,30 @@ impl Proxy {
                 AllowList::default()
             }
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .http2_only(config.upstream_http2)
-            .build(connector);
+        let tls = match &config.tls {
+            Some(files) => {
+                let identity = tls::Identity { cert: files.cert.clone(), key: files.key.clone() };
+                let server = tls::server_config(&identity).context("[tls]")?;
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+            }
+            None => None,
+        };
+        let client_side = Arc::new(listener::ClientSide {
+            tls,
+            max_connections: limits.max_connections,
+            header_read_timeout: Duration::from_millis(limits.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(limits.client_idle_timeout_ms),
+            max_header_bytes: limits.max_request_header_bytes,
+            retry_after: HeaderValue::from(limits.retry_after_seconds),
+        });
+        let unrouted_slots = lifecycle.admission.route_counter("");
         Ok(Proxy {
-            upstream,
-            client,
+            default_upstream,
+            upstreams,
             routes,
+            client_side,
+            max_streams: limits.max_streams,
+            unrouted_slots,
             allowed_hosts: list(&config.security.allowed_hosts, AllowList::loopback_hosts),
             allowed_origins: list(&config.security.allowed_origins, AllowList::loopback_origins),
             preserve_host: config.security.preserve_host,
@@ -318,6 +412,16 @@ impl Proxy {
         self.routes.iter().map(|r| (r.prefix.as_str(), &*r.stats))
     }
 
+    /// Every route's prefix, its upstream's name and its counters, longest prefix first.
+    pub fn routes_with_upstreams(&self) -> impl Iterator<Item = (&str, &str, &RouteStats)> {
+        self.routes.iter().map(|r| (r.prefix.as_str(), r.upstream.name(), &*r.stats))
+    }
+
+    /// Every distinct upstream, with its counters.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
     /// Handles one client request.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
         if self.lifecycle.phase() != Phase::Running {
@@ -341,22 +445,44 @@ impl Proxy {
         match self.forward(request).await {
             Ok(response) => response,
             Err(e) => {
-                tracing::warn!("upstream request failed: {e:#}");
-                text_response(StatusCode::BAD_GATEWAY, "sluicegate: the upstream could not be reached")
+                tracing::error!("the proxy failed to forward a request: {e:#}");
+                text_response(StatusCode::INTERNAL_SERVER_ERROR, "sluicegate: internal error")
             }
         }
+    }
+
+    /// A slot for an event stream on `route` (None: a request that matches no route), or the
+    /// 503 that refuses it.
+    fn stream_slot(&self, route: Option<&Route>) -> Result<admission::StreamSlot, Response<ProxyBody>> {
+        let (counter, max, prefix) = match route {
+            Some(r) => (&r.stream_slots, r.max_streams, r.prefix.as_str()),
+            None => (&self.unrouted_slots, 0, ""),
+        };
+        self.lifecycle.admission.stream_slot(self.max_streams, counter, max, prefix).map_err(|limit| {
+            tracing::warn!(route = prefix, ?limit, "an event stream was refused: too many streams at once");
+            let message = match limit {
+                admission::StreamLimit::Proxy => "sluicegate: too many event streams (limits.max_streams)",
+                admission::StreamLimit::Route => "sluicegate: too many event streams on this route (max_streams)",
+            };
+            listener::over_limit_response(message, &self.client_side.retry_after)
+        })
     }
 
     async fn forward(self: &Arc<Self>, request: Request<Incoming>) -> anyhow::Result<Response<ProxyBody>> {
         let (mut parts, body) = request.into_parts();
         let body = body.map_err(BoxError::from).boxed_unsync();
-        let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+        let client_path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let client_headers = parts.headers.clone();
         let matched = self.route_for(parts.uri.path());
+        let (upstream, path_and_query) = match (matched, &self.default_upstream) {
+            (Some(route), _) => (&route.upstream, route.upstream_path(client_path)),
+            (None, Some(upstream)) => (upstream, client_path.to_string()),
+            (None, None) => return Ok(text_response(StatusCode::NOT_FOUND, "sluicegate: no route for this path")),
+        };
         let route = matched.filter(|r| r.guarded());
         headers::strip_hop_by_hop(&mut parts.headers);
         if !self.preserve_host {
-            parts.headers.insert(header::HOST, HeaderValue::from_str(self.upstream.authority().as_str())?);
+            parts.headers.insert(header::HOST, HeaderValue::from_str(upstream.base().authority().as_str())?);
         }
         if route.is_some() || headers::accepts_event_stream(&parts.headers) {
             // What a guarded route inspects it must read: ask for it uncompressed (and decode it
@@ -364,6 +490,17 @@ impl Proxy {
             parts.headers.insert(header::ACCEPT_ENCODING, headers::identity());
         }
         parts.headers.append(header::VIA, HeaderValue::from_static("1.1 sluicegate"));
+        // A request that asks for an event stream takes its slot now, before anything is sent.
+        let mut slot = match headers::accepts_event_stream(&parts.headers) {
+            true => match self.stream_slot(matched) {
+                Ok(slot) => Some(slot),
+                Err(refusal) => return Ok(refusal),
+            },
+            false => None,
+        };
+        if let Some(route) = matched {
+            route.rewrite_headers(&mut parts.headers);
+        }
         let stream_id = self.lifecycle.next_stream_id().to_string();
         let context = sluicegate_guest::StreamContext {
             stream_id: stream_id.clone(),
@@ -381,12 +518,49 @@ impl Proxy {
             },
             None => body,
         };
-        let upstream_uri = self.upstream.uri_for(&path_and_query)?;
+        let upstream_uri = upstream.base().uri_for(&path_and_query)?;
         let mut upstream_request = Request::from_parts(parts.clone(), body);
         *upstream_request.uri_mut() = upstream_uri.clone();
         *upstream_request.version_mut() = http::Version::HTTP_11;
-        let response = self.client.request(upstream_request).await?;
+        let response = match upstream.send(upstream_request).await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::warn!(stream_id, "{}", upstream::chain_text(&e));
+                return Ok(text_response(e.status(), e.client_message()));
+            }
+        };
+        if headers::is_event_stream(response.headers()) {
+            if slot.is_none() {
+                // The request did not say it wanted a stream (LLM APIs): the slot is taken now.
+                match self.stream_slot(matched) {
+                    Ok(taken) => slot = Some(taken),
+                    Err(refusal) => return Ok(refusal),
+                }
+            }
+        } else {
+            slot = None;
+        }
+        let response = self
+            .forward_response(response, matched, parts, context, stream_id, upstream, upstream_uri)
+            .await?;
+        Ok(match slot {
+            Some(slot) => response.map(|body| admission::WithSlot::new(body, slot).boxed_unsync()),
+            None => response,
+        })
+    }
 
+    /// The upstream's response, through the route's chain if it has one.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_response(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        matched: Option<&Route>,
+        parts: http::request::Parts,
+        context: sluicegate_guest::StreamContext,
+        stream_id: String,
+        upstream: &Arc<Upstream>,
+        upstream_uri: http::Uri,
+    ) -> anyhow::Result<Response<ProxyBody>> {
         let (mut head, body) = response.into_parts();
         let body = body.map_err(BoxError::from).boxed_unsync();
         headers::strip_hop_by_hop(&mut head.headers);
@@ -467,7 +641,7 @@ impl Proxy {
         };
         route.stats.bodies.count(Direction::Response, Outcome::Inspected, Reason::EventStream);
         let (tx, client_body) = ChannelBody::new(self.client_buffer);
-        let resume = events::Resume::new(&parts, upstream_uri, &self.reconnect);
+        let resume = events::Resume::new(&parts, upstream.clone(), upstream_uri, &self.reconnect);
         let stream = events::EventStream::new(
             self.clone(),
             route.stats.clone(),
@@ -643,42 +817,8 @@ fn empty_body() -> UpstreamBody {
     Empty::new().map_err(BoxError::from).boxed_unsync()
 }
 
-/// Accepts connections on `listener` and serves each with `proxy` (HTTP/1.1, and HTTP/2 with
-/// prior knowledge) until the task is dropped or the proxy starts shutting down.
+/// Accepts connections on `listener` and serves each with `proxy` (HTTP/1.1 and HTTP/2, over
+/// TLS if configured) until the task is dropped or the proxy starts shutting down.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> anyhow::Result<()> {
     serve_handle(listener, ProxyHandle::new(proxy)).await
-}
-
-/// [`serve`] with whatever proxy `handle` holds at each request (so a reload takes effect).
-/// Returns, closing the listener, when shutdown begins.
-pub async fn serve_handle(listener: TcpListener, handle: Arc<ProxyHandle>) -> anyhow::Result<()> {
-    let mut phase = handle.lifecycle().watch();
-    loop {
-        let accepted = tokio::select! {
-            _ = phase.wait_for(|p| *p != Phase::Running) => return Ok(()),
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, typically: wait a little rather than spin.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let proxy = handle.current();
-                async move { Ok::<_, std::convert::Infallible>(proxy.handle(request).await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http2().max_concurrent_streams(20_000);
-            if let Err(e) = builder.serve_connection(TokioIo::new(socket), service).await {
-                tracing::debug!(%peer, "connection ended: {e}");
-            }
-        });
-    }
 }

@@ -1,0 +1,230 @@
+//! Admission: how many client connections and event streams the proxy takes at once, and the
+//! counters of what it turned away or closed. Kept in the [`Lifecycle`](super::Lifecycle), so the
+//! counts hold across reloads (a reload that lowers a limit applies it to new requests at once).
+//!
+//! An event stream holds a slot from the moment it is known to be one until its body ends: a
+//! request that accepts `text/event-stream` takes its slot before it is forwarded (so a refused
+//! one never reaches the upstream, and an MCP tool call is not run only to be thrown away), and
+//! gives it back if the answer is not a stream; a response that turns out to be a stream without
+//! the request saying so (LLM APIs) takes its slot when its head arrives.
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+/// Which limit turned a stream away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamLimit {
+    /// `limits.max_streams`, for the whole proxy.
+    Proxy,
+    /// The route's `max_streams`.
+    Route,
+}
+
+/// Why a connection was refused or closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// Over `limits.max_connections`: its requests were answered 503.
+    RefusedMaxConnections,
+    /// Accepted with too few file descriptors left: closed at once, to keep the rest for the
+    /// admin listener and for upstream connections.
+    RefusedDescriptors,
+    /// No complete request head in time (`header_read_timeout_ms`).
+    HeaderTimeout,
+    /// No open stream for `client_idle_timeout_ms`.
+    IdleTimeout,
+    /// The TLS handshake failed.
+    TlsHandshake,
+}
+
+impl ConnectionEvent {
+    pub const ALL: [ConnectionEvent; 5] = [
+        ConnectionEvent::RefusedMaxConnections,
+        ConnectionEvent::RefusedDescriptors,
+        ConnectionEvent::HeaderTimeout,
+        ConnectionEvent::IdleTimeout,
+        ConnectionEvent::TlsHandshake,
+    ];
+
+    /// The metric and its `reason` label.
+    pub fn metric(self) -> (&'static str, &'static str) {
+        match self {
+            ConnectionEvent::RefusedMaxConnections => ("sluicegate_connections_refused_total", "max_connections"),
+            ConnectionEvent::RefusedDescriptors => ("sluicegate_connections_refused_total", "descriptors"),
+            ConnectionEvent::HeaderTimeout => ("sluicegate_connections_closed_total", "header_timeout"),
+            ConnectionEvent::IdleTimeout => ("sluicegate_connections_closed_total", "idle_timeout"),
+            ConnectionEvent::TlsHandshake => ("sluicegate_connections_closed_total", "tls_handshake"),
+        }
+    }
+}
+
+/// Which listener an accept error happened on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Proxy,
+    Admin,
+}
+
+impl ListenerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Proxy => "proxy",
+            ListenerKind::Admin => "admin",
+        }
+    }
+}
+
+/// Counts and limits that outlive a configuration.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// Event streams holding a slot.
+    streams: Arc<AtomicUsize>,
+    /// The same per route prefix.
+    route_streams: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    /// Streams turned away, per route prefix and limit.
+    refused_streams: Mutex<HashMap<(String, &'static str), u64>>,
+    /// Client connections open now, and accepted in all.
+    pub(crate) connections: AtomicUsize,
+    pub(crate) connections_total: AtomicU64,
+    connection_events: [AtomicU64; ConnectionEvent::ALL.len()],
+    accept_errors: [AtomicU64; 2],
+}
+
+impl Admission {
+    /// The slot counter of route `prefix` (the same one for every configuration).
+    pub(crate) fn route_counter(&self, prefix: &str) -> Arc<AtomicUsize> {
+        let mut routes = self.route_streams.lock().unwrap_or_else(|p| p.into_inner());
+        routes.entry(prefix.to_string()).or_default().clone()
+    }
+
+    /// A slot for one event stream on `route` (whose counter came from [`Self::route_counter`]),
+    /// or the limit that is full. A limit of 0 is no limit.
+    pub(crate) fn stream_slot(
+        &self,
+        max_streams: usize,
+        route: &Arc<AtomicUsize>,
+        route_max: usize,
+        prefix: &str,
+    ) -> Result<StreamSlot, StreamLimit> {
+        let take = |counter: &Arc<AtomicUsize>, max: usize| {
+            let before = counter.fetch_add(1, Ordering::AcqRel);
+            if max > 0 && before >= max {
+                counter.fetch_sub(1, Ordering::AcqRel);
+                return false;
+            }
+            true
+        };
+        if !take(&self.streams, max_streams) {
+            self.count_refused(prefix, StreamLimit::Proxy);
+            return Err(StreamLimit::Proxy);
+        }
+        if !take(route, route_max) {
+            self.streams.fetch_sub(1, Ordering::AcqRel);
+            self.count_refused(prefix, StreamLimit::Route);
+            return Err(StreamLimit::Route);
+        }
+        Ok(StreamSlot { counters: [self.streams.clone(), route.clone()] })
+    }
+
+    fn count_refused(&self, prefix: &str, limit: StreamLimit) {
+        let limit = match limit {
+            StreamLimit::Proxy => "proxy",
+            StreamLimit::Route => "route",
+        };
+        let mut refused = self.refused_streams.lock().unwrap_or_else(|p| p.into_inner());
+        *refused.entry((prefix.to_string(), limit)).or_default() += 1;
+    }
+
+    /// Event streams holding a slot now.
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Acquire)
+    }
+
+    /// Streams refused so far: (route prefix, limit, count), sorted.
+    pub fn refused_streams(&self) -> Vec<(String, &'static str, u64)> {
+        let refused = self.refused_streams.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = refused.iter().map(|((route, limit), n)| (route.clone(), *limit, *n)).collect();
+        all.sort();
+        all
+    }
+
+    pub(crate) fn count(&self, event: ConnectionEvent) {
+        let at = ConnectionEvent::ALL.iter().position(|e| *e == event).unwrap_or(0);
+        self.connection_events[at].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How often `event` happened.
+    pub fn connection_events(&self, event: ConnectionEvent) -> u64 {
+        let at = ConnectionEvent::ALL.iter().position(|e| *e == event).unwrap_or(0);
+        self.connection_events[at].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_accept_error(&self, listener: ListenerKind) {
+        self.accept_errors[listener as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn accept_errors(&self, listener: ListenerKind) -> u64 {
+        self.accept_errors[listener as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn connections_total(&self) -> u64 {
+        self.connections_total.load(Ordering::Relaxed)
+    }
+}
+
+/// One event stream's slot (proxy-wide and on its route), given back when dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    counters: [Arc<AtomicUsize>; 2],
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        for counter in &self.counters {
+            counter.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A body that holds a stream slot until it ends. The slot is given back as the body yields its
+/// end, before the client can see it, so a client that saw a stream end and opens a new one
+/// finds the slot free.
+pub struct WithSlot<B> {
+    body: B,
+    slot: Option<StreamSlot>,
+}
+
+impl<B> WithSlot<B> {
+    pub fn new(body: B, slot: StreamSlot) -> Self {
+        WithSlot { body, slot: Some(slot) }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for WithSlot<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = &polled {
+            self.slot = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

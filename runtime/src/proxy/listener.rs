@@ -1,0 +1,338 @@
+//! Accepting and serving client connections: TLS (when configured), HTTP/1.1 and HTTP/2, and
+//! what keeps a flood of connections from holding the proxy:
+//!
+//! - a request head must arrive within `header_read_timeout_ms` of connecting (the TLS handshake
+//!   and HTTP/2 preface included) and, on HTTP/1.1, of the previous response; an HTTP/2
+//!   connection with no open stream is closed after `client_idle_timeout_ms`;
+//! - over `limits.max_connections`, a connection's requests are answered 503 with `Retry-After`;
+//! - when the process is close to its file descriptor limit, a new connection is closed at once,
+//!   so that the last descriptors stay for the admin listener and upstream connections (the kernel
+//!   hands out the lowest free descriptor, so an accepted descriptor's number is a lower bound on
+//!   how many are open: no need to count them);
+//! - a failed accept (out of descriptors, typically) never ends a listener: it is logged (at
+//!   most once a second), counted, and retried after a short pause.
+
+use super::admission::{Admission, ConnectionEvent, ListenerKind};
+use super::{BoxError, ProxyBody, ProxyHandle, text_response};
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+/// The client-side settings of one configuration (a reload replaces them for new connections;
+/// live connections keep theirs, their TLS certificate included).
+pub(crate) struct ClientSide {
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) max_connections: usize,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) retry_after: HeaderValue,
+}
+
+/// Raises the soft limit on open files to the hard limit (as Go's runtime does), so that the
+/// proxy is not held to a shell's default of 1,024. Logs what it did.
+pub fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(from = ?limit.current, to = ?limit.maximum, "raised the open file limit"),
+            Err(e) => tracing::debug!("could not raise the open file limit: {e}"),
+        }
+    }
+}
+
+/// Where the last descriptors begin: a connection accepted at or above it is closed at once.
+#[derive(Debug, Clone, Copy)]
+struct DescriptorReserve {
+    first_reserved: Option<u64>,
+}
+
+impl DescriptorReserve {
+    /// The top eighth of the soft limit (at least 16, at most 1,024 descriptors) is reserved.
+    fn detect() -> Self {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let first_reserved = soft.map(|soft| soft.saturating_sub((soft / 8).clamp(16, 1024)));
+        DescriptorReserve { first_reserved }
+    }
+
+    fn is_reached(&self, socket: &TcpStream) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = socket.as_raw_fd() as u64;
+        self.first_reserved.is_some_and(|first| fd >= first)
+    }
+}
+
+/// At most one warning a second from a loop that may fail many times a second.
+struct Throttle(Option<Instant>);
+
+impl Throttle {
+    fn ready(&mut self) -> bool {
+        let now = Instant::now();
+        if self.0.is_some_and(|last| now.duration_since(last) < Duration::from_secs(1)) {
+            return false;
+        }
+        self.0 = Some(now);
+        true
+    }
+}
+
+/// The next connection on `listener`. A failed accept is logged, counted and retried after a
+/// pause: it never ends the listener.
+async fn accept(
+    listener: &TcpListener,
+    kind: ListenerKind,
+    admission: &Admission,
+    throttle: &mut Throttle,
+) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                admission.count_accept_error(kind);
+                if throttle.ready() {
+                    tracing::warn!(listener = kind.name(), "accept failed (retrying): {e}");
+                }
+                // Out of descriptors, typically: wait for some to free up rather than spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Accepts connections on `listener` and serves each with whatever proxy `handle` holds at each
+/// request (so a reload takes effect). Returns, closing the listener, when shutdown begins.
+pub async fn serve_handle(listener: TcpListener, handle: Arc<ProxyHandle>) -> anyhow::Result<()> {
+    let lifecycle = handle.lifecycle();
+    let mut phase = lifecycle.watch();
+    let reserve = DescriptorReserve::detect();
+    let (mut accept_throttle, mut reserve_throttle) = (Throttle(None), Throttle(None));
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = phase.wait_for(|p| *p != super::Phase::Running) => return Ok(()),
+            accepted = accept(&listener, ListenerKind::Proxy, &lifecycle.admission, &mut accept_throttle) => accepted,
+        };
+        if reserve.is_reached(&socket) {
+            lifecycle.admission.count(ConnectionEvent::RefusedDescriptors);
+            if reserve_throttle.ready() {
+                tracing::warn!(
+                    %peer,
+                    "close to the open file limit: closing new connections until descriptors free up"
+                );
+            }
+            continue;
+        }
+        let _ = socket.set_nodelay(true);
+        let client_side = handle.current().client_side.clone();
+        let over_limit = client_side.max_connections > 0
+            && lifecycle.admission.open_connections() >= client_side.max_connections;
+        tokio::spawn(serve_connection(socket, peer, handle.clone(), client_side, over_limit));
+    }
+}
+
+/// One open client connection, counted until dropped.
+struct OpenConnection(Arc<super::Lifecycle>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.admission.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn serve_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    handle: Arc<ProxyHandle>,
+    client_side: Arc<ClientSide>,
+    over_limit: bool,
+) {
+    let lifecycle = handle.lifecycle();
+    lifecycle.admission.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    lifecycle.admission.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _open = OpenConnection(lifecycle.clone());
+    if over_limit {
+        lifecycle.admission.count(ConnectionEvent::RefusedMaxConnections);
+    }
+    let activity = Arc::new(Activity::new());
+    let watchdog = activity.clone().expired(client_side.header_read_timeout, client_side.idle_timeout);
+    let served = async {
+        match &client_side.tls {
+            Some(acceptor) => match acceptor.accept(socket).await {
+                Ok(stream) => serve_http(TokioIo::new(stream), handle, &client_side, activity, over_limit).await,
+                Err(e) => {
+                    lifecycle.admission.count(ConnectionEvent::TlsHandshake);
+                    tracing::debug!(%peer, "TLS handshake with a client failed: {e}");
+                    None
+                }
+            },
+            None => serve_http(TokioIo::new(socket), handle, &client_side, activity, over_limit).await,
+        }
+    };
+    let event = tokio::select! {
+        event = served => event,
+        event = watchdog => Some(event),
+    };
+    if let Some(event) = event {
+        lifecycle.admission.count(event);
+        tracing::debug!(%peer, reason = event.metric().1, "closed a client connection");
+    }
+}
+
+/// Serves HTTP on one connection; `Some` if it ended by a timeout of hyper's.
+async fn serve_http<I>(
+    io: I,
+    handle: Arc<ProxyHandle>,
+    client_side: &ClientSide,
+    activity: Arc<Activity>,
+    over_limit: bool,
+) -> Option<ConnectionEvent>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let retry_after = client_side.retry_after.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let proxy = handle.current();
+        let busy = activity.begin();
+        let retry_after = retry_after.clone();
+        async move {
+            let response = if over_limit {
+                let message = "sluicegate: too many connections (limits.max_connections)";
+                let mut response = over_limit_response(message, &retry_after);
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            } else {
+                proxy.handle(request).await
+            };
+            // The connection counts as busy until the response body is done with.
+            Ok::<_, std::convert::Infallible>(response.map(|body| while_busy(body, busy)))
+        }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(client_side.header_read_timeout)
+        .max_buf_size(client_side.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(20_000)
+        .max_header_list_size(u32::try_from(client_side.max_header_bytes).unwrap_or(u32::MAX));
+    match builder.serve_connection(io, service).await {
+        Ok(()) => None,
+        Err(e) => {
+            let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
+            tracing::debug!("connection ended: {e}");
+            timed_out.then_some(ConnectionEvent::HeaderTimeout)
+        }
+    }
+}
+
+fn while_busy(body: ProxyBody, busy: Busy) -> ProxyBody {
+    body.map_frame(move |frame| {
+        let _busy = &busy;
+        frame
+    })
+    .map_err(BoxError::from)
+    .boxed_unsync()
+}
+
+/// Whether a connection has a request in flight, and since when it has had none.
+struct Activity(Mutex<ActivityState>);
+
+struct ActivityState {
+    in_flight: usize,
+    idle_since: Instant,
+    served: bool,
+}
+
+/// One request in flight on a connection; see [`Activity::begin`].
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut state = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.in_flight -= 1;
+        if state.in_flight == 0 {
+            state.idle_since = Instant::now();
+        }
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity(Mutex::new(ActivityState { in_flight: 0, idle_since: Instant::now(), served: false }))
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        state.in_flight += 1;
+        state.served = true;
+        Busy(self.clone())
+    }
+
+    /// When the connection has had no request in flight for too long: `header` before its first
+    /// request, `idle` after. Wakes once per period while requests are in flight.
+    async fn expired(self: Arc<Self>, header: Duration, idle: Duration) -> ConnectionEvent {
+        loop {
+            let (deadline, event) = {
+                let state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                match (state.in_flight, state.served) {
+                    (0, false) => (state.idle_since + header, Some(ConnectionEvent::HeaderTimeout)),
+                    (0, true) => (state.idle_since + idle, Some(ConnectionEvent::IdleTimeout)),
+                    _ => (Instant::now() + idle, None),
+                }
+            };
+            tokio::time::sleep_until(deadline).await;
+            let state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            let still = match event {
+                Some(ConnectionEvent::HeaderTimeout) => state.in_flight == 0 && !state.served,
+                Some(_) => state.in_flight == 0 && state.idle_since + idle <= Instant::now(),
+                None => false,
+            };
+            if let (true, Some(event)) = (still, event) {
+                return event;
+            }
+        }
+    }
+}
+
+/// 503 for a request over a limit, with `Retry-After`.
+pub(crate) fn over_limit_response(message: &'static str, retry_after: &HeaderValue) -> Response<ProxyBody> {
+    let mut response = text_response(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(header::RETRY_AFTER, retry_after.clone());
+    response
+}
+
+/// Serves the admin endpoints on `listener` until the task is dropped; like the proxy's
+/// listener it survives failed accepts and closes connections that send no request head.
+pub(crate) async fn serve_admin_connections(
+    listener: TcpListener,
+    handle: Arc<ProxyHandle>,
+    respond: fn(&super::Proxy, &str) -> Response<ProxyBody>,
+) {
+    let lifecycle = handle.lifecycle();
+    let mut throttle = Throttle(None);
+    loop {
+        let (socket, _) = accept(&listener, ListenerKind::Admin, &lifecycle.admission, &mut throttle).await;
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let response = respond(&handle.current(), request.uri().path());
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+            let connection = builder.serve_connection(TokioIo::new(socket), service);
+            // The HTTP/2 preface, and a request that never completes, get the same bound.
+            let _ = tokio::time::timeout(Duration::from_secs(60), connection).await;
+        });
+    }
+}

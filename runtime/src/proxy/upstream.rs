@@ -1,0 +1,350 @@
+//! Upstreams: where a route's requests go (`http://` or `https://`), the pooled client that
+//! takes them there, and what can go wrong on the way, as a typed error that picks the status.
+//!
+//! One client per distinct upstream (scheme, authority, CA, client certificate): routes to the
+//! same service share its pool. Over HTTPS, ALPN offers h2 and http/1.1, so an upstream that speaks
+//! HTTP/2 carries many streams on one connection without a flag; over plain HTTP,
+//! `upstream_http2` asks for HTTP/2 by prior knowledge. Connections and TLS handshakes are counted
+//! per upstream, so pool reuse can be seen in `/metrics`.
+
+use super::tls::{self, Identity, TlsSetupError};
+use super::{BoxError, UpstreamBody};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// An upstream URL that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlError {
+    #[error("upstream `{0}` is not a URL")]
+    NotUrl(String),
+    #[error("upstream `{0}`: the scheme must be http:// or https://")]
+    Scheme(String),
+    #[error("upstream `{0}` needs a host")]
+    NoHost(String),
+    #[error("upstream `{0}` must not have a query")]
+    Query(String),
+}
+
+/// The upstream's base: scheme, authority and a path prefix that request paths are appended to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamBase {
+    scheme: Scheme,
+    authority: Authority,
+    path: String,
+}
+
+impl UpstreamBase {
+    /// Parses an upstream URL such as `http://127.0.0.1:3000` or `https://api.openai.com/v1`.
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
+        let uri: Uri = url.parse().map_err(|_| UrlError::NotUrl(url.into()))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| UrlError::Scheme(url.into()))?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(UrlError::Scheme(url.into()));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| UrlError::NoHost(url.into()))?;
+        if uri.query().is_some() {
+            return Err(UrlError::Query(url.into()));
+        }
+        Ok(UpstreamBase { scheme, authority, path: uri.path().trim_end_matches('/').to_string() })
+    }
+
+    /// The upstream URI for a path and query (already stripped of a route's prefix if it asks).
+    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{}", self.path, path_and_query))
+            .build()
+    }
+
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// `scheme://authority`, as shown in logs and metrics (the path is not part of the name).
+    pub fn name(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+}
+
+/// Everything that decides how an upstream is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UpstreamSettings {
+    pub base: UpstreamBase,
+    /// Extra CA certificates (PEM) trusted besides the system's.
+    pub ca: Option<PathBuf>,
+    /// A client certificate to present (mTLS).
+    pub identity: Option<Identity>,
+    /// HTTP/2 by prior knowledge on a plain-HTTP upstream.
+    pub http2_prior_knowledge: bool,
+    pub connect_timeout: Duration,
+    pub header_timeout: Option<Duration>,
+}
+
+/// Counters of one upstream.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    /// Connections opened (TCP, and TLS over it for https).
+    pub connections: AtomicU64,
+    /// TLS handshakes completed (one per HTTPS connection: a pooled connection needs no more).
+    pub tls_handshakes: AtomicU64,
+    /// Requests that failed before a response head, by kind.
+    pub errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
+}
+
+/// A failed upstream request, from its kind the client's status.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connecting to {upstream} took longer than {after:?}")]
+    ConnectTimeout { upstream: String, after: Duration },
+    #[error("{upstream} sent no response head within {after:?}")]
+    HeaderTimeout { upstream: String, after: Duration },
+    #[error("TLS with {upstream} failed: {problem}")]
+    Tls {
+        upstream: String,
+        problem: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{upstream} could not be reached")]
+    Connect {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("the request to {upstream} failed")]
+    Request {
+        upstream: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+/// The kinds of [`UpstreamError`], as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    ConnectTimeout,
+    HeaderTimeout,
+    Tls,
+    Connect,
+    Request,
+}
+
+impl UpstreamErrorKind {
+    pub const ALL: [UpstreamErrorKind; 5] = [
+        UpstreamErrorKind::ConnectTimeout,
+        UpstreamErrorKind::HeaderTimeout,
+        UpstreamErrorKind::Tls,
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Request,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::ConnectTimeout => "connect_timeout",
+            UpstreamErrorKind::HeaderTimeout => "header_timeout",
+            UpstreamErrorKind::Tls => "tls",
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Request => "request",
+        }
+    }
+}
+
+impl UpstreamError {
+    pub fn kind(&self) -> UpstreamErrorKind {
+        match self {
+            UpstreamError::ConnectTimeout { .. } => UpstreamErrorKind::ConnectTimeout,
+            UpstreamError::HeaderTimeout { .. } => UpstreamErrorKind::HeaderTimeout,
+            UpstreamError::Tls { .. } => UpstreamErrorKind::Tls,
+            UpstreamError::Connect { .. } => UpstreamErrorKind::Connect,
+            UpstreamError::Request { .. } => UpstreamErrorKind::Request,
+        }
+    }
+
+    /// 504 when the upstream did not answer in time, 502 otherwise.
+    pub fn status(&self) -> http::StatusCode {
+        match self.kind() {
+            UpstreamErrorKind::ConnectTimeout | UpstreamErrorKind::HeaderTimeout => http::StatusCode::GATEWAY_TIMEOUT,
+            _ => http::StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// What the client is told (no detail of the proxy's own set-up).
+    pub fn client_message(&self) -> &'static str {
+        match self.kind() {
+            UpstreamErrorKind::ConnectTimeout => "sluicegate: the upstream did not accept a connection in time",
+            UpstreamErrorKind::HeaderTimeout => "sluicegate: the upstream did not answer in time",
+            UpstreamErrorKind::Tls => "sluicegate: a secure connection to the upstream could not be made",
+            UpstreamErrorKind::Connect => "sluicegate: the upstream could not be reached",
+            UpstreamErrorKind::Request => "sluicegate: the upstream request failed",
+        }
+    }
+}
+
+/// A connect that took too long (TCP and, for https, the TLS handshake).
+#[derive(Debug, thiserror::Error)]
+#[error("connect timed out after {0:?}")]
+struct ConnectTimedOut(Duration);
+
+/// The HTTPS-or-HTTP connector with a deadline on the whole connect and counters.
+#[derive(Clone)]
+struct Connector {
+    inner: HttpsConnector<HttpConnector>,
+    timeout: Duration,
+    stats: Arc<UpstreamStats>,
+}
+
+type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Stream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Stream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let (timeout, stats) = (self.timeout, self.stats.clone());
+        Box::pin(async move {
+            let stream = match tokio::time::timeout(timeout, connecting).await {
+                Ok(connected) => connected?,
+                Err(_) => return Err(Box::new(ConnectTimedOut(timeout)) as BoxError),
+            };
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            if matches!(stream, MaybeHttpsStream::Https(_)) {
+                stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(stream)
+        })
+    }
+}
+
+/// One upstream and its pooled client.
+pub struct Upstream {
+    settings: UpstreamSettings,
+    name: String,
+    client: Client<Connector, UpstreamBody>,
+    stats: Arc<UpstreamStats>,
+}
+
+impl Upstream {
+    /// Builds the client (reading the CA and client certificate files now).
+    pub fn new(settings: UpstreamSettings) -> Result<Self, TlsSetupError> {
+        let stats = Arc::<UpstreamStats>::default();
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let tls = if settings.base.is_https() {
+            tls::client_config(settings.ca.as_deref(), settings.identity.as_ref())?
+        } else {
+            // Never used for a plain-HTTP upstream; a config without roots keeps it cheap.
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("the ring provider supports the default protocol versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        };
+        let inner = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let connector = Connector { inner, timeout: settings.connect_timeout, stats: stats.clone() };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .http2_only(settings.http2_prior_knowledge && !settings.base.is_https())
+            .build(connector);
+        Ok(Upstream { name: settings.base.name(), settings, client, stats })
+    }
+
+    pub fn base(&self) -> &UpstreamBase {
+        &self.settings.base
+    }
+
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
+    }
+
+    /// `scheme://authority`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn stats(&self) -> &UpstreamStats {
+        &self.stats
+    }
+
+    /// Sends `request` and waits for the response head (up to the header timeout). Failures are
+    /// counted and typed; a TLS failure says what was wrong with the certificate.
+    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, UpstreamError> {
+        let sent = self.client.request(request);
+        let result = match self.settings.header_timeout {
+            Some(after) => match tokio::time::timeout(after, sent).await {
+                Ok(result) => result,
+                Err(_) => return Err(self.count(UpstreamError::HeaderTimeout { upstream: self.name.clone(), after })),
+            },
+            None => sent.await,
+        };
+        result.map_err(|source| self.count(self.classify(source)))
+    }
+
+    fn classify(&self, source: hyper_util::client::legacy::Error) -> UpstreamError {
+        let upstream = self.name.clone();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&source);
+        while let Some(error) = cause {
+            if let Some(timed_out) = error.downcast_ref::<ConnectTimedOut>() {
+                return UpstreamError::ConnectTimeout { upstream, after: timed_out.0 };
+            }
+            cause = error.source();
+        }
+        if let Some(problem) = tls::describe(&source) {
+            return UpstreamError::Tls { upstream, problem, source };
+        }
+        if source.is_connect() {
+            UpstreamError::Connect { upstream, source }
+        } else {
+            UpstreamError::Request { upstream, source }
+        }
+    }
+
+    fn count(&self, error: UpstreamError) -> UpstreamError {
+        let at = UpstreamErrorKind::ALL.iter().position(|k| *k == error.kind()).unwrap_or(0);
+        self.stats.errors[at].fetch_add(1, Ordering::Relaxed);
+        error
+    }
+}
+
+/// `error` and its sources, one after another, for a log line.
+pub fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let piece = cause.to_string();
+        if !text.contains(&piece) {
+            text.push_str(": ");
+            text.push_str(&piece);
+        }
+        next = cause.source();
+    }
+    text
+}
