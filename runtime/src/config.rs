@@ -543,7 +543,9 @@ mod tests {
         assert!(err("[batch]\nmax_evnts = 3").contains("unknown field `max_evnts`"));
         assert!(err("[[route]]\nprefix = \"mcp\"").contains("must start with `/`"));
         assert!(err("[[route]]\nprefix = \"/a\"\n[[route]]\nprefix = \"/a/\"").contains("appears twice"));
-        assert!(err("[[route]]\nprefix = \"/a\"\nset_request_headers = { \"a b\" = \"x\" }").contains("not a header name"));
+        assert!(
+            err("[[route]]\nprefix = \"/a\"\nset_request_headers = { \"a b\" = \"x\" }").contains("not a header name")
+        );
         assert!(err("upstream_client_cert = \"c.pem\"").contains("go together"));
     }
 }

@@ -117,7 +117,8 @@ impl ServeArgs {
                 }
             });
         let top = [&config.upstream_ca, &config.upstream_client_cert, &config.upstream_client_key];
-        let routes = config.routes.iter().flat_map(|r| [&r.upstream_ca, &r.upstream_client_cert, &r.upstream_client_key]);
+        let routes =
+            config.routes.iter().flat_map(|r| [&r.upstream_ca, &r.upstream_client_cert, &r.upstream_client_key]);
         let certificates = top.into_iter().chain(routes).flatten().cloned();
         let own = config.tls.iter().flat_map(|t| [t.cert.clone(), t.key.clone()]);
         self.config.iter().cloned().chain(components).chain(certificates).chain(own).collect()

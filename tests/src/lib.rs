@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 pub mod llm;
 pub mod net;
 pub mod python;
+pub mod tls;
 
 include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));
 

@@ -26,20 +26,46 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Response<TestBody>> + Send + 'static,
 {
+    serve_upstream(handler, None).await
+}
+
+/// Starts an HTTPS upstream on a free loopback port with `tls` (its ALPN decides HTTP/2 or
+/// HTTP/1.1); `handler` answers every request.
+pub async fn start_tls_upstream<F, Fut>(handler: F, tls: rustls::ServerConfig) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    serve_upstream(handler, Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))).await
+}
+
+async fn serve_upstream<F, Fut>(handler: F, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let (socket, _) = listener.accept().await.unwrap();
             let handler = handler.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |r| {
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(r).await) }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(socket), service)
-                    .await;
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = match tls {
+                    // A failed handshake (a client that does not trust us, or has no
+                    // certificate we trust) just ends this connection.
+                    Some(tls) => match tls.accept(socket).await {
+                        Ok(stream) => builder.serve_connection(TokioIo::new(stream), service).await,
+                        Err(_) => Ok(()),
+                    },
+                    None => builder.serve_connection(TokioIo::new(socket), service).await,
+                };
             });
         }
     });

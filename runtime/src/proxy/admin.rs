@@ -186,9 +186,15 @@ fn write_upstreams(text: &mut String, proxy: &Proxy) {
     header(text, "sluicegate_upstream_tls_handshakes_total", "counter", "TLS handshakes with an upstream.");
     for upstream in proxy.upstreams() {
         let n = load(&upstream.stats().tls_handshakes);
-        let _ = writeln!(text, "sluicegate_upstream_tls_handshakes_total{{upstream=\"{}\"}} {n}", label(upstream.name()));
+        let _ =
+            writeln!(text, "sluicegate_upstream_tls_handshakes_total{{upstream=\"{}\"}} {n}", label(upstream.name()));
     }
-    header(text, "sluicegate_upstream_errors_total", "counter", "Upstream requests that failed before a response, by kind.");
+    header(
+        text,
+        "sluicegate_upstream_errors_total",
+        "counter",
+        "Upstream requests that failed before a response, by kind.",
+    );
     for upstream in proxy.upstreams() {
         for (kind, n) in UpstreamErrorKind::ALL.iter().zip(&upstream.stats().errors) {
             let _ = writeln!(

@@ -131,8 +131,8 @@ pub async fn serve_handle(listener: TcpListener, handle: Arc<ProxyHandle>) -> an
         }
         let _ = socket.set_nodelay(true);
         let client_side = handle.current().client_side.clone();
-        let over_limit = client_side.max_connections > 0
-            && lifecycle.admission.open_connections() >= client_side.max_connections;
+        let over_limit =
+            client_side.max_connections > 0 && lifecycle.admission.open_connections() >= client_side.max_connections;
         tokio::spawn(serve_connection(socket, peer, handle.clone(), client_side, over_limit));
     }
 }

@@ -300,17 +300,21 @@ impl Proxy {
                     route.upstream_client_cert.as_ref().or(config.upstream_client_cert.as_ref()),
                     route.upstream_client_key.as_ref().or(config.upstream_client_key.as_ref()),
                 )?,
-                None => default_upstream.clone().with_context(|| {
-                    at("has no upstream (set `upstream` on the route or at the top level)")
-                })?,
+                None => default_upstream
+                    .clone()
+                    .with_context(|| at("has no upstream (set `upstream` on the route or at the top level)"))?,
             };
             let mut set_headers = Vec::new();
             for (name, template) in &route.set_request_headers {
                 let name = HeaderName::from_bytes(name.as_bytes()).with_context(|| at("set_request_headers"))?;
-                let value = crate::config::expand_env(template).with_context(|| at(&format!("set_request_headers.{name}")))?;
+                let value =
+                    crate::config::expand_env(template).with_context(|| at(&format!("set_request_headers.{name}")))?;
                 // Never the value in an error: it may hold a credential.
                 let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                    anyhow::anyhow!("{}: the value is not a valid header value", at(&format!("set_request_headers.{name}")))
+                    anyhow::anyhow!(
+                        "{}: the value is not a valid header value",
+                        at(&format!("set_request_headers.{name}"))
+                    )
                 })?;
                 value.set_sensitive(true);
                 set_headers.push((name, value));
@@ -540,9 +544,8 @@ impl Proxy {
         } else {
             slot = None;
         }
-        let response = self
-            .forward_response(response, matched, parts, context, stream_id, upstream, upstream_uri)
-            .await?;
+        let response =
+            self.forward_response(response, matched, parts, context, stream_id, upstream, upstream_uri).await?;
         Ok(match slot {
             Some(slot) => response.map(|body| admission::WithSlot::new(body, slot).boxed_unsync()),
             None => response,

@@ -86,9 +86,9 @@ pub fn client_config(extra_ca: Option<&Path>, identity: Option<&Identity>) -> Re
         .with_root_certificates(roots);
     match identity {
         None => Ok(builder.with_no_client_auth()),
-        Some(id) => builder.with_client_auth_cert(certificates(&id.cert)?, private_key(&id.key)?).map_err(|source| {
-            TlsSetupError::Identity { cert: id.cert.clone(), key: id.key.clone(), source }
-        }),
+        Some(id) => builder
+            .with_client_auth_cert(certificates(&id.cert)?, private_key(&id.key)?)
+            .map_err(|source| TlsSetupError::Identity { cert: id.cert.clone(), key: id.key.clone(), source }),
     }
 }
 
@@ -100,11 +100,7 @@ pub fn server_config(identity: &Identity) -> Result<ServerConfig, TlsSetupError>
         .expect("the ring provider supports the default protocol versions")
         .with_no_client_auth()
         .with_single_cert(certificates(&identity.cert)?, private_key(&identity.key)?)
-        .map_err(|source| TlsSetupError::Identity {
-            cert: identity.cert.clone(),
-            key: identity.key.clone(),
-            source,
-        })?;
+        .map_err(|source| TlsSetupError::Identity { cert: identity.cert.clone(), key: identity.key.clone(), source })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -117,13 +113,12 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> Option<String> {
         if let Some(tls) = error.downcast_ref::<rustls::Error>() {
             return Some(words(tls));
         }
-        // `io::Error::source` skips the error it wraps; look at that one too.
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(words(tls));
-        }
-        next = error.source();
+        // `io::Error::source` skips the error it wraps (which may be another io::Error): go
+        // into it instead.
+        next = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
     }
     None
 }

@@ -14,7 +14,7 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector, capture_connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::path::PathBuf;
@@ -213,10 +213,71 @@ struct Connector {
 
 type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
 
+/// The first TLS error read on a connection. A server that refuses the client's certificate
+/// under TLS 1.3 says so in an alert after the handshake; hyper then fails the request with
+/// only "connection closed", and this keeps the reason so the log can give it.
+#[derive(Clone, Default)]
+struct TlsFailure(Arc<std::sync::OnceLock<String>>);
+
+/// A connection that notes its first TLS error (see [`TlsFailure`]).
+struct Watched {
+    inner: Stream,
+    failure: TlsFailure,
+}
+
+impl hyper::rt::Read for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Err(e)) = &polled
+            && let Some(words) = tls::describe(e)
+        {
+            let _ = this.failure.0.set(words);
+        }
+        polled
+    }
+}
+
+impl hyper::rt::Write for Watched {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl Connection for Watched {
+    fn connected(&self) -> Connected {
+        self.inner.connected().extra(self.failure.clone())
+    }
+}
+
 impl tower_service::Service<Uri> for Connector {
-    type Response = Stream;
+    type Response = Watched;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Stream, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Watched, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
@@ -234,7 +295,7 @@ impl tower_service::Service<Uri> for Connector {
             if matches!(stream, MaybeHttpsStream::Https(_)) {
                 stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(stream)
+            Ok(Watched { inner: stream, failure: TlsFailure::default() })
         })
     }
 }
@@ -296,7 +357,8 @@ impl Upstream {
 
     /// Sends `request` and waits for the response head (up to the header timeout). Failures are
     /// counted and typed; a TLS failure says what was wrong with the certificate.
-    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(&self, mut request: Request<UpstreamBody>) -> Result<Response<Incoming>, UpstreamError> {
+        let connection = capture_connection(&mut request);
         let sent = self.client.request(request);
         let result = match self.settings.header_timeout {
             Some(after) => match tokio::time::timeout(after, sent).await {
@@ -305,10 +367,17 @@ impl Upstream {
             },
             None => sent.await,
         };
-        result.map_err(|source| self.count(self.classify(source)))
+        result.map_err(|source| {
+            let noted = connection.connection_metadata().as_ref().and_then(|connected| {
+                let mut extras = http::Extensions::new();
+                connected.get_extras(&mut extras);
+                extras.get::<TlsFailure>().and_then(|failure| failure.0.get().cloned())
+            });
+            self.count(self.classify(source, noted))
+        })
     }
 
-    fn classify(&self, source: hyper_util::client::legacy::Error) -> UpstreamError {
+    fn classify(&self, source: hyper_util::client::legacy::Error, noted_tls: Option<String>) -> UpstreamError {
         let upstream = self.name.clone();
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&source);
         while let Some(error) = cause {
@@ -317,7 +386,7 @@ impl Upstream {
             }
             cause = error.source();
         }
-        if let Some(problem) = tls::describe(&source) {
+        if let Some(problem) = tls::describe(&source).or(noted_tls) {
             return UpstreamError::Tls { upstream, problem, source };
         }
         if source.is_connect() {

@@ -21,5 +21,6 @@ mod sse_properties;
 mod sse_rules;
 mod status_page;
 mod text;
+mod upstreams;
 mod verdicts;
 mod wasi;

@@ -1,0 +1,321 @@
+//! HTTPS upstreams and routes with their own upstream, through the real proxy on loopback:
+//! TLS servers with a CA the test makes (HTTP/1.1 or HTTP/2 chosen by ALPN), certificate problems
+//! that give 502 and say why, mTLS, timeouts that give 504, and a route's path and header rewrites.
+
+use crate::wasi::captured_log;
+use bytes::Bytes;
+use http::{Request, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use sluicegate_tests::net::*;
+use sluicegate_tests::tls::{Issued, TestCa};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A fresh directory for one test's certificate files.
+fn files(name: &str) -> PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// What the upstream saw of each request: version, path and query, headers.
+#[derive(Default)]
+struct Seen(Mutex<Vec<(Version, String, http::HeaderMap)>>);
+
+impl Seen {
+    fn all(&self) -> Vec<(Version, String, http::HeaderMap)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// An upstream with `/events` (ids 1-3, then the connection breaks; resumed from
+/// `Last-Event-ID: 3` it sends 4-5 and ends) and `/json` (a body with an address in it).
+async fn serve_test_api(seen: Arc<Seen>, tls: Option<rustls::ServerConfig>) -> SocketAddr {
+    let broke = Arc::new(AtomicBool::new(false));
+    let handler = move |request: Request<Incoming>| {
+        let (seen, broke) = (seen.clone(), broke.clone());
+        async move {
+            let path = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+            seen.0.lock().unwrap().push((request.version(), path.clone(), request.headers().clone()));
+            if request.uri().path().ends_with("/json") {
+                return full(200, "application/json", r#"{"reply":"write to ada@example.com"}"#);
+            }
+            let resumed = request.headers().get("last-event-id").is_some_and(|v| v == "3");
+            let (tx, response) = streamed("text/event-stream");
+            tokio::spawn(async move {
+                let ids = if resumed { 4..=5 } else { 1..=3 };
+                for id in ids {
+                    let event = format!("id: {id}\ndata: {id} to ada@example.com\n\n");
+                    if tx.send(Ok(Bytes::from(event))).await.is_err() {
+                        return;
+                    }
+                }
+                if !resumed && !broke.swap(true, Ordering::SeqCst) {
+                    let _ = tx.send(Err(std::io::Error::other("the upstream breaks"))).await;
+                }
+            });
+            response
+        }
+    };
+    match tls {
+        Some(tls) => start_tls_upstream(handler, tls).await,
+        None => start_upstream(handler).await,
+    }
+}
+
+fn metric(metrics: &str, line_start: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_start}` in {metrics}"))
+}
+
+fn data(event: &sluicegate::sse::Event) -> String {
+    String::from_utf8_lossy(event.data.as_deref().unwrap_or_default()).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_carry_streams_bodies_and_resumption_over_http1_and_http2_by_alpn() {
+    for (alpn, version) in
+        [(&[&b"http/1.1"[..]][..], Version::HTTP_11), (&[&b"h2"[..], &b"http/1.1"[..]][..], Version::HTTP_2)]
+    {
+        let dir = files(&format!("alpn-{version:?}"));
+        let ca = TestCa::new("sluicegate test CA");
+        let seen = Arc::new(Seen::default());
+        let upstream = serve_test_api(seen.clone(), Some(ca.server(&["localhost"]).server_config(alpn, None))).await;
+        let config = format!(
+            "upstream = \"https://localhost:{}\"\nupstream_ca = \"{}\"\n[reconnect]\ninitial_delay_ms = 10\n\
+             [[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:redact\"\n",
+            upstream.port(),
+            ca.write(&dir, "ca.pem").display()
+        );
+        let (proxy, state) = start_proxy(&config).await;
+
+        let mut reader = EventReader::new(get(&format!("http://{proxy}/events"), &[]).await);
+        let events = reader.rest().await;
+        let got: Vec<String> = events.iter().map(data).collect();
+        let want: Vec<String> = (1..=5).map(|i| format!("{i} to [redacted]")).collect();
+        assert_eq!(got, want, "{version:?}: redacted, resumed after the break, nothing lost or repeated");
+
+        let body = get(&format!("http://{proxy}/json"), &[]).await.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(
+            &body[..],
+            br#"{"reply":"write to [redacted]"}"#,
+            "{version:?}: the JSON body went through the chain"
+        );
+
+        let all = seen.all();
+        assert_eq!(all.len(), 3, "a stream, its resumption and the body");
+        assert!(
+            all.iter().all(|(v, _, _)| *v == version),
+            "ALPN chose {version:?}: {:?}",
+            all.iter().map(|s| s.0).collect::<Vec<_>>()
+        );
+        assert_eq!(all[1].2.get("last-event-id").unwrap(), "3");
+        let metrics = sluicegate::proxy::admin::metrics(&state);
+        let handshakes = metric(
+            &metrics,
+            &format!("sluicegate_upstream_tls_handshakes_total{{upstream=\"https://localhost:{}\"}}", upstream.port()),
+        );
+        if version == Version::HTTP_2 {
+            assert_eq!(handshakes, 1, "one pooled HTTP/2 connection carries every request, the resumption too");
+        } else {
+            assert!(
+                (2..=3).contains(&handshakes),
+                "HTTP/1.1: a new connection after the break, then reused: {handshakes}"
+            );
+        }
+    }
+}
+
+/// A proxy in front of an HTTPS upstream that presents `upstream_cert`, trusting only `trusted`;
+/// returns the status of one request and the upstream's name.
+async fn status_through(name: &str, upstream_cert: &Issued, trusted: &TestCa, host: &str) -> (u16, String, String) {
+    let dir = files(name);
+    let seen = Arc::new(Seen::default());
+    let upstream = serve_test_api(seen, Some(upstream_cert.server_config(&[b"h2", b"http/1.1"], None))).await;
+    let upstream_name = format!("https://{host}:{}", upstream.port());
+    let config = format!(
+        "upstream = \"{upstream_name}\"\nupstream_ca = \"{}\"\n[[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n",
+        trusted.write(&dir, "ca.pem").display()
+    );
+    let (proxy, state) = start_proxy(&config).await;
+    let response = get(&format!("http://{proxy}/json"), &[]).await;
+    let status = response.status().as_u16();
+    let metrics = sluicegate::proxy::admin::metrics(&state);
+    (status, upstream_name, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_problems_give_502_and_a_log_line_that_says_what_failed() {
+    let log = captured_log();
+    let ca = TestCa::new("the CA the proxy trusts");
+    let stranger = TestCa::new("a CA nobody trusts");
+    let cases = [
+        ("unknown-issuer", stranger.server(&["localhost"]), "localhost", "unknown issuer"),
+        ("name-mismatch", ca.server(&["elsewhere.example"]), "localhost", "name mismatch"),
+        ("expired", ca.expired_server(&["localhost"]), "localhost", "expired"),
+    ];
+    for (name, cert, host, reason) in cases {
+        let (status, upstream, metrics) = status_through(name, &cert, &ca, host).await;
+        assert_eq!(status, 502, "{name}");
+        let line = log.text().lines().find(|l| l.contains(&upstream) && l.contains("TLS")).map(str::to_string);
+        let line = line.unwrap_or_else(|| panic!("{name}: no log line names {upstream}: {}", log.text()));
+        assert!(line.contains(reason), "{name}: the log says `{reason}`: {line}");
+        assert_eq!(
+            metric(&metrics, &format!("sluicegate_upstream_errors_total{{upstream=\"{upstream}\",kind=\"tls\"}}")),
+            1
+        );
+    }
+    // The control: the same set-up with a good certificate is served.
+    let (status, _, _) = status_through("good", &ca.server(&["localhost"]), &ca, "localhost").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_requires_a_client_certificate_is_reached_with_one_and_refused_without() {
+    let log = captured_log();
+    let dir = files("mtls");
+    let ca = TestCa::new("server CA");
+    let clients = TestCa::new("client CA");
+    let seen = Arc::new(Seen::default());
+    let tls = ca.server(&["localhost"]).server_config(&[b"h2", b"http/1.1"], Some(&clients));
+    let upstream = serve_test_api(seen.clone(), Some(tls)).await;
+    let (cert, key) = clients.client("sluicegate").write(&dir, "client");
+    let ca_file = ca.write(&dir, "ca.pem");
+    let base =
+        format!("upstream = \"https://localhost:{}\"\nupstream_ca = \"{}\"\n", upstream.port(), ca_file.display());
+
+    let with =
+        format!("{base}upstream_client_cert = \"{}\"\nupstream_client_key = \"{}\"\n", cert.display(), key.display());
+    let (proxy, _) = start_proxy(&with).await;
+    let response = get(&format!("http://{proxy}/json"), &[]).await;
+    assert_eq!(response.status(), 200, "with the client certificate");
+    assert_eq!(seen.all().len(), 1);
+
+    let (proxy, _) = start_proxy(&base).await;
+    let response = get(&format!("http://{proxy}/json"), &[]).await;
+    assert_eq!(response.status(), 502, "without it");
+    assert_eq!(seen.all().len(), 1, "the upstream's handler never ran");
+    let text = log.text();
+    let line = text.lines().rev().find(|l| l.contains(&format!("localhost:{}", upstream.port())) && l.contains("TLS"));
+    assert!(line.is_some_and(|l| l.contains("client certificate")), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_does_not_answer_in_time_gives_504() {
+    // A TCP server that accepts and never says a word: the TLS handshake cannot finish.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    tokio::spawn({
+        let held = held.clone();
+        async move {
+            while let Ok((socket, _)) = silent.accept().await {
+                held.lock().unwrap().push(socket);
+            }
+        }
+    });
+    let config = format!(
+        "upstream = \"https://127.0.0.1:{}\"\n[limits]\nupstream_connect_timeout_ms = 200\n",
+        silent_addr.port()
+    );
+    let (proxy, state) = start_proxy(&config).await;
+    assert_eq!(get(&format!("http://{proxy}/x"), &[]).await.status(), 504, "no TLS handshake in time");
+    let metrics = sluicegate::proxy::admin::metrics(&state);
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!(
+                "sluicegate_upstream_errors_total{{upstream=\"https://127.0.0.1:{}\",kind=\"connect_timeout\"}}",
+                silent_addr.port()
+            )
+        ),
+        1
+    );
+
+    // An HTTP upstream that takes the request and never answers.
+    let mute = start_upstream(|_| std::future::pending()).await;
+    let config = format!("upstream = \"http://{mute}\"\n[limits]\nupstream_header_timeout_ms = 200\n");
+    let (proxy, _) = start_proxy(&config).await;
+    assert_eq!(get(&format!("http://{proxy}/x"), &[]).await.status(), 504, "no response head in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_reach_their_own_upstreams_with_their_paths_and_headers() {
+    let log = captured_log();
+    let dir = files("routes");
+    let ca = TestCa::new("routes CA");
+    let (secure_seen, plain_seen) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
+    let secure =
+        serve_test_api(secure_seen.clone(), Some(ca.server(&["localhost"]).server_config(&[b"h2", b"http/1.1"], None)))
+            .await;
+    let plain = serve_test_api(plain_seen.clone(), None).await;
+    // `${CARGO_PKG_NAME}` stands for a key in the environment (cargo sets it for every test).
+    let config = format!(
+        "upstream = \"http://{plain}\"\n\
+         [[route]]\nprefix = \"/provider\"\nupstream = \"https://localhost:{}\"\nupstream_ca = \"{}\"\nstrip_prefix = true\n\
+         set_request_headers = {{ authorization = \"Bearer key-of-${{CARGO_PKG_NAME}}\", x-team = \"blue\" }}\n\
+         remove_request_headers = [\"x-client-key\"]\n\
+         [[route.interceptor]]\nspec = \"example:redact\"\n\
+         [[route]]\nprefix = \"/kept\"\n",
+        secure.port(),
+        ca.write(&dir, "ca.pem").display()
+    );
+    let (proxy, state) = start_proxy(&config).await;
+    let client_headers = [("authorization", "Bearer the-client's"), ("x-client-key", "k")];
+    let body = get(&format!("http://{proxy}/provider/v1/json?x=1"), &client_headers).await.into_body().collect().await;
+    assert_eq!(&body.unwrap().to_bytes()[..], br#"{"reply":"write to [redacted]"}"#);
+    assert_eq!(get(&format!("http://{proxy}/provider"), &[]).await.status(), 200);
+    get(&format!("http://{proxy}/kept/json"), &client_headers).await.into_body().collect().await.unwrap();
+    get(&format!("http://{proxy}/elsewhere/json"), &[]).await.into_body().collect().await.unwrap();
+
+    let secure_seen = secure_seen.all();
+    let (_, path, headers) = &secure_seen[0];
+    assert_eq!(path, "/v1/json?x=1", "the prefix is stripped, the query kept");
+    assert_eq!(headers["authorization"], "Bearer key-of-sluicegate-tests", "the proxy's key replaces the client's");
+    assert_eq!(headers["x-team"], "blue");
+    assert!(headers.get("x-client-key").is_none(), "removed");
+    assert_eq!(headers["host"], format!("localhost:{}", secure.port()).as_str(), "Host is the route's upstream");
+    assert_eq!(secure_seen[1].1, "/", "the prefix alone is the upstream's root");
+    let plain_seen = plain_seen.all();
+    assert_eq!(plain_seen.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(), ["/kept/json", "/elsewhere/json"]);
+    assert_eq!(plain_seen[0].2["authorization"], "Bearer the-client's", "other routes keep the client's headers");
+    assert_eq!(plain_seen[0].2["host"], plain.to_string().as_str());
+
+    let status = sluicegate::proxy::admin::status_json(&state);
+    assert!(status.contains(&format!("\"upstream\":\"https://localhost:{}\"", secure.port())), "{status}");
+    for shown in [status, sluicegate::proxy::admin::metrics(&state), log.text()] {
+        assert!(!shown.contains("key-of-sluicegate-tests"), "an injected value is never shown");
+    }
+}
+
+#[tokio::test]
+async fn an_injected_header_from_a_missing_variable_is_a_config_error_that_names_it() {
+    let config = sluicegate::config::ProxyConfig::from_toml(
+        "upstream = \"http://127.0.0.1:9\"\n[[route]]\nprefix = \"/a\"\n\
+         set_request_headers = { authorization = \"Bearer ${SLUICEGATE_TEST_UNSET_KEY}\" }\n",
+    )
+    .unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let error = match sluicegate::proxy::Proxy::new(&config, sluicegate_tests::runtime(), addr) {
+        Ok(_) => panic!("a missing variable must not start the proxy"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("SLUICEGATE_TEST_UNSET_KEY is not set") && error.contains("route `/a`"), "{error}");
+
+    // A value that is not a header value: refused, and the message does not repeat it.
+    let config = sluicegate::config::ProxyConfig::from_toml(
+        "upstream = \"http://127.0.0.1:9\"\n[[route]]\nprefix = \"/a\"\nset_request_headers = { x = \"bad\\nsecret-value\" }\n",
+    )
+    .unwrap();
+    let error = match sluicegate::proxy::Proxy::new(&config, sluicegate_tests::runtime(), addr) {
+        Ok(_) => panic!("an invalid header value must not start the proxy"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("not a valid header value") && !error.contains("secret-value"), "{error}");
+}
