@@ -7,6 +7,7 @@
 //! resident memory, which other tests running beside it in one process would disturb.
 
 mod admin;
+mod admission;
 mod bodies;
 mod cache;
 mod guests;
