@@ -1,11 +1,13 @@
 """A real MCP Streamable HTTP server (the Python SDK's FastMCP) for the proxy tests.
 
 Usage: python server.py PORT [json [MARKER]]
+With MCP_TLS_CERT and MCP_TLS_KEY in the environment (PEM files) it serves HTTPS.
 Tool `lookup` reports progress twice, logs, and returns text with an e-mail address in it;
 `count` counts; `secret` writes MARKER (a file path) when it is called, so a test can tell that a
 refused call never reached the server. With `json` the server answers every POST with one JSON
 body (`json_response=True`, stateless), as stateless deployments do, and opens no event stream.
 """
+import os
 import sys
 
 from mcp.server.fastmcp import Context, FastMCP
@@ -43,4 +45,11 @@ def secret() -> str:
 
 
 if __name__ == "__main__":
-    mcp.run(transport="streamable-http")
+    cert, key = os.environ.get("MCP_TLS_CERT"), os.environ.get("MCP_TLS_KEY")
+    if cert and key:
+        import uvicorn
+
+        app = mcp.streamable_http_app()
+        uvicorn.run(app, host="127.0.0.1", port=port, ssl_certfile=cert, ssl_keyfile=key, log_level="warning")
+    else:
+        mcp.run(transport="streamable-http")

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 pub mod llm;
 pub mod net;
+pub mod process;
 pub mod python;
 pub mod tls;
 

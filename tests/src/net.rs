@@ -72,6 +72,26 @@ where
     addr
 }
 
+/// The sending side of an upstream event stream: send `Ok(bytes)`, or an `Err` to break it;
+/// drop it to end the stream.
+pub type Feed = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// An upstream whose every request is answered with an event stream handed to the test, to
+/// feed and end by hand.
+pub async fn fed_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Feed>) {
+    let (streams_tx, streams) = mpsc::unbounded_channel();
+    let upstream = start_upstream(move |_| {
+        let streams_tx = streams_tx.clone();
+        async move {
+            let (tx, response) = streamed("text/event-stream");
+            let _ = streams_tx.send(tx);
+            response
+        }
+    })
+    .await;
+    (upstream, streams)
+}
+
 /// A response whose body is fed by the returned sender: send `Ok(bytes)` chunks, send an `Err`
 /// to break the connection mid-stream, drop the sender to end the body normally.
 pub fn streamed(content_type: &str) -> (mpsc::Sender<Result<Bytes, std::io::Error>>, Response<TestBody>) {

@@ -7,27 +7,9 @@ use http::Request;
 use http_body_util::{BodyExt, Empty};
 use sluicegate_tests::net::*;
 use sluicegate_tests::tls::TestCa;
-use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-
-type Feed = mpsc::Sender<Result<Bytes, std::io::Error>>;
-
-/// An upstream whose every event stream is handed to the test, to feed and end by hand.
-async fn fed_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Feed>) {
-    let (streams_tx, streams) = mpsc::unbounded_channel();
-    let upstream = start_upstream(move |_| {
-        let streams_tx = streams_tx.clone();
-        async move {
-            let (tx, response) = streamed("text/event-stream");
-            streams_tx.send(tx).unwrap();
-            response
-        }
-    })
-    .await;
-    (upstream, streams)
-}
 
 fn metric(metrics: &str, line_start: &str) -> u64 {
     metrics
@@ -119,7 +101,8 @@ async fn silent_and_half_sent_request_heads_are_closed_after_the_header_timeout(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_max_connections_a_request_gets_503_and_an_oversized_head_gets_431() {
     let upstream = start_upstream(|_| async { full(200, "text/plain", "ok") }).await;
-    let config = format!("upstream = \"http://{upstream}\"\n[limits]\nmax_connections = 1\nmax_request_header_bytes = 16384\n");
+    let config =
+        format!("upstream = \"http://{upstream}\"\n[limits]\nmax_connections = 1\nmax_request_header_bytes = 16384\n");
     let (proxy, state) = start_proxy(&config).await;
 
     let mut held = TcpStream::connect(proxy).await.unwrap();
@@ -139,7 +122,9 @@ async fn over_max_connections_a_request_gets_503_and_an_oversized_head_gets_431(
     let filler = "x".repeat(20_000);
     // The held connection may take a moment to be counted as closed: retry until admitted.
     let answer = loop {
-        big.write_all(format!("GET / HTTP/1.1\r\nHost: {proxy}\r\nX-Filler: {filler}\r\n\r\n").as_bytes()).await.unwrap();
+        big.write_all(format!("GET / HTTP/1.1\r\nHost: {proxy}\r\nX-Filler: {filler}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         let answer = until_closed(&mut big).await;
         if !answer.starts_with(b"HTTP/1.1 503") {
             break answer;

@@ -11,24 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-
-type Feed = mpsc::Sender<Result<Bytes, std::io::Error>>;
-
-/// An upstream whose every event stream is handed to the test, to feed by hand.
-async fn fed_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Feed>) {
-    let (streams_tx, streams) = mpsc::unbounded_channel();
-    let upstream = start_upstream(move |_| {
-        let streams_tx = streams_tx.clone();
-        async move {
-            let (tx, response) = streamed("text/event-stream");
-            streams_tx.send(tx).unwrap();
-            response
-        }
-    })
-    .await;
-    (upstream, streams)
-}
 
 fn config(upstream: SocketAddr, chain: &[&str]) -> ProxyConfig {
     ProxyConfig::from_toml(&config_with_chain(upstream, chain, "")).unwrap()

@@ -18,6 +18,7 @@ mod mcp;
 mod proxy;
 mod sandbox;
 mod sdk;
+mod serve;
 mod sse_properties;
 mod sse_rules;
 mod status_page;

@@ -14,7 +14,7 @@ use std::time::Duration;
 const MCP_VERSION: &str = "1.30.0";
 
 /// A Python with the `mcp` SDK: the venv's, created on first use.
-fn python_with_mcp() -> PathBuf {
+pub(crate) fn python_with_mcp() -> PathBuf {
     sluicegate_tests::python::venv(
         Path::new(env!("CARGO_TARGET_TMPDIR")),
         &format!("mcp-{MCP_VERSION}"),
@@ -24,7 +24,7 @@ fn python_with_mcp() -> PathBuf {
 }
 
 /// Kills the child when dropped.
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -43,11 +43,18 @@ async fn start_mcp_server(python: &Path) -> (Server, SocketAddr) {
 
 /// The server with extra arguments (`json MARKER`).
 async fn start_mcp_server_with(python: &Path, args: &[&str]) -> (Server, SocketAddr) {
+    start_mcp_server_env(python, args, &[]).await
+}
+
+/// The server with extra arguments and environment (`MCP_TLS_CERT` and `MCP_TLS_KEY`: serve
+/// HTTPS with that certificate).
+pub(crate) async fn start_mcp_server_env(python: &Path, args: &[&str], env: &[(&str, &Path)]) -> (Server, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(python)
         .arg(script("server.py"))
         .arg(port.to_string())
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -62,7 +69,17 @@ async fn start_mcp_server_with(python: &Path, args: &[&str]) -> (Server, SocketA
 }
 
 fn run_client(python: &Path, url: &str) -> serde_json::Value {
-    let out = Command::new(python).arg(script("client.py")).arg(url).output().unwrap();
+    run_client_env(python, url, &[])
+}
+
+/// The client with extra environment (`SSL_CERT_FILE`: the CA it trusts for https URLs).
+pub(crate) fn run_client_env(python: &Path, url: &str, env: &[(&str, &Path)]) -> serde_json::Value {
+    let out = Command::new(python)
+        .arg(script("client.py"))
+        .arg(url)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "MCP client failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }

@@ -1,0 +1,156 @@
+//! `sluicegate serve` as a process, as an operator runs it: a low descriptor limit under a crowd
+//! of silent connections, the certificate replaced by SIGHUP under a live stream, the guide's
+//! configuration in front of three HTTPS upstreams with the real SDKs.
+
+use crate::mcp::{python_with_mcp, run_client_env, start_mcp_server_env};
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
+use sluicegate_tests::net::*;
+use sluicegate_tests::process::Start;
+use sluicegate_tests::tls::TestCa;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn metric(metrics: &str, line_start: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_start}` in {metrics}"))
+}
+
+async fn text_of(url: &str) -> (u16, String) {
+    let response = get(url, &[]).await;
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_silent_connections_under_a_low_descriptor_limit_neither_wedges_the_proxy_nor_its_admin() {
+    let upstream = start_upstream(|_| async { full(200, "text/plain", "served") }).await;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("crowd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(&config, format!("upstream = \"http://{upstream}\"\n[limits]\nheader_read_timeout_ms = 1500\n"))
+        .unwrap();
+    // 256 descriptors: the top 32 are kept back from clients.
+    let proxy = Start::serve(&["--config", config.to_str().unwrap()]).open_files(256).start();
+    let admin = proxy.admin.unwrap();
+
+    let mut crowd = Vec::new();
+    for _ in 0..300 {
+        let mut socket = TcpStream::connect(proxy.addr).await.unwrap();
+        socket.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ").await.unwrap();
+        crowd.push(socket);
+    }
+    // While the crowd holds every descriptor it can get, the admin listener answers.
+    for _ in 0..3 {
+        let (status, body) = text_of(&format!("http://{admin}/healthz")).await;
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+    }
+    let (_, metrics) = text_of(&format!("http://{admin}/metrics")).await;
+    let refused = metric(&metrics, "sluicegate_connections_refused_total{reason=\"descriptors\"}");
+    assert!(refused > 0, "the crowd reached the reserve: {metrics}");
+
+    // Every crowd connection is closed: at once in the reserve, or when the header timeout passes.
+    for socket in &mut crowd {
+        let mut rest = Vec::new();
+        let _ = socket.read_to_end(&mut rest).await;
+    }
+    let (status, body) = text_of(&format!("http://{}/", proxy.addr)).await;
+    assert_eq!((status, body.as_str()), (200, "served"), "a real client is served once the crowd is gone");
+    let (_, metrics) = text_of(&format!("http://{admin}/metrics")).await;
+    let timed_out = metric(&metrics, "sluicegate_connections_closed_total{reason=\"header_timeout\"}");
+    assert!(timed_out + refused >= 300, "every crowd connection is accounted for: {timed_out} + {refused}");
+    assert!(proxy.log().contains("close to the open file limit"), "{}", proxy.log());
+}
+
+/// A GET over a fresh TLS connection (HTTP/1.1) that trusts only `ca`; the response and the
+/// certificate the proxy presented.
+async fn tls_get(
+    ca: &TestCa,
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> (http::Response<hyper::body::Incoming>, Vec<u8>) {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(ca.client_config(&[b"http/1.1"])));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, tcp).await.unwrap();
+    let presented = stream.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(path)
+        .header("host", format!("localhost:{}", addr.port()))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    (sender.send_request(request).await.unwrap(), presented)
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+}
+
+fn data(event: &sluicegate::sse::Event) -> String {
+    String::from_utf8_lossy(event.data.as_deref().unwrap_or_default()).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_sdk_connects_over_tls_and_sighup_replaces_the_certificate_under_a_live_stream() {
+    let python = tokio::task::spawn_blocking(python_with_mcp).await.unwrap();
+    let (_mcp, mcp_addr) = start_mcp_server_env(&python, &[], &[]).await;
+    let (upstream, mut streams) = fed_upstream().await;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sighup-tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new("sighup CA");
+    let ca_file = ca.write(&dir, "ca.pem");
+    let first = ca.server(&["localhost"]);
+    let (cert, key) = first.write(&dir, "proxy");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstream = \"http://{upstream}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\
+             [[route]]\nprefix = \"/mcp\"\nupstream = \"http://{mcp_addr}\"\n[[route.interceptor]]\nspec = \"example:redact\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let proxy = Start::serve(&["--config", config.to_str().unwrap()]).start();
+    let mcp_url = format!("https://localhost:{}/mcp", proxy.addr.port());
+    let mcp_client = |python: std::path::PathBuf, url: String, ca: std::path::PathBuf| async move {
+        tokio::task::spawn_blocking(move || run_client_env(&python, &url, &[("SSL_CERT_FILE", &ca)])).await.unwrap()
+    };
+    let seen = mcp_client(python.clone(), mcp_url.clone(), ca_file.clone()).await;
+    assert_eq!(seen["text"], serde_json::json!(["Ada can be reached at [redacted]"]), "{seen}");
+    assert_eq!(seen["progress"], serde_json::json!([[1.0, 2.0, "searching"], [2.0, 2.0, "found"]]));
+
+    let (response, presented) = tls_get(&ca, proxy.addr, "/events").await;
+    assert_eq!(presented, der(&first.cert_pem));
+    let mut live = EventReader::new(response);
+    let live_feed = streams.recv().await.unwrap();
+    live_feed.send(Ok(Bytes::from_static(b"data: one\n\n"))).await.unwrap();
+    assert_eq!(data(&live.next().await.unwrap()), "one");
+
+    let second = ca.server(&["localhost"]);
+    second.write(&dir, "proxy");
+    proxy.signal("HUP");
+    proxy.wait_for_line("reloaded", Duration::from_secs(60));
+
+    let (response, presented) = tls_get(&ca, proxy.addr, "/events").await;
+    assert_eq!(presented, der(&second.cert_pem), "a new connection gets the new certificate");
+    let mut fresh = EventReader::new(response);
+    let fresh_feed = streams.recv().await.unwrap();
+    fresh_feed.send(Ok(Bytes::from_static(b"data: new\n\n"))).await.unwrap();
+    assert_eq!(data(&fresh.next().await.unwrap()), "new");
+    live_feed.send(Ok(Bytes::from_static(b"data: two\n\n"))).await.unwrap();
+    assert_eq!(data(&live.next().await.unwrap()), "two", "the live stream goes on over its connection");
+    drop((live_feed, fresh_feed));
+    assert!(live.rest().await.is_empty() && fresh.rest().await.is_empty());
+
+    let seen = mcp_client(python, mcp_url, ca_file).await;
+    assert_eq!(seen["text"], serde_json::json!(["Ada can be reached at [redacted]"]), "after the reload: {seen}");
+}
