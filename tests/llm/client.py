@@ -5,10 +5,12 @@ does, and prints what the application would see, as JSON on stdout.
 
 `stream` (the default) reads the answer as it streams: the text the deltas add up to, the SDK's
 final object where it has one, and how the answer ended. `whole` makes the same call without
-streaming. No key is sent: the proxy injects none here and the test upstream wants none.
+streaming. With SLUICEGATE_NO_KEY=1 the SDK sends no key at all (the proxy injects the provider's);
+otherwise it sends a placeholder that the test upstreams ignore.
 """
 
 import json
+import os
 import sys
 
 base_url, api = sys.argv[1], sys.argv[2]
@@ -16,23 +18,27 @@ mode = sys.argv[3] if len(sys.argv) > 3 else "stream"
 messages = [{"role": "user", "content": "Who do I write to?"}]
 seen = {}
 
+no_key = os.environ.get("SLUICEGATE_NO_KEY") == "1"
+
 if api in ("chat", "responses"):
     import openai
 
     client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=30)
+    # The SDK insists on a key unless the header is omitted call by call.
+    xh = {"Authorization": openai.Omit()} if no_key else {}
     if api == "chat" and mode == "stream":
         text, finish = "", None
-        for chunk in client.chat.completions.create(model="gpt-test", messages=messages, stream=True):
+        for chunk in client.chat.completions.create(model="gpt-test", messages=messages, stream=True, extra_headers=xh):
             for choice in chunk.choices:
                 text += choice.delta.content or ""
                 finish = choice.finish_reason or finish
         seen = {"deltas": text, "ended": finish}
     elif api == "chat":
-        completion = client.chat.completions.create(model="gpt-test", messages=messages)
+        completion = client.chat.completions.create(model="gpt-test", messages=messages, extra_headers=xh)
         seen = {"final": completion.choices[0].message.content, "ended": completion.choices[0].finish_reason}
     elif mode == "stream":
         text, final, ended, done = "", None, None, []
-        for event in client.responses.create(model="gpt-test", input="Who do I write to?", stream=True):
+        for event in client.responses.create(model="gpt-test", input="Who do I write to?", stream=True, extra_headers=xh):
             if event.type == "response.output_text.delta":
                 text += event.delta
             elif event.type == "response.output_text.done":
@@ -43,12 +49,16 @@ if api in ("chat", "responses"):
                 ended = event.response.incomplete_details.reason
         seen = {"deltas": text, "final": final, "done": done, "ended": ended}
     else:
-        response = client.responses.create(model="gpt-test", input="Who do I write to?")
+        response = client.responses.create(model="gpt-test", input="Who do I write to?", extra_headers=xh)
         seen = {"final": response.output_text, "ended": response.status}
 elif api == "anthropic":
     import anthropic
 
-    client = anthropic.Anthropic(base_url=base_url, api_key="unused", max_retries=0, timeout=30)
+    if no_key:
+        omitted = {"X-Api-Key": anthropic.Omit(), "Authorization": anthropic.Omit()}
+        client = anthropic.Anthropic(base_url=base_url, api_key="", default_headers=omitted, max_retries=0, timeout=30)
+    else:
+        client = anthropic.Anthropic(base_url=base_url, api_key="unused", max_retries=0, timeout=30)
     if mode == "stream":
         with client.messages.stream(model="claude-test", max_tokens=1024, messages=messages) as stream:
             text = "".join(stream.text_stream)

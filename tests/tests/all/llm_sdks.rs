@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const SDKS: [&str; 2] = ["openai==3.57.0", "anthropic==2.15.0"];
-const ANSWER: &str =
+pub(crate) const ANSWER: &str =
     "Hello! Write to alice.smith@example.com or ops+1@mail.example.org about the secret plan, then wait for bob@x.io";
 
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     sluicegate_tests::python::venv(
         Path::new(env!("CARGO_TARGET_TMPDIR")),
         "llm-sdks-openai-3.57.0-anthropic-2.15.0",
@@ -30,7 +30,38 @@ fn python() -> PathBuf {
 /// An upstream that answers the three APIs with `ANSWER`, token by token, one event per write
 /// and a short pause between writes, as a model would.
 async fn start_llm_upstream() -> SocketAddr {
-    start_upstream(|request: http::Request<hyper::body::Incoming>| async move {
+    start_upstream(answer_llm).await
+}
+
+/// The same over HTTPS with `tls`, answering only requests that carry `key` (a header and its
+/// value, as the provider checks it) with 401 otherwise, and recording every value of that
+/// header it was sent.
+pub(crate) async fn start_llm_upstream_tls(
+    tls: rustls::ServerConfig,
+    key: (&'static str, String),
+    seen_keys: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> SocketAddr {
+    let key = std::sync::Arc::new(key);
+    let handler = move |request: http::Request<hyper::body::Incoming>| {
+        let (key, seen_keys) = (key.clone(), seen_keys.clone());
+        async move {
+            let given = request.headers().get(key.0).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            seen_keys.lock().unwrap().push(given.clone());
+            if given != key.1 {
+                return full(
+                    401,
+                    "application/json",
+                    r#"{"error":{"type":"authentication_error","message":"bad key"}}"#,
+                );
+            }
+            answer_llm(request).await
+        }
+    };
+    start_tls_upstream(handler, tls).await
+}
+
+async fn answer_llm(request: http::Request<hyper::body::Incoming>) -> http::Response<TestBody> {
+    {
         let path = request.uri().path().to_string();
         let body = request.into_body().collect().await.unwrap().to_bytes();
         let streaming = serde_json::from_slice::<Value>(&body).is_ok_and(|b| b["stream"] == true);
@@ -60,8 +91,7 @@ async fn start_llm_upstream() -> SocketAddr {
             }
         });
         response
-    })
-    .await
+    }
 }
 
 /// The answer as one JSON body, as each API returns it without `stream`.
@@ -92,10 +122,23 @@ async fn sdk(python: &Path, base_url: String, api: &'static str) -> Value {
 
 /// The SDK's view of one call, `stream`ed or `whole`.
 async fn sdk_in(python: &Path, base_url: String, api: &'static str, mode: &'static str) -> Value {
+    sdk_with(python, base_url, api, mode, &[]).await
+}
+
+/// [`sdk_in`] with extra environment for the client script (`SLUICEGATE_NO_KEY=1`: the SDK is
+/// given no key at all).
+pub(crate) async fn sdk_with(
+    python: &Path,
+    base_url: String,
+    api: &'static str,
+    mode: &'static str,
+    env: &[(&str, &str)],
+) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("llm/client.py");
     let python = python.to_path_buf();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python).arg(script).arg(&base_url).arg(api).arg(mode).output().unwrap()
+        std::process::Command::new(python).arg(script).arg(&base_url).arg(api).arg(mode).envs(env).output().unwrap()
     })
     .await
     .unwrap();

@@ -154,3 +154,84 @@ async fn the_mcp_sdk_connects_over_tls_and_sighup_replaces_the_certificate_under
     let seen = mcp_client(python, mcp_url, ca_file).await;
     assert_eq!(seen["text"], serde_json::json!(["Ada can be reached at [redacted]"]), "after the reload: {seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guide_config_serves_the_real_sdks_through_three_https_upstreams_with_injected_credentials() {
+    let llm_python = tokio::task::spawn_blocking(crate::llm_sdks::python);
+    let mcp_python = tokio::task::spawn_blocking(python_with_mcp).await.unwrap();
+    let llm_python = llm_python.await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("front-door");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = TestCa::new("front-door CA");
+    let ca_file = ca.write(&dir, "ca.pem");
+    let upstream_cert = ca.server(&["localhost"]);
+    let (cert_file, key_file) = upstream_cert.write(&dir, "upstream");
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let (openai_key, anthropic_key) = (format!("sk-openai-{nonce}"), format!("sk-ant-{nonce}"));
+    let (openai_seen, anthropic_seen) = (Arc::default(), Arc::default());
+    // One upstream speaks HTTP/2 (by ALPN), the other HTTP/1.1 only.
+    let openai = crate::llm_sdks::start_llm_upstream_tls(
+        upstream_cert.server_config(&[b"h2", b"http/1.1"], None),
+        ("authorization", format!("Bearer {openai_key}")),
+        Arc::clone(&openai_seen),
+    )
+    .await;
+    let anthropic = crate::llm_sdks::start_llm_upstream_tls(
+        upstream_cert.server_config(&[b"http/1.1"], None),
+        ("x-api-key", anthropic_key.clone()),
+        Arc::clone(&anthropic_seen),
+    )
+    .await;
+    let tls_env = [("MCP_TLS_CERT", cert_file.as_path()), ("MCP_TLS_KEY", key_file.as_path())];
+    let (_mcp, mcp) = start_mcp_server_env(&mcp_python, &[], &tls_env).await;
+
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/front-door.toml")).unwrap();
+    let config = guide
+        .replace("https://api.openai.com", &format!("https://localhost:{}", openai.port()))
+        .replace("https://api.anthropic.com", &format!("https://localhost:{}", anthropic.port()))
+        .replace("https://mcp.example.com", &format!("https://localhost:{}", mcp.port()));
+    assert_ne!(config, guide);
+    let config_file = dir.join("front-door.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let proxy = Start::serve(&["--config", config_file.to_str().unwrap(), "--upstream-ca", ca_file.to_str().unwrap()])
+        .env("OPENAI_API_KEY", &openai_key)
+        .env("ANTHROPIC_API_KEY", &anthropic_key)
+        .env("MCP_TOKEN", "mcp-token")
+        .start();
+
+    let redacted = "Hello! Write to [redacted] or [redacted] about the secret plan, then wait for [redacted]";
+    let no_key = [("SLUICEGATE_NO_KEY", "1")];
+    for (api, base) in [("chat", "/openai/v1"), ("responses", "/openai/v1"), ("anthropic", "/anthropic")] {
+        let url = format!("http://{}{base}", proxy.addr);
+        let seen = crate::llm_sdks::sdk_with(&llm_python, url.clone(), api, "stream", &no_key).await;
+        assert_eq!(seen["deltas"], redacted, "{api}: {seen}");
+        let whole = crate::llm_sdks::sdk_with(&llm_python, url, api, "whole", &no_key).await;
+        assert_eq!(whole["final"], redacted, "{api} without streaming: {whole}");
+    }
+    let openai_seen = openai_seen.lock().unwrap().clone();
+    assert_eq!(
+        openai_seen,
+        vec![format!("Bearer {openai_key}"); 4],
+        "every request carried the key the proxy injected"
+    );
+    assert_eq!(*anthropic_seen.lock().unwrap(), vec![anthropic_key.clone(); 2]);
+
+    let url = format!("http://{}/mcp", proxy.addr);
+    let seen = tokio::task::spawn_blocking(move || run_client_env(&mcp_python, &url, &[])).await.unwrap();
+    assert_eq!(seen["text"], serde_json::json!(["Ada can be reached at [redacted]"]), "{seen}");
+    assert_eq!(seen["tools"], serde_json::json!(["lookup", "count"]), "the tool list is trimmed to the allowed");
+    let (status, _) = text_of(&format!("http://{}/elsewhere", proxy.addr)).await;
+    assert_eq!(status, 404, "no route, no top-level upstream");
+
+    let admin = proxy.admin.unwrap();
+    let (_, status_json) = text_of(&format!("http://{admin}/status.json")).await;
+    let (_, metrics) = text_of(&format!("http://{admin}/metrics")).await;
+    for (shown, what) in [(proxy.log(), "the log"), (status_json, "/status.json"), (metrics.clone(), "/metrics")] {
+        assert!(!shown.contains(&openai_key) && !shown.contains(&anthropic_key), "a key is shown in {what}");
+    }
+    let handshakes = metric(
+        &metrics,
+        &format!("sluicegate_upstream_tls_handshakes_total{{upstream=\"https://localhost:{}\"}}", openai.port()),
+    );
+    assert_eq!(handshakes, 1, "one pooled HTTP/2 connection to the OpenAI-like upstream served every call");
+}
