@@ -19,8 +19,9 @@ pub struct ProxyConfig {
     pub listen: Option<SocketAddr>,
     /// The upstream's base URL, e.g. `http://127.0.0.1:3000`. Request paths are appended to it.
     pub upstream: Option<String>,
-    /// Speak HTTP/2 to a plain-HTTP upstream (prior knowledge): many streams over one
-    /// connection. HTTPS upstreams choose HTTP/2 or HTTP/1.1 by ALPN without it.
+    /// Speak only HTTP/2 to upstreams: by prior knowledge over http://, by ALPN h2 alone over
+    /// https://. Many streams share one connection, from the first requests on. Without it,
+    /// HTTPS upstreams still get HTTP/2 when they offer it by ALPN.
     pub upstream_http2: bool,
     /// Extra CA certificates (PEM) trusted for HTTPS upstreams besides the system's roots.
     pub upstream_ca: Option<PathBuf>,

@@ -5,6 +5,7 @@
 //! cargo run --release -p sluicegate-benches --bin loadtest -- cpu --rate 10000 --chain none --chain example:redact
 //! cargo run --release -p sluicegate-benches --bin loadtest -- latency --chain none --chain example:redact
 //! cargo run --release -p sluicegate-benches --bin loadtest -- throughput --chain none --chain example:redact
+//! cargo run --release -p sluicegate-benches --bin loadtest -- tls --streams 8 --rounds 5 --chain none --chain example:redact
 //! ```
 //!
 //! Three roles, each its own process so that each is measured alone: an upstream (HTTP/1.1 and
@@ -31,8 +32,15 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.first().map(String::as_str) {
-        Some("upstream") => runtime.block_on(upstream()),
+        Some("upstream") => runtime.block_on(upstream(args.get(1).zip(args.get(2)))),
         Some("proxy") => runtime.block_on(proxy(&args[1], &args[2..])),
+        Some("proxy-to") => runtime.block_on(proxy_to(&args[1], &args[2], &args[3..])),
+        Some("tls") => runtime.block_on(tls_against_plain(
+            flag(&args, "--streams", 8),
+            flag(&args, "--seconds", 3),
+            flag(&args, "--rounds", 5),
+            chains(&args),
+        )),
         Some("memory") => runtime.block_on(memory(flag(&args, "--streams", 10_000), chains(&args))),
         Some("cpu") => runtime.block_on(cpu(
             flag(&args, "--rate", 10_000),
@@ -62,21 +70,44 @@ fn chains(args: &[String]) -> Vec<String> {
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The upstream role: `/idle` sends a priming event and then nothing; `/rate?n=N` sends N events
-/// per second (LLM-like chunks of ~200 bytes, one in four with an e-mail address).
-async fn upstream() -> anyhow::Result<()> {
+/// per second (LLM-like chunks of ~200 bytes, one in four with an e-mail address). With a
+/// certificate and key (PEM files) it serves HTTPS, offering h2 and http/1.1 by ALPN.
+async fn upstream(tls: Option<(&String, &String)>) -> anyhow::Result<()> {
+    let acceptor = match tls {
+        Some((cert, key)) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key)?;
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)?;
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     println!("ready {}", listener.local_addr()?.port());
     loop {
         let (socket, _) = listener.accept().await?;
         // Without it, small HTTP/2 frames meet Nagle's algorithm and delayed ACKs: 40 ms stalls.
         socket.set_nodelay(true)?;
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
                 Ok::<_, Infallible>(respond(&request))
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder.http2().max_concurrent_streams(50_000);
-            let _ = builder.serve_connection(TokioIo::new(socket), service).await;
+            let _ = match acceptor {
+                Some(acceptor) => match acceptor.accept(socket).await {
+                    Ok(stream) => builder.serve_connection(TokioIo::new(stream), service).await,
+                    Err(_) => return,
+                },
+                None => builder.serve_connection(TokioIo::new(socket), service).await,
+            };
         });
     }
 }
@@ -150,10 +181,29 @@ async fn proxy(upstream_port: &str, chain: &[String]) -> anyhow::Result<()> {
     sluicegate::proxy::serve(listener, proxy).await
 }
 
-/// A child process of this binary in `role`, killed on drop; its "ready PORT" line is read.
+/// The proxy role in front of `url` (http:// with HTTP/2 by prior knowledge, or https:// with
+/// ALPN, trusting `ca`), with `chain` on every path and an admin listener for its metrics.
+async fn proxy_to(url: &str, ca: &str, chain: &[String]) -> anyhow::Result<()> {
+    let mut config = format!("upstream = \"{url}\"\nupstream_http2 = true\nupstream_ca = \"{ca}\"\n[[route]]\nprefix = \"/\"\n");
+    for spec in chain.iter().filter(|s| *s != "none") {
+        config.push_str(&format!("[[route.interceptor]]\nspec = \"{spec}\"\n"));
+    }
+    let config = sluicegate::config::ProxyConfig::from_toml(&config)?;
+    let runtime = sluicegate::host::Runtime::new(config.limits.host_limits())?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let admin = TcpListener::bind("127.0.0.1:0").await?;
+    let proxy = Arc::new(sluicegate::proxy::Proxy::new(&config, &runtime, listener.local_addr()?)?);
+    println!("ready {} {}", listener.local_addr()?.port(), admin.local_addr()?.port());
+    let handle = sluicegate::proxy::ProxyHandle::new(proxy);
+    tokio::spawn(sluicegate::proxy::admin::serve_admin(admin, handle.clone()));
+    sluicegate::proxy::serve_handle(listener, handle).await
+}
+
+/// A child process of this binary in `role`, killed on drop; its "ready PORT [ADMIN]" line is read.
 struct Role {
     child: Child,
     port: u16,
+    admin: Option<u16>,
 }
 
 impl Role {
@@ -161,8 +211,10 @@ impl Role {
         let mut child = Command::new(std::env::current_exe()?).args(args).stdout(Stdio::piped()).spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
-        let port = line.trim().strip_prefix("ready ").context("role did not start")?.parse()?;
-        Ok(Role { child, port })
+        let mut ports = line.trim().strip_prefix("ready ").context("role did not start")?.split(' ');
+        let port = ports.next().context("no port")?.parse()?;
+        let admin = ports.next().map(str::parse).transpose()?;
+        Ok(Role { child, port, admin })
     }
 
     fn pid(&self) -> u32 {
@@ -394,4 +446,94 @@ async fn throughput(seconds: u64, chains: Vec<String>) -> anyhow::Result<()> {
         println!("| {label} | {events:.0} | {mb:.1} | {cpu_ns} |");
     }
     Ok(())
+}
+
+/// Flood events/s through the proxy to an HTTPS upstream (HTTP/2 by ALPN) against the same over
+/// plain HTTP (HTTP/2 by prior knowledge), `streams` at once, in interleaved rounds; medians, and
+/// the TLS handshakes the HTTPS proxy made (its pooled connection should serve every stream).
+async fn tls_against_plain(streams: u64, seconds: u64, rounds: u64, chains: Vec<String>) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("sluicegate-loadtest-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate()?;
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])?.signed_by(&leaf_key, &issuer)?;
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    std::fs::write(path("ca.pem"), ca_cert.pem())?;
+    std::fs::write(path("upstream.pem"), leaf.pem())?;
+    std::fs::write(path("upstream.key"), leaf_key.serialize_pem())?;
+
+    let plain = Role::start(&["upstream"])?;
+    let secure = Role::start(&["upstream", &path("upstream.pem"), &path("upstream.key")])?;
+    println!("{streams} streams at once, {seconds} s per measurement, {rounds} interleaved rounds; medians");
+    println!("| chain | http:// events/s | https:// events/s | ratio | proxy CPU ns/event http / https | TLS handshakes |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for chain in chains {
+        let plain_proxy = Role::start(&["proxy-to", &format!("http://127.0.0.1:{}", plain.port), &path("ca.pem"), &chain])?;
+        let secure_proxy =
+            Role::start(&["proxy-to", &format!("https://localhost:{}", secure.port), &path("ca.pem"), &chain])?;
+        let (mut plain_rates, mut secure_rates, mut plain_cpu, mut secure_cpu) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..rounds {
+            for (proxy, rates, cpu) in [(&plain_proxy, &mut plain_rates, &mut plain_cpu), (&secure_proxy, &mut secure_rates, &mut secure_cpu)] {
+                let (rate, ns) = flood(proxy, streams, seconds).await?;
+                rates.push(rate);
+                cpu.push(ns);
+            }
+        }
+        let metrics = admin_metrics(secure_proxy.admin.context("no admin port")?).await?;
+        let handshakes: u64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("sluicegate_upstream_tls_handshakes_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        let (p, s) = (median(&mut plain_rates), median(&mut secure_rates));
+        println!(
+            "| {chain} | {p:.0} | {s:.0} | {:.2} | {:.0} / {:.0} | {handshakes} for {} streams |",
+            s / p,
+            median(&mut plain_cpu),
+            median(&mut secure_cpu),
+            streams * rounds
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `streams` flood streams through `proxy` at once: events/s delivered in all, and the proxy's
+/// CPU ns per event, over `seconds` after one second of warm-up.
+async fn flood(proxy: &Role, streams: u64, seconds: u64) -> anyhow::Result<(f64, f64)> {
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..streams {
+        let socket = open_first(proxy.port, "/blast").await?;
+        let sink = delivered.clone();
+        readers.push(tokio::spawn(read_events(socket, move |_| {
+            sink.fetch_add(1, Ordering::Relaxed);
+        })));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (e0, c0, t0) = (delivered.load(Ordering::Relaxed), cpu_seconds(proxy.pid()), Instant::now());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let events = delivered.load(Ordering::Relaxed) - e0;
+    let (elapsed, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds(proxy.pid()) - c0);
+    for reader in readers {
+        reader.abort();
+    }
+    Ok((events as f64 / elapsed, cpu * 1e9 / events.max(1) as f64))
+}
+
+async fn admin_metrics(port: u16) -> anyhow::Result<String> {
+    let mut socket = TcpStream::connect(("127.0.0.1", port)).await?;
+    socket.write_all(b"GET /metrics HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n").await?;
+    let mut text = String::new();
+    socket.read_to_string(&mut text).await?;
+    Ok(text)
 }

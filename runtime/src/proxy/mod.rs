@@ -238,7 +238,7 @@ impl Proxy {
                 base: UpstreamBase::parse(url)?,
                 ca: ca.cloned(),
                 identity,
-                http2_prior_knowledge: config.upstream_http2,
+                http2_only: config.upstream_http2,
                 connect_timeout: Duration::from_millis(limits.upstream_connect_timeout_ms),
                 header_timeout: (limits.upstream_header_timeout_ms > 0)
                     .then(|| Duration::from_millis(limits.upstream_header_timeout_ms)),

@@ -39,6 +39,24 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The provider for connections to upstreams, asking for AES-128-GCM first (as browsers do):
+/// it is about a third cheaper than AES-256-GCM, and decrypting a fast upstream is most of what
+/// TLS costs the proxy (see the README's figures).
+fn upstream_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let aes128 = |suite: &rustls::SupportedCipherSuite| {
+        matches!(
+            suite.suite(),
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+        )
+    };
+    // A stable sort keeps the rest in ring's order.
+    provider.cipher_suites.sort_by_key(|suite| !aes128(suite));
+    Arc::new(provider)
+}
+
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     let certificates = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -80,7 +98,7 @@ pub fn client_config(extra_ca: Option<&Path>, identity: Option<&Identity>) -> Re
     if roots.is_empty() {
         return Err(TlsSetupError::NoRoots);
     }
-    let builder = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(upstream_provider())
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default protocol versions")
         .with_root_certificates(roots);

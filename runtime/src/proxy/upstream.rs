@@ -3,8 +3,9 @@
 //!
 //! One client per distinct upstream (scheme, authority, CA, client certificate): routes to the
 //! same service share its pool. Over HTTPS, ALPN offers h2 and http/1.1, so an upstream that speaks
-//! HTTP/2 carries many streams on one connection without a flag; over plain HTTP,
-//! `upstream_http2` asks for HTTP/2 by prior knowledge. Connections and TLS handshakes are counted
+//! HTTP/2 carries many streams on one connection without a flag; `upstream_http2` asks for
+//! HTTP/2 only (by prior knowledge over plain HTTP, by ALPN h2 alone over HTTPS), which also lets
+//! requests that start at once share the first connection. Connections and TLS handshakes are counted
 //! per upstream, so pool reuse can be seen in `/metrics`.
 
 use super::tls::{self, Identity, TlsSetupError};
@@ -92,8 +93,8 @@ pub struct UpstreamSettings {
     pub ca: Option<PathBuf>,
     /// A client certificate to present (mTLS).
     pub identity: Option<Identity>,
-    /// HTTP/2 by prior knowledge on a plain-HTTP upstream.
-    pub http2_prior_knowledge: bool,
+    /// HTTP/2 only: by prior knowledge over http://, by ALPN h2 alone over https://.
+    pub http2_only: bool,
     pub connect_timeout: Duration,
     pub header_timeout: Option<Duration>,
 }
@@ -325,15 +326,18 @@ impl Upstream {
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth()
         };
-        let inner = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+        // HTTP/2 only: ALPN offers h2 alone, and the pool knows before the first connection is up
+        // that every request can share it (otherwise requests that start together each open a
+        // connection of their own, as the kind of connection is learnt only at the handshake).
+        let inner = match settings.http2_only {
+            true => builder.enable_http2().wrap_connector(http),
+            false => builder.enable_all_versions().wrap_connector(http),
+        };
         let connector = Connector { inner, timeout: settings.connect_timeout, stats: stats.clone() };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .http2_only(settings.http2_prior_knowledge && !settings.base.is_https())
+            .http2_only(settings.http2_only)
             .build(connector);
         Ok(Upstream { name: settings.base.name(), settings, client, stats })
     }
