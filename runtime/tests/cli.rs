@@ -1,6 +1,6 @@
-//! The `sluicegate` binary as a user runs it: flags and the errors a bad start gives. (Its
-//! presence also makes `cargo test --workspace` build the binary, which the tests in `tests/`
-//! that run the proxy as a process, with signals and descriptor limits, need.)
+//! The `sluicegate` binary as a user runs it: the flags of `serve` and the errors a bad start
+//! gives. (The integration tests of this package are also why `cargo test --workspace` builds the
+//! binary, which the tests in `tests/` that run the proxy as a process need.)
 
 use std::process::Command;
 

@@ -184,7 +184,8 @@ async fn proxy(upstream_port: &str, chain: &[String]) -> anyhow::Result<()> {
 /// The proxy role in front of `url` (http:// with HTTP/2 by prior knowledge, or https:// with
 /// ALPN, trusting `ca`), with `chain` on every path and an admin listener for its metrics.
 async fn proxy_to(url: &str, ca: &str, chain: &[String]) -> anyhow::Result<()> {
-    let mut config = format!("upstream = \"{url}\"\nupstream_http2 = true\nupstream_ca = \"{ca}\"\n[[route]]\nprefix = \"/\"\n");
+    let mut config =
+        format!("upstream = \"{url}\"\nupstream_http2 = true\nupstream_ca = \"{ca}\"\n[[route]]\nprefix = \"/\"\n");
     for spec in chain.iter().filter(|s| *s != "none") {
         config.push_str(&format!("[[route.interceptor]]\nspec = \"{spec}\"\n"));
     }
@@ -469,15 +470,20 @@ async fn tls_against_plain(streams: u64, seconds: u64, rounds: u64, chains: Vec<
     let plain = Role::start(&["upstream"])?;
     let secure = Role::start(&["upstream", &path("upstream.pem"), &path("upstream.key")])?;
     println!("{streams} streams at once, {seconds} s per measurement, {rounds} interleaved rounds; medians");
-    println!("| chain | http:// events/s | https:// events/s | ratio | proxy CPU ns/event http / https | TLS handshakes |");
+    println!(
+        "| chain | http:// events/s | https:// events/s | ratio | proxy CPU ns/event http / https | TLS handshakes |"
+    );
     println!("|---|---:|---:|---:|---:|---:|");
     for chain in chains {
-        let plain_proxy = Role::start(&["proxy-to", &format!("http://127.0.0.1:{}", plain.port), &path("ca.pem"), &chain])?;
+        let plain_proxy =
+            Role::start(&["proxy-to", &format!("http://127.0.0.1:{}", plain.port), &path("ca.pem"), &chain])?;
         let secure_proxy =
             Role::start(&["proxy-to", &format!("https://localhost:{}", secure.port), &path("ca.pem"), &chain])?;
         let (mut plain_rates, mut secure_rates, mut plain_cpu, mut secure_cpu) = (vec![], vec![], vec![], vec![]);
         for _ in 0..rounds {
-            for (proxy, rates, cpu) in [(&plain_proxy, &mut plain_rates, &mut plain_cpu), (&secure_proxy, &mut secure_rates, &mut secure_cpu)] {
+            for (proxy, rates, cpu) in
+                [(&plain_proxy, &mut plain_rates, &mut plain_cpu), (&secure_proxy, &mut secure_rates, &mut secure_cpu)]
+            {
                 let (rate, ns) = flood(proxy, streams, seconds).await?;
                 rates.push(rate);
                 cpu.push(ns);

@@ -457,6 +457,7 @@ impl Proxy {
 
     /// A slot for an event stream on `route` (None: a request that matches no route), or the
     /// 503 that refuses it.
+    #[allow(clippy::result_large_err)] // the refusal is the answer, built only when refusing
     fn stream_slot(&self, route: Option<&Route>) -> Result<admission::StreamSlot, Response<ProxyBody>> {
         let (counter, max, prefix) = match route {
             Some(r) => (&r.stream_slots, r.max_streams, r.prefix.as_str()),

@@ -204,15 +204,112 @@ impl UpstreamError {
 #[error("connect timed out after {0:?}")]
 struct ConnectTimedOut(Duration);
 
+/// TCP to an upstream, read through a 64 KiB buffer when TLS runs over it. rustls reads at most
+/// 4 KiB at a time (its record buffer grows in 4 KiB steps), which from a fast upstream is a
+/// syscall per 4 KiB; through the buffer it is one per 64 KiB, for one more copy. Plain HTTP is
+/// read directly (hyper reads into its own large buffer).
+enum Tcp {
+    Plain(TokioIo<TcpStream>),
+    Buffered(TokioIo<tokio::io::BufReader<TcpStream>>),
+}
+
+const TLS_READ_BUFFER: usize = 64 << 10;
+
+#[derive(Clone)]
+struct TcpConnector(HttpConnector);
+
+impl tower_service::Service<Uri> for TcpConnector {
+    type Response = Tcp;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Tcp, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = uri.scheme() == Some(&Scheme::HTTPS);
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            let io = connecting.await?;
+            Ok(match tls {
+                true => {
+                    let buffered = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, io.into_inner());
+                    Tcp::Buffered(TokioIo::new(buffered))
+                }
+                false => Tcp::Plain(io),
+            })
+        })
+    }
+}
+
+impl Connection for Tcp {
+    fn connected(&self) -> Connected {
+        match self {
+            Tcp::Plain(io) => io.connected(),
+            Tcp::Buffered(io) => io.inner().get_ref().connected(),
+        }
+    }
+}
+
+/// Calls `$method` on whichever stream `$self` (a pinned `Tcp`) holds.
+macro_rules! on_stream {
+    ($self:ident, $method:ident ( $($arg:expr),* )) => {
+        match $self.get_mut() {
+            Tcp::Plain(io) => Pin::new(io).$method($($arg),*),
+            Tcp::Buffered(io) => Pin::new(io).$method($($arg),*),
+        }
+    };
+}
+
+impl hyper::rt::Read for Tcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        on_stream!(self, poll_read(cx, buf))
+    }
+}
+
+impl hyper::rt::Write for Tcp {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        on_stream!(self, poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        on_stream!(self, poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        on_stream!(self, poll_shutdown(cx))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Tcp::Plain(io) => io.is_write_vectored(),
+            Tcp::Buffered(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        on_stream!(self, poll_write_vectored(cx, bufs))
+    }
+}
+
 /// The HTTPS-or-HTTP connector with a deadline on the whole connect and counters.
 #[derive(Clone)]
 struct Connector {
-    inner: HttpsConnector<HttpConnector>,
+    inner: HttpsConnector<TcpConnector>,
     timeout: Duration,
     stats: Arc<UpstreamStats>,
 }
 
-type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
+type Stream = MaybeHttpsStream<Tcp>;
 
 /// The first TLS error read on a connection. A server that refuses the client's certificate
 /// under TLS 1.3 says so in an alert after the handshake; hyper then fails the request with
@@ -331,8 +428,8 @@ impl Upstream {
         // that every request can share it (otherwise requests that start together each open a
         // connection of their own, as the kind of connection is learnt only at the handshake).
         let inner = match settings.http2_only {
-            true => builder.enable_http2().wrap_connector(http),
-            false => builder.enable_all_versions().wrap_connector(http),
+            true => builder.enable_http2().wrap_connector(TcpConnector(http)),
+            false => builder.enable_all_versions().wrap_connector(TcpConnector(http)),
         };
         let connector = Connector { inner, timeout: settings.connect_timeout, stats: stats.clone() };
         let client = Client::builder(TokioExecutor::new())
