@@ -179,3 +179,26 @@ async fn clients_connect_over_tls_with_http1_or_http2_by_alpn() {
     let metrics = sluicegate::proxy::admin::metrics(&state);
     assert!(metric(&metrics, "sluicegate_connections_closed_total{reason=\"header_timeout\"}") >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_with_no_open_stream_is_closed_after_the_idle_timeout() {
+    let upstream = start_upstream(|_| async { full(200, "text/plain", "ok") }).await;
+    let config = format!("upstream = \"http://{upstream}\"\n[limits]\nclient_idle_timeout_ms = 300\n");
+    let (proxy, state) = start_proxy(&config).await;
+    let socket = TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(socket),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = Request::get(format!("http://{proxy}/")).body(Empty::<Bytes>::new()).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+    // The connection ends when the proxy closes it; nothing else would end it.
+    let _ = connection.await.unwrap();
+    let metrics = sluicegate::proxy::admin::metrics(&state);
+    assert_eq!(metric(&metrics, "sluicegate_connections_closed_total{reason=\"idle_timeout\"}"), 1);
+}

@@ -65,6 +65,21 @@ async fn a_crowd_of_silent_connections_under_a_low_descriptor_limit_neither_wedg
     let timed_out = metric(&metrics, "sluicegate_connections_closed_total{reason=\"header_timeout\"}");
     assert!(timed_out + refused >= 300, "every crowd connection is accounted for: {timed_out} + {refused}");
     assert!(proxy.log().contains("close to the open file limit"), "{}", proxy.log());
+
+    // The admin listener has no reserve: a crowd on it runs the process out of descriptors. Its
+    // accept fails, is counted and retried, and it answers again once the crowd leaves.
+    let mut crowd = Vec::new();
+    for _ in 0..300 {
+        crowd.push(TcpStream::connect(admin).await.unwrap());
+    }
+    proxy.wait_for_line("accept failed (retrying)", Duration::from_secs(30));
+    drop(crowd);
+    let (status, _) = text_of(&format!("http://{admin}/healthz")).await;
+    assert_eq!(status, 200, "the admin listener recovered");
+    let (_, metrics) = text_of(&format!("http://{admin}/metrics")).await;
+    assert!(metric(&metrics, "sluicegate_accept_errors_total{listener=\"admin\"}") > 0, "{metrics}");
+    let (status, _) = text_of(&format!("http://{}/", proxy.addr)).await;
+    assert_eq!(status, 200, "and the proxy serves");
 }
 
 /// A GET over a fresh TLS connection (HTTP/1.1) that trusts only `ca`; the response and the

@@ -268,6 +268,9 @@ async fn routes_reach_their_own_upstreams_with_their_paths_and_headers() {
     );
     let (proxy, state) = start_proxy(&config).await;
     let client_headers = [("authorization", "Bearer the-client's"), ("x-client-key", "k")];
+    // Resumption goes to the route's upstream, with the stripped path and the injected headers.
+    let events = EventReader::new(get(&format!("http://{proxy}/provider/events"), &[]).await).rest().await;
+    assert_eq!(events.len(), 5, "resumed through the route's upstream");
     let body = get(&format!("http://{proxy}/provider/v1/json?x=1"), &client_headers).await.into_body().collect().await;
     assert_eq!(&body.unwrap().to_bytes()[..], br#"{"reply":"write to [redacted]"}"#);
     assert_eq!(get(&format!("http://{proxy}/provider"), &[]).await.status(), 200);
@@ -275,6 +278,13 @@ async fn routes_reach_their_own_upstreams_with_their_paths_and_headers() {
     get(&format!("http://{proxy}/elsewhere/json"), &[]).await.into_body().collect().await.unwrap();
 
     let secure_seen = secure_seen.all();
+    let (resumed_path, resumed) = (&secure_seen[1].1, &secure_seen[1].2);
+    assert_eq!(
+        (resumed_path.as_str(), &resumed["last-event-id"]),
+        ("/events", &"3".parse::<http::HeaderValue>().unwrap())
+    );
+    assert_eq!(resumed["authorization"], "Bearer key-of-sluicegate-tests");
+    let secure_seen = &secure_seen[2..];
     let (_, path, headers) = &secure_seen[0];
     assert_eq!(path, "/v1/json?x=1", "the prefix is stripped, the query kept");
     assert_eq!(headers["authorization"], "Bearer key-of-sluicegate-tests", "the proxy's key replaces the client's");
