@@ -319,6 +319,15 @@ impl Proxy {
                 value.set_sensitive(true);
                 set_headers.push((name, value));
             }
+            let host = upstream.base().authority().host().trim_start_matches('[').trim_end_matches(']');
+            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !set_headers.is_empty() && !upstream.base().is_https() && !loopback {
+                tracing::warn!(
+                    route = route.prefix,
+                    upstream = upstream.name(),
+                    "set_request_headers are sent to a plain-HTTP upstream: credentials cross the network unencrypted"
+                );
+            }
             let remove_headers = route
                 .remove_request_headers
                 .iter()
