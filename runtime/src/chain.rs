@@ -64,6 +64,24 @@ pub struct LinkStats {
     /// Events per batch, and seconds per call (successful or not).
     pub batch_size: Histogram,
     pub call_seconds: Histogram,
+    /// How long its calls take lately, in nanoseconds: the last call's time if longer, else a
+    /// decaying average, so one slow call marks it slow at once (see [`ChainStream::is_slow`]).
+    pub recent_call_nanos: AtomicU64,
+}
+
+/// A call this long, lately, makes an interceptor slow: its calls then leave the I/O threads.
+pub const SLOW_CALL: std::time::Duration = std::time::Duration::from_micros(500);
+
+impl LinkStats {
+    fn note_call(&self, took: std::time::Duration) {
+        let took = took.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let before = self.recent_call_nanos.load(Ordering::Relaxed);
+        self.recent_call_nanos.store(took.max(before - before / 8), Ordering::Relaxed);
+    }
+
+    fn is_slow(&self) -> bool {
+        self.recent_call_nanos.load(Ordering::Relaxed) >= SLOW_CALL.as_nanos() as u64
+    }
 }
 
 impl Default for LinkStats {
@@ -83,6 +101,7 @@ impl Default for LinkStats {
             injected: AtomicU64::default(),
             batch_size: Histogram::new(BATCH_SIZE_BOUNDS),
             call_seconds: Histogram::new(CALL_SECONDS_BOUNDS),
+            recent_call_nanos: AtomicU64::new(0),
         }
     }
 }
@@ -229,6 +248,11 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// True if one of its interceptors has been slow lately (see [`ChainStream::is_slow`]).
+    pub fn is_slow(&self) -> bool {
+        self.links.iter().any(|link| link.stats.is_slow())
+    }
+
     /// A chain of interceptors with the default policy (fail-closed) and breaker.
     pub fn new(interceptors: Vec<Arc<dyn Interceptor>>) -> Self {
         Chain { links: interceptors.into_iter().map(Link::from).collect() }
@@ -342,6 +366,12 @@ impl ChainStream {
     }
 
     /// What each interceptor has done to this stream so far, in chain order.
+    /// True if a link of this chain has been slow lately (a call of [`SLOW_CALL`] or more):
+    /// the proxy then makes its calls where they cannot hold the threads that serve sockets.
+    pub fn is_slow(&self) -> bool {
+        self.links.iter().any(|link| link.stats.is_slow())
+    }
+
     pub fn records(&self) -> &[LinkRecord] {
         &self.records
     }
@@ -383,7 +413,9 @@ impl ChainStream {
         let started = Instant::now();
         let result = stream.process(batch, &mut self.spare);
         let stats = &link.stats;
-        stats.call_seconds.observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        stats.call_seconds.observe(took.as_secs_f64());
+        stats.note_call(took);
         stats.batch_size.observe(batch.len() as f64);
         match result {
             Ok(applied) => {

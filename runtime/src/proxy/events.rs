@@ -173,7 +173,8 @@ impl EventStream {
                 "dropped upstream events over the size limit"
             );
         }
-        match self.chain.finish(end) {
+        let chain = &mut self.chain;
+        match super::isolation::chain_call(chain.is_slow(), || chain.finish(end)) {
             Ok(tail) if end != EndReason::ClientGone => {
                 self.batch = tail;
                 let _ = self.send_batch().await;
@@ -303,7 +304,8 @@ impl EventStream {
             if self.batch.is_empty() {
                 return None;
             }
-            let ended = match self.chain.process(&mut self.batch) {
+            let (chain, batch) = (&mut self.chain, &mut self.batch);
+            let ended = match super::isolation::chain_call(chain.is_slow(), || chain.process(batch)) {
                 Ok(ended) => ended,
                 Err(fault) => {
                     tracing::error!("{fault}; ending the stream (fail-closed)");

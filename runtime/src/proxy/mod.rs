@@ -22,6 +22,7 @@ mod coding;
 mod events;
 pub mod headers;
 mod inspect;
+mod isolation;
 pub mod lifecycle;
 mod listener;
 pub mod tls;
@@ -789,7 +790,7 @@ impl Proxy {
             let message = format!("sluicegate: {what} is not UTF-8 text, so it could not be inspected");
             return Err(refuse(bad_status, "invalid_utf8", &message, &[]));
         };
-        let (verdict, stream) = inspect::run(chain, context, &whole, text);
+        let (verdict, stream) = isolation::chain_call(chain.is_slow(), || inspect::run(chain, context, &whole, text));
         let records = stream.as_ref().map(|s| s.records()).unwrap_or_default();
         let bytes_in = whole.len() as u64;
         match verdict {

@@ -97,6 +97,17 @@ mod component {
                     std::thread::sleep(std::time::Duration::from_secs(3600));
                     (keep_all, vec![])
                 }
+                // A legal but slow interceptor: spins for `busy_ms` of its granted monotonic
+                // clock on every batch (the proxy's deadline is what bounds it).
+                "busy" => {
+                    let ms: u64 = host::config_get("busy_ms").and_then(|v| v.parse().ok()).unwrap_or(40);
+                    let start = std::time::Instant::now();
+                    let mut spins = 0u64;
+                    while start.elapsed() < std::time::Duration::from_millis(ms) {
+                        spins = std::hint::black_box(spins + 1);
+                    }
+                    (keep_all, vec![])
+                }
                 "log-flood" => {
                     for i in 0..1000 {
                         println!("flood line {i}");

@@ -1,0 +1,69 @@
+//! Isolation between tenants: an interceptor that spends a lot of CPU on every batch (legally,
+//! well within its deadline) slows its own streams, not another route's. The proxy runs as a
+//! process (two worker threads on this 2-core machine, as `serve` runs), the upstream and the
+//! clients in the test. Before slow chains were called off the I/O threads, the fast stream's p99
+//! was ~41 ms here; the bound (25 ms) is generous so that a busy CI machine does not fail it.
+
+use bytes::Bytes;
+use sluicegate_tests::net::*;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_interceptor_on_one_route_does_not_delay_another_routes_stream() {
+    let hostile = sluicegate_tests::TEST_GUESTS_PATHS.iter().find(|(n, _)| *n == "hostile").unwrap().1;
+    let base = Instant::now();
+    let upstream = start_upstream(move |request: http::Request<hyper::body::Incoming>| async move {
+        let slow = request.uri().path() == "/slow";
+        let (tx, response) = streamed("text/event-stream");
+        tokio::spawn(async move {
+            // /slow: 5 batches a second; /fast: 200 events a second, each with its send time.
+            let mut ticks = tokio::time::interval(Duration::from_millis(if slow { 200 } else { 5 }));
+            loop {
+                ticks.tick().await;
+                let event = format!("data: {}\n\n", base.elapsed().as_micros());
+                if tx.send(Ok(Bytes::from(event))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        response
+    })
+    .await;
+    let config = format!(
+        "upstream = \"http://{upstream}\"\n[limits]\ncall_deadline_ms = 1000\n\
+         [[route]]\nprefix = \"/slow\"\n[[route.interceptor]]\nspec = \"{hostile}\"\n\
+         config = {{ mode = \"busy\", busy_ms = \"40\" }}\ngrant_clocks = true\ninstances = 2\n\
+         [[route]]\nprefix = \"/fast\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n"
+    );
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("isolation");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), &config).unwrap();
+    let serving =
+        sluicegate_tests::process::Start::serve(&["--config", dir.join("config.toml").to_str().unwrap()]).start();
+    let proxy = serving.addr;
+    // Two slow streams: 10 batches a second of 40 ms each, 20% of this 2-core machine.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut reader = EventReader::new(get(&format!("http://{proxy}/slow"), &[]).await);
+        assert!(reader.next().await.is_some());
+        slow.push(tokio::spawn(async move { while reader.next().await.is_some() {} }));
+    }
+    let mut fast = EventReader::new(get(&format!("http://{proxy}/fast"), &[]).await);
+    let mut delays = Vec::new();
+    for i in 0..450 {
+        let event = fast.next().await.expect("the fast stream goes on");
+        let sent: u128 = String::from_utf8_lossy(event.data.as_deref().unwrap()).parse().unwrap();
+        if i >= 50 {
+            delays.push(Duration::from_micros((base.elapsed().as_micros() - sent) as u64));
+        }
+    }
+    delays.sort();
+
+    let p99 = delays[delays.len() * 99 / 100];
+    let max = delays[delays.len() - 1];
+    eprintln!("the fast stream's delivery: p50 {:?}, p99 {p99:?}, max {max:?}", delays[delays.len() / 2]);
+    assert!(p99 < Duration::from_millis(25), "the slow route delays the fast one: p99 {p99:?}, max {max:?}");
+    for task in slow {
+        task.abort();
+    }
+}
