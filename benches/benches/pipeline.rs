@@ -1,16 +1,16 @@
-//! The whole pipeline per event, as the proxy runs it for one read from the upstream: parse the
-//! bytes, fill a batch of 64, pass it through a chain, encode the output.
+//! The whole pipeline per event, as the proxy runs it for one read from the upstream: the
+//! proxy's own [`StreamEngine`] parses the bytes, fills a batch of 64, passes it through a chain
+//! and encodes the output into the buffer that would go to the client.
 //!
 //! `cargo bench -p sluicegate-benches --bench pipeline` (`-- pipeline-tokens` for the LLM token
 //! stream alone).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sluicegate::batch::Batch;
 use sluicegate::chain::Chain;
+use sluicegate::engine::{BatchLimits, StreamEngine};
 use sluicegate::host::{Limits, Runtime};
-use sluicegate::pipeline::{BatchLimits, fill_batch};
 use sluicegate::spec::Spec;
-use sluicegate::sse::{Parser, encode_batch, encode_event};
+use sluicegate::sse::encode_event;
 use sluicegate::{Config, StreamContext};
 use sluicegate_benches::events;
 use std::hint::black_box;
@@ -39,19 +39,14 @@ fn pipeline(c: &mut Criterion) {
     for (label, specs) in chains {
         let links =
             specs.iter().map(|s| s.parse::<Spec>().unwrap().load(&runtime, Config::default()).unwrap()).collect();
-        let mut stream = Chain::new(links).open(&StreamContext::default()).unwrap();
-        let mut parser = Parser::new();
-        let mut batch = Batch::new();
-        let mut out = Vec::with_capacity(bytes.len() * 2);
+        let stream = Chain::new(links).open(&StreamContext::default()).unwrap();
+        let mut engine = StreamEngine::new(stream, limits, 1 << 20);
         group.bench_function(BenchmarkId::new(label, BATCH), |b| {
             b.iter(|| {
-                parser.feed_bytes(bytes.clone());
-                batch.clear();
-                assert_eq!(fill_batch(&mut parser, &mut batch, limits), BATCH);
-                stream.process(&mut batch).unwrap();
-                out.clear();
-                encode_batch(&mut out, batch.view());
-                black_box(out.len())
+                engine.feed(bytes.clone());
+                let out = engine.next_batch().unwrap().unwrap();
+                assert_eq!(out.events_in, BATCH);
+                black_box(out.bytes.len())
             })
         });
     }
@@ -84,21 +79,16 @@ fn token_stream(c: &mut Criterion) {
             ("native-redact", "native:redact"),
         ] {
             let link = spec.parse::<Spec>().unwrap().load(&runtime, Config::default()).unwrap();
-            let mut stream = Chain::new(vec![link]).open(&StreamContext::default()).unwrap();
-            let mut parser = Parser::new();
-            let mut batch = Batch::new();
-            let mut out = Vec::new();
+            let stream = Chain::new(vec![link]).open(&StreamContext::default()).unwrap();
+            let mut engine = StreamEngine::new(stream, limits, 1 << 20);
             let mut next = 0;
             group.bench_function(BenchmarkId::new(label, size), |b| {
                 b.iter(|| {
-                    parser.feed_bytes(reads[next].clone());
+                    engine.feed(reads[next].clone());
                     next = (next + 1) % reads.len();
-                    batch.clear();
-                    assert_eq!(fill_batch(&mut parser, &mut batch, limits), size);
-                    stream.process(&mut batch).unwrap();
-                    out.clear();
-                    encode_batch(&mut out, batch.view());
-                    black_box(out.len())
+                    let out = engine.next_batch().unwrap().unwrap();
+                    assert_eq!(out.events_in, size);
+                    black_box(out.bytes.len())
                 })
             });
         }

@@ -7,7 +7,8 @@
 //! - [`host`]: the wasmtime host that runs component interceptors (both worlds);
 //! - [`native`] and [`legacy`]: native interceptors, and the per-event contract with its shim;
 //! - [`verdict`]: applying an interceptor's answer, with every check of the contract;
-//! - [`pipeline`]: parse, batch, chain, encode, without the network;
+//! - [`engine`]: one event stream without I/O: parse, batch, chain, remember ids, encode;
+//! - [`pipeline`]: `sluicegate run`, the engine from a reader to a writer;
 //! - [`check`]: what `sluicegate check` finds wrong with a component.
 
 pub mod batch;
@@ -16,6 +17,7 @@ pub mod chain;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod engine;
 pub mod examples;
 pub mod histogram;
 pub mod host;

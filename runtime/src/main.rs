@@ -247,10 +247,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 status: 200,
                 ..Default::default()
             };
-            let mut stream = Chain::new(links).open(&context)?;
+            let stream = Chain::new(links).open(&context)?;
             let limits = BatchLimits { max_events: max_batch_events.max(1), ..BatchLimits::default() };
-            let stats =
-                pipeline::run(std::io::stdin().lock(), std::io::stdout().lock(), &mut stream, limits, 64 * 1024)?;
+            let stats = pipeline::run(std::io::stdin().lock(), std::io::stdout().lock(), stream, limits, 64 * 1024)?;
             if stats.discarded_tail > 0 {
                 tracing::warn!(bytes = stats.discarded_tail, "discarded an unterminated event at the end of the input");
             }

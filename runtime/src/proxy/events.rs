@@ -1,5 +1,6 @@
-//! One event stream through the proxy: read the upstream, parse, batch, run the chain, encode,
-//! send; resume the upstream if it fails; end the chain however the stream ends.
+//! One event stream through the proxy: read the upstream, feed the [`StreamEngine`] (parse,
+//! batch, chain, encode), send each batch as one chunk; resume the upstream if it fails; end the
+//! chain however the stream ends.
 //!
 //! Backpressure: the client's body is a bounded channel of encoded batches. When it is full,
 //! sending waits, so the upstream is not read: a slow client slows the upstream read instead of
@@ -11,25 +12,21 @@ use super::body::AnyBody;
 use super::coding::Coding;
 use super::upstream::Upstream;
 use super::{BoxError, Phase, Proxy, RouteStats, UpstreamBody, empty_body, headers};
-use crate::batch::Batch;
 use crate::chain::ChainStream;
 use crate::config::ReconnectConfig;
-use crate::sse::{self, Event, Parser};
+use crate::engine::StreamEngine;
+use crate::sse::{self, Event};
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt as _;
 use sluicegate_guest::EndReason;
-use std::collections::VecDeque;
 use std::hash::BuildHasher as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
-
-/// Ids remembered per stream to skip events an upstream replays after a resumption.
-const RECENT_IDS: usize = 32;
 
 /// How to resume this stream's upstream request.
 pub(crate) struct Resume {
@@ -85,17 +82,10 @@ enum End {
 pub(crate) struct EventStream {
     proxy: Arc<Proxy>,
     route: Arc<RouteStats>,
-    chain: ChainStream,
+    /// Parse, batch, chain, ids, encode: everything but the I/O.
+    engine: StreamEngine,
     tx: mpsc::Sender<Bytes>,
     resume: Resume,
-    parser: Parser,
-    batch: Batch,
-    /// The upstream's last `retry`, the first delay before resuming.
-    retry_ms: Option<u32>,
-    /// Recently forwarded ids; the newest is where to resume from.
-    recent_ids: RecentIds,
-    /// True after a resumption until the first event that was not forwarded before.
-    skipping_replay: bool,
     /// Reaches `Ending` when the stream must end for shutdown.
     phase: watch::Receiver<Phase>,
     /// For the enforcement record.
@@ -116,19 +106,14 @@ impl EventStream {
         stream_id: String,
         route_prefix: String,
     ) -> Self {
-        let parser = Parser::with_limit(proxy.max_event_bytes);
+        let engine = StreamEngine::new(chain, proxy.batch, proxy.max_event_bytes);
         let phase = proxy.lifecycle().watch();
         EventStream {
             proxy,
             route,
-            chain,
+            engine,
             tx,
             resume,
-            parser,
-            batch: Batch::new(),
-            retry_ms: None,
-            recent_ids: RecentIds::default(),
-            skipping_replay: false,
             phase,
             stream_id,
             route_prefix,
@@ -165,7 +150,7 @@ impl EventStream {
             }
         };
         drop(body); // cancels the upstream request if it is still open
-        let skipped = self.parser.oversized();
+        let skipped = self.engine.oversized();
         if skipped > 0 {
             tracing::warn!(
                 events = skipped,
@@ -173,11 +158,10 @@ impl EventStream {
                 "dropped upstream events over the size limit"
             );
         }
-        let chain = &mut self.chain;
-        match super::isolation::chain_call(chain.is_slow(), || chain.finish(end)) {
+        let engine = &mut self.engine;
+        match super::isolation::chain_call(engine.is_slow(), || engine.finish(end)) {
             Ok(tail) if end != EndReason::ClientGone => {
-                self.batch = tail;
-                let _ = self.send_batch().await;
+                let _ = self.send(tail.bytes).await;
             }
             Ok(_) => {}
             Err(fault) => tracing::error!("{fault} while finishing the stream"),
@@ -205,7 +189,7 @@ impl EventStream {
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
             duration: self.started.elapsed(),
-            interceptors: self.chain.records(),
+            interceptors: self.engine.records(),
         }
         .log();
     }
@@ -222,7 +206,7 @@ impl EventStream {
             };
             let mut last = self.take(first);
             // Take what else has already arrived, without waiting: that is the batch.
-            while last.is_none() && self.parser.buffered() < self.proxy.batch.max_bytes {
+            while last.is_none() && self.engine.buffered() < self.proxy.batch.max_bytes {
                 match body.frame().now_or_never() {
                     Some(frame) => last = self.take(to_chunk(frame)),
                     None => break,
@@ -233,29 +217,26 @@ impl EventStream {
             }
             match last {
                 None => {
-                    if let Some(end) = self.flush(None).await {
+                    if let Some(end) = self.flush().await {
                         return end;
                     }
                 }
                 Some(Ending::Eof) => {
-                    if let Some(end) = self.flush(None).await {
+                    if let Some(end) = self.flush().await {
                         return end;
                     }
-                    let tail = self.parser.finish();
-                    if self.parser.discarded() > 0 {
-                        tracing::debug!(
-                            bytes = self.parser.discarded(),
-                            "discarded an unterminated event at the end of the stream"
-                        );
+                    let discarded = self.engine.end_input();
+                    if discarded > 0 {
+                        tracing::debug!(bytes = discarded, "discarded an unterminated event at the end of the stream");
                     }
-                    return self.flush(tail).await.unwrap_or(End::Closed);
+                    return self.flush().await.unwrap_or(End::Closed);
                 }
                 Some(Ending::Failed(why)) => {
                     // Complete events go out; a partial one is resent by the upstream on resumption.
-                    if let Some(end) = self.flush(None).await {
+                    if let Some(end) = self.flush().await {
                         return end;
                     }
-                    let _ = self.parser.finish();
+                    self.engine.abandon_partial();
                     return End::Failed(why);
                 }
             }
@@ -267,7 +248,7 @@ impl EventStream {
         match chunk {
             Chunk::Data(bytes) => {
                 self.bytes_in += bytes.len() as u64;
-                self.parser.feed_bytes(bytes);
+                self.engine.feed(bytes);
                 None
             }
             Chunk::Skip => None,
@@ -280,7 +261,7 @@ impl EventStream {
     /// or failure of the body if it comes first.
     async fn linger(&mut self, body: &mut AnyBody) -> Option<Ending> {
         let deadline = tokio::time::Instant::now() + self.proxy.linger;
-        while self.parser.buffered() < self.proxy.batch.max_bytes {
+        while self.engine.buffered() < self.proxy.batch.max_bytes {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return None,
                 frame = body.frame() => {
@@ -293,82 +274,42 @@ impl EventStream {
         None
     }
 
-    /// Sends every complete event the parser holds, batch by batch (plus `extra` at the end).
-    async fn flush(&mut self, mut extra: Option<Event>) -> Option<End> {
+    /// Sends every complete event the engine holds, batch by batch, each as one chunk.
+    async fn flush(&mut self) -> Option<End> {
         loop {
-            self.batch.clear();
-            let drained = self.fill();
-            if drained && let Some(event) = extra.take() {
-                self.batch.push_parsed(&event);
-            }
-            if self.batch.is_empty() {
-                return None;
-            }
-            let (chain, batch) = (&mut self.chain, &mut self.batch);
-            let ended = match super::isolation::chain_call(chain.is_slow(), || chain.process(batch)) {
-                Ok(ended) => ended,
+            let engine = &mut self.engine;
+            let out = match super::isolation::chain_call(engine.is_slow(), || engine.next_batch()) {
+                Ok(Some(out)) => out,
+                Ok(None) => return None,
                 Err(fault) => {
                     tracing::error!("{fault}; ending the stream (fail-closed)");
-                    self.batch.clear();
                     let data = format!(
                         "{{\"type\":\"error\",\"error\":{{\"type\":\"interceptor_error\",\"message\":\"interceptor {} failed\"}}}}",
                         fault.name.replace(['"', '\\'], "")
                     );
-                    self.batch.push(&Event::message(data).with_type("error"));
-                    let _ = self.send_batch().await;
+                    let mut bytes = Vec::new();
+                    sse::encode_event(&mut bytes, &Event::message(data).with_type("error"));
+                    let _ = self.send(bytes).await;
                     return Some(End::Faulted);
                 }
             };
-            if !self.send_batch().await {
+            if !self.send(out.bytes).await {
                 return Some(End::ClientGone);
             }
-            if ended {
+            if out.ended {
                 return Some(End::EndedByInterceptor);
             }
-            if drained {
-                return None;
-            }
         }
     }
 
-    /// Moves complete events from the parser into the batch, up to the batch limits; skips events
-    /// replayed after a resumption. Returns true when the parser has no complete event left.
-    fn fill(&mut self) -> bool {
-        while self.proxy.batch.admits(&self.batch) {
-            let mark = self.batch.mark();
-            if !self.parser.next_into(&mut self.batch) {
-                return true;
-            }
-            let event = self.batch.view().get(self.batch.len() - 1).expect("an event was appended");
-            if let Some(id) = event.id() {
-                if self.skipping_replay && self.recent_ids.contains(id.as_bytes()) {
-                    tracing::debug!(id, "skipped an event replayed after resumption");
-                    self.batch.rewind(mark);
-                    continue;
-                }
-                self.skipping_replay = false;
-                self.recent_ids.push(id.as_bytes());
-            }
-            if let Some(ms) = event.retry() {
-                self.retry_ms = Some(ms);
-            }
-        }
-        false
-    }
-
-    /// Encodes the batch and sends it as one chunk. False if the client is gone.
-    async fn send_batch(&mut self) -> bool {
-        if self.batch.is_empty() {
+    /// Sends one encoded batch as one chunk (nothing if it is empty). False if the client is gone.
+    async fn send(&mut self, bytes: Vec<u8>) -> bool {
+        if bytes.is_empty() {
             return true;
         }
-        // One allocation per batch, handed to hyper without a copy. Field names, separators and
-        // line ends add ~21 bytes to a typical event (`event: `, `data: `, `id: `); an estimate
-        // under that makes every batch grow the buffer once, copying it.
-        let mut out = Vec::with_capacity(self.batch.byte_len() + 32 * self.batch.len());
-        sse::encode_batch(&mut out, self.batch.view());
-        self.route.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
-        self.bytes_out += out.len() as u64;
-        self.tx.send(Bytes::from(out)).await.is_ok()
+        self.route.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.bytes_out += bytes.len() as u64;
+        self.tx.send(Bytes::from(bytes)).await.is_ok()
     }
 
     /// Reconnects to the upstream with `Last-Event-ID`, with exponential backoff and jitter.
@@ -376,14 +317,15 @@ impl EventStream {
         if !self.resume.allowed {
             return Reconnect::Stop(EndReason::UpstreamFailed);
         }
-        let Some(last_id) = self.recent_ids.newest().map(<[u8]>::to_vec) else {
+        let Some(last_id) = self.engine.last_id().map(<[u8]>::to_vec) else {
             tracing::warn!("cannot resume: the upstream sent no event id");
             return Reconnect::Stop(EndReason::UpstreamFailed);
         };
         let config = &self.resume.config;
         let phase = &mut self.phase;
         let max = Duration::from_millis(config.max_delay_ms);
-        let mut delay = Duration::from_millis(self.retry_ms.map_or(config.initial_delay_ms, u64::from)).min(max);
+        let mut delay =
+            Duration::from_millis(self.engine.retry_ms().map_or(config.initial_delay_ms, u64::from)).min(max);
         for attempt in 1..=config.max_attempts {
             let wait = jitter(delay);
             tokio::select! {
@@ -407,7 +349,7 @@ impl EventStream {
                     match Coding::of(response.headers()) {
                         Ok(coding) => {
                             tracing::info!(attempt, last_event_id = %String::from_utf8_lossy(&last_id), "resumed the upstream event stream");
-                            self.skipping_replay = true;
+                            self.engine.resumed();
                             self.route.reconnects.fetch_add(1, Ordering::Relaxed);
                             let body = response.into_body().map_err(BoxError::from).boxed_unsync();
                             return Reconnect::Resumed(coding.decode(body));
@@ -437,30 +379,6 @@ impl EventStream {
         }
         tracing::warn!(attempts = config.max_attempts, "giving up on the upstream");
         Reconnect::Stop(EndReason::UpstreamFailed)
-    }
-}
-
-/// The last [`RECENT_IDS`] ids forwarded, oldest first. Slots are reused, so remembering an id
-/// allocates nothing once the ring is full.
-#[derive(Default)]
-struct RecentIds {
-    ids: VecDeque<Vec<u8>>,
-}
-
-impl RecentIds {
-    fn push(&mut self, id: &[u8]) {
-        let mut slot = if self.ids.len() == RECENT_IDS { self.ids.pop_front().unwrap_or_default() } else { Vec::new() };
-        slot.clear();
-        slot.extend_from_slice(id);
-        self.ids.push_back(slot);
-    }
-
-    fn contains(&self, id: &[u8]) -> bool {
-        self.ids.iter().any(|seen| seen == id)
-    }
-
-    fn newest(&self) -> Option<&[u8]> {
-        self.ids.back().map(Vec::as_slice)
     }
 }
 
