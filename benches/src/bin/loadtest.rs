@@ -6,7 +6,12 @@
 //! cargo run --release -p sluicegate-benches --bin loadtest -- latency --chain none --chain example:redact
 //! cargo run --release -p sluicegate-benches --bin loadtest -- throughput --chain none --chain example:redact
 //! cargo run --release -p sluicegate-benches --bin loadtest -- tls --streams 8 --rounds 5 --chain none --chain example:redact
+//! cargo run --release -p sluicegate-benches --bin loadtest -- streams --streams 1000 --rate 10 --chain none --chain example:passthrough --chain example:redact
 //! ```
+//!
+//! Where Debian's `nginx` is installed (`/usr/sbin/nginx`), `throughput` and `streams` measure it
+//! beside sluicegate (`proxy_buffering off`, HTTP/1.1 with keep-alive to the upstream, two worker
+//! processes as sluicegate has two worker threads): it is what a user would pick instead.
 //!
 //! Three roles, each its own process so that each is measured alone: an upstream (HTTP/1.1 and
 //! HTTP/2), the proxy (this crate's library, as `sluicegate serve` runs it), and the clients (in
@@ -35,6 +40,13 @@ fn main() -> anyhow::Result<()> {
         Some("upstream") => runtime.block_on(upstream(args.get(1).zip(args.get(2)))),
         Some("proxy") => runtime.block_on(proxy(&args[1], &args[2..])),
         Some("proxy-to") => runtime.block_on(proxy_to(&args[1], &args[2], &args[3..])),
+        Some("streams") => runtime.block_on(many_streams(
+            flag(&args, "--streams", 1000),
+            flag(&args, "--rate", 10),
+            flag(&args, "--seconds", 5),
+            flag(&args, "--rounds", 3),
+            chains(&args),
+        )),
         Some("tls") => runtime.block_on(tls_against_plain(
             flag(&args, "--streams", 8),
             flag(&args, "--seconds", 3),
@@ -246,6 +258,155 @@ fn cpu_seconds(pid: u32) -> f64 {
     nanos as f64 / 1e9
 }
 
+/// CPU seconds of a process and all its descendants (nginx's workers are children of its master).
+fn tree_cpu_seconds(pid: u32) -> f64 {
+    let mut total = cpu_seconds(pid);
+    let Ok(entries) = std::fs::read_dir("/proc") else { return total };
+    for entry in entries.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // The parent pid is the second field after the parenthesised command name.
+        let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent == Some(pid) {
+            total += tree_cpu_seconds(child);
+        }
+    }
+    total
+}
+
+/// nginx in front of the upstream on a free port, if it is installed; killed on drop.
+struct Nginx {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    const BINARY: &str = "/usr/sbin/nginx";
+
+    fn start(upstream_port: u16) -> anyhow::Result<Option<Nginx>> {
+        if !std::path::Path::new(Self::BINARY).exists() {
+            return Ok(None);
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("sluicegate-loadtest-nginx-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = format!(
+            "daemon off;\nworker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log warn;\n\
+             events {{ worker_connections 8192; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n\
+               upstream up {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}\n\
+               server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://up;\n\
+                 proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n\
+                 proxy_read_timeout 1h;\n    }}\n  }}\n}}\n",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), config)?;
+        let child = Command::new(Self::BINARY)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .spawn()?;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Some(Nginx { child, port, dir }));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("nginx did not start (see {})", dir.join("error.log").display())
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master then stops its workers too.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A proxy under test: sluicegate with a chain, or nginx.
+struct Target {
+    label: String,
+    port: u16,
+    pid: u32,
+    _role: Option<Role>,
+    _nginx: Option<Nginx>,
+}
+
+impl Target {
+    /// sluicegate with each chain, then nginx if installed.
+    fn all(upstream_port: u16, chains: &[String]) -> anyhow::Result<Vec<Target>> {
+        let mut targets = Vec::new();
+        for chain in chains {
+            let role = Role::start(&["proxy", &upstream_port.to_string(), chain])?;
+            let (port, pid) = (role.port, role.pid());
+            targets.push(Target { label: format!("sluicegate, {chain}"), port, pid, _role: Some(role), _nginx: None });
+        }
+        if let Some(nginx) = Nginx::start(upstream_port)? {
+            let (port, pid) = (nginx.port, nginx.child.id());
+            targets.push(Target { label: "nginx (proxy_buffering off)".into(), port, pid, _role: None, _nginx: Some(nginx) });
+        } else {
+            eprintln!("nginx is not installed (apt-get install nginx-light): measuring sluicegate alone");
+        }
+        Ok(targets)
+    }
+
+    fn cpu(&self) -> f64 {
+        tree_cpu_seconds(self.pid)
+    }
+}
+
+/// `streams` streams of `rate` events/s each, one event per write (the shape of LLM traffic:
+/// every batch is one event), through each target in interleaved rounds: the proxy's CPU per
+/// delivered event (process and children), medians.
+async fn many_streams(streams: u64, rate: u64, seconds: u64, rounds: u64, chains: Vec<String>) -> anyhow::Result<()> {
+    let upstream = Role::start(&["upstream"])?;
+    let targets = Target::all(upstream.port, &chains)?;
+    let mut per_event: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    let mut delivered_rate: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    for _ in 0..rounds {
+        for (i, target) in targets.iter().enumerate() {
+            let delivered = Arc::new(AtomicU64::new(0));
+            let mut readers = Vec::with_capacity(streams as usize);
+            for n in 0..streams {
+                let socket = open_first(target.port, &format!("/stamped?n={rate}"))
+                    .await
+                    .with_context(|| format!("{}: stream {n}", target.label))?;
+                let sink = delivered.clone();
+                readers.push(tokio::spawn(read_events(socket, move |_| {
+                    sink.fetch_add(1, Ordering::Relaxed);
+                })));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (e0, c0, t0) = (delivered.load(Ordering::Relaxed), target.cpu(), Instant::now());
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            let events = delivered.load(Ordering::Relaxed) - e0;
+            let (cpu, elapsed) = (target.cpu() - c0, t0.elapsed().as_secs_f64());
+            for reader in readers {
+                reader.abort();
+            }
+            per_event[i].push(cpu * 1e6 / events.max(1) as f64);
+            delivered_rate[i].push(events as f64 / elapsed);
+            // Let the closed streams wind down before the next target is measured.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    println!("{streams} streams x {rate} events/s, one event per write; {rounds} interleaved rounds of {seconds} s; medians");
+    println!("| proxy | events/s delivered | CPU per delivered event | against nginx |");
+    println!("|---|---:|---:|---:|");
+    let medians: Vec<f64> = per_event.iter_mut().map(|v| median(v)).collect();
+    let nginx = targets.iter().position(|t| t._nginx.is_some()).map(|i| medians[i]);
+    for (i, target) in targets.iter().enumerate() {
+        let against = nginx.map_or("-".to_string(), |n| format!("{:.2}x", medians[i] / n));
+        println!("| {} | {:.0} | {:.1} us | {against} |", target.label, median(&mut delivered_rate[i]), medians[i]);
+    }
+    Ok(())
+}
+
 /// Opens an event stream with a raw HTTP/1.1 request and reads until the first event.
 async fn open_stream(port: u16, path: &str) -> anyhow::Result<TcpStream> {
     let mut socket = TcpStream::connect(("127.0.0.1", port)).await?;
@@ -419,12 +580,13 @@ async fn throughput(seconds: u64, chains: Vec<String>) -> anyhow::Result<()> {
     // CPU time per event does much less, so it is reported too.
     println!("| path | events/s | MB/s | proxy CPU ns/event |");
     println!("|---|---:|---:|---:|");
-    let mut targets = vec![("direct to the upstream".to_string(), None)];
-    for chain in chains {
-        targets.push((chain.clone(), Some(Role::start(&["proxy", &upstream.port.to_string(), &chain])?)));
+    let mut targets: Vec<(String, Option<(u16, u32)>)> = vec![("direct to the upstream".to_string(), None)];
+    let proxies = Target::all(upstream.port, &chains)?;
+    for target in &proxies {
+        targets.push((target.label.clone(), Some((target.port, target.pid))));
     }
     for (label, proxy) in &targets {
-        let port = proxy.as_ref().map_or(upstream.port, |p| p.port);
+        let port = proxy.map_or(upstream.port, |p| p.0);
         let socket = open_first(port, "/blast").await?;
         let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         let sink = counts.clone();
@@ -433,7 +595,7 @@ async fn throughput(seconds: u64, chains: Vec<String>) -> anyhow::Result<()> {
             sink.1.fetch_add(event.len() as u64 + 2, Ordering::Relaxed);
         }));
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let cpu = || proxy.as_ref().map_or(0.0, |p| cpu_seconds(p.pid()));
+        let cpu = || proxy.map_or(0.0, |p| tree_cpu_seconds(p.1));
         let (e0, b0, c0, t0) =
             (counts.0.load(Ordering::Relaxed), counts.1.load(Ordering::Relaxed), cpu(), Instant::now());
         tokio::time::sleep(Duration::from_secs(seconds)).await;
