@@ -348,7 +348,13 @@ impl Target {
         }
         if let Some(nginx) = Nginx::start(upstream_port)? {
             let (port, pid) = (nginx.port, nginx.child.id());
-            targets.push(Target { label: "nginx (proxy_buffering off)".into(), port, pid, _role: None, _nginx: Some(nginx) });
+            targets.push(Target {
+                label: "nginx (proxy_buffering off)".into(),
+                port,
+                pid,
+                _role: None,
+                _nginx: Some(nginx),
+            });
         } else {
             eprintln!("nginx is not installed (apt-get install nginx-light): measuring sluicegate alone");
         }
@@ -395,7 +401,9 @@ async fn many_streams(streams: u64, rate: u64, seconds: u64, rounds: u64, chains
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    println!("{streams} streams x {rate} events/s, one event per write; {rounds} interleaved rounds of {seconds} s; medians");
+    println!(
+        "{streams} streams x {rate} events/s, one event per write; {rounds} interleaved rounds of {seconds} s; medians"
+    );
     println!("| proxy | events/s delivered | CPU per delivered event | against nginx |");
     println!("|---|---:|---:|---:|");
     let medians: Vec<f64> = per_event.iter_mut().map(|v| median(v)).collect();

@@ -112,8 +112,8 @@ async fn the_status_page_shows_interceptors_and_live_counters_in_a_browser() {
     assert_eq!(redact[1], "example:redact");
     assert_eq!(redact[5..10], ["2", "2", "0", "1", "0"], "redact: 1 modified: {redact:?}");
     assert!(
-        first.contains("<td>/</td><td class=\"n\">0</td><td class=\"n\">1</td>"),
-        "the route served 1 stream:\n{first}"
+        first.contains(&format!("<td>/</td><td>http://{upstream}</td><td class=\"n\">0</td><td class=\"n\">1</td>")),
+        "the route, its upstream, and 1 stream served:\n{first}"
     );
 
     // The counters follow the traffic.
