@@ -69,6 +69,10 @@ pub struct LinkStats {
     pub recent_call_nanos: AtomicU64,
 }
 
+fn any_slow(links: &[Link]) -> bool {
+    links.iter().any(|link| link.stats.is_slow())
+}
+
 /// A call this long, lately, makes an interceptor slow: its calls then leave the I/O threads.
 pub const SLOW_CALL: std::time::Duration = std::time::Duration::from_micros(500);
 
@@ -250,7 +254,7 @@ pub struct Chain {
 impl Chain {
     /// True if one of its interceptors has been slow lately (see [`ChainStream::is_slow`]).
     pub fn is_slow(&self) -> bool {
-        self.links.iter().any(|link| link.stats.is_slow())
+        any_slow(&self.links)
     }
 
     /// A chain of interceptors with the default policy (fail-closed) and breaker.
@@ -369,7 +373,7 @@ impl ChainStream {
     /// True if a link of this chain has been slow lately (a call of [`SLOW_CALL`] or more):
     /// the proxy then makes its calls where they cannot hold the threads that serve sockets.
     pub fn is_slow(&self) -> bool {
-        self.links.iter().any(|link| link.stats.is_slow())
+        any_slow(&self.links)
     }
 
     pub fn records(&self) -> &[LinkRecord] {

@@ -123,6 +123,11 @@ impl StreamEngine {
         self.parser.feed_bytes(bytes);
     }
 
+    /// Bytes read into a buffer of the caller's (copied once, into the parser).
+    pub fn feed_slice(&mut self, bytes: &[u8]) {
+        self.parser.feed(bytes);
+    }
+
     /// Bytes fed and not yet taken into a batch.
     pub fn buffered(&self) -> usize {
         self.parser.buffered()

@@ -50,7 +50,7 @@ pub fn run(
         if n == 0 {
             stats.discarded_tail = engine.end_input();
         } else {
-            engine.feed(bytes::Bytes::copy_from_slice(&buf[..n]));
+            engine.feed_slice(&buf[..n]);
         }
         while let Some(out) = engine.next_batch()? {
             write(&out)?;

@@ -25,7 +25,8 @@ pub enum StreamLimit {
     Route,
 }
 
-/// Why a connection was refused or closed.
+/// Why a connection was refused or closed (in [`ConnectionEvent::ALL`]'s order, which indexes
+/// the counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionEvent {
     /// Over `limits.max_connections`: its requests were answered 503.
@@ -153,14 +154,12 @@ impl Admission {
     }
 
     pub(crate) fn count(&self, event: ConnectionEvent) {
-        let at = ConnectionEvent::ALL.iter().position(|e| *e == event).unwrap_or(0);
-        self.connection_events[at].fetch_add(1, Ordering::Relaxed);
+        self.connection_events[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// How often `event` happened.
     pub fn connection_events(&self, event: ConnectionEvent) -> u64 {
-        let at = ConnectionEvent::ALL.iter().position(|e| *e == event).unwrap_or(0);
-        self.connection_events[at].load(Ordering::Relaxed)
+        self.connection_events[event as usize].load(Ordering::Relaxed)
     }
 
     pub(crate) fn count_accept_error(&self, listener: ListenerKind) {

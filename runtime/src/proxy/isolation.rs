@@ -18,6 +18,7 @@
 /// can hand a worker's duties over (a multi-threaded one), directly otherwise.
 pub(crate) fn chain_call<R>(slow: bool, work: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
-    let can_hand_over = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
-    if slow && can_hand_over { tokio::task::block_in_place(work) } else { work() }
+    // The runtime is looked at only for a slow chain: the common case pays one branch.
+    let can_hand_over = || Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if slow && can_hand_over() { tokio::task::block_in_place(work) } else { work() }
 }

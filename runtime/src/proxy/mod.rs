@@ -287,23 +287,19 @@ impl Proxy {
                 extra_types: route.body_types.iter().map(|t| t.trim().to_ascii_lowercase()).collect(),
             };
             let at = |key: &str| format!("route `{}`: {key}", route.prefix);
-            let upstream = match &route.upstream {
-                Some(url) => upstream_for(
-                    url,
+            // A route with neither its own URL nor its own TLS files shares the default upstream.
+            let own_tls = route.upstream_ca.is_some() || route.upstream_client_cert.is_some();
+            let upstream = match (&route.upstream, &default_upstream) {
+                (None, Some(default)) if !own_tls => default.clone(),
+                (url, _) => upstream_for(
+                    url.as_deref()
+                        .or(config.upstream.as_deref())
+                        .with_context(|| at("has no upstream (set `upstream` on the route or at the top level)"))?,
                     route.upstream_ca.as_ref().or(config.upstream_ca.as_ref()),
                     route.upstream_client_cert.as_ref().or(config.upstream_client_cert.as_ref()),
                     route.upstream_client_key.as_ref().or(config.upstream_client_key.as_ref()),
                 )
                 .with_context(|| at("upstream"))?,
-                None if route.upstream_ca.is_some() || route.upstream_client_cert.is_some() => upstream_for(
-                    config.upstream.as_deref().with_context(|| at("upstream_ca needs an upstream"))?,
-                    route.upstream_ca.as_ref().or(config.upstream_ca.as_ref()),
-                    route.upstream_client_cert.as_ref().or(config.upstream_client_cert.as_ref()),
-                    route.upstream_client_key.as_ref().or(config.upstream_client_key.as_ref()),
-                )?,
-                None => default_upstream
-                    .clone()
-                    .with_context(|| at("has no upstream (set `upstream` on the route or at the top level)"))?,
             };
             let mut set_headers = Vec::new();
             for (name, template) in &route.set_request_headers {
@@ -499,14 +495,15 @@ impl Proxy {
         if !self.preserve_host {
             parts.headers.insert(header::HOST, HeaderValue::from_str(upstream.base().authority().as_str())?);
         }
-        if route.is_some() || headers::accepts_event_stream(&parts.headers) {
+        let wants_stream = headers::accepts_event_stream(&parts.headers);
+        if route.is_some() || wants_stream {
             // What a guarded route inspects it must read: ask for it uncompressed (and decode it
             // anyway if the upstream compresses regardless).
             parts.headers.insert(header::ACCEPT_ENCODING, headers::identity());
         }
         parts.headers.append(header::VIA, HeaderValue::from_static("1.1 sluicegate"));
         // A request that asks for an event stream takes its slot now, before anything is sent.
-        let mut slot = match headers::accepts_event_stream(&parts.headers) {
+        let mut slot = match wants_stream {
             true => match self.stream_slot(matched) {
                 Ok(slot) => Some(slot),
                 Err(refusal) => return Ok(refusal),

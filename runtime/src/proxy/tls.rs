@@ -110,6 +110,16 @@ pub fn client_config(extra_ca: Option<&Path>, identity: Option<&Identity>) -> Re
     }
 }
 
+/// A client configuration for a connector that never makes TLS connections (a plain-HTTP
+/// upstream): no roots, so the system's are not read for it.
+pub fn unused_client_config() -> ClientConfig {
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth()
+}
+
 /// The server configuration for clients: the certificate chain and key of `identity`, ALPN h2
 /// and http/1.1.
 pub fn server_config(identity: &Identity) -> Result<ServerConfig, TlsSetupError> {

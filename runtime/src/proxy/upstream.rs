@@ -138,7 +138,8 @@ pub enum UpstreamError {
     },
 }
 
-/// The kinds of [`UpstreamError`], as counted.
+/// The kinds of [`UpstreamError`], as counted (in [`UpstreamErrorKind::ALL`]'s order, which
+/// indexes the counters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
     ConnectTimeout,
@@ -413,15 +414,9 @@ impl Upstream {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
-        let tls = if settings.base.is_https() {
-            tls::client_config(settings.ca.as_deref(), settings.identity.as_ref())?
-        } else {
-            // Never used for a plain-HTTP upstream; a config without roots keeps it cheap.
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("the ring provider supports the default protocol versions")
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
+        let tls = match settings.base.is_https() {
+            true => tls::client_config(settings.ca.as_deref(), settings.identity.as_ref())?,
+            false => tls::unused_client_config(),
         };
         let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
         // HTTP/2 only: ALPN offers h2 alone, and the pool knows before the first connection is up
@@ -498,8 +493,7 @@ impl Upstream {
     }
 
     fn count(&self, error: UpstreamError) -> UpstreamError {
-        let at = UpstreamErrorKind::ALL.iter().position(|k| *k == error.kind()).unwrap_or(0);
-        self.stats.errors[at].fetch_add(1, Ordering::Relaxed);
+        self.stats.errors[error.kind() as usize].fetch_add(1, Ordering::Relaxed);
         error
     }
 }
