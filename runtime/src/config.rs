@@ -145,7 +145,9 @@ pub struct LimitsConfig {
     pub max_table_elements: usize,
     /// Instances per component interceptor; 0 means one per core.
     pub instances_per_interceptor: usize,
-    /// Encoded batches buffered per stream between the interceptors and a slow client.
+    /// Accepted for configurations written for older versions; has no effect. (An event
+    /// stream now runs in its client's body: the client connection's write buffer is the only
+    /// buffer between the chain and a slow client.)
     pub client_buffer_batches: usize,
     /// The longest one call into a guest may run, in milliseconds.
     pub call_deadline_ms: u64,

@@ -2,10 +2,17 @@
 //! batch, chain, encode), send each batch as one chunk; resume the upstream if it fails; end the
 //! chain however the stream ends.
 //!
-//! Backpressure: the client's body is a bounded channel of encoded batches. When it is full,
-//! sending waits, so the upstream is not read: a slow client slows the upstream read instead of
-//! growing memory. When the client goes away the channel closes and the task ends at once,
-//! dropping the upstream response (which cancels the upstream request).
+//! The stream has no task of its own: it runs inside the client's body ([`EventBody`]), polled
+//! by the client connection's task whenever that connection can take another chunk. So a batch
+//! costs one wake-up (the upstream's data wakes the connection, which reads, runs the chain and
+//! writes) instead of two tasks and a channel between them; measured, that hop was most of what
+//! a batch of one event cost beyond plain forwarding (README, Performance).
+//!
+//! Backpressure follows: while the client's connection cannot take more (its write buffer is
+//! full, or HTTP/2 flow control says wait), nobody polls the body, so the upstream is not read: a
+//! slow client slows the upstream read instead of growing memory. When the client goes away hyper
+//! drops the body, which drops the stream where it waited (cancelling the upstream request) and
+//! ends its chain with `client-gone` (see `Drop for EventStream`).
 
 use super::accounting::{Direction, EnforcementRecord, Outcome, Reason};
 use super::body::AnyBody;
@@ -22,11 +29,14 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt as _;
 use sluicegate_guest::EndReason;
+use std::future::Future;
 use std::hash::BuildHasher as _;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// How to resume this stream's upstream request.
 pub(crate) struct Resume {
@@ -71,7 +81,6 @@ enum End {
     Closed,
     /// The upstream failed; it may be resumed.
     Failed(String),
-    ClientGone,
     EndedByInterceptor,
     /// The proxy is shutting down and the drain time is over.
     Shutdown,
@@ -84,7 +93,8 @@ pub(crate) struct EventStream {
     route: Arc<RouteStats>,
     /// Parse, batch, chain, ids, encode: everything but the I/O.
     engine: StreamEngine,
-    tx: mpsc::Sender<Bytes>,
+    /// Where each encoded batch waits for the client's body to take it.
+    outbox: Outbox,
     resume: Resume,
     /// Reaches `Ending` when the stream must end for shutdown.
     phase: watch::Receiver<Phase>,
@@ -94,6 +104,8 @@ pub(crate) struct EventStream {
     started: Instant,
     bytes_in: u64,
     bytes_out: u64,
+    /// The chain has been finished and the record logged; otherwise dropping the stream does it.
+    done: bool,
 }
 
 impl EventStream {
@@ -101,7 +113,6 @@ impl EventStream {
         proxy: Arc<Proxy>,
         route: Arc<RouteStats>,
         chain: ChainStream,
-        tx: mpsc::Sender<Bytes>,
         resume: Resume,
         stream_id: String,
         route_prefix: String,
@@ -112,7 +123,7 @@ impl EventStream {
             proxy,
             route,
             engine,
-            tx,
+            outbox: Outbox::default(),
             resume,
             phase,
             stream_id,
@@ -120,10 +131,17 @@ impl EventStream {
             started: Instant::now(),
             bytes_in: 0,
             bytes_out: 0,
+            done: false,
         }
     }
 
-    pub(crate) async fn run(mut self, body: AnyBody) {
+    /// The client's body: polling it runs this stream over the upstream's `body`, in `span`.
+    pub(crate) fn into_body(self, body: AnyBody, span: tracing::Span) -> EventBody {
+        let outbox = self.outbox.clone();
+        EventBody { run: Some(Box::pin(tracing::Instrument::instrument(self.run(body), span))), outbox }
+    }
+
+    async fn run(mut self, body: AnyBody) {
         let _active = self.proxy.lifecycle().stream_started();
         let _on_route = RouteStats::stream_started(&self.route);
         tracing::debug!("event stream started");
@@ -135,21 +153,27 @@ impl EventStream {
                     match self.reconnect().await {
                         Reconnect::Resumed(next) => body = next,
                         Reconnect::Stop(reason) => break reason,
-                        Reconnect::ClientGone => break EndReason::ClientGone,
                         Reconnect::Shutdown => break EndReason::Shutdown,
                     }
                 }
                 End::Closed => break EndReason::UpstreamClosed,
-                End::ClientGone => break EndReason::ClientGone,
                 End::EndedByInterceptor => break EndReason::EndedByInterceptor,
                 End::Shutdown => break EndReason::Shutdown,
                 End::Faulted => {
+                    self.done = true;
                     self.log_record("faulted", Outcome::Refused, Reason::Fault);
                     return;
                 }
             }
         };
         drop(body); // cancels the upstream request if it is still open
+        let tail = self.end(end);
+        self.send(tail).await;
+    }
+
+    /// Finishes the chain (its tail, to send, is returned) and logs the stream's record.
+    fn end(&mut self, end: EndReason) -> Vec<u8> {
+        self.done = true;
         let skipped = self.engine.oversized();
         if skipped > 0 {
             tracing::warn!(
@@ -159,13 +183,13 @@ impl EventStream {
             );
         }
         let engine = &mut self.engine;
-        match super::isolation::chain_call(engine.is_slow(), || engine.finish(end)) {
-            Ok(tail) if end != EndReason::ClientGone => {
-                let _ = self.send(tail.bytes).await;
+        let tail = match super::isolation::chain_call(engine.is_slow(), || engine.finish(end)) {
+            Ok(tail) => tail.bytes,
+            Err(fault) => {
+                tracing::error!("{fault} while finishing the stream");
+                Vec::new()
             }
-            Ok(_) => {}
-            Err(fault) => tracing::error!("{fault} while finishing the stream"),
-        }
+        };
         tracing::debug!(reason = ?end, "event stream ended");
         let end = match end {
             EndReason::UpstreamClosed => "upstream_closed",
@@ -175,6 +199,7 @@ impl EventStream {
             EndReason::Shutdown => "shutdown",
         };
         self.log_record(end, Outcome::Inspected, Reason::EventStream);
+        tail
     }
 
     fn log_record(&self, end: &'static str, outcome: Outcome, reason: Reason) {
@@ -200,7 +225,6 @@ impl EventStream {
         loop {
             let first = tokio::select! {
                 biased;
-                _ = self.tx.closed() => return End::ClientGone,
                 _ = self.phase.wait_for(|p| *p == Phase::Ending) => return End::Shutdown,
                 next = next_chunk(body, idle) => next,
             };
@@ -289,27 +313,27 @@ impl EventStream {
                     );
                     let mut bytes = Vec::new();
                     sse::encode_event(&mut bytes, &Event::message(data).with_type("error"));
-                    let _ = self.send(bytes).await;
+                    self.send(bytes).await;
                     return Some(End::Faulted);
                 }
             };
-            if !self.send(out.bytes).await {
-                return Some(End::ClientGone);
-            }
+            self.send(out.bytes).await;
             if out.ended {
                 return Some(End::EndedByInterceptor);
             }
         }
     }
 
-    /// Sends one encoded batch as one chunk (nothing if it is empty). False if the client is gone.
-    async fn send(&mut self, bytes: Vec<u8>) -> bool {
+    /// Sends one encoded batch as one chunk (nothing if it is empty), returning once the
+    /// client's body has taken it. (A client that goes away drops the stream here or wherever
+    /// else it waits.)
+    async fn send(&mut self, bytes: Vec<u8>) {
         if bytes.is_empty() {
-            return true;
+            return;
         }
         self.route.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.bytes_out += bytes.len() as u64;
-        self.tx.send(Bytes::from(bytes)).await.is_ok()
+        self.outbox.send(Bytes::from(bytes)).await;
     }
 
     /// Reconnects to the upstream with `Last-Event-ID`, with exponential backoff and jitter.
@@ -330,7 +354,6 @@ impl EventStream {
             let wait = jitter(delay);
             tokio::select! {
                 biased;
-                _ = self.tx.closed() => return Reconnect::ClientGone,
                 _ = phase.wait_for(|p| *p == Phase::Ending) => return Reconnect::Shutdown,
                 _ = tokio::time::sleep(wait) => {}
             }
@@ -340,7 +363,6 @@ impl EventStream {
             };
             let result = tokio::select! {
                 biased;
-                _ = self.tx.closed() => return Reconnect::ClientGone,
                 _ = phase.wait_for(|p| *p == Phase::Ending) => return Reconnect::Shutdown,
                 result = self.resume.upstream.send(request) => result,
             };
@@ -385,8 +407,75 @@ impl EventStream {
 enum Reconnect {
     Resumed(AnyBody),
     Stop(EndReason),
-    ClientGone,
     Shutdown,
+}
+
+impl Drop for EventStream {
+    /// A stream dropped before it ended was dropped by its client's body: the client went away
+    /// (or its connection ended) while the stream waited for the upstream or for the client. The
+    /// chain still hears how the stream ended, and the record is still logged.
+    fn drop(&mut self) {
+        if !self.done {
+            self.end(EndReason::ClientGone);
+        }
+    }
+}
+
+/// One encoded batch on its way from the stream to the client's body, which share the task that
+/// polls the body; so the slot is never contended, and a lock is all the sharing costs.
+#[derive(Clone, Default)]
+struct Outbox(Arc<Mutex<Option<Bytes>>>);
+
+impl Outbox {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Bytes>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Leaves `bytes` for the body and waits until it has taken them. The wait needs no waker:
+    /// while the slot is full, the body returns the bytes instead of waiting, and polls the stream
+    /// again on its next poll.
+    async fn send(&self, bytes: Bytes) {
+        *self.slot() = Some(bytes);
+        std::future::poll_fn(|_| if self.slot().is_some() { Poll::Pending } else { Poll::Ready(()) }).await;
+    }
+
+    fn take(&self) -> Option<Bytes> {
+        self.slot().take()
+    }
+}
+
+/// The client's body of an event stream: each poll runs the stream until it has a batch to send,
+/// waits for the upstream, or has ended.
+pub(crate) struct EventBody {
+    /// The stream, until it has ended.
+    run: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    outbox: Outbox,
+}
+
+impl http_body::Body for EventBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(run) = &mut this.run
+            && run.as_mut().poll(cx).is_ready()
+        {
+            this.run = None;
+        }
+        match this.outbox.take() {
+            Some(bytes) => Poll::Ready(Some(Ok(http_body::Frame::data(bytes)))),
+            None if this.run.is_none() => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.run.is_none() && self.outbox.slot().is_none()
+    }
 }
 
 /// How the upstream body ended.

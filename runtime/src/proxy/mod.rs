@@ -28,7 +28,7 @@ mod listener;
 pub mod tls;
 pub mod upstream;
 
-pub use body::{AnyBody, BoxError, ChannelBody, ProxyBody};
+pub use body::{AnyBody, BoxError, ProxyBody};
 
 use crate::chain::{self, Chain, Link};
 use crate::config::{OversizePolicy, ProxyConfig, ReconnectConfig};
@@ -201,7 +201,6 @@ pub struct Proxy {
     linger: Duration,
     reconnect: ReconnectConfig,
     max_event_bytes: usize,
-    client_buffer: usize,
     lifecycle: Arc<Lifecycle>,
     interceptors: Vec<Link>,
 }
@@ -386,7 +385,6 @@ impl Proxy {
             linger: Duration::from_millis(config.batch.linger_ms),
             reconnect: config.reconnect.clone(),
             max_event_bytes: config.limits.max_event_bytes,
-            client_buffer: config.limits.client_buffer_batches,
             lifecycle,
             interceptors,
         })
@@ -651,21 +649,18 @@ impl Proxy {
             }
         };
         route.stats.bodies.count(Direction::Response, Outcome::Inspected, Reason::EventStream);
-        let (tx, client_body) = ChannelBody::new(self.client_buffer);
         let resume = events::Resume::new(&parts, upstream.clone(), upstream_uri, &self.reconnect);
         let stream = events::EventStream::new(
             self.clone(),
             route.stats.clone(),
             chain_stream,
-            tx,
             resume,
             stream_id.clone(),
             route.prefix.clone(),
         );
         // Every log line about this stream, the guests' own included, carries its id.
         let span = tracing::info_span!("stream", stream_id = %context.stream_id, path = %context.path);
-        tokio::spawn(tracing::Instrument::instrument(stream.run(body), span));
-        Ok(Response::from_parts(head, client_body.boxed_unsync()))
+        Ok(Response::from_parts(head, stream.into_body(body, span).boxed_unsync()))
     }
 
     /// A request body on a guarded route: through the request chain if it has one and the body
