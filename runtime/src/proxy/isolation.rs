@@ -1,6 +1,7 @@
 //! Keeping one tenant's slow interceptor from stalling every other stream.
 //!
-//! Chains run inside the stream's task, on tokio's worker threads, which also serve every socket.
+//! Chains run inside the client connection's task (the stream runs in its response body), on
+//! tokio's worker threads, which also serve every socket.
 //! A call into an interceptor cannot yield, so a guest that spends 40 ms of CPU on a batch (legal:
 //! the deadline is 100 ms by default) holds its worker for 40 ms; with two such streams on two
 //! workers, every other stream of every route waits (measured: another route's p99 delivery went
