@@ -3,7 +3,7 @@
 
 use crate::batch::Batch;
 use crate::histogram::{BATCH_SIZE_BOUNDS, CALL_SECONDS_BOUNDS, Histogram};
-use crate::interceptor::{Fault, Interceptor, InterceptorStream};
+use crate::interceptor::{Fault, Interceptor, InterceptorStream, TrapKind};
 use serde::{Deserialize, Serialize};
 use sluicegate_guest::{EndReason, StreamContext};
 use std::collections::VecDeque;
@@ -45,8 +45,9 @@ impl Default for BreakerConfig {
 pub struct LinkStats {
     /// Batches the interceptor processed successfully.
     pub batches: AtomicU64,
-    /// Faults by kind.
+    /// Faults by kind; traps also by why ([`TrapKind::index`]).
     pub traps: AtomicU64,
+    pub traps_by_kind: [AtomicU64; TrapKind::ALL.len()],
     pub invalid_verdicts: AtomicU64,
     pub unavailable: AtomicU64,
     /// Batches passed unmodified after a fault (fail-open).
@@ -93,6 +94,7 @@ impl Default for LinkStats {
         LinkStats {
             batches: AtomicU64::default(),
             traps: AtomicU64::default(),
+            traps_by_kind: Default::default(),
             invalid_verdicts: AtomicU64::default(),
             unavailable: AtomicU64::default(),
             failed_open: AtomicU64::default(),
@@ -113,11 +115,19 @@ impl Default for LinkStats {
 impl LinkStats {
     fn record(&self, fault: &Fault) {
         let counter = match fault {
-            Fault::Trap(_) => &self.traps,
+            Fault::Trap { kind, .. } => {
+                self.traps_by_kind[kind.index()].fetch_add(1, Ordering::Relaxed);
+                &self.traps
+            }
             Fault::InvalidVerdict(_) => &self.invalid_verdicts,
             Fault::Unavailable(_) | Fault::CircuitOpen => &self.unavailable,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Traps of `kind` counted.
+    pub fn traps_of(&self, kind: TrapKind) -> u64 {
+        self.traps_by_kind[kind.index()].load(Ordering::Relaxed)
     }
 
     /// Every fault counted.
@@ -446,7 +456,7 @@ impl ChainStream {
                 Ok(())
             }
             Err(fault) => {
-                if matches!(fault, Fault::Trap(_) | Fault::Unavailable(_)) {
+                if matches!(fault, Fault::Trap { .. } | Fault::Unavailable(_)) {
                     // Its instance is gone, and this stream's state with it.
                     self.streams[i] = None;
                 }

@@ -52,35 +52,77 @@ impl fmt::Display for World {
 
 /// Something an interceptor did wrong. The proxy applies the interceptor's fault policy; the
 /// batch in question is never forwarded as the interceptor left it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Fault {
-    /// The guest trapped (a panic, `unreachable`, out-of-bounds access, stack overflow, a
-    /// resource limit, or its deadline).
-    Trap(String),
+    /// The guest trapped: `kind` says why (its deadline, its memory limit, a panic, ...), the
+    /// message is wasmtime's (with the guest's backtrace when it has one).
+    #[error("trapped ({kind}): {message}")]
+    Trap { kind: TrapKind, message: String },
     /// The verdict breaks the contract.
-    InvalidVerdict(VerdictError),
+    #[error("invalid verdict: {0}")]
+    InvalidVerdict(#[from] VerdictError),
     /// The interceptor cannot be used (its instance could not be created, or it failed earlier
     /// and was discarded along with this stream's state).
+    #[error("unavailable: {0}")]
     Unavailable(String),
     /// The interceptor's circuit breaker is open after repeated faults.
+    #[error("out of service: its circuit breaker is open after repeated faults")]
     CircuitOpen,
 }
 
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// Why a guest trapped, read from wasmtime's trap code (or the host's limit error) rather than
+/// from its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrapKind {
+    /// The call ran past its deadline (the epoch interrupt).
+    Deadline,
+    /// The guest tried to grow its memory or a table past its limit.
+    Memory,
+    /// The guest's stack overflowed.
+    StackOverflow,
+    /// An `unreachable` instruction: how a guest's panic or abort ends (Rust, C, Python).
+    Unreachable,
+    /// An access out of the bounds of its memory or a table, or misaligned.
+    OutOfBounds,
+    /// A native interceptor panicked.
+    Panic,
+    /// Any other trap (an integer overflow or division by zero, a bad indirect call, ...).
+    Other,
+}
+
+impl TrapKind {
+    /// Every kind, in the order `/metrics` lists them.
+    pub const ALL: [TrapKind; 7] = [
+        TrapKind::Deadline,
+        TrapKind::Memory,
+        TrapKind::StackOverflow,
+        TrapKind::Unreachable,
+        TrapKind::OutOfBounds,
+        TrapKind::Panic,
+        TrapKind::Other,
+    ];
+
+    /// The name used in logs and as the `kind` label.
+    pub fn name(self) -> &'static str {
         match self {
-            Fault::Trap(msg) => write!(f, "trapped: {msg}"),
-            Fault::InvalidVerdict(e) => write!(f, "invalid verdict: {e}"),
-            Fault::Unavailable(msg) => write!(f, "unavailable: {msg}"),
-            Fault::CircuitOpen => write!(f, "out of service: its circuit breaker is open after repeated faults"),
+            TrapKind::Deadline => "deadline",
+            TrapKind::Memory => "memory",
+            TrapKind::StackOverflow => "stack_overflow",
+            TrapKind::Unreachable => "unreachable",
+            TrapKind::OutOfBounds => "out_of_bounds",
+            TrapKind::Panic => "panic",
+            TrapKind::Other => "other_trap",
         }
+    }
+
+    /// Its index in [`TrapKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
-impl std::error::Error for Fault {}
-
-impl From<VerdictError> for Fault {
-    fn from(e: VerdictError) -> Self {
-        Fault::InvalidVerdict(e)
+impl fmt::Display for TrapKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }

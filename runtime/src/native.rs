@@ -4,7 +4,7 @@
 //! comparison measures.
 
 use crate::batch::Batch;
-use crate::interceptor::{Fault, Interceptor, InterceptorStream, World};
+use crate::interceptor::{Fault, Interceptor, InterceptorStream, TrapKind, World};
 use crate::legacy::{self, PerEvent};
 use crate::verdict::{Applied, apply, apply_finish};
 use sluicegate_guest::{Config, EndReason, StreamContext, VerdictBuilder};
@@ -96,5 +96,5 @@ fn panic_fault(payload: Box<dyn Any + Send>) -> Fault {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic".into());
-    Fault::Trap(format!("native interceptor panicked: {msg}"))
+    Fault::Trap { kind: TrapKind::Panic, message: format!("native interceptor panicked: {msg}") }
 }

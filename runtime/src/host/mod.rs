@@ -17,6 +17,7 @@
 pub mod bindings;
 pub mod cache;
 mod inert_io;
+mod traps;
 mod wasi;
 
 use crate::batch::Batch;
@@ -34,7 +35,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
 use wasmtime::error::Context as _;
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Limits for one interceptor's instances (the `Runtime`'s are the defaults).
@@ -257,7 +258,7 @@ pub struct HostState {
     table: ResourceTable,
     config: Arc<Config>,
     name: Arc<str>,
-    limits: StoreLimits,
+    limits: traps::GuestLimits,
 }
 
 impl WasiView for HostState {
@@ -344,12 +345,11 @@ impl Shared {
             table: ResourceTable::new(),
             config: self.config.clone(),
             name: self.name.clone(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.max_memory_bytes)
-                .table_elements(self.limits.max_table_elements)
-                .instances(64)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: traps::GuestLimits {
+                memory_bytes: self.limits.max_memory_bytes,
+                table_elements: self.limits.max_table_elements,
+                instances: 64,
+            },
         };
         let mut store = Store::new(self.pre_engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -428,7 +428,7 @@ impl Interceptor for ComponentInterceptor {
             Ok(resource) => resource,
             Err(trap) => {
                 slot.discard();
-                return Err(Fault::Trap(format!("{trap:#}")));
+                return Err(Fault::Trap { kind: traps::kind_of(&trap), message: format!("{trap:#}") });
             }
         };
         drop(slot);
@@ -491,7 +491,7 @@ impl ComponentStream {
             Err(trap) => {
                 slot.discard();
                 self.resource = None;
-                Err(Fault::Trap(format!("{trap:#}")))
+                Err(Fault::Trap { kind: traps::kind_of(&trap), message: format!("{trap:#}") })
             }
         }
     }

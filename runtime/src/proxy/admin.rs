@@ -84,6 +84,19 @@ pub fn metrics(proxy: &Proxy) -> String {
             let _ = writeln!(text, "{name}{{{labels}}} {}", read(link.stats()));
         }
     }
+    header(
+        &mut text,
+        "sluicegate_interceptor_traps_by_kind_total",
+        "counter",
+        "Traps by why: deadline, memory, stack_overflow, unreachable (a guest's panic), out_of_bounds, panic (native), other_trap.",
+    );
+    for (labels, link) in links.iter().zip(proxy.links()) {
+        for kind in crate::interceptor::TrapKind::ALL {
+            let n = link.stats().traps_of(kind);
+            let _ =
+                writeln!(text, "sluicegate_interceptor_traps_by_kind_total{{{labels},kind=\"{}\"}} {n}", kind.name());
+        }
+    }
     header(&mut text, "sluicegate_interceptor_circuit_open", "gauge", "1 while an interceptor's circuit is open.");
     for (labels, link) in links.iter().zip(proxy.links()) {
         let _ = writeln!(text, "sluicegate_interceptor_circuit_open{{{labels}}} {}", u8::from(link.circuit_open()));

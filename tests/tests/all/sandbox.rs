@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use sluicegate::chain::LinkStats;
+use sluicegate::interceptor::TrapKind;
 use sluicegate::sse::Event;
 use sluicegate_tests::net::*;
 use std::net::SocketAddr;
@@ -101,12 +102,36 @@ fn assert_failed_open(mode: &str, events: &[Event]) {
 async fn traps_of_every_kind_are_contained() {
     // Each is a trap: a panic, an infinite loop cut off by the deadline, a memory bomb stopped
     // by the memory limit, a stack overflow.
-    for mode in ["trap", "loop", "memory", "recursion"] {
-        let (events, proxy) = hostile_case(mode, "fail-closed", "").await;
+    // Each is told apart by its trap code (or the host's limit), not by its message.
+    // The memory bomb gets a small limit, so that it reaches it well before its deadline.
+    let cases = [
+        ("trap", TrapKind::Unreachable, ""),
+        ("loop", TrapKind::Deadline, ""),
+        ("memory", TrapKind::Memory, "max_memory_bytes = 8388608"),
+        ("recursion", TrapKind::StackOverflow, ""),
+    ];
+    for (mode, kind, extra) in cases {
+        let (events, proxy) = hostile_case(mode, "fail-closed", extra).await;
         assert_failed_closed(mode, &events);
-        assert!(stats_of(&proxy).traps.load(Ordering::Relaxed) >= 1, "{mode}: counted as a trap");
+        let stats = stats_of(&proxy);
+        assert!(stats.traps.load(Ordering::Relaxed) >= 1, "{mode}: counted as a trap");
+        let others: u64 = TrapKind::ALL.iter().filter(|k| **k != kind).map(|k| stats.traps_of(*k)).sum();
+        assert!(
+            stats.traps_of(kind) >= 1 && others == 0,
+            "{mode}: counted as {kind} and only as {kind}: {:?}",
+            TrapKind::ALL.map(|k| (k.name(), stats.traps_of(k)))
+        );
+        let metrics = sluicegate::proxy::admin::metrics(&proxy);
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("sluicegate_interceptor_traps_by_kind_total{") && l.contains(&format!("kind=\"{kind}\""))
+            })
+            .unwrap_or_else(|| panic!("{mode}: no {kind} line in /metrics"));
+        let count: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert_eq!(count, stats.traps_of(kind), "{mode}: /metrics says {line}");
 
-        let (events, proxy) = hostile_case(mode, "fail-open", "").await;
+        let (events, proxy) = hostile_case(mode, "fail-open", extra).await;
         assert_failed_open(mode, &events);
         let stats = stats_of(&proxy);
         assert!(stats.traps.load(Ordering::Relaxed) >= 1 && stats.failed_open.load(Ordering::Relaxed) >= 1, "{mode}");
