@@ -129,20 +129,17 @@ fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n { s.to_string() } else { format!("...{}", &s[s.len() - (n - 3)..]) }
 }
 
-/// The results as JSON (no dependency: the shape is flat).
+/// The results as JSON.
 pub fn json(cells: &[Cell]) -> String {
-    let rows: Vec<String> = cells
+    let rows: Vec<serde_json::Value> = cells
         .iter()
         .map(|c| {
-            format!(
-                "{{\"interceptor\":{},\"batch_size\":{},\"ns_per_event\":{:.2}}}",
-                crate::json::string(&c.interceptor),
-                c.batch_size,
-                c.ns_per_event
-            )
+            // Two decimals, as the table prints them.
+            let ns = (c.ns_per_event * 100.0).round() / 100.0;
+            serde_json::json!({ "interceptor": c.interceptor, "batch_size": c.batch_size, "ns_per_event": ns })
         })
         .collect();
-    format!("{{\"unit\":\"ns/event\",\"event_bytes\":200,\"results\":[{}]}}", rows.join(","))
+    serde_json::json!({ "unit": "ns/event", "event_bytes": 200, "results": rows }).to_string()
 }
 
 /// Loads the subjects: the interceptor under test, then its counterpart if any.

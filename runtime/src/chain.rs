@@ -243,10 +243,6 @@ impl Link {
     pub fn stats(&self) -> &Arc<LinkStats> {
         &self.stats
     }
-
-    pub fn policy(&self) -> FaultPolicy {
-        self.policy
-    }
 }
 
 impl From<Arc<dyn Interceptor>> for Link {
@@ -278,10 +274,6 @@ impl Chain {
 
     pub fn is_empty(&self) -> bool {
         self.links.is_empty()
-    }
-
-    pub fn links(&self) -> &[Link] {
-        &self.links
     }
 
     /// Opens a stream on every interceptor, in order. A fail-open interceptor that cannot open is
@@ -374,11 +366,6 @@ pub struct ChainStream {
 }
 
 impl ChainStream {
-    /// True once an interceptor has ended the stream.
-    pub fn is_ended(&self) -> bool {
-        self.ended
-    }
-
     /// What each interceptor has done to this stream so far, in chain order.
     /// True if a link of this chain has been slow lately (a call of [`SLOW_CALL`] or more):
     /// the proxy then makes its calls where they cannot hold the threads that serve sockets.

@@ -22,7 +22,6 @@ pub mod examples;
 pub mod histogram;
 pub mod host;
 pub mod interceptor;
-pub mod json;
 pub mod legacy;
 pub mod native;
 pub mod pipeline;

@@ -25,7 +25,6 @@ pub struct RunStats {
     pub batches: u64,
     /// Bytes of an unterminated last event, discarded as the spec requires.
     pub discarded_tail: usize,
-    pub ended_by_interceptor: bool,
 }
 
 /// Streams `input` through `chain` to `output`, one write (and flush) per batch, reading in
@@ -55,7 +54,6 @@ pub fn run(
         while let Some(out) = engine.next_batch()? {
             write(&out)?;
             if out.ended {
-                stats.ended_by_interceptor = true;
                 break 'input EndReason::EndedByInterceptor;
             }
         }

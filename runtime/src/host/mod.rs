@@ -127,10 +127,6 @@ impl Runtime {
         Ok(self)
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -223,50 +223,49 @@ fn write_upstreams(text: &mut String, proxy: &Proxy) {
 
 /// What the status page shows, as JSON: the interceptors with their counters, the routes.
 pub fn status_json(proxy: &Proxy) -> String {
-    let interceptors: Vec<String> = proxy
+    use serde_json::json;
+    let interceptors: Vec<serde_json::Value> = proxy
         .links()
         .iter()
         .enumerate()
         .map(|(i, link)| {
             let s = link.stats();
-            format!(
-                "{{\"link\":{i},\"name\":{},\"world\":{},\"circuit_open\":{},\"batches\":{},\"events_in\":{},\
-                 \"events_out\":{},\"dropped\":{},\"modified\":{},\"injected\":{},\"faults\":{}}}",
-                crate::json::string(link.interceptor().name()),
-                crate::json::string(&link.interceptor().world().to_string()),
-                link.circuit_open(),
-                load(&s.batches),
-                load(&s.events_in),
-                load(&s.events_out),
-                load(&s.dropped),
-                load(&s.modified),
-                load(&s.injected),
-                s.faults(),
-            )
+            json!({
+                "link": i,
+                "name": link.interceptor().name(),
+                "world": link.interceptor().world().to_string(),
+                "circuit_open": link.circuit_open(),
+                "batches": load(&s.batches),
+                "events_in": load(&s.events_in),
+                "events_out": load(&s.events_out),
+                "dropped": load(&s.dropped),
+                "modified": load(&s.modified),
+                "injected": load(&s.injected),
+                "faults": s.faults(),
+            })
         })
         .collect();
-    let routes: Vec<String> = proxy
+    let routes: Vec<serde_json::Value> = proxy
         .routes_with_upstreams()
         .map(|(prefix, upstream, r)| {
-            format!(
-                "{{\"prefix\":{},\"upstream\":{},\"active_streams\":{},\"streams\":{},\"reconnects\":{},\"bytes_out\":{}}}",
-                crate::json::string(prefix),
-                crate::json::string(upstream),
-                load(&r.active_streams),
-                load(&r.streams),
-                load(&r.reconnects),
-                load(&r.bytes_out)
-            )
+            json!({
+                "prefix": prefix,
+                "upstream": upstream,
+                "active_streams": load(&r.active_streams),
+                "streams": load(&r.streams),
+                "reconnects": load(&r.reconnects),
+                "bytes_out": load(&r.bytes_out),
+            })
         })
         .collect();
-    format!(
-        "{{\"active_streams\":{},\"phase\":\"{:?}\",\"reloads\":{},\"interceptors\":[{}],\"routes\":[{}]}}",
-        proxy.active_streams(),
-        proxy.lifecycle().phase(),
-        load(&proxy.lifecycle().reloads),
-        interceptors.join(","),
-        routes.join(",")
-    )
+    json!({
+        "active_streams": proxy.active_streams(),
+        "phase": format!("{:?}", proxy.lifecycle().phase()),
+        "reloads": load(&proxy.lifecycle().reloads),
+        "interceptors": interceptors,
+        "routes": routes,
+    })
+    .to_string()
 }
 
 /// The status page: a static document that renders `/status.json` and refreshes it every second.

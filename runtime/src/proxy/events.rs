@@ -307,10 +307,12 @@ impl EventStream {
                 Ok(None) => return None,
                 Err(fault) => {
                     tracing::error!("{fault}; ending the stream (fail-closed)");
-                    let data = format!(
-                        "{{\"type\":\"error\",\"error\":{{\"type\":\"interceptor_error\",\"message\":\"interceptor {} failed\"}}}}",
-                        fault.name.replace(['"', '\\'], "")
-                    );
+                    let message = format!("interceptor {} failed", fault.name);
+                    let data = serde_json::json!({
+                        "type": "error",
+                        "error": { "type": "interceptor_error", "message": message },
+                    })
+                    .to_string();
                     let mut bytes = Vec::new();
                     sse::encode_event(&mut bytes, &Event::message(data).with_type("error"));
                     self.send(bytes).await;
@@ -520,10 +522,14 @@ async fn next_chunk(body: &mut AnyBody, idle: Option<Duration>) -> Chunk {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is ignored).
+/// `Retry-After` as seconds or as an HTTP date (RFC 9110, 10.2.3); a date in the past is now.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds))
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 /// A random delay between half of `delay` and `delay`, so that many streams failing together do
@@ -531,4 +537,25 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 fn jitter(delay: Duration) -> Duration {
     let random = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
     delay.mul_f64(0.5 + (random % 1000) as f64 / 2000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+        retry_after(&headers)
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        assert_eq!(after(" 7 "), Some(Duration::from_secs(7)));
+        let in_a_minute = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+        let wait = after(&in_a_minute).expect("an HTTP date");
+        assert!(wait > Duration::from_secs(55) && wait <= Duration::from_secs(60), "{wait:?}");
+        assert_eq!(after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO), "a date in the past is now");
+        assert_eq!(after("soon"), None);
+    }
 }

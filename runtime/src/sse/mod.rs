@@ -56,9 +56,4 @@ impl Event {
         self.retry = Some(ms);
         self
     }
-
-    /// Bytes of field content (what counts against batch and event limits).
-    pub fn size(&self) -> usize {
-        [&self.event_type, &self.data, &self.id].iter().map(|f| f.as_ref().map_or(0, Bytes::len)).sum()
-    }
 }
