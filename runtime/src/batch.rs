@@ -1,7 +1,7 @@
 //! An owned batch in the wire layout of `wit/interceptor.wit`: the unit that moves through a
 //! chain of interceptors.
 
-use crate::sse::Event;
+use crate::event::Event;
 use sluicegate_guest::abi::*;
 use sluicegate_guest::{BatchView, EventRef};
 

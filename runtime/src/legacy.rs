@@ -6,7 +6,7 @@
 
 use sluicegate_guest::{BatchView, Config, EventRef, Interceptor, NewEvent, StreamContext, VerdictBuilder};
 
-pub use crate::host::bindings::{Action, Event};
+pub use crate::bindings::{Action, Event};
 
 /// A native interceptor written against the per-event contract (`process-event` in the WIT).
 pub trait EventInterceptor: Send + Sync + 'static {

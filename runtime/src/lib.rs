@@ -1,9 +1,11 @@
 //! sluicegate: stream Server-Sent Events through sandboxed WebAssembly interceptors, in batches.
 //!
 //! The pieces, in the order an event meets them:
+//! - [`event`]: one event-stream block, owned;
 //! - [`sse`]: the spec-exact codec (an incremental parser and an encoder);
 //! - [`batch`]: events in the wire layout of the WIT contract, one buffer per batch;
 //! - [`chain`]: an ordered list of [`interceptor::Interceptor`]s that a stream passes through;
+//! - [`bindings`]: the WIT contract's types and calls, generated for the host;
 //! - [`host`]: the wasmtime host that runs component interceptors (both worlds);
 //! - [`native`] and [`legacy`]: native interceptors, and the per-event contract with its shim;
 //! - [`verdict`]: applying an interceptor's answer, with every check of the contract;
@@ -13,11 +15,13 @@
 
 pub mod batch;
 pub mod bench;
+pub mod bindings;
 pub mod chain;
 pub mod check;
 pub mod config;
 pub mod demo;
 pub mod engine;
+pub mod event;
 pub mod examples;
 pub mod histogram;
 pub mod host;

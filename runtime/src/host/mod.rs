@@ -14,13 +14,13 @@
 //! (its next call reports [`Fault::Unavailable`]). The next stream to open on that slot gets a
 //! fresh instance.
 
-pub mod bindings;
 pub mod cache;
 mod inert_io;
 mod traps;
 mod wasi;
 
 use crate::batch::Batch;
+use crate::bindings;
 use crate::interceptor::{Fault, Interceptor, InterceptorStream, World};
 use crate::legacy;
 use crate::verdict::{Applied, apply, apply_finish};
