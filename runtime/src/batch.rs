@@ -49,6 +49,7 @@ impl Batch {
     }
 
     /// Borrowed access to the events.
+    #[allow(unsafe_code)] // see the SAFETY comment
     pub fn view(&self) -> BatchView<'_> {
         // SAFETY: every method that fills a batch maintains the layout.
         unsafe { BatchView::new_unchecked(&self.bytes, &self.index) }

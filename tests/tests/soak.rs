@@ -65,7 +65,7 @@ async fn soak_with_random_drops_and_disconnects() {
         let mut clients = Vec::new();
         for _ in 0..STREAMS_PER_WAVE {
             // One client in four goes away after a random number of events.
-            let leave_after = (next_random(&random) % 4 == 0).then(|| 1 + next_random(&random) % EVENTS);
+            let leave_after = next_random(&random).is_multiple_of(4).then(|| 1 + next_random(&random) % EVENTS);
             clients.push(tokio::spawn(async move {
                 let mut reader = EventReader::new(get(&format!("http://{proxy}/s"), &[]).await);
                 let mut events: Vec<Event> = Vec::new();

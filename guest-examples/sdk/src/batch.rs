@@ -27,6 +27,7 @@ impl<'a> BatchView<'a> {
     ///
     /// # Safety
     /// `BatchView::new(bytes, index)` would succeed. The string accessors rely on it for UTF-8.
+    #[allow(unsafe_code)] // the caller's promise, documented above
     pub unsafe fn new_unchecked(bytes: &'a [u8], index: &'a [u32]) -> Self {
         BatchView { bytes, index }
     }
@@ -87,6 +88,7 @@ impl<'a> EventRef<'a> {
         self.words
     }
 
+    #[allow(unsafe_code)] // see the SAFETY comment
     fn span(&self, at: usize) -> &'a str {
         let start = self.words[at] as usize;
         let len = self.words[at + 1] as usize;

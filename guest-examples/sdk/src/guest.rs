@@ -42,6 +42,7 @@ pub fn open<T: Interceptor>(it: &T, context: wit::StreamContext) -> T::Stream {
 
 pub fn process<T: Interceptor>(it: &T, stream: &mut T::Stream, batch: wit::Batch) -> wit::Verdict {
     // SAFETY: the host guarantees the layout of every batch it sends (see the WIT docs).
+    #[allow(unsafe_code)]
     let view = unsafe { BatchView::new_unchecked(&batch.bytes, &batch.index) };
     let mut out = VerdictBuilder::new();
     out.expect_bytes(batch.bytes.len() + batch.bytes.len() / 8);

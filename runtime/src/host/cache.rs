@@ -15,6 +15,20 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// Feeds what a [`Hash`] impl writes into a digest (the compatibility hash is only `Hash`).
+struct DigestWriter(sha2::Sha256);
+
+impl Hasher for DigestWriter {
+    fn write(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        0 // never read: the digest is the result
+    }
+}
+
+/// Compiled components on disk, by their hash (see the module docs).
 pub struct ComponentCache {
     dir: PathBuf,
 }
@@ -26,20 +40,20 @@ impl ComponentCache {
         Ok(ComponentCache { dir: dir.to_path_buf() })
     }
 
+    /// The entry's file: named by SHA-256 over the engine's compatibility hash and the
+    /// component's bytes. A cryptographic hash, because a collision here would load one
+    /// component's machine code for another.
     fn entry(&self, engine: &Engine, wasm: &[u8]) -> PathBuf {
-        // Two differently seeded 64-bit hashes: 128 bits, so unrelated components never meet.
-        let mut name = String::new();
-        for seed in [0x5145_u64, 0x9e37_79b9_7f4a_7c15] {
-            let mut hasher = std::hash::DefaultHasher::new();
-            seed.hash(&mut hasher);
-            engine.precompile_compatibility_hash().hash(&mut hasher);
-            wasm.hash(&mut hasher);
-            name.push_str(&format!("{:016x}", hasher.finish()));
-        }
+        use sha2::Digest as _;
+        let mut digest = DigestWriter(sha2::Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut digest);
+        wasm.hash(&mut digest);
+        let name: String = digest.0.finalize().iter().map(|b| format!("{b:02x}")).collect();
         self.dir.join(format!("{name}.cwasm"))
     }
 
     /// The compiled component: from the cache if it holds it, else compiled and stored.
+    #[allow(unsafe_code)] // loading machine code: see the SAFETY comments
     pub fn get_or_compile(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Component> {
         let entry = self.entry(engine, wasm);
         // Read into memory rather than mapped: a mapped file that someone truncates would crash

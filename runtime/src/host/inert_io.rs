@@ -18,10 +18,10 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, StreamErro
 use wasmtime_wasi_io::bindings::wasi::io::{poll as async_poll, streams as async_streams};
 
 /// The host side of the two interfaces: the store's resource table.
-pub struct InertIo<'a>(pub &'a mut ResourceTable);
+pub(super) struct InertIo<'a>(pub &'a mut ResourceTable);
 
 /// Marks [`InertIo`] as the data the generated `add_to_linker` functions hand out.
-pub struct HasInertIo;
+pub(super) struct HasInertIo;
 
 impl HasData for HasInertIo {
     type Data<'a> = InertIo<'a>;

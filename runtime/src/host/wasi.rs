@@ -14,7 +14,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder};
 
 /// Builds the WASI context of one store of interceptor `name`. Clocks read zero unless granted.
-pub fn inert_ctx(name: &Arc<str>, grant_clocks: bool, budget: &Arc<LogBudget>) -> WasiCtx {
+pub(super) fn inert_ctx(name: &Arc<str>, grant_clocks: bool, budget: &Arc<LogBudget>) -> WasiCtx {
     let mut builder = WasiCtxBuilder::new();
     let log = |stream| LogStream { name: name.clone(), stream, budget: budget.clone() };
     builder.stdout(log("stdout")).stderr(log("stderr")).allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
@@ -48,13 +48,13 @@ impl HostMonotonicClock for StoppedClock {
 
 /// A token bucket shared by an interceptor's instances: how many lines of guest output reach the
 /// log. Lines over the budget are counted and reported when output is allowed again.
-pub struct LogBudget {
+pub(super) struct LogBudget {
     per_second: f64,
     state: Mutex<(f64, Instant, u64)>, // tokens, last refill, lines dropped since last report
 }
 
 impl LogBudget {
-    pub fn new(lines_per_second: u32) -> Self {
+    pub(super) fn new(lines_per_second: u32) -> Self {
         let per_second = f64::from(lines_per_second);
         LogBudget { per_second, state: Mutex::new((per_second * 10.0, Instant::now(), 0)) }
     }

@@ -24,7 +24,7 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// A body's content coding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coding {
+pub(super) enum Coding {
     Identity,
     Gzip,
     /// `deflate` in HTTP is the zlib format (RFC 1950).
@@ -36,7 +36,7 @@ pub enum Coding {
 impl Coding {
     /// The coding named by `Content-Encoding`, or the value that is not one this proxy decodes
     /// (an unknown coding, or several stacked).
-    pub fn of(headers: &HeaderMap) -> Result<Coding, String> {
+    pub(super) fn of(headers: &HeaderMap) -> Result<Coding, String> {
         let mut codings = headers
             .get_all(CONTENT_ENCODING)
             .iter()
@@ -56,7 +56,7 @@ impl Coding {
         })
     }
 
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Coding::Identity => "identity",
             Coding::Gzip => "gzip",
@@ -67,7 +67,7 @@ impl Coding {
     }
 
     /// `body` decoded, as it streams. A corrupt input becomes an error frame of the body.
-    pub fn decode(self, body: AnyBody) -> AnyBody {
+    pub(super) fn decode(self, body: AnyBody) -> AnyBody {
         match self {
             Coding::Identity => body,
             Coding::Gzip => {

@@ -31,11 +31,11 @@ use sluicegate_guest::{EndReason, StreamContext};
 
 /// The JSON-RPC error code of a request an interceptor refused (in the range JSON-RPC leaves to
 /// implementations).
-pub const JSONRPC_REFUSED: i64 = -32001;
+pub(super) const JSONRPC_REFUSED: i64 = -32001;
 
 /// Which bodies a route inspects and how large they may be.
 #[derive(Debug, Clone)]
-pub struct BodyRules {
+pub(super) struct BodyRules {
     pub max_bytes: usize,
     pub pass_oversize: bool,
     /// Media types inspected besides JSON, lower case.
@@ -47,16 +47,16 @@ impl BodyRules {
     /// any `+json` type) or a listed type. A body without `Content-Type` is inspected too: the
     /// proxy does not guess what it is, and an upstream or client cannot escape the chain by
     /// leaving the header out.
-    pub fn inspects(&self, headers: &HeaderMap) -> bool {
+    pub(super) fn inspects(&self, headers: &HeaderMap) -> bool {
         let Some(value) = headers.get(header::CONTENT_TYPE) else { return true };
         let Ok(value) = value.to_str() else { return true };
         let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        mime == "application/json" || mime.ends_with("+json") || self.extra_types.iter().any(|t| *t == mime)
+        mime == "application/json" || mime.ends_with("+json") || self.extra_types.contains(&mime)
     }
 }
 
 /// A body read whole, or as far as the limit.
-pub enum Collected {
+pub(super) enum Collected {
     Whole(Bytes),
     /// Over the limit: what was read, and the rest of the body.
     Oversize {
@@ -67,7 +67,7 @@ pub enum Collected {
 }
 
 /// Reads `body` until it ends or more than `max` bytes have arrived. Trailers are dropped.
-pub async fn collect(mut body: AnyBody, max: usize) -> Collected {
+pub(super) async fn collect(mut body: AnyBody, max: usize) -> Collected {
     let mut read = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
@@ -92,19 +92,19 @@ pub async fn collect(mut body: AnyBody, max: usize) -> Collected {
 }
 
 /// `read` followed by `rest`, as one body.
-pub fn rejoin(read: Vec<Bytes>, rest: AnyBody) -> AnyBody {
+pub(super) fn rejoin(read: Vec<Bytes>, rest: AnyBody) -> AnyBody {
     let head = futures_util::stream::iter(read.into_iter().map(|b| Ok(http_body::Frame::data(b))));
     let tail = http_body_util::BodyStream::new(rest);
     http_body_util::StreamBody::new(futures_util::StreamExt::chain(head, tail)).boxed_unsync()
 }
 
 /// True if the body has already ended (nothing to read).
-pub fn is_empty(body: &AnyBody, headers: &HeaderMap) -> bool {
+pub(super) fn is_empty(body: &AnyBody, headers: &HeaderMap) -> bool {
     body.is_end_stream() || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0")
 }
 
 /// What the chain made of a body.
-pub enum BodyVerdict {
+pub(super) enum BodyVerdict {
     /// Send this body on; `changed` is false when it is the original bytes.
     Forward {
         body: Bytes,
@@ -121,7 +121,12 @@ pub enum BodyVerdict {
 
 /// Runs `body` (UTF-8) through `chain` as a batch of one event. Returns the verdict and the
 /// chain's stream, whose records say what each interceptor did.
-pub fn run(chain: &Chain, context: &StreamContext, body: &Bytes, text: &str) -> (BodyVerdict, Option<ChainStream>) {
+pub(super) fn run(
+    chain: &Chain,
+    context: &StreamContext,
+    body: &Bytes,
+    text: &str,
+) -> (BodyVerdict, Option<ChainStream>) {
     let mut stream = match chain.open(context) {
         Ok(stream) => stream,
         Err(fault) => return (BodyVerdict::Faulted(fault), None),
@@ -200,7 +205,7 @@ fn jsonrpc_ids(body: &[u8]) -> Option<Vec<serde_json::Value>> {
 /// or the response to one) it is a JSON-RPC error response carrying that id, with status 200, so
 /// an MCP client sees a failed call rather than a broken transport; otherwise `status` with a JSON
 /// error body.
-pub fn refusal_response(status: StatusCode, kind: &str, message: &str, original: &[u8]) -> Response<AnyBody> {
+pub(super) fn refusal_response(status: StatusCode, kind: &str, message: &str, original: &[u8]) -> Response<AnyBody> {
     let (status, body) = match jsonrpc_ids(original) {
         Some(ids) => {
             let error = |id: serde_json::Value| serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": JSONRPC_REFUSED, "message": message}});
@@ -218,7 +223,7 @@ pub fn refusal_response(status: StatusCode, kind: &str, message: &str, original:
 }
 
 /// A JSON response with its length.
-pub fn json_response(status: StatusCode, body: Bytes) -> Response<AnyBody> {
+pub(super) fn json_response(status: StatusCode, body: Bytes) -> Response<AnyBody> {
     let mut response = Response::new(Full::new(body).map_err(super::BoxError::from).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -227,7 +232,7 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response<AnyBody> {
 
 /// Sets the headers of a body sent on whole: its length, identity coding, and no validators or
 /// digests of the original once it changed.
-pub fn set_body_headers(headers: &mut HeaderMap, length: usize, changed: bool) {
+pub(super) fn set_body_headers(headers: &mut HeaderMap, length: usize, changed: bool) {
     headers.remove(header::CONTENT_ENCODING);
     headers.remove(header::TRANSFER_ENCODING);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));

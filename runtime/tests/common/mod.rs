@@ -5,10 +5,10 @@ use std::io::{BufRead, BufReader, Lines, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_sluicegate");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sluicegate");
 
 /// A running `sluicegate`, killed when dropped, whose output is read line by line.
-pub struct Running {
+pub(crate) struct Running {
     pub child: Child,
     lines: Lines<BufReader<Box<dyn Read + Send>>>,
     /// Everything read so far, for failure messages.
@@ -17,12 +17,12 @@ pub struct Running {
 
 impl Running {
     /// Starts `sluicegate ARGS`, reading its stderr (or stdout) lines.
-    pub fn start(args: &[&str], from_stderr: bool) -> Running {
+    pub(crate) fn start(args: &[&str], from_stderr: bool) -> Running {
         Self::start_with_log(args, from_stderr, "info")
     }
 
     /// [`Running::start`] with `SLUICEGATE_LOG` set to `filter`.
-    pub fn start_with_log(args: &[&str], from_stderr: bool, filter: &str) -> Running {
+    pub(crate) fn start_with_log(args: &[&str], from_stderr: bool, filter: &str) -> Running {
         let mut child = Command::new(BIN)
             .args(args)
             .env("SLUICEGATE_LOG", filter)
@@ -36,7 +36,7 @@ impl Running {
     }
 
     /// Reads lines until one contains `text`, and returns it.
-    pub fn wait_for(&mut self, text: &str) -> String {
+    pub(crate) fn wait_for(&mut self, text: &str) -> String {
         for line in self.lines.by_ref() {
             let line = line.unwrap();
             self.seen.push_str(&line);
@@ -49,14 +49,14 @@ impl Running {
     }
 
     /// Reads lines until one contains `text`; returns the first `127.0.0.1:PORT` on it.
-    pub fn wait_for_address(&mut self, text: &str) -> String {
+    pub(crate) fn wait_for_address(&mut self, text: &str) -> String {
         let line = self.wait_for(text);
         let at = line.find("127.0.0.1:").expect("an address on the line");
         line[at..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect()
     }
 
     /// Sends `signal` (e.g. "HUP") to the process.
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(status.success());
     }
@@ -70,7 +70,7 @@ impl Drop for Running {
 }
 
 /// GET `path` over HTTP/1.1 and return the status line and the body, de-chunked.
-pub fn get(addr: &str, path: &str) -> (String, String) {
+pub(crate) fn get(addr: &str, path: &str) -> (String, String) {
     let mut socket = TcpStream::connect(addr).unwrap();
     write!(socket, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut raw = Vec::new();

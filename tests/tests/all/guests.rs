@@ -223,7 +223,8 @@ fn well_behaved_hostile_guest_is_a_control() {
 
 #[test]
 fn malformed_verdicts_are_errors_not_panics() {
-    let cases: &[(&str, fn(&Fault) -> bool)] = &[
+    type Expected = fn(&Fault) -> bool;
+    let cases: &[(&str, Expected)] = &[
         ("short-count", |f| {
             matches!(f, Fault::InvalidVerdict(VerdictError::CountMismatch { consumed: 1, batch_len: 2 }))
         }),

@@ -126,7 +126,8 @@ async fn real_mcp_client_and_server_through_the_proxy() {
     // Error statuses reach the client as the server sent them.
     let json_rpc = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
     let accept = ("accept", "application/json, text/event-stream");
-    let cases: [(&str, Vec<(&str, &str)>, &'static str); 4] = [
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'static str);
+    let cases: [Case; 4] = [
         ("POST", vec![accept, ("content-type", "application/json"), ("mcp-session-id", "no-such-session")], json_rpc),
         ("POST", vec![("accept", "text/plain"), ("content-type", "application/json")], json_rpc),
         ("GET", vec![("accept", "text/event-stream")], ""),

@@ -7,7 +7,7 @@ use sluicegate_guest::{BatchView, Config, Interceptor, Replacement, StreamContex
 use sluicegate_tests::run_chain;
 use std::sync::Arc;
 
-pub struct Shout;
+pub(crate) struct Shout;
 
 impl Interceptor for Shout {
     type Stream = u64;

@@ -25,8 +25,8 @@ fn reference_client(input: &[u8]) -> ClientView {
     let (mut data, mut kind, mut id_buf) = (String::new(), String::new(), String::new());
     let mut view = ClientView { fired: vec![], last_id: String::new(), retry: None };
     let mut rest = text;
-    loop {
-        let Some(end) = rest.find(['\r', '\n']) else { break }; // unterminated: discarded
+    // An unterminated last line is discarded.
+    while let Some(end) = rest.find(['\r', '\n']) {
         let line = &rest[..end];
         let skip = if rest[end..].starts_with("\r\n") { 2 } else { 1 };
         rest = &rest[end + skip..];

@@ -126,7 +126,7 @@ fn rule_10_data_lines_join_with_lf() {
 
 #[test]
 fn rule_11_id_with_nul_ignored_empty_id_kept() {
-    assert_eq!(one("id: 1\nid: 2\03\ndata: x\n\n"), vec![msg("x").with_id("1")]);
+    assert_eq!(one("id: 1\nid: 2\x003\ndata: x\n\n"), vec![msg("x").with_id("1")]);
     assert_eq!(one("id\ndata: x\n\n"), vec![msg("x").with_id("")]);
     assert_eq!(one("id: a b\ndata: x\n\n"), vec![msg("x").with_id("a b")]);
 }

@@ -52,7 +52,7 @@ mod component {
             let (ops, bytes) = match self.mode.as_str() {
                 "keep" => (keep_all, vec![]),
                 "trap" => panic!("hostile: trap"),
-                "trap-every-3" if self.calls.get() % 3 == 0 => panic!("hostile: periodic trap"),
+                "trap-every-3" if self.calls.get().is_multiple_of(3) => panic!("hostile: periodic trap"),
                 "trap-every-3" => (keep_all, vec![]),
                 "short-count" => (vec![OP_KEEP, n - 1], vec![]),
                 "long-count" => (vec![OP_KEEP, n + 1], vec![]),
