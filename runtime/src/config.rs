@@ -82,7 +82,8 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_events: 256, max_bytes: 256 * 1024, linger_ms: 0 }
+        let limits = crate::engine::BatchLimits::default();
+        BatchConfig { max_events: limits.max_events, max_bytes: limits.max_bytes, linger_ms: 0 }
     }
 }
 
@@ -183,9 +184,11 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
+        // Defaults of the settings built from these live with the types that use them.
         let host = crate::host::Limits::default();
+        let breaker = crate::chain::BreakerConfig::default();
         LimitsConfig {
-            max_event_bytes: 1 << 20,
+            max_event_bytes: crate::sse::DEFAULT_MAX_EVENT_BYTES,
             max_body_bytes: 4 << 20,
             on_oversize: OversizePolicy::Refuse,
             max_memory_bytes: host.max_memory_bytes,
@@ -203,9 +206,9 @@ impl Default for LimitsConfig {
             header_read_timeout_ms: 10_000,
             client_idle_timeout_ms: 60_000,
             max_request_header_bytes: 64 << 10,
-            breaker_faults: 5,
-            breaker_window_ms: 10_000,
-            breaker_backoff_ms: 5_000,
+            breaker_faults: breaker.faults,
+            breaker_window_ms: breaker.window.as_millis() as u64,
+            breaker_backoff_ms: breaker.backoff.as_millis() as u64,
         }
     }
 }

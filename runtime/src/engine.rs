@@ -250,7 +250,11 @@ mod tests {
 
     fn engine(max_events: usize) -> StreamEngine {
         let chain = Chain::new(Vec::new()).open(&sluicegate_guest::StreamContext::default()).unwrap();
-        StreamEngine::new(chain, BatchLimits { max_events, ..BatchLimits::default() }, 1 << 20)
+        StreamEngine::new(
+            chain,
+            BatchLimits { max_events, ..BatchLimits::default() },
+            crate::sse::DEFAULT_MAX_EVENT_BYTES,
+        )
     }
 
     fn text(out: &Output) -> &str {

@@ -36,7 +36,7 @@ pub fn run(
     limits: BatchLimits,
     chunk: usize,
 ) -> Result<RunStats, RunError> {
-    let mut engine = StreamEngine::new(chain, limits, 1 << 20);
+    let mut engine = StreamEngine::new(chain, limits, crate::sse::DEFAULT_MAX_EVENT_BYTES);
     let mut buf = vec![0u8; chunk.max(1)];
     let mut stats = RunStats::default();
     let mut write = |out: &Output| output.write_all(&out.bytes).and_then(|_| output.flush());

@@ -5,6 +5,6 @@ mod encoder;
 mod parser;
 
 pub use encoder::{encode, encode_batch, encode_event, encode_ref};
-pub use parser::Parser;
+pub use parser::{DEFAULT_MAX_EVENT_BYTES, Parser};
 
 pub use crate::event::Event;

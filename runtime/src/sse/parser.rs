@@ -135,10 +135,13 @@ impl Default for Parser {
     }
 }
 
+/// The default limit on one event or line: 1 MiB.
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+
 impl Parser {
-    /// A parser with the default limit of 1 MiB per event.
+    /// A parser with the default limit, [`DEFAULT_MAX_EVENT_BYTES`] per event.
     pub fn new() -> Self {
-        Self::with_limit(1 << 20)
+        Self::with_limit(DEFAULT_MAX_EVENT_BYTES)
     }
 
     /// A parser that accepts events and lines of up to `limit` bytes, counted as received (a
