@@ -2,7 +2,7 @@
 //!
 //! Implement [`Interceptor`] and, for a WebAssembly component, call [`export!`] once:
 //!
-//! ```ignore
+//! ```
 //! use sluicegate_guest::{BatchView, Config, Interceptor, StreamContext, VerdictBuilder};
 //!
 //! pub struct DropPings;
@@ -18,6 +18,8 @@
 //!     }
 //! }
 //!
+//! // Only a WebAssembly build exports it; natively the same type runs as `native:NAME`.
+//! #[cfg(target_arch = "wasm32")]
 //! sluicegate_guest::export!(DropPings);
 //! ```
 //!

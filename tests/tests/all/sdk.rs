@@ -1,37 +1,20 @@
-//! The SDK example from the README, run natively through a chain: it must do what the README says.
+//! The SDK example from the README (compiled from the README itself), run natively through a
+//! chain: it must do what the README says.
 
 use sluicegate::chain::Chain;
 use sluicegate::native::Native;
 use sluicegate::sse::Event;
-use sluicegate_guest::{BatchView, Config, Interceptor, Replacement, StreamContext, VerdictBuilder};
+use sluicegate_guest::{BatchView, Config, Interceptor, StreamContext, VerdictBuilder};
 use sluicegate_tests::run_chain;
 use std::sync::Arc;
 
-pub(crate) struct Shout;
-
-impl Interceptor for Shout {
-    type Stream = u64;
-
-    fn new(_config: &Config) -> Result<Self, String> {
-        Ok(Shout)
-    }
-
-    fn open(&self, _context: &StreamContext) -> u64 {
-        0
-    }
-
-    fn process_batch(&self, seen: &mut u64, batch: BatchView<'_>, out: &mut VerdictBuilder) {
-        for event in batch.iter() {
-            *seen += 1;
-            match event.data() {
-                Some(data) if event.effective_type() == "message" => {
-                    out.replace(&Replacement::data(&data.to_uppercase()))
-                }
-                _ => out.keep(),
-            }
-        }
-    }
+/// The README's example, taken from the README by `tests/build.rs`: what it shows is what is
+/// compiled and tested here.
+#[allow(unreachable_pub)] // the README's crate exports it
+mod readme {
+    include!(concat!(env!("OUT_DIR"), "/readme_example.rs"));
 }
+use readme::Shout;
 
 #[test]
 fn readme_example_uppercases_messages_only() {
