@@ -30,7 +30,13 @@ fn build_guests(guests: &[(&str, &str)], file: &str, konst: &str) {
         cmd.args(["-p", package]);
     }
     // Flags meant for the host must not reach the guests; SIMD makes the guests' scanning faster.
-    cmd.env_remove("RUSTFLAGS").env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+simd128");
+    // Nor must the outer build's compiler wrapper: under `cargo clippy` the guests would be
+    // linted again (they are workspace members, which clippy checks for the host anyway), with
+    // its `-D warnings`, and built twice over, once by clippy and once by `cargo test`.
+    cmd.env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+simd128")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS");
     let status = cmd.status().expect("running cargo to build guests");
     if !status.success() {
         panic!(
