@@ -1,7 +1,7 @@
 //! One event stream's steps, without I/O: parse what arrives, group complete events into
 //! batches, run each batch through the chain, remember ids (to skip what an upstream replays after
 //! a resumption), encode what the chain leaves. The proxy drives it from sockets
-//! (`proxy::events`), `sluicegate run` from standard input (`pipeline`), and the benches
+//! (`proxy::events`), `sluicegate run` from standard input (the binary's `cli::pipeline`), and the benches
 //! directly, so that what the benches measure is what the proxy runs.
 //!
 //! The driver feeds bytes ([`StreamEngine::feed`]), then takes batches until none is ready

@@ -10,7 +10,6 @@
 //! - [`native`] and [`legacy`]: native interceptors, and the per-event contract with its shim;
 //! - [`verdict`]: applying an interceptor's answer, with every check of the contract;
 //! - [`engine`]: one event stream without I/O: parse, batch, chain, remember ids, encode;
-//! - [`pipeline`]: `sluicegate run`, the engine from a reader to a writer;
 //! - [`check`]: what `sluicegate check` finds wrong with a component.
 
 pub mod batch;
@@ -19,7 +18,6 @@ pub mod bindings;
 pub mod chain;
 pub mod check;
 pub mod config;
-pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod examples;
@@ -28,9 +26,7 @@ pub mod host;
 pub mod interceptor;
 pub mod legacy;
 pub mod native;
-pub mod pipeline;
 pub mod proxy;
-pub mod scaffold;
 pub mod spec;
 pub mod sse;
 pub mod verdict;

@@ -1,11 +1,19 @@
 //! The `sluicegate` command.
 
+/// What only the command line uses: the demo (`demo`), standard input through a chain (`run`),
+/// and new interceptor projects (`new`).
+mod cli {
+    pub(crate) mod demo;
+    pub(crate) mod pipeline;
+    pub(crate) mod scaffold;
+}
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use cli::pipeline::{self, BatchLimits};
 use sluicegate::chain::Chain;
 use sluicegate::config::{InterceptorConfig, ProxyConfig};
 use sluicegate::host::{Limits, Runtime};
-use sluicegate::pipeline::{self, BatchLimits};
 use sluicegate::proxy::{Proxy, ProxyHandle};
 use sluicegate::spec::Spec;
 use sluicegate::{Config, StreamContext};
@@ -179,7 +187,7 @@ enum Command {
         name: String,
         /// The language to write it in.
         #[arg(long, value_enum)]
-        lang: sluicegate::scaffold::Lang,
+        lang: cli::scaffold::Lang,
         /// Where to create it (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -283,10 +291,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::New { name, lang, dir } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            sluicegate::scaffold::create(&dir, &name, lang)?;
-            let component = sluicegate::scaffold::artifact(&name, lang);
+            cli::scaffold::create(&dir, &name, lang)?;
+            let component = cli::scaffold::artifact(&name, lang);
             println!("created {}: the {lang} interceptor `{name}`", dir.display());
-            println!("build it:  cd {} && {}", dir.display(), sluicegate::scaffold::build_command(lang));
+            println!("build it:  cd {} && {}", dir.display(), cli::scaffold::build_command(lang));
             println!("check it:  sluicegate check {}", component.display());
             println!(
                 "run it:    sluicegate serve --listen 127.0.0.1:8080 --upstream http://127.0.0.1:3000 --interceptor {}",
@@ -423,7 +431,7 @@ async fn demo_upstream(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     println!("the demo upstream is serving /llm and /mcp at http://{}", listener.local_addr()?);
     tokio::select! {
-        () = sluicegate::demo::serve_upstream(listener, Duration::from_millis(40)) => Ok(()),
+        () = cli::demo::serve_upstream(listener, Duration::from_millis(40)) => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
@@ -431,7 +439,7 @@ async fn demo_upstream(listen: SocketAddr) -> anyhow::Result<()> {
 async fn demo(listen: SocketAddr, once: bool) -> anyhow::Result<()> {
     let upstream_listener = TcpListener::bind("127.0.0.1:0").await?;
     let upstream = format!("http://{}", upstream_listener.local_addr()?);
-    tokio::spawn(sluicegate::demo::serve_upstream(upstream_listener, Duration::from_millis(40)));
+    tokio::spawn(cli::demo::serve_upstream(upstream_listener, Duration::from_millis(40)));
     let listener = match TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -466,8 +474,8 @@ async fn demo(listen: SocketAddr, once: bool) -> anyhow::Result<()> {
         println!("after:   curl -N http://{proxy_addr}{path}");
     }
     println!();
-    let before = sluicegate::demo::fetch(&format!("{upstream}/llm")).await?;
-    let after = sluicegate::demo::fetch(&format!("http://{proxy_addr}/llm")).await?;
+    let before = cli::demo::fetch(&format!("{upstream}/llm")).await?;
+    let after = cli::demo::fetch(&format!("http://{proxy_addr}/llm")).await?;
     println!("---- /llm from the upstream ----\n{before}---- /llm through sluicegate ----\n{after}");
     if once {
         return Ok(());

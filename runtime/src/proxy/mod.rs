@@ -32,8 +32,8 @@ pub use body::{AnyBody, BoxError, ProxyBody};
 
 use crate::chain::{self, Chain, Link};
 use crate::config::{OversizePolicy, ProxyConfig, ReconnectConfig};
+use crate::engine::BatchLimits;
 use crate::host::Runtime;
-use crate::pipeline::BatchLimits;
 use accounting::{Direction, EnforcementRecord, Outcome, Reason};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;

@@ -23,7 +23,7 @@ type DemoBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// The events of the `/llm` stream: one token per event, as a model sends them, so each address
 /// spans several events.
-pub fn llm_events() -> Vec<String> {
+pub(crate) fn llm_events() -> Vec<String> {
     let words = [
         "Sure", "!", " Send", " the", " report", " to", " ada", ".", "lovelace", "@", "example", ".com", " and",
         " copy", " ops", "+", "alerts", "@", "mail", ".example", ".org", ".", " I", " will", " ask", " grace", "@",
@@ -46,7 +46,7 @@ pub fn llm_events() -> Vec<String> {
 }
 
 /// The events of the `/mcp` stream, from `after` (the `Last-Event-ID`, if any) on.
-pub fn mcp_events(after: Option<u32>) -> Vec<String> {
+pub(crate) fn mcp_events(after: Option<u32>) -> Vec<String> {
     let mut events = Vec::new();
     if after.is_none() {
         events.push("id: 0\ndata:\nretry: 1000\n\n".to_string());
@@ -72,7 +72,7 @@ fn serde_escape(s: &str) -> String {
 
 /// Serves the demo upstream on `listener` until the task is dropped. `pause` is the time between
 /// events.
-pub async fn serve_upstream(listener: TcpListener, pause: Duration) {
+pub(crate) async fn serve_upstream(listener: TcpListener, pause: Duration) {
     loop {
         let Ok((socket, _)) = listener.accept().await else { continue };
         let _ = socket.set_nodelay(true);
@@ -120,7 +120,7 @@ fn respond(request: &Request<Incoming>, pause: Duration) -> Response<DemoBody> {
 }
 
 /// GETs `url` and returns the whole body as text (for showing a stream before and after).
-pub async fn fetch(url: &str) -> anyhow::Result<String> {
+pub(crate) async fn fetch(url: &str) -> anyhow::Result<String> {
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
     let response = client.get(url.parse()?).await?;

@@ -1,16 +1,16 @@
 //! `sluicegate run`: one event stream from a reader to a writer through the
-//! [`StreamEngine`](crate::engine::StreamEngine), the same steps the proxy drives from sockets.
+//! [`StreamEngine`](sluicegate::engine::StreamEngine), the same steps the proxy drives from sockets.
 
-use crate::chain::{ChainFault, ChainStream};
-use crate::engine::{Output, StreamEngine};
+use sluicegate::chain::{ChainFault, ChainStream};
+use sluicegate::engine::{Output, StreamEngine};
 use sluicegate_guest::EndReason;
 use std::io::{self, Read, Write};
 
-pub use crate::engine::BatchLimits;
+pub(crate) use sluicegate::engine::BatchLimits;
 
 /// Why a run stopped early.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     #[error("{0}")]
     Io(#[from] io::Error),
     #[error("{0}")]
@@ -19,7 +19,7 @@ pub enum RunError {
 
 /// Totals of one run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RunStats {
+pub(crate) struct RunStats {
     pub events_in: u64,
     pub events_out: u64,
     pub batches: u64,
@@ -29,14 +29,14 @@ pub struct RunStats {
 
 /// Streams `input` through `chain` to `output`, one write (and flush) per batch, reading in
 /// chunks of `chunk` bytes.
-pub fn run(
+pub(crate) fn run(
     mut input: impl Read,
     mut output: impl Write,
     chain: ChainStream,
     limits: BatchLimits,
     chunk: usize,
 ) -> Result<RunStats, RunError> {
-    let mut engine = StreamEngine::new(chain, limits, crate::sse::DEFAULT_MAX_EVENT_BYTES);
+    let mut engine = StreamEngine::new(chain, limits, sluicegate::sse::DEFAULT_MAX_EVENT_BYTES);
     let mut buf = vec![0u8; chunk.max(1)];
     let mut stats = RunStats::default();
     let mut write = |out: &Output| output.write_all(&out.bytes).and_then(|_| output.flush());
