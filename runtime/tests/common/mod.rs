@@ -1,8 +1,7 @@
 //! Helpers for tests that run the `sluicegate` binary as processes.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Lines, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Lines, Read};
 use std::process::{Child, Command, Stdio};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sluicegate");
@@ -69,26 +68,19 @@ impl Drop for Running {
     }
 }
 
-/// GET `path` over HTTP/1.1 and return the status line and the body, de-chunked.
+/// GET `path` with hyper's client (the client the other tests use too) and return the status
+/// (as `200 OK`) and the body. Synchronous, on a runtime of its own, for tests that drive
+/// processes.
 pub(crate) fn get(addr: &str, path: &str) -> (String, String) {
-    let mut socket = TcpStream::connect(addr).unwrap();
-    write!(socket, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    socket.read_to_end(&mut raw).unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, mut rest) = raw.split_once("\r\n\r\n").expect("a response head");
-    let status = head.lines().next().unwrap_or_default().to_string();
-    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return (status, rest.to_string());
-    }
-    let mut body = String::new();
-    loop {
-        let (size, after) = rest.split_once("\r\n").expect("a chunk size");
-        let size = usize::from_str_radix(size.trim(), 16).unwrap();
-        if size == 0 {
-            return (status, body);
-        }
-        body.push_str(&after[..size]);
-        rest = &after[size + 2..];
-    }
+    use http_body_util::BodyExt as _;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let uri: http::Uri = format!("http://{addr}{path}").parse().unwrap();
+        let response = client.get(uri).await.unwrap();
+        let status = response.status().to_string();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    })
 }
