@@ -53,6 +53,17 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use upstream::{Upstream, UpstreamBase, UpstreamSettings};
 
+/// Why a request was not forwarded, by whose fault, which picks the answer: the client's (400)
+/// or the proxy's own (500). (The upstream's failures are answered where they happen, 502 or
+/// 504, with their typed [`upstream::UpstreamError`].)
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    #[error("a client's request cannot be forwarded: {0}")]
+    Client(String),
+    #[error("the proxy failed to forward a request: {0}")]
+    Proxy(String),
+}
+
 /// What the proxy sends upstream.
 pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
@@ -452,8 +463,12 @@ impl Proxy {
         }
         match self.forward(request).await {
             Ok(response) => response,
-            Err(e) => {
-                tracing::error!("the proxy failed to forward a request: {e:#}");
+            Err(e @ ForwardError::Client(_)) => {
+                tracing::warn!("{e}");
+                text_response(StatusCode::BAD_REQUEST, "sluicegate: the request cannot be forwarded")
+            }
+            Err(e @ ForwardError::Proxy(_)) => {
+                tracing::error!("{e}");
                 text_response(StatusCode::INTERNAL_SERVER_ERROR, "sluicegate: internal error")
             }
         }
@@ -477,7 +492,7 @@ impl Proxy {
         })
     }
 
-    async fn forward(self: &Arc<Self>, request: Request<Incoming>) -> anyhow::Result<Response<ProxyBody>> {
+    async fn forward(self: &Arc<Self>, request: Request<Incoming>) -> Result<Response<ProxyBody>, ForwardError> {
         let (mut parts, body) = request.into_parts();
         let body = body.map_err(BoxError::from).boxed_unsync();
         let client_path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
@@ -491,7 +506,9 @@ impl Proxy {
         let route = matched.filter(|r| r.guarded());
         headers::strip_hop_by_hop(&mut parts.headers);
         if !self.preserve_host {
-            parts.headers.insert(header::HOST, HeaderValue::from_str(upstream.base().authority().as_str())?);
+            let authority = HeaderValue::from_str(upstream.base().authority().as_str())
+                .map_err(|e| ForwardError::Proxy(format!("the upstream's authority is not a Host value: {e}")))?;
+            parts.headers.insert(header::HOST, authority);
         }
         let wants_stream = headers::accepts_event_stream(&parts.headers);
         if route.is_some() || wants_stream {
@@ -528,7 +545,9 @@ impl Proxy {
             },
             None => body,
         };
-        let upstream_uri = upstream.base().uri_for(&path_and_query)?;
+        let upstream_uri = upstream.base().uri_for(&path_and_query).map_err(|e| {
+            ForwardError::Client(format!("the request's path does not make an upstream URI ({path_and_query}): {e}"))
+        })?;
         let mut upstream_request = Request::from_parts(parts.clone(), body);
         *upstream_request.uri_mut() = upstream_uri.clone();
         *upstream_request.version_mut() = http::Version::HTTP_11;
@@ -551,7 +570,7 @@ impl Proxy {
             slot = None;
         }
         let response =
-            self.forward_response(response, matched, parts, context, stream_id, upstream, upstream_uri).await?;
+            self.forward_response(response, matched, parts, context, stream_id, upstream, upstream_uri).await;
         Ok(match slot {
             Some(slot) => response.map(|body| admission::WithSlot::new(body, slot).boxed_unsync()),
             None => response,
@@ -569,15 +588,15 @@ impl Proxy {
         stream_id: String,
         upstream: &Arc<Upstream>,
         upstream_uri: http::Uri,
-    ) -> anyhow::Result<Response<ProxyBody>> {
+    ) -> Response<ProxyBody> {
         let (mut head, body) = response.into_parts();
         let body = body.map_err(BoxError::from).boxed_unsync();
         headers::strip_hop_by_hop(&mut head.headers);
         let Some(route) = matched else {
-            return Ok(Response::from_parts(head, body));
+            return Response::from_parts(head, body);
         };
         if !route.guarded() {
-            return Ok(Response::from_parts(head, route.counted(body)));
+            return Response::from_parts(head, route.counted(body));
         }
         let context = sluicegate_guest::StreamContext {
             status: head.status.as_u16(),
@@ -593,16 +612,16 @@ impl Proxy {
             || inspect::is_empty(&body, &head.headers);
         if no_body {
             record(Outcome::Passed, Reason::Empty, 0, 0, &[]);
-            return Ok(Response::from_parts(head, body));
+            return Response::from_parts(head, body);
         }
         if route.chain.is_empty() {
             record(Outcome::Passed, Reason::NoChain, 0, 0, &[]);
-            return Ok(Response::from_parts(head, route.counted(body)));
+            return Response::from_parts(head, route.counted(body));
         }
         let event_stream = headers::is_event_stream(&head.headers);
         if !event_stream && !route.rules.inspects(&head.headers) {
             record(Outcome::Passed, Reason::MediaType, 0, 0, &[]);
-            return Ok(Response::from_parts(head, route.counted(body)));
+            return Response::from_parts(head, route.counted(body));
         }
         let coding = match coding::Coding::of(&head.headers) {
             Ok(coding) => coding,
@@ -613,12 +632,12 @@ impl Proxy {
                     "the upstream's response is in a content coding the proxy cannot decode; refused"
                 );
                 record(Outcome::Refused, Reason::UnsupportedEncoding, 0, 0, &[]);
-                return Ok(inspect::refusal_response(
+                return inspect::refusal_response(
                     StatusCode::BAD_GATEWAY,
                     "unsupported_encoding",
                     "sluicegate: the upstream's response could not be inspected (unknown content coding)",
                     &[],
-                ));
+                );
             }
         };
         if coding != coding::Coding::Identity {
@@ -632,10 +651,10 @@ impl Proxy {
         if !event_stream {
             let inspected =
                 self.inspect_body(route, Direction::Response, &mut head.headers, body, coding, &context, record).await;
-            return Ok(match inspected {
+            return match inspected {
                 Ok(body) => Response::from_parts(head, route.counted(body)),
                 Err(answer) => answer,
-            });
+            };
         }
         head.headers.remove(header::CONTENT_ENCODING);
         head.headers.remove(header::CONTENT_LENGTH);
@@ -645,7 +664,7 @@ impl Proxy {
             Err(fault) => {
                 tracing::error!(stream = %stream_id, "{fault}; refusing the stream");
                 record(Outcome::Refused, Reason::Fault, 0, 0, &[]);
-                return Ok(text_response(StatusCode::BAD_GATEWAY, "sluicegate: an interceptor failed to start"));
+                return text_response(StatusCode::BAD_GATEWAY, "sluicegate: an interceptor failed to start");
             }
         };
         route.stats.bodies.count(Direction::Response, Outcome::Inspected, Reason::EventStream);
@@ -660,7 +679,7 @@ impl Proxy {
         );
         // Every log line about this stream, the guests' own included, carries its id.
         let span = tracing::info_span!("stream", stream_id = %context.stream_id, path = %context.path);
-        Ok(Response::from_parts(head, stream.into_body(body, span).boxed_unsync()))
+        Response::from_parts(head, stream.into_body(body, span).boxed_unsync())
     }
 
     /// A request body on a guarded route: through the request chain if it has one and the body
