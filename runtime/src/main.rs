@@ -403,6 +403,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Modification stamps of files, to notice changes by polling (`serve --watch`).
+///
+/// Polling once a second, not inotify (the `notify` crate), on purpose: the files are few (the
+/// config, its components, certificates), and the ways they are replaced in deployments defeat
+/// watches on the files themselves: editors and `cp` that write a new file and rename it over the
+/// old, Kubernetes ConfigMaps and Secrets swapped by a symlink flip of a parent directory, bind
+/// mounts from the host. `metadata` follows symlinks each time, so a poll sees all of these; a
+/// watch would need to watch every directory on the way and re-arm after each swap. The cost is
+/// a few `stat` calls a second and a reload up to a second late.
 struct FileStamps(Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>);
 
 impl FileStamps {
