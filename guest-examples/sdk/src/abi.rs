@@ -30,11 +30,15 @@ pub const INHERIT_RETRY: u32 = 2048;
 /// Every inherit bit.
 pub const INHERIT_BITS: u32 = INHERIT_TYPE | INHERIT_DATA | INHERIT_ID | INHERIT_RETRY;
 
-/// Word offsets inside one event description.
+/// Word offsets inside one event description: the field bits.
 pub const W_FIELDS: usize = 0;
+/// The type's span (offset, then length).
 pub const W_TYPE: usize = 1;
+/// The data's span (offset, then length).
 pub const W_DATA: usize = 3;
+/// The id's span (offset, then length).
 pub const W_ID: usize = 5;
+/// The retry time in milliseconds.
 pub const W_RETRY: usize = 7;
 
 /// Verdict op: forward the next `count` input events.

@@ -37,6 +37,7 @@ impl<'a> BatchView<'a> {
         self.index.len() / STRIDE
     }
 
+    /// True if the batch holds no event.
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }

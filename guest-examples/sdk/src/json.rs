@@ -14,10 +14,15 @@ pub const MAX_DEPTH: usize = 64;
 /// What a node of the tape is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// `{...}`; its members follow as key, value, key, value.
     Object,
+    /// `[...]`; its elements follow.
     Array,
+    /// A string; `start..end` is the text between the quotes, escapes undecoded.
     String,
+    /// A number.
     Number,
+    /// `true`, `false` or `null`.
     Literal,
 }
 
@@ -25,8 +30,11 @@ pub enum Kind {
 /// anything else the whole value. A container's children follow it on the tape up to `next`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Node {
+    /// What the value is.
     pub kind: Kind,
+    /// Where it starts in the text (for a string, after the opening quote).
     pub start: usize,
+    /// Where it ends (for a string, at the closing quote).
     pub end: usize,
     /// The tape position after this value and everything inside it.
     next: usize,

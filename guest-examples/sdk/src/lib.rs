@@ -27,6 +27,8 @@
 //! `sluicegate:interceptor/batch-interceptor` world. The same type also runs natively inside the
 //! proxy (`native:NAME`), which is how guest and native are compared on the same work.
 
+#![warn(missing_docs)]
+
 pub mod abi;
 mod batch;
 pub mod json;
@@ -72,12 +74,19 @@ pub trait Interceptor: Sized + Send + Sync + 'static {
 /// What the proxy knows about a stream when it starts. Mirrors `stream-context` in the WIT.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamContext {
+    /// The proxy's id for this stream, also in its log lines and enforcement record.
     pub stream_id: String,
+    /// The client's request method (`GET`, `POST`, ...).
     pub method: String,
+    /// The client's request path, without the query.
     pub path: String,
+    /// The query string, without the `?` (empty if none).
     pub query: String,
+    /// The client's request headers, names in lower case, in the order received.
     pub request_headers: Vec<(String, String)>,
+    /// The upstream's response status; 0 in a request chain, where there is no response yet.
     pub status: u16,
+    /// The upstream's response headers, names in lower case (empty in a request chain).
     pub response_headers: Vec<(String, String)>,
 }
 
@@ -96,10 +105,15 @@ impl StreamContext {
 /// Why a stream ended. Mirrors `end-reason` in the WIT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EndReason {
+    /// The upstream ended the stream normally.
     UpstreamClosed,
+    /// The upstream failed and could not be resumed.
     UpstreamFailed,
+    /// The client went away; what `finish` adds is not delivered.
     ClientGone,
+    /// An interceptor of the chain ended the stream.
     EndedByInterceptor,
+    /// The proxy is shutting down and its drain time is over.
     Shutdown,
 }
 

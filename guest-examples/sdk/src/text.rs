@@ -170,8 +170,11 @@ pub enum Format {
     /// No text-bearing event seen yet: each event's data is a text of its own.
     #[default]
     Unknown,
+    /// OpenAI Chat Completions chunks (`choices[].delta.content`).
     ChatCompletions,
+    /// OpenAI Responses events (`response.output_text.delta`, ...).
     Responses,
+    /// Anthropic Messages events (`content_block_delta` with a `text_delta`).
     AnthropicMessages,
 }
 
@@ -347,6 +350,7 @@ impl<C: Default> Default for TextStream<C> {
 }
 
 impl<C: Default> TextStream<C> {
+    /// A stream whose format is recognised from its first text-bearing event.
     pub fn new() -> Self {
         TextStream {
             channels: Vec::new(),
@@ -379,6 +383,7 @@ impl<C: Default> TextStream<C> {
         self.stopped
     }
 
+    /// What the layer has seen and done so far.
     pub fn stats(&self) -> TextStats {
         self.stats
     }

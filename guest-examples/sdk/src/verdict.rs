@@ -6,9 +6,13 @@ use crate::abi::*;
 /// until it is written into a [`VerdictBuilder`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NewEvent<'a> {
+    /// The `event:` field (none: a message).
     pub event_type: Option<&'a str>,
+    /// The data (none: an event without data, which a client does not fire).
     pub data: Option<&'a str>,
+    /// The `id:` field.
     pub id: Option<&'a str>,
+    /// The `retry:` field, in milliseconds.
     pub retry: Option<u32>,
     /// A comment line; its text is `data`, and no other field may be set.
     pub comment: bool,
@@ -59,9 +63,13 @@ pub enum Field<T> {
 /// How to rewrite one event: each field inherited, set or removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Replacement<'a> {
+    /// The `event:` field.
     pub event_type: Field<&'a str>,
+    /// The data.
     pub data: Field<&'a str>,
+    /// The `id:` field.
     pub id: Field<&'a str>,
+    /// The `retry:` field, in milliseconds.
     pub retry: Field<u32>,
 }
 
@@ -89,6 +97,7 @@ pub struct VerdictBuilder {
 }
 
 impl VerdictBuilder {
+    /// An empty builder.
     pub fn new() -> Self {
         Self::default()
     }
