@@ -2,6 +2,7 @@
 //! native for each example, per event.
 //!
 //! `cargo bench -p sluicegate-benches --bench boundary`
+#![allow(missing_docs)] // criterion's macros generate public items without docs
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sluicegate::batch::Batch;

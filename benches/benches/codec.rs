@@ -3,6 +3,7 @@
 //! does); criterion reports bytes/s, and the time divided by 256 is ns/event.
 //!
 //! `cargo bench -p sluicegate-benches --bench codec`
+#![allow(missing_docs)] // criterion's macros generate public items without docs
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sluicegate::batch::Batch;

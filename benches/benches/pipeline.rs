@@ -4,6 +4,7 @@
 //!
 //! `cargo bench -p sluicegate-benches --bench pipeline` (`-- pipeline-tokens` for the LLM token
 //! stream alone).
+#![allow(missing_docs)] // criterion's macros generate public items without docs
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sluicegate::chain::Chain;

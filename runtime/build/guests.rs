@@ -44,8 +44,9 @@ fn build_guests(guests: &[(&str, &str)], file: &str, konst: &str) {
              If the target is missing, install it with `rustup target add {GUEST_TARGET}`."
         );
     }
-    let mut bytes = format!("pub const {konst}: &[(&str, &[u8])] = &[\n");
-    let mut paths = format!("pub const {konst}_PATHS: &[(&str, &str)] = &[\n");
+    let mut bytes = format!("/// Each guest's name and its component's bytes.\npub const {konst}: &[(&str, &[u8])] = &[\n");
+    let mut paths =
+        format!("/// Each guest's name and its component's path on disk.\npub const {konst}_PATHS: &[(&str, &str)] = &[\n");
     for (package, stem) in guests {
         let wasm = target_dir.join(GUEST_TARGET).join(GUEST_PROFILE).join(format!("{stem}.wasm"));
         assert!(wasm.exists(), "expected {} after building the guests", wasm.display());

@@ -16,6 +16,7 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// An empty batch.
     pub fn new() -> Self {
         Self::default()
     }
@@ -31,6 +32,7 @@ impl Batch {
         self.index.len() / STRIDE
     }
 
+    /// True if the batch holds no event.
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
@@ -40,10 +42,12 @@ impl Batch {
         self.bytes.len()
     }
 
+    /// The field bytes of every event, back to back (the WIT `batch.bytes`).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
+    /// The index: eight words per event (the WIT `batch.index`).
     pub fn index(&self) -> &[u32] {
         &self.index
     }

@@ -1,5 +1,7 @@
 //! Host bindings generated from `wit/interceptor.wit`, one module per world. The event world
 //! reuses the batch world's `host` and `types` interfaces so that one `Host` impl serves both.
+//! (The generated items carry the WIT's own docs where it has them, not on every item.)
+#![allow(missing_docs)]
 
 pub mod batch {
     wasmtime::component::bindgen!({

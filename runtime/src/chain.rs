@@ -29,8 +29,11 @@ pub enum FaultPolicy {
 /// for `backoff` (doubling, up to 5 minutes, while trial batches keep failing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerConfig {
+    /// Faults within `window` that open the circuit.
     pub faults: u32,
+    /// The window faults are counted over.
     pub window: Duration,
+    /// How long the circuit stays open at first (doubling while trial batches fail).
     pub backoff: Duration,
 }
 
@@ -47,8 +50,11 @@ pub struct LinkStats {
     pub batches: AtomicU64,
     /// Faults by kind; traps also by why ([`TrapKind::index`]).
     pub traps: AtomicU64,
+    /// Traps by [`TrapKind`], indexed by [`TrapKind::index`].
     pub traps_by_kind: [AtomicU64; TrapKind::ALL.len()],
+    /// Verdicts refused by the host's checks.
     pub invalid_verdicts: AtomicU64,
+    /// Calls that found no usable instance (or an open circuit).
     pub unavailable: AtomicU64,
     /// Batches passed unmodified after a fault (fail-open).
     pub failed_open: AtomicU64,
@@ -58,12 +64,17 @@ pub struct LinkStats {
     pub circuit_opened: AtomicU64,
     /// Events into and out of the interceptor (batches that succeeded), and what its verdicts did.
     pub events_in: AtomicU64,
+    /// Events out of the interceptor.
     pub events_out: AtomicU64,
+    /// Input events its verdicts dropped.
     pub dropped: AtomicU64,
+    /// Input events its verdicts replaced.
     pub modified: AtomicU64,
+    /// Events its verdicts inserted.
     pub injected: AtomicU64,
     /// Events per batch, and seconds per call (successful or not).
     pub batch_size: Histogram,
+    /// Seconds per call, successful or not.
     pub call_seconds: Histogram,
     /// How long its calls take lately, in nanoseconds: the last call's time if longer, else a
     /// decaying average, so one slow call marks it slow at once (see [`ChainStream::is_slow`]).
@@ -227,6 +238,7 @@ pub struct Link {
 }
 
 impl Link {
+    /// A link: `interceptor` under `policy`, with a breaker configured by `breaker`.
     pub fn new(interceptor: Arc<dyn Interceptor>, policy: FaultPolicy, breaker: BreakerConfig) -> Self {
         Link { interceptor, policy, breaker: Arc::new(Breaker::new(breaker)), stats: Arc::default() }
     }
@@ -236,10 +248,12 @@ impl Link {
         self.breaker.is_open()
     }
 
+    /// The interceptor.
     pub fn interceptor(&self) -> &Arc<dyn Interceptor> {
         &self.interceptor
     }
 
+    /// Its counters, shared by every stream of this link.
     pub fn stats(&self) -> &Arc<LinkStats> {
         &self.stats
     }
@@ -268,10 +282,12 @@ impl Chain {
         Chain { links: interceptors.into_iter().map(Link::from).collect() }
     }
 
+    /// A chain of links, in order.
     pub fn from_links(links: Vec<Link>) -> Self {
         Chain { links }
     }
 
+    /// True if the chain has no interceptor.
     pub fn is_empty(&self) -> bool {
         self.links.is_empty()
     }
@@ -318,6 +334,7 @@ pub struct ChainFault {
     pub link: usize,
     /// Its name.
     pub name: String,
+    /// What it did wrong.
     pub fault: Fault,
 }
 
@@ -334,17 +351,25 @@ impl std::error::Error for ChainFault {}
 pub struct LinkRecord {
     /// Its position in the chain, and its name.
     pub link: usize,
+    /// Its name.
     pub name: String,
+    /// Its fault policy.
     pub policy: FaultPolicy,
     /// Batches it processed successfully, and the events in and out of them.
     pub batches: u64,
+    /// Events into it.
     pub events_in: u64,
+    /// Events out of it.
     pub events_out: u64,
+    /// Input events it dropped.
     pub dropped: u64,
+    /// Input events it replaced.
     pub modified: u64,
+    /// Events it inserted.
     pub injected: u64,
     /// Its faults; of those, the batches that then passed it unmodified (fail-open).
     pub faults: u64,
+    /// Faulted batches passed unmodified (fail-open).
     pub failed_open: u64,
     /// Batches that skipped it because its circuit was open.
     pub bypassed: u64,
@@ -373,6 +398,7 @@ impl ChainStream {
         any_slow(&self.links)
     }
 
+    /// What each interceptor has done to this stream so far, in chain order.
     pub fn records(&self) -> &[LinkRecord] {
         &self.records
     }

@@ -16,9 +16,13 @@ use std::time::{Duration, Instant};
 /// What `check` found.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// The component's size in bytes.
     pub size: usize,
+    /// How long compiling it took (none if it did not compile).
     pub compile_time: Option<Duration>,
+    /// What it imports and exports (none if it did not compile).
     pub shape: Option<ComponentShape>,
+    /// The world it implements, if one.
     pub world: Option<World>,
     /// Instantiating and opening the first stream.
     pub open_time: Option<Duration>,
@@ -29,6 +33,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// True if nothing was found wrong.
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }

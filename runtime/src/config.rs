@@ -27,13 +27,19 @@ pub struct ProxyConfig {
     pub upstream_ca: Option<PathBuf>,
     /// A client certificate (PEM) and its key, presented to HTTPS upstreams that ask for one.
     pub upstream_client_cert: Option<PathBuf>,
+    /// The key of `upstream_client_cert` (PEM).
     pub upstream_client_key: Option<PathBuf>,
     /// TLS for clients: when set, the proxy's listener speaks only HTTPS.
     pub tls: Option<TlsConfig>,
+    /// `[batch]`: how events are grouped into batches.
     pub batch: BatchConfig,
+    /// `[reconnect]`: resuming upstream event streams.
     pub reconnect: ReconnectConfig,
+    /// `[limits]`: bounds on input, interceptors and connections.
     pub limits: LimitsConfig,
+    /// `[security]`: the `Host` and `Origin` checks.
     pub security: SecurityConfig,
+    /// `[shutdown]`: how long live streams get to end.
     pub shutdown: ShutdownConfig,
     /// Routes by path prefix; the longest matching prefix wins. A request that matches none is
     /// forwarded with no interceptors.
@@ -121,6 +127,7 @@ impl Default for ReconnectConfig {
 }
 
 impl ReconnectConfig {
+    /// `idle_timeout_ms` as a duration; none when 0 (off).
     pub fn idle_timeout(&self) -> Option<Duration> {
         (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
     }
@@ -177,6 +184,7 @@ pub struct LimitsConfig {
     pub max_request_header_bytes: usize,
     /// Faults within `breaker_window_ms` that take an interceptor out of service...
     pub breaker_faults: u32,
+    /// The window, in milliseconds, `breaker_faults` are counted over.
     pub breaker_window_ms: u64,
     /// ...for this long at first (doubling while trial batches fail).
     pub breaker_backoff_ms: u64,
@@ -214,6 +222,7 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
+    /// The host limits these give, the defaults filled in.
     pub fn host_limits(&self) -> crate::host::Limits {
         let mut limits = crate::host::Limits {
             max_memory_bytes: self.max_memory_bytes,
@@ -229,6 +238,7 @@ impl LimitsConfig {
         limits
     }
 
+    /// The breaker these give.
     pub fn breaker(&self) -> crate::chain::BreakerConfig {
         crate::chain::BreakerConfig {
             faults: self.breaker_faults,
@@ -300,8 +310,10 @@ pub struct RouteConfig {
     /// Overrides the top-level `upstream_ca` / `upstream_client_cert` / `upstream_client_key`.
     #[serde(default)]
     pub upstream_ca: Option<PathBuf>,
+    /// This route's client certificate (PEM) for its HTTPS upstream.
     #[serde(default)]
     pub upstream_client_cert: Option<PathBuf>,
+    /// Its key (PEM).
     #[serde(default)]
     pub upstream_client_key: Option<PathBuf>,
     /// Event streams at once on this route (0 or absent: only `limits.max_streams` applies).
@@ -356,8 +368,11 @@ pub struct InterceptorConfig {
     pub on_fault: crate::chain::FaultPolicy,
     /// Overrides of `[limits]` for this interceptor.
     pub call_deadline_ms: Option<u64>,
+    /// Overrides `limits.max_memory_bytes`.
     pub max_memory_bytes: Option<usize>,
+    /// Overrides `limits.max_output_bytes`.
     pub max_output_bytes: Option<usize>,
+    /// Overrides `limits.instances_per_interceptor`.
     pub instances: Option<usize>,
     /// Give this guest the real clocks (otherwise they read zero).
     #[serde(default)]
@@ -398,6 +413,7 @@ impl InterceptorConfig {
         limits
     }
 
+    /// The interceptor spec, parsed.
     pub fn spec(&self) -> anyhow::Result<Spec> {
         self.spec.parse::<Spec>().map_err(|e| anyhow::anyhow!("interceptor `{}`: {e}", self.spec))
     }

@@ -19,7 +19,9 @@ use std::collections::VecDeque;
 /// Caps on one batch. A batch is the complete events available at one moment, up to these.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
+    /// The most events in one batch.
     pub max_events: usize,
+    /// The most field bytes in one batch (one larger event still makes a batch of its own).
     pub max_bytes: usize,
 }
 
@@ -71,6 +73,7 @@ pub struct Output {
     pub bytes: Vec<u8>,
     /// Events that went in, and came out.
     pub events_in: usize,
+    /// Events that came out.
     pub events_out: usize,
     /// The chain ended the stream with this batch.
     pub ended: bool,
@@ -79,8 +82,11 @@ pub struct Output {
 /// Totals of one stream.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EngineStats {
+    /// Events fed to the chain.
     pub events_in: u64,
+    /// Events that came out of it.
     pub events_out: u64,
+    /// Batches through the chain.
     pub batches: u64,
     /// Events skipped as replays after a resumption.
     pub replayed: u64,
@@ -238,6 +244,7 @@ impl StreamEngine {
         self.chain.records()
     }
 
+    /// The stream's totals so far.
     pub fn stats(&self) -> EngineStats {
         self.stats
     }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug)]
+/// Observations counted into fixed buckets (cumulative when written out), with their sum and count.
 pub struct Histogram {
     /// Upper bounds, ascending; the last bucket (`+Inf`) is implicit.
     bounds: &'static [f64],
@@ -20,6 +21,7 @@ pub const BATCH_SIZE_BOUNDS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 12
 pub const CALL_SECONDS_BOUNDS: &[f64] = &[1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 0.1];
 
 impl Histogram {
+    /// A histogram with these upper bounds (ascending; `+Inf` is implied).
     pub fn new(bounds: &'static [f64]) -> Self {
         Histogram {
             bounds,
@@ -28,6 +30,7 @@ impl Histogram {
         }
     }
 
+    /// Counts one observation.
     pub fn observe(&self, value: f64) {
         let bucket = self.bounds.iter().position(|&b| value <= b).unwrap_or(self.bounds.len());
         self.counts[bucket].fetch_add(1, Ordering::Relaxed);

@@ -57,7 +57,12 @@ pub enum Fault {
     /// The guest trapped: `kind` says why (its deadline, its memory limit, a panic, ...), the
     /// message is wasmtime's (with the guest's backtrace when it has one).
     #[error("trapped ({kind}): {message}")]
-    Trap { kind: TrapKind, message: String },
+    Trap {
+        /// Why it trapped.
+        kind: TrapKind,
+        /// wasmtime's message, with the guest's backtrace when it has one.
+        message: String,
+    },
     /// The verdict breaks the contract.
     #[error("invalid verdict: {0}")]
     InvalidVerdict(#[from] VerdictError),

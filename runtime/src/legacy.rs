@@ -33,6 +33,7 @@ impl<T: EventInterceptor + FromConfig> Interceptor for PerEvent<T> {
 
 /// How a per-event interceptor is built from its configuration.
 pub trait FromConfig: Sized {
+    /// Builds it from the interceptor's configuration; an error makes it unusable.
     fn from_config(config: &Config) -> Result<Self, String>;
 }
 

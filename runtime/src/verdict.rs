@@ -15,33 +15,73 @@ pub struct Applied {
     pub unchanged: bool,
     /// The stream ends after this output.
     pub ended: bool,
-    /// Input events dropped, replaced; new events inserted.
+    /// Input events dropped.
     pub dropped: u32,
+    /// Input events replaced.
     pub replaced: u32,
+    /// New events inserted.
     pub inserted: u32,
 }
 
-/// A verdict that breaks the contract. Nothing of it is forwarded.
+/// A verdict that breaks the contract. Nothing of it is forwarded. Where a variant has `at`,
+/// it is the index of the op word where the problem was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerdictError {
     /// An op word that is not a known op.
-    UnknownOp { at: usize, op: u32 },
+    UnknownOp {
+        /// Where.
+        at: usize,
+        /// The word found.
+        op: u32,
+    },
     /// The ops end in the middle of an op.
-    Truncated { at: usize },
+    Truncated {
+        /// Where.
+        at: usize,
+    },
     /// The ops consume more input events than the batch has.
-    Overrun { at: usize, batch_len: usize },
+    Overrun {
+        /// Where.
+        at: usize,
+        /// The batch's events.
+        batch_len: usize,
+    },
     /// The ops consume fewer input events than the batch has.
-    CountMismatch { consumed: usize, batch_len: usize },
+    CountMismatch {
+        /// Input events the ops consumed.
+        consumed: usize,
+        /// The batch's events.
+        batch_len: usize,
+    },
     /// `end` is not the last op.
-    EndNotLast { at: usize },
+    EndNotLast {
+        /// Where.
+        at: usize,
+    },
     /// A `replace` or `insert` describes an invalid event.
-    InvalidEvent { at: usize, problem: Problem },
+    InvalidEvent {
+        /// Where.
+        at: usize,
+        /// What is wrong with the event.
+        problem: Problem,
+    },
     /// A `replace` both sets and inherits a field, or inherits into a comment.
-    ConflictingFields { at: usize },
+    ConflictingFields {
+        /// Where.
+        at: usize,
+    },
     /// An `insert`-only verdict (from `finish`) consumed input.
-    NotInsertOnly { at: usize },
+    NotInsertOnly {
+        /// Where.
+        at: usize,
+    },
     /// The output is larger than the allowed maximum.
-    OutputTooLarge { bytes: usize, limit: usize },
+    OutputTooLarge {
+        /// The output's field bytes.
+        bytes: usize,
+        /// The maximum.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for VerdictError {

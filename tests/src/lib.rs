@@ -32,10 +32,12 @@ pub fn load_test_guest(name: &str, config: &[(&str, &str)]) -> Arc<dyn Intercept
     Arc::new(runtime().load(name, test_guest(name), config_of(config)).expect("load test guest"))
 }
 
+/// A guest configuration of these pairs.
 pub fn config_of(pairs: &[(&str, &str)]) -> Config {
     Config::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
 }
 
+/// A stream context as a test GET of `/` gives.
 pub fn context() -> StreamContext {
     StreamContext {
         stream_id: "test".into(),

@@ -10,11 +10,15 @@ pub use sluicegate::bench::tokens;
 /// The streaming formats with text deltas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// OpenAI Chat Completions.
     Chat,
+    /// OpenAI Responses.
     Responses,
+    /// Anthropic Messages.
     Anthropic,
 }
 
+/// Every format, for tests that run each.
 pub const FORMATS: [Format; 3] = [Format::Chat, Format::Responses, Format::Anthropic];
 
 fn event(name: Option<&str>, data: Value) -> String {

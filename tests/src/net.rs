@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+/// The body of the test upstreams' responses.
 pub type TestBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Starts an upstream on a free loopback port; `handler` answers every request.
@@ -145,10 +146,12 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
 pub struct EventReader {
     body: Incoming,
     parser: Parser,
+    /// Chunks read so far (one per batch the proxy sent).
     pub chunks: usize,
 }
 
 impl EventReader {
+    /// A reader of `response`'s body.
     pub fn new(response: Response<Incoming>) -> Self {
         EventReader { body: response.into_body(), parser: Parser::new(), chunks: 0 }
     }

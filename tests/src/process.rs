@@ -57,6 +57,7 @@ impl Start {
         Start { args: all, env: Vec::new(), open_files: None }
     }
 
+    /// Sets an environment variable of the process.
     pub fn env(mut self, name: &str, value: &str) -> Self {
         self.env.push((name.into(), value.into()));
         self

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 /// A certificate authority of the test's own.
 pub struct TestCa {
+    /// The CA's certificate, PEM: what clients trust.
     pub cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -16,7 +17,9 @@ pub struct TestCa {
 /// A certificate issued by a [`TestCa`], and its key, as PEM.
 #[derive(Clone)]
 pub struct Issued {
+    /// The certificate, PEM.
     pub cert_pem: String,
+    /// Its private key, PEM.
     pub key_pem: String,
 }
 
@@ -25,6 +28,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 impl TestCa {
+    /// A new CA named `name`.
     pub fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

@@ -27,8 +27,6 @@
 //! `sluicegate:interceptor/batch-interceptor` world. The same type also runs natively inside the
 //! proxy (`native:NAME`), which is how guest and native are compared on the same work.
 
-#![warn(missing_docs)]
-
 pub mod abi;
 mod batch;
 pub mod json;

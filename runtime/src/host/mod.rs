@@ -127,6 +127,7 @@ impl Runtime {
         Ok(self)
     }
 
+    /// The default limits of interceptors loaded by this runtime.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -188,7 +189,9 @@ impl Runtime {
 /// A component's imports and exports by name, and whether the host can link it.
 #[derive(Debug, Clone)]
 pub struct ComponentShape {
+    /// The interfaces it imports, by name.
     pub imports: Vec<String>,
+    /// The interfaces it exports, by name.
     pub exports: Vec<String>,
     /// Why the host cannot provide the component's imports, if it cannot.
     pub link_error: Option<String>,

@@ -146,7 +146,7 @@ impl BodyCounts {
 /// line (target `sluicegate::enforcement`; with `--log-format json`, one JSON object whose
 /// `interceptors` field holds the per-interceptor records as a JSON array).
 #[derive(Debug, Clone, Serialize)]
-pub struct EnforcementRecord<'a> {
+pub(super) struct EnforcementRecord<'a> {
     pub stream_id: &'a str,
     pub route: &'a str,
     pub direction: Direction,
@@ -166,7 +166,7 @@ pub struct EnforcementRecord<'a> {
 impl EnforcementRecord<'_> {
     /// Writes the record to the log. A pass is a warning when it skipped a chain that was there
     /// to run (an oversize body passed by rule); the rest are info, and empty bodies debug.
-    pub fn log(&self) {
+    pub(super) fn log(&self) {
         let interceptors = serde_json::to_string(self.interceptors).unwrap_or_default();
         let duration_ms = self.duration.as_secs_f64() * 1000.0;
         macro_rules! record {

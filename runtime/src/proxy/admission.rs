@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 
 /// Which limit turned a stream away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamLimit {
+pub(crate) enum StreamLimit {
     /// `limits.max_streams`, for the whole proxy.
     Proxy,
     /// The route's `max_streams`.
@@ -181,7 +181,7 @@ impl Admission {
 
 /// One event stream's slot (proxy-wide and on its route), given back when dropped.
 #[derive(Debug)]
-pub struct StreamSlot {
+pub(crate) struct StreamSlot {
     counters: [Arc<AtomicUsize>; 2],
 }
 
@@ -196,13 +196,13 @@ impl Drop for StreamSlot {
 /// A body that holds a stream slot until it ends. The slot is given back as the body yields its
 /// end, before the client can see it, so a client that saw a stream end and opens a new one
 /// finds the slot free.
-pub struct WithSlot<B> {
+pub(super) struct WithSlot<B> {
     body: B,
     slot: Option<StreamSlot>,
 }
 
 impl<B> WithSlot<B> {
-    pub fn new(body: B, slot: StreamSlot) -> Self {
+    pub(super) fn new(body: B, slot: StreamSlot) -> Self {
         WithSlot { body, slot: Some(slot) }
     }
 }

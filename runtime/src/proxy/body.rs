@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+/// An error of any body, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Any body, boxed: what the proxy sends to clients and upstreams, and an upstream's body once

@@ -8,7 +8,7 @@ const HOP_BY_HOP: &[&str] =
     &["connection", "proxy-connection", "keep-alive", "te", "transfer-encoding", "upgrade", "trailer"];
 
 /// Removes the hop-by-hop fields, including every field that `Connection` names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -25,7 +25,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// True if the `Content-Type` is `text/event-stream` (parameters allowed).
-pub fn is_event_stream(headers: &HeaderMap) -> bool {
+pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -34,7 +34,7 @@ pub fn is_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// True if the request accepts an event stream.
-pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
+pub(super) fn accepts_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
@@ -45,7 +45,7 @@ pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
 /// Names and values of headers, lower-case names, for an interceptor's stream context. Credentials
 /// (`authorization`, `proxy-authorization`, `cookie`) are left out: an interceptor is not trusted
 /// with them.
-pub fn context_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+pub(super) fn context_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(name, _)| !matches!(name.as_str(), "authorization" | "proxy-authorization" | "cookie" | "set-cookie"))
@@ -55,23 +55,23 @@ pub fn context_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 
 /// An allow-list of hosts or origins with optional port wildcards.
 #[derive(Debug, Clone, Default)]
-pub struct AllowList {
+pub(super) struct AllowList {
     /// Empty means everything is allowed.
     patterns: Vec<String>,
 }
 
 impl AllowList {
-    pub fn new(patterns: Vec<String>) -> Self {
+    pub(super) fn new(patterns: Vec<String>) -> Self {
         AllowList { patterns: patterns.into_iter().map(|p| p.to_ascii_lowercase()).collect() }
     }
 
     /// The loopback hosts (`localhost`, `127.0.0.1`, `[::1]`, any port).
-    pub fn loopback_hosts() -> Self {
+    pub(super) fn loopback_hosts() -> Self {
         Self::new(vec!["localhost:*".into(), "127.0.0.1:*".into(), "[::1]:*".into()])
     }
 
     /// The loopback origins, over http or https, any port.
-    pub fn loopback_origins() -> Self {
+    pub(super) fn loopback_origins() -> Self {
         let mut patterns = Vec::new();
         for scheme in ["http", "https"] {
             for host in ["localhost", "127.0.0.1", "[::1]"] {
@@ -81,13 +81,13 @@ impl AllowList {
         Self::new(patterns)
     }
 
-    pub fn allows_everything(&self) -> bool {
+    pub(super) fn allows_everything(&self) -> bool {
         self.patterns.is_empty()
     }
 
     /// True if `value` matches a pattern: exactly, or, for a pattern ending in `:*`, with any
     /// port or none.
-    pub fn allows(&self, value: &str) -> bool {
+    pub(super) fn allows(&self, value: &str) -> bool {
         if self.patterns.is_empty() {
             return true;
         }
@@ -107,7 +107,7 @@ impl AllowList {
 
 /// Why a request was refused before forwarding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(super) enum Refusal {
     /// 421 Misdirected Request, as the MCP SDKs answer.
     InvalidHost,
     /// 403 Forbidden, as the MCP SDKs answer.
@@ -115,7 +115,7 @@ pub enum Refusal {
 }
 
 /// Checks `Host` (or, for HTTP/2, the request's `:authority`) and `Origin` against the allow-lists.
-pub fn check_host_and_origin(
+pub(super) fn check_host_and_origin(
     headers: &HeaderMap,
     authority: Option<&str>,
     hosts: &AllowList,
@@ -137,7 +137,7 @@ pub fn check_host_and_origin(
 
 /// `identity`: what the proxy asks the upstream for when an event stream may come back, since it
 /// must read the events.
-pub fn identity() -> HeaderValue {
+pub(super) fn identity() -> HeaderValue {
     HeaderValue::from_static("identity")
 }
 

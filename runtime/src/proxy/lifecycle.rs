@@ -20,6 +20,7 @@ use tokio::sync::{Notify, watch};
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Serving.
     Running,
     /// No new connections or requests; live streams go on.
     Draining,
@@ -41,6 +42,7 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
+    /// A lifecycle in the running phase.
     pub fn new() -> Arc<Self> {
         Arc::new(Lifecycle {
             active_streams: AtomicUsize::new(0),
@@ -58,6 +60,7 @@ impl Lifecycle {
         &self.admission
     }
 
+    /// Event streams live now, under any configuration.
     pub fn active_streams(&self) -> usize {
         self.active_streams.load(Ordering::SeqCst)
     }
@@ -66,6 +69,7 @@ impl Lifecycle {
         self.next_stream.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The current phase.
     pub fn phase(&self) -> Phase {
         *self.phase.borrow()
     }
@@ -128,14 +132,17 @@ pub struct ProxyHandle {
 }
 
 impl ProxyHandle {
+    /// A handle serving `proxy` first.
     pub fn new(proxy: Arc<Proxy>) -> Arc<Self> {
         Arc::new(ProxyHandle { current: RwLock::new(proxy) })
     }
 
+    /// The proxy serving new requests now.
     pub fn current(&self) -> Arc<Proxy> {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// What outlives each configuration.
     pub fn lifecycle(&self) -> Arc<Lifecycle> {
         self.current().lifecycle.clone()
     }

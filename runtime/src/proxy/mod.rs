@@ -14,19 +14,19 @@
 //! 6. anything else streams back untouched. On a guarded route every body's fate is counted
 //!    and logged ([`accounting`]).
 
-pub mod accounting;
+mod accounting;
 pub mod admin;
-pub mod admission;
+mod admission;
 mod body;
 mod coding;
 mod events;
-pub mod headers;
+mod headers;
 mod inspect;
 mod isolation;
 pub mod lifecycle;
 mod listener;
-pub mod tls;
-pub mod upstream;
+mod tls;
+mod upstream;
 
 pub use body::{AnyBody, BoxError, ProxyBody};
 
@@ -91,10 +91,13 @@ struct Route {
 /// of every response it forwards.
 #[derive(Debug, Default)]
 pub struct RouteStats {
+    /// Event streams on the route now.
     pub active_streams: AtomicU64,
+    /// Event streams it has served.
     pub streams: AtomicU64,
     /// Upstream resumptions that succeeded, and attempts that failed.
     pub reconnects: AtomicU64,
+    /// Resumption attempts that failed.
     pub failed_reconnects: AtomicU64,
     /// Bytes of response bodies sent to clients: encoded events, and the bodies of responses
     /// that pass through untouched.

@@ -86,7 +86,10 @@ fn system_roots() -> &'static [CertificateDer<'static>] {
 
 /// The client configuration for an HTTPS upstream: the system's roots plus `extra_ca`, and a
 /// client certificate if `identity` is given. ALPN is set by the connector (h2, http/1.1).
-pub fn client_config(extra_ca: Option<&Path>, identity: Option<&Identity>) -> Result<ClientConfig, TlsSetupError> {
+pub(super) fn client_config(
+    extra_ca: Option<&Path>,
+    identity: Option<&Identity>,
+) -> Result<ClientConfig, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     // A system bundle often holds a few certificates rustls cannot use; the rest still count.
     let (_added, _ignored) = roots.add_parsable_certificates(system_roots().iter().cloned());
@@ -112,7 +115,7 @@ pub fn client_config(extra_ca: Option<&Path>, identity: Option<&Identity>) -> Re
 
 /// A client configuration for a connector that never makes TLS connections (a plain-HTTP
 /// upstream): no roots, so the system's are not read for it.
-pub fn unused_client_config() -> ClientConfig {
+pub(super) fn unused_client_config() -> ClientConfig {
     ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default protocol versions")
@@ -122,7 +125,7 @@ pub fn unused_client_config() -> ClientConfig {
 
 /// The server configuration for clients: the certificate chain and key of `identity`, ALPN h2
 /// and http/1.1.
-pub fn server_config(identity: &Identity) -> Result<ServerConfig, TlsSetupError> {
+pub(super) fn server_config(identity: &Identity) -> Result<ServerConfig, TlsSetupError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default protocol versions")
@@ -135,7 +138,7 @@ pub fn server_config(identity: &Identity) -> Result<ServerConfig, TlsSetupError>
 
 /// What a TLS failure means, in the words an operator needs, if `error` (or one of its sources)
 /// is one: an unknown issuer, a name mismatch, an expired certificate, a refused handshake.
-pub fn describe(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+pub(super) fn describe(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(error);
     while let Some(error) = next {
         if let Some(tls) = error.downcast_ref::<rustls::Error>() {

@@ -499,7 +499,7 @@ impl Upstream {
 }
 
 /// `error` and its sources, one after another, for a log line.
-pub fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut next = error.source();
     while let Some(cause) = next {
