@@ -6,8 +6,10 @@
 //! stderr that go to the proxy's log, line by line, attributed to the interceptor.
 
 use bytes::Bytes;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock};
@@ -46,32 +48,32 @@ impl HostMonotonicClock for StoppedClock {
     }
 }
 
-/// A token bucket shared by an interceptor's instances: how many lines of guest output reach the
-/// log. Lines over the budget are counted and reported when output is allowed again.
+/// A rate limit shared by an interceptor's instances (governor's GCRA, a token bucket in
+/// effect): how many lines of guest output reach the log, with bursts of ten seconds' worth.
+/// Lines over it are counted and reported when output is allowed again. A rate of 0 lets none
+/// through.
 pub(super) struct LogBudget {
-    per_second: f64,
-    state: Mutex<(f64, Instant, u64)>, // tokens, last refill, lines dropped since last report
+    limiter: Option<governor::DefaultDirectRateLimiter>,
+    /// Lines dropped since the last report.
+    dropped: AtomicU64,
 }
 
 impl LogBudget {
     pub(super) fn new(lines_per_second: u32) -> Self {
-        let per_second = f64::from(lines_per_second);
-        LogBudget { per_second, state: Mutex::new((per_second * 10.0, Instant::now(), 0)) }
+        let limiter = NonZeroU32::new(lines_per_second).map(|rate| {
+            let burst = NonZeroU32::new(lines_per_second.saturating_mul(10)).unwrap_or(rate);
+            governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
+        });
+        LogBudget { limiter, dropped: AtomicU64::new(0) }
     }
 
     /// True if a line may be logged now; otherwise the line is counted as dropped. Returns also
     /// how many lines were dropped before this one, to report.
     fn take(&self) -> (bool, u64) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, last, dropped) = &mut *state;
-        let now = Instant::now();
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.per_second * 10.0);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            (true, std::mem::take(dropped))
+        if self.limiter.as_ref().is_some_and(|l| l.check().is_ok()) {
+            (true, self.dropped.swap(0, Ordering::Relaxed))
         } else {
-            *dropped += 1;
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             (false, 0)
         }
     }
