@@ -22,9 +22,11 @@ fn files(name: &str) -> PathBuf {
     dir
 }
 
-/// What the upstream saw of each request: version, path and query, headers.
+/// What the upstream saw of each request: version, path and query, headers; and the signal
+/// that breaks the first `/events` stream (sent once the client has read its three events, so
+/// the break cannot overtake them: a reset discards data the upstream has not written yet).
 #[derive(Default)]
-struct Seen(Mutex<Vec<(Version, String, http::HeaderMap)>>);
+struct Seen(Mutex<Vec<(Version, String, http::HeaderMap)>>, tokio::sync::Notify);
 
 impl Seen {
     fn all(&self) -> Vec<(Version, String, http::HeaderMap)> {
@@ -32,8 +34,8 @@ impl Seen {
     }
 }
 
-/// An upstream with `/events` (ids 1-3, then the connection breaks; resumed from
-/// `Last-Event-ID: 3` it sends 4-5 and ends) and `/json` (a body with an address in it).
+/// An upstream with `/events` (ids 1-3, then, once `Seen`'s signal comes, the connection breaks;
+/// resumed with `Last-Event-ID` it sends the rest up to 5 and ends) and `/json` (a body with an address in it).
 async fn serve_test_api(seen: Arc<Seen>, tls: Option<rustls::ServerConfig>) -> SocketAddr {
     let broke = Arc::new(AtomicBool::new(false));
     let handler = move |request: Request<Incoming>| {
@@ -44,10 +46,15 @@ async fn serve_test_api(seen: Arc<Seen>, tls: Option<rustls::ServerConfig>) -> S
             if request.uri().path().ends_with("/json") {
                 return full(200, "application/json", r#"{"reply":"write to ada@example.com"}"#);
             }
-            let resumed = request.headers().get("last-event-id").is_some_and(|v| v == "3");
+            // As an SSE server should, a resumption gets the events after the last id it names.
+            let last: Option<u32> = request.headers().get("last-event-id").and_then(|v| v.to_str().ok()?.parse().ok());
+            let resumed = last.is_some();
             let (tx, response) = streamed("text/event-stream");
             tokio::spawn(async move {
-                let ids = if resumed { 4..=5 } else { 1..=3 };
+                let ids = match last {
+                    Some(last) => last + 1..=5,
+                    None => 1..=3,
+                };
                 for id in ids {
                     let event = format!("id: {id}\ndata: {id} to ada@example.com\n\n");
                     if tx.send(Ok(Bytes::from(event))).await.is_err() {
@@ -55,6 +62,7 @@ async fn serve_test_api(seen: Arc<Seen>, tls: Option<rustls::ServerConfig>) -> S
                     }
                 }
                 if !resumed && !broke.swap(true, Ordering::SeqCst) {
+                    seen.1.notified().await;
                     let _ = tx.send(Err(std::io::Error::other("the upstream breaks"))).await;
                 }
             });
@@ -96,7 +104,12 @@ async fn https_upstreams_carry_streams_bodies_and_resumption_over_http1_and_http
         let (proxy, state) = start_proxy(&config).await;
 
         let mut reader = EventReader::new(get(&format!("http://{proxy}/events"), &[]).await);
-        let events = reader.rest().await;
+        let mut events = vec![];
+        for _ in 0..3 {
+            events.push(reader.next().await.expect("the first three events"));
+        }
+        seen.1.notify_one(); // now the upstream breaks
+        events.extend(reader.rest().await);
         let got: Vec<String> = events.iter().map(data).collect();
         let want: Vec<String> = (1..=5).map(|i| format!("{i} to [redacted]")).collect();
         assert_eq!(got, want, "{version:?}: redacted, resumed after the break, nothing lost or repeated");
@@ -269,7 +282,13 @@ async fn routes_reach_their_own_upstreams_with_their_paths_and_headers() {
     let (proxy, state) = start_proxy(&config).await;
     let client_headers = [("authorization", "Bearer the-client's"), ("x-client-key", "k")];
     // Resumption goes to the route's upstream, with the stripped path and the injected headers.
-    let events = EventReader::new(get(&format!("http://{proxy}/provider/events"), &[]).await).rest().await;
+    let mut reader = EventReader::new(get(&format!("http://{proxy}/provider/events"), &[]).await);
+    let mut events = vec![];
+    for _ in 0..3 {
+        events.push(reader.next().await.expect("the first three events"));
+    }
+    secure_seen.1.notify_one(); // now the upstream breaks
+    events.extend(reader.rest().await);
     assert_eq!(events.len(), 5, "resumed through the route's upstream");
     let body = get(&format!("http://{proxy}/provider/v1/json?x=1"), &client_headers).await.into_body().collect().await;
     assert_eq!(&body.unwrap().to_bytes()[..], br#"{"reply":"write to [redacted]"}"#);
@@ -279,10 +298,8 @@ async fn routes_reach_their_own_upstreams_with_their_paths_and_headers() {
 
     let secure_seen = secure_seen.all();
     let (resumed_path, resumed) = (&secure_seen[1].1, &secure_seen[1].2);
-    assert_eq!(
-        (resumed_path.as_str(), &resumed["last-event-id"]),
-        ("/events", &"3".parse::<http::HeaderValue>().unwrap())
-    );
+    assert_eq!(resumed_path.as_str(), "/events", "the prefix stripped on resumption too");
+    assert_eq!(resumed["last-event-id"], "3");
     assert_eq!(resumed["authorization"], "Bearer key-of-sluicegate-tests");
     let secure_seen = &secure_seen[2..];
     let (_, path, headers) = &secure_seen[0];
