@@ -48,9 +48,8 @@ impl Default for BreakerConfig {
 pub struct LinkStats {
     /// Batches the interceptor processed successfully.
     pub batches: AtomicU64,
-    /// Faults by kind; traps also by why ([`TrapKind::index`]).
-    pub traps: AtomicU64,
-    /// Traps by [`TrapKind`], indexed by [`TrapKind::index`].
+    /// Faults by kind: traps by why, indexed by [`TrapKind::index`] (their sum is
+    /// [`LinkStats::traps`]).
     pub traps_by_kind: [AtomicU64; TrapKind::ALL.len()],
     /// Verdicts refused by the host's checks.
     pub invalid_verdicts: AtomicU64,
@@ -104,7 +103,6 @@ impl Default for LinkStats {
     fn default() -> Self {
         LinkStats {
             batches: AtomicU64::default(),
-            traps: AtomicU64::default(),
             traps_by_kind: Default::default(),
             invalid_verdicts: AtomicU64::default(),
             unavailable: AtomicU64::default(),
@@ -126,14 +124,16 @@ impl Default for LinkStats {
 impl LinkStats {
     fn record(&self, fault: &Fault) {
         let counter = match fault {
-            Fault::Trap { kind, .. } => {
-                self.traps_by_kind[kind.index()].fetch_add(1, Ordering::Relaxed);
-                &self.traps
-            }
+            Fault::Trap { kind, .. } => &self.traps_by_kind[kind.index()],
             Fault::InvalidVerdict(_) => &self.invalid_verdicts,
             Fault::Unavailable(_) | Fault::CircuitOpen => &self.unavailable,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Traps of every kind counted.
+    pub fn traps(&self) -> u64 {
+        TrapKind::ALL.iter().map(|kind| self.traps_of(*kind)).sum()
     }
 
     /// Traps of `kind` counted.
@@ -143,9 +143,7 @@ impl LinkStats {
 
     /// Every fault counted.
     pub fn faults(&self) -> u64 {
-        self.traps.load(Ordering::Relaxed)
-            + self.invalid_verdicts.load(Ordering::Relaxed)
-            + self.unavailable.load(Ordering::Relaxed)
+        self.traps() + self.invalid_verdicts.load(Ordering::Relaxed) + self.unavailable.load(Ordering::Relaxed)
     }
 }
 

@@ -23,7 +23,7 @@ const INTERCEPTOR_COUNTERS: [Counter; 12] = [
     ("sluicegate_interceptor_events_dropped_total", "Events an interceptor dropped.", |s| load(&s.dropped)),
     ("sluicegate_interceptor_events_modified_total", "Events an interceptor replaced.", |s| load(&s.modified)),
     ("sluicegate_interceptor_events_injected_total", "Events an interceptor inserted.", |s| load(&s.injected)),
-    ("sluicegate_interceptor_traps_total", "Traps (panic, deadline, memory, stack).", |s| load(&s.traps)),
+    ("sluicegate_interceptor_traps_total", "Traps (panic, deadline, memory, stack).", |s| s.traps()),
     ("sluicegate_interceptor_invalid_verdicts_total", "Verdicts refused by the host's checks.", |s| {
         load(&s.invalid_verdicts)
     }),

@@ -114,7 +114,7 @@ async fn traps_of_every_kind_are_contained() {
         let (events, proxy) = hostile_case(mode, "fail-closed", extra).await;
         assert_failed_closed(mode, &events);
         let stats = stats_of(&proxy);
-        assert!(stats.traps.load(Ordering::Relaxed) >= 1, "{mode}: counted as a trap");
+        assert!(stats.traps() >= 1, "{mode}: counted as a trap");
         let others: u64 = TrapKind::ALL.iter().filter(|k| **k != kind).map(|k| stats.traps_of(*k)).sum();
         assert!(
             stats.traps_of(kind) >= 1 && others == 0,
@@ -134,7 +134,7 @@ async fn traps_of_every_kind_are_contained() {
         let (events, proxy) = hostile_case(mode, "fail-open", extra).await;
         assert_failed_open(mode, &events);
         let stats = stats_of(&proxy);
-        assert!(stats.traps.load(Ordering::Relaxed) >= 1 && stats.failed_open.load(Ordering::Relaxed) >= 1, "{mode}");
+        assert!(stats.traps() >= 1 && stats.failed_open.load(Ordering::Relaxed) >= 1, "{mode}");
         assert_eq!(proxy.live_guest_streams(), 0, "{mode}: nothing leaked");
     }
 }
@@ -165,7 +165,7 @@ async fn fail_open_reopens_state_lost_with_a_discarded_instance() {
     let (events, proxy) = hostile_case("trap-every-3", "fail-open", "").await;
     assert_failed_open("trap-every-3", &events);
     let stats = stats_of(&proxy);
-    assert!(stats.traps.load(Ordering::Relaxed) >= 1);
+    assert!(stats.traps() >= 1);
     assert!(stats.batches.load(Ordering::Relaxed) >= 2, "batches after a trap still go through the guest");
 }
 
@@ -181,12 +181,12 @@ async fn the_circuit_opens_after_repeated_faults() {
     }
     let stats = stats_of(&state);
     assert_eq!(stats.circuit_opened.load(Ordering::Relaxed), 1);
-    let traps = stats.traps.load(Ordering::Relaxed);
+    let traps = stats.traps();
     assert!(stats.bypassed.load(Ordering::Relaxed) > 0, "once open, batches skip the interceptor");
     // While open, the guest is not called at all.
     let events = EventReader::new(get(&format!("http://{proxy}/hostile"), &[]).await).rest().await;
     assert_failed_open("trap", &events);
-    assert_eq!(stats.traps.load(Ordering::Relaxed), traps);
+    assert_eq!(stats.traps(), traps);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
