@@ -2,28 +2,17 @@
 //! fault policy and circuit breaker.
 
 use crate::batch::Batch;
-use crate::histogram::{BATCH_SIZE_BOUNDS, CALL_SECONDS_BOUNDS, Histogram};
+pub use crate::config::FaultPolicy;
+use crate::config::LimitsConfig;
 use crate::interceptor::{Fault, Interceptor, InterceptorStream, TrapKind};
-use serde::{Deserialize, Serialize};
+use prometheus::{Histogram, HistogramOpts};
+use serde::Serialize;
 use sluicegate_guest::{EndReason, StreamContext};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// What happens to a stream when one of its interceptors faults (traps, overruns its deadline or
-/// memory, returns an invalid verdict).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FaultPolicy {
-    /// The batch passes that interceptor unmodified (logged and counted); the stream goes on. An
-    /// interceptor whose instance was discarded gets a fresh stream state on the next batch.
-    FailOpen,
-    /// The stream ends with a well-formed error event, then closes.
-    #[default]
-    FailClosed,
-}
 
 /// When to take an interceptor out of service: `faults` faults within `window` open the circuit
 /// for `backoff` (doubling, up to 5 minutes, while trial batches keep failing).
@@ -37,9 +26,20 @@ pub struct BreakerConfig {
     pub backoff: Duration,
 }
 
+/// `[limits]`'s defaults.
 impl Default for BreakerConfig {
     fn default() -> Self {
-        BreakerConfig { faults: 5, window: Duration::from_secs(10), backoff: Duration::from_secs(5) }
+        BreakerConfig::from(&LimitsConfig::default())
+    }
+}
+
+impl From<&LimitsConfig> for BreakerConfig {
+    fn from(limits: &LimitsConfig) -> Self {
+        BreakerConfig {
+            faults: limits.breaker_faults,
+            window: limits.breaker_window_ms,
+            backoff: limits.breaker_backoff_ms,
+        }
     }
 }
 
@@ -71,9 +71,9 @@ pub struct LinkStats {
     pub modified: AtomicU64,
     /// Events its verdicts inserted.
     pub injected: AtomicU64,
-    /// Events per batch, and seconds per call (successful or not).
+    /// Events per batch (`sluicegate_interceptor_batch_events`).
     pub batch_size: Histogram,
-    /// Seconds per call, successful or not.
+    /// Seconds per call, successful or not (`sluicegate_interceptor_call_seconds`).
     pub call_seconds: Histogram,
     /// How long its calls take lately, in nanoseconds: the last call's time if longer, else a
     /// decaying average, so one slow call marks it slow at once (see [`ChainStream::is_slow`]).
@@ -114,11 +114,26 @@ impl Default for LinkStats {
             dropped: AtomicU64::default(),
             modified: AtomicU64::default(),
             injected: AtomicU64::default(),
-            batch_size: Histogram::new(BATCH_SIZE_BOUNDS),
-            call_seconds: Histogram::new(CALL_SECONDS_BOUNDS),
+            batch_size: histogram(
+                "sluicegate_interceptor_batch_events",
+                "Events per batch into an interceptor.",
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+            ),
+            call_seconds: histogram(
+                "sluicegate_interceptor_call_seconds",
+                "Time of one call into an interceptor.",
+                &[1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 0.1],
+            ),
             recent_call_nanos: AtomicU64::new(0),
         }
     }
+}
+
+/// A histogram with its metric name and help (the admin listener labels it per link). Observing
+/// is a few atomic additions, cheap enough for once per batch.
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("a valid name and ascending buckets")
 }
 
 impl LinkStats {

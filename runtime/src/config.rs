@@ -2,10 +2,19 @@
 //!
 //! Every section and key is optional; see `docs/sluicegate.example.toml` for all of them with
 //! their defaults.
+//!
+//! This is plain data at the bottom of the crate: it imports none of the layers it configures
+//! (only the SSE codec's event size limit). Each default is written here, once; the layers build
+//! their settings from their section (`host::Limits`, `chain::BreakerConfig` and
+//! `engine::BatchLimits` from `[limits]` and `[batch]`) and take their own defaults from these.
+//! [`ProxyConfig::validate`] checks what types cannot; `Proxy::build` calls it, once, after
+//! the command line's flags are merged in.
+//!
+//! Durations keep their `_ms` keys: an integer is milliseconds, and a string carries its unit
+//! (`"250ms"`, `"20s"`, `"1m 30s"`, read by humantime).
 
-use crate::spec::Spec;
 use anyhow::{Context as _, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -61,15 +70,17 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
-    /// How long live event streams may go on after the listener closes, in milliseconds.
-    pub drain_ms: u64,
-    /// Then, how long the remaining streams get to send their last events, in milliseconds.
-    pub finish_ms: u64,
+    /// How long live event streams may go on after the listener closes.
+    #[serde(with = "millis")]
+    pub drain_ms: Duration,
+    /// Then, how long the remaining streams get to send their last events.
+    #[serde(with = "millis")]
+    pub finish_ms: Duration,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        ShutdownConfig { drain_ms: 20_000, finish_ms: 5_000 }
+        ShutdownConfig { drain_ms: Duration::from_secs(20), finish_ms: Duration::from_secs(5) }
     }
 }
 
@@ -81,15 +92,15 @@ pub struct BatchConfig {
     pub max_events: usize,
     /// The most field bytes in one batch (one larger event still makes a batch of its own).
     pub max_bytes: usize,
-    /// How long to wait for more events to fill a batch once one is ready, in milliseconds.
-    /// 0 (the default) sends what is there at once: a quiet stream gets no added latency.
-    pub linger_ms: u64,
+    /// How long to wait for more events to fill a batch once one is ready. 0 (the default)
+    /// sends what is there at once: a quiet stream gets no added latency.
+    #[serde(with = "millis")]
+    pub linger_ms: Duration,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        let limits = crate::engine::BatchLimits::default();
-        BatchConfig { max_events: limits.max_events, max_bytes: limits.max_bytes, linger_ms: 0 }
+        BatchConfig { max_events: 256, max_bytes: 256 * 1024, linger_ms: Duration::ZERO }
     }
 }
 
@@ -101,13 +112,16 @@ pub struct ReconnectConfig {
     pub enabled: bool,
     /// Attempts after one failure before giving up (the count restarts once events flow again).
     pub max_attempts: u32,
-    /// The first delay, in milliseconds, unless the upstream sent `retry`.
-    pub initial_delay_ms: u64,
-    /// The longest delay, in milliseconds (also caps `retry` and `Retry-After`).
-    pub max_delay_ms: u64,
-    /// An upstream event stream that sends nothing (not even a comment) for this long, in
-    /// milliseconds, has failed. 0 disables the check.
-    pub idle_timeout_ms: u64,
+    /// The first delay, unless the upstream sent `retry`.
+    #[serde(with = "millis")]
+    pub initial_delay_ms: Duration,
+    /// The longest delay (also caps `retry` and `Retry-After`).
+    #[serde(with = "millis")]
+    pub max_delay_ms: Duration,
+    /// An upstream event stream that sends nothing (not even a comment) for this long has
+    /// failed. 0 disables the check.
+    #[serde(with = "millis")]
+    pub idle_timeout_ms: Duration,
     /// Also resume event streams that answered a POST, by GET with `Last-Event-ID` (how MCP
     /// Streamable HTTP clients resume).
     pub resume_post_with_get: bool,
@@ -118,18 +132,18 @@ impl Default for ReconnectConfig {
         ReconnectConfig {
             enabled: true,
             max_attempts: 5,
-            initial_delay_ms: 100,
-            max_delay_ms: 10_000,
-            idle_timeout_ms: 0,
+            initial_delay_ms: Duration::from_millis(100),
+            max_delay_ms: Duration::from_secs(10),
+            idle_timeout_ms: Duration::ZERO,
             resume_post_with_get: true,
         }
     }
 }
 
 impl ReconnectConfig {
-    /// `idle_timeout_ms` as a duration; none when 0 (off).
+    /// `idle_timeout_ms`; none when 0 (off).
     pub fn idle_timeout(&self) -> Option<Duration> {
-        (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms))
+        (!self.idle_timeout_ms.is_zero()).then_some(self.idle_timeout_ms)
     }
 }
 
@@ -157,8 +171,10 @@ pub struct LimitsConfig {
     /// stream now runs in its client's body: the client connection's write buffer is the only
     /// buffer between the chain and a slow client.)
     pub client_buffer_batches: usize,
-    /// The longest one call into a guest may run, in milliseconds.
-    pub call_deadline_ms: u64,
+    /// The longest one call into a guest may run (a guest still running then traps within
+    /// one more epoch tick, 5 ms).
+    #[serde(with = "millis")]
+    pub call_deadline_ms: Duration,
     /// Lines per second of guest stdout/stderr that reach the log (bursts of ten times this).
     pub guest_log_lines_per_second: u32,
     /// Client connections open at once (0 = unlimited); beyond it a request is answered 503.
@@ -168,82 +184,58 @@ pub struct LimitsConfig {
     pub max_streams: usize,
     /// The `Retry-After` (seconds) sent with a 503 for a limit.
     pub retry_after_seconds: u64,
-    /// Connecting to an upstream (TCP and TLS) may take this long, in milliseconds: then 504.
-    pub upstream_connect_timeout_ms: u64,
-    /// An upstream must send its response head within this many milliseconds of the request
-    /// (0 = no limit): then 504. Generous by default: a model that answers without streaming
-    /// sends its head only when the whole answer is ready.
-    pub upstream_header_timeout_ms: u64,
-    /// A client must send a request's head within this many milliseconds: of connecting (the TLS
-    /// handshake included), and of the previous response on a kept-alive HTTP/1.1 connection.
-    pub header_read_timeout_ms: u64,
-    /// An HTTP/2 client connection with no open stream is closed after this many milliseconds.
-    pub client_idle_timeout_ms: u64,
+    /// Connecting to an upstream (TCP and TLS) may take this long: then 504.
+    #[serde(with = "millis")]
+    pub upstream_connect_timeout_ms: Duration,
+    /// An upstream must send its response head within this long of the request (0 = no
+    /// limit): then 504. Generous by default: a model that answers without streaming sends its
+    /// head only when the whole answer is ready.
+    #[serde(with = "millis")]
+    pub upstream_header_timeout_ms: Duration,
+    /// A client must send a request's head within this long: of connecting (the TLS handshake
+    /// included), and of the previous response on a kept-alive HTTP/1.1 connection.
+    #[serde(with = "millis")]
+    pub header_read_timeout_ms: Duration,
+    /// An HTTP/2 client connection with no open stream is closed after this long.
+    #[serde(with = "millis")]
+    pub client_idle_timeout_ms: Duration,
     /// The largest request head (request line and headers, or an HTTP/2 header list); larger
     /// heads get 431.
     pub max_request_header_bytes: usize,
     /// Faults within `breaker_window_ms` that take an interceptor out of service...
     pub breaker_faults: u32,
-    /// The window, in milliseconds, `breaker_faults` are counted over.
-    pub breaker_window_ms: u64,
-    /// ...for this long at first (doubling while trial batches fail).
-    pub breaker_backoff_ms: u64,
+    /// The window `breaker_faults` are counted over.
+    #[serde(with = "millis")]
+    pub breaker_window_ms: Duration,
+    /// ...for this long at first (doubling, up to 5 minutes, while trial batches fail).
+    #[serde(with = "millis")]
+    pub breaker_backoff_ms: Duration,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        // Defaults of the settings built from these live with the types that use them.
-        let host = crate::host::Limits::default();
-        let breaker = crate::chain::BreakerConfig::default();
         LimitsConfig {
             max_event_bytes: crate::sse::DEFAULT_MAX_EVENT_BYTES,
             max_body_bytes: 4 << 20,
             on_oversize: OversizePolicy::Refuse,
-            max_memory_bytes: host.max_memory_bytes,
-            max_output_bytes: host.max_output_bytes,
-            max_table_elements: host.max_table_elements,
+            max_memory_bytes: 64 << 20,
+            max_output_bytes: 16 << 20,
+            max_table_elements: 20_000,
             instances_per_interceptor: 0,
             client_buffer_batches: 4,
-            call_deadline_ms: host.call_deadline.as_millis() as u64,
-            guest_log_lines_per_second: host.log_lines_per_second,
+            call_deadline_ms: Duration::from_millis(100),
+            guest_log_lines_per_second: 20,
             max_connections: 0,
             max_streams: 0,
             retry_after_seconds: 1,
-            upstream_connect_timeout_ms: 10_000,
-            upstream_header_timeout_ms: 300_000,
-            header_read_timeout_ms: 10_000,
-            client_idle_timeout_ms: 60_000,
+            upstream_connect_timeout_ms: Duration::from_secs(10),
+            upstream_header_timeout_ms: Duration::from_secs(300),
+            header_read_timeout_ms: Duration::from_secs(10),
+            client_idle_timeout_ms: Duration::from_secs(60),
             max_request_header_bytes: 64 << 10,
-            breaker_faults: breaker.faults,
-            breaker_window_ms: breaker.window.as_millis() as u64,
-            breaker_backoff_ms: breaker.backoff.as_millis() as u64,
-        }
-    }
-}
-
-impl LimitsConfig {
-    /// The host limits these give, the defaults filled in.
-    pub fn host_limits(&self) -> crate::host::Limits {
-        let mut limits = crate::host::Limits {
-            max_memory_bytes: self.max_memory_bytes,
-            max_output_bytes: self.max_output_bytes,
-            max_table_elements: self.max_table_elements,
-            call_deadline: Duration::from_millis(self.call_deadline_ms),
-            log_lines_per_second: self.guest_log_lines_per_second,
-            ..crate::host::Limits::default()
-        };
-        if self.instances_per_interceptor > 0 {
-            limits.instances_per_interceptor = self.instances_per_interceptor;
-        }
-        limits
-    }
-
-    /// The breaker these give.
-    pub fn breaker(&self) -> crate::chain::BreakerConfig {
-        crate::chain::BreakerConfig {
-            faults: self.breaker_faults,
-            window: Duration::from_millis(self.breaker_window_ms),
-            backoff: Duration::from_millis(self.breaker_backoff_ms),
+            breaker_faults: 5,
+            breaker_window_ms: Duration::from_secs(10),
+            breaker_backoff_ms: Duration::from_secs(5),
         }
     }
 }
@@ -353,6 +345,19 @@ pub fn expand_env(value: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// What happens to a stream when one of its interceptors faults (traps, overruns its deadline or
+/// memory, returns an invalid verdict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultPolicy {
+    /// The batch passes that interceptor unmodified (logged and counted); the stream goes on. An
+    /// interceptor whose instance was discarded gets a fresh stream state on the next batch.
+    FailOpen,
+    /// The stream ends with a well-formed error event, then closes.
+    #[default]
+    FailClosed,
+}
+
 /// One interceptor of a chain.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -365,14 +370,16 @@ pub struct InterceptorConfig {
     pub config: BTreeMap<String, toml::Value>,
     /// `fail-open` or `fail-closed` (the default).
     #[serde(default)]
-    pub on_fault: crate::chain::FaultPolicy,
-    /// Overrides of `[limits]` for this interceptor.
-    pub call_deadline_ms: Option<u64>,
+    pub on_fault: FaultPolicy,
+    /// Overrides of `[limits]` for this interceptor: `limits.call_deadline_ms`.
+    #[serde(default, with = "millis::optional")]
+    pub call_deadline_ms: Option<Duration>,
     /// Overrides `limits.max_memory_bytes`.
     pub max_memory_bytes: Option<usize>,
     /// Overrides `limits.max_output_bytes`.
     pub max_output_bytes: Option<usize>,
-    /// Overrides `limits.instances_per_interceptor`.
+    /// Overrides `limits.instances_per_interceptor` (either name may be used).
+    #[serde(alias = "instances_per_interceptor")]
     pub instances: Option<usize>,
     /// Give this guest the real clocks (otherwise they read zero).
     #[serde(default)]
@@ -392,30 +399,6 @@ impl InterceptorConfig {
             instances: None,
             grant_clocks: false,
         }
-    }
-
-    /// The limits of this interceptor: `[limits]` with this interceptor's overrides.
-    pub fn limits(&self, defaults: &LimitsConfig) -> crate::host::Limits {
-        let mut limits = defaults.host_limits();
-        if let Some(ms) = self.call_deadline_ms {
-            limits.call_deadline = Duration::from_millis(ms);
-        }
-        if let Some(bytes) = self.max_memory_bytes {
-            limits.max_memory_bytes = bytes;
-        }
-        if let Some(bytes) = self.max_output_bytes {
-            limits.max_output_bytes = bytes;
-        }
-        if let Some(n) = self.instances.filter(|&n| n > 0) {
-            limits.instances_per_interceptor = n;
-        }
-        limits.grant_clocks = self.grant_clocks;
-        limits
-    }
-
-    /// The interceptor spec, parsed.
-    pub fn spec(&self) -> anyhow::Result<Spec> {
-        self.spec.parse::<Spec>().map_err(|e| anyhow::anyhow!("interceptor `{}`: {e}", self.spec))
     }
 
     /// The configuration as strings.
@@ -451,14 +434,13 @@ impl ProxyConfig {
         Self::from_toml(&text).with_context(|| format!("config file {}", path.display()))
     }
 
-    /// Parses and checks TOML text.
+    /// Parses TOML text. Types, ranges of integers and unknown keys are checked here, the rest
+    /// by [`ProxyConfig::validate`].
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        let config: ProxyConfig = toml::from_str(text)?;
-        config.validate()?;
-        Ok(config)
+        Ok(toml::from_str(text)?)
     }
 
-    /// Checks what types alone cannot.
+    /// Checks what types alone cannot. `Proxy::build` calls it before it builds anything.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.batch.max_events == 0 {
             bail!("batch.max_events must be at least 1");
@@ -475,7 +457,7 @@ impl ProxyConfig {
         if self.limits.client_buffer_batches == 0 {
             bail!("limits.client_buffer_batches must be at least 1");
         }
-        if self.limits.call_deadline_ms == 0 {
+        if self.limits.call_deadline_ms.is_zero() {
             bail!("limits.call_deadline_ms must be at least 1");
         }
         let mut prefixes = std::collections::HashSet::new();
@@ -492,17 +474,19 @@ impl ProxyConfig {
                 }
             }
             for interceptor in route.interceptors.iter().chain(&route.request_interceptors) {
-                interceptor.spec()?;
                 interceptor.entries()?;
+                if interceptor.call_deadline_ms.is_some_and(|d| d.is_zero()) {
+                    bail!("interceptor `{}`: call_deadline_ms must be at least 1", interceptor.spec);
+                }
             }
         }
         if self.limits.retry_after_seconds == 0 {
             bail!("limits.retry_after_seconds must be at least 1");
         }
-        if self.limits.upstream_connect_timeout_ms == 0 {
+        if self.limits.upstream_connect_timeout_ms.is_zero() {
             bail!("limits.upstream_connect_timeout_ms must be at least 1");
         }
-        if self.limits.header_read_timeout_ms == 0 || self.limits.client_idle_timeout_ms == 0 {
+        if self.limits.header_read_timeout_ms.is_zero() || self.limits.client_idle_timeout_ms.is_zero() {
             bail!("limits.header_read_timeout_ms and limits.client_idle_timeout_ms must be at least 1");
         }
         if !(8 << 10..=1 << 24).contains(&self.limits.max_request_header_bytes) {
@@ -524,6 +508,49 @@ impl ProxyConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Durations under `_ms` keys: an integer is milliseconds; a string has a unit, read by
+/// humantime (`"250ms"`, `"20s"`, `"1m 30s"`).
+mod millis {
+    use serde::de::{self, Deserializer, Visitor};
+    use std::fmt;
+    use std::time::Duration;
+
+    struct Millis;
+
+    impl Visitor<'_> for Millis {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("milliseconds (an integer) or a duration with its unit (\"250ms\", \"20s\")")
+        }
+
+        fn visit_u64<E: de::Error>(self, ms: u64) -> Result<Duration, E> {
+            Ok(Duration::from_millis(ms))
+        }
+
+        fn visit_i64<E: de::Error>(self, ms: i64) -> Result<Duration, E> {
+            u64::try_from(ms).map(Duration::from_millis).map_err(|_| E::custom("a duration cannot be negative"))
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            humantime::parse_duration(text).map_err(|e| E::custom(format!("`{text}` is not a duration: {e}")))
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(Millis)
+    }
+
+    /// The same for an optional key.
+    pub(super) mod optional {
+        use super::*;
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
     }
 }
 
@@ -560,8 +587,25 @@ mod tests {
     }
 
     #[test]
-    fn errors_name_the_problem() {
+    fn durations_are_milliseconds_or_carry_their_unit() {
+        let config = ProxyConfig::from_toml(
+            "[limits]\ncall_deadline_ms = 250\nbreaker_window_ms = \"1m 30s\"\n[shutdown]\ndrain_ms = \"2s\"\n\
+             [[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:redact\"\ncall_deadline_ms = \"20ms\"",
+        )
+        .unwrap();
+        assert_eq!(config.limits.call_deadline_ms, Duration::from_millis(250));
+        assert_eq!(config.limits.breaker_window_ms, Duration::from_secs(90));
+        assert_eq!(config.shutdown.drain_ms, Duration::from_secs(2));
+        assert_eq!(config.routes[0].interceptors[0].call_deadline_ms, Some(Duration::from_millis(20)));
+        assert_eq!(config.shutdown.finish_ms, ShutdownConfig::default().finish_ms, "untouched keys keep their default");
         let err = |text: &str| format!("{:#}", ProxyConfig::from_toml(text).unwrap_err());
+        assert!(err("[limits]\ncall_deadline_ms = -1").contains("cannot be negative"));
+        assert!(err("[limits]\ncall_deadline_ms = \"soon\"").contains("`soon` is not a duration"));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let err = |text: &str| format!("{:#}", ProxyConfig::from_toml(text).and_then(|c| c.validate()).unwrap_err());
         assert!(err("[batch]\nmax_evnts = 3").contains("unknown field `max_evnts`"));
         assert!(err("[[route]]\nprefix = \"mcp\"").contains("must start with `/`"));
         assert!(err("[[route]]\nprefix = \"/a\"\n[[route]]\nprefix = \"/a/\"").contains("appears twice"));

@@ -11,6 +11,7 @@
 
 use crate::batch::Batch;
 use crate::chain::{ChainFault, ChainStream, LinkRecord};
+use crate::config::BatchConfig;
 use crate::sse::{self, Event, Parser};
 use bytes::Bytes;
 use sluicegate_guest::EndReason;
@@ -33,9 +34,16 @@ impl BatchLimits {
     }
 }
 
+/// `[batch]`'s defaults.
 impl Default for BatchLimits {
     fn default() -> Self {
-        BatchLimits { max_events: 256, max_bytes: 256 * 1024 }
+        BatchLimits::from(&BatchConfig::default())
+    }
+}
+
+impl From<&BatchConfig> for BatchLimits {
+    fn from(batch: &BatchConfig) -> Self {
+        BatchLimits { max_events: batch.max_events, max_bytes: batch.max_bytes }
     }
 }
 

@@ -21,7 +21,6 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod examples;
-pub mod histogram;
 pub mod host;
 pub mod interceptor;
 pub mod legacy;

@@ -119,7 +119,7 @@ impl ServeArgs {
     fn watched_files(&self, config: &ProxyConfig) -> Vec<PathBuf> {
         let components =
             config.routes.iter().flat_map(|r| r.interceptors.iter().chain(&r.request_interceptors)).filter_map(|ic| {
-                match ic.spec() {
+                match ic.spec.parse::<Spec>() {
                     Ok(Spec::Component(path)) => Some(path),
                     _ => None,
                 }
@@ -345,7 +345,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     sluicegate::proxy::raise_descriptor_limit();
     let config = args.load_config()?;
     let listen = args.listen.or(config.listen).context("no address to listen on (--listen ADDR)")?;
-    let mut runtime = Runtime::new(config.limits.host_limits())?;
+    let mut runtime = Runtime::new(Limits::from(&config.limits))?;
     if let Some(dir) = &args.cache_dir {
         runtime = runtime.with_disk_cache(dir)?;
     }
@@ -396,7 +396,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = handle.reload(built.map(|(proxy, _)| proxy));
     }
     let lifecycle = handle.lifecycle();
-    lifecycle.shut_down(Duration::from_millis(shutdown.drain_ms), Duration::from_millis(shutdown.finish_ms)).await;
+    lifecycle.shut_down(shutdown.drain_ms, shutdown.finish_ms).await;
     server.await??;
     tracing::info!("stopped");
     Ok(())
@@ -471,7 +471,7 @@ async fn demo(listen: SocketAddr, once: bool) -> anyhow::Result<()> {
         spec = "example:summary"
         "#
     ))?;
-    let runtime = Runtime::new(config.limits.host_limits())?;
+    let runtime = Runtime::new(Limits::from(&config.limits))?;
     let proxy = Arc::new(Proxy::new(&config, &runtime, proxy_addr)?);
     tokio::spawn(sluicegate::proxy::serve(listener, proxy));
 

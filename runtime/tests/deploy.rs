@@ -27,7 +27,10 @@ fn the_configmap_holds_a_valid_config() {
     let config = sluicegate::config::ProxyConfig::from_toml(&text).unwrap();
     config.validate().unwrap();
     assert_eq!(config.listen.unwrap().to_string(), "0.0.0.0:8080");
-    assert_eq!(config.routes[0].interceptors[0].spec().unwrap().to_string(), "example:redact");
+    assert_eq!(
+        config.routes[0].interceptors[0].spec.parse::<sluicegate::spec::Spec>().unwrap().to_string(),
+        "example:redact"
+    );
 }
 
 #[test]

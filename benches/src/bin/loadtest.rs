@@ -186,7 +186,7 @@ async fn proxy(upstream_port: &str, chain: &[String]) -> anyhow::Result<()> {
         config.push_str(&format!("[[route.interceptor]]\nspec = \"{spec}\"\n"));
     }
     let config = sluicegate::config::ProxyConfig::from_toml(&config)?;
-    let runtime = sluicegate::host::Runtime::new(config.limits.host_limits())?;
+    let runtime = sluicegate::host::Runtime::new(sluicegate::host::Limits::from(&config.limits))?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let proxy = Arc::new(sluicegate::proxy::Proxy::new(&config, &runtime, listener.local_addr()?)?);
     println!("ready {}", listener.local_addr()?.port());
@@ -202,7 +202,7 @@ async fn proxy_to(url: &str, ca: &str, chain: &[String]) -> anyhow::Result<()> {
         config.push_str(&format!("[[route.interceptor]]\nspec = \"{spec}\"\n"));
     }
     let config = sluicegate::config::ProxyConfig::from_toml(&config)?;
-    let runtime = sluicegate::host::Runtime::new(config.limits.host_limits())?;
+    let runtime = sluicegate::host::Runtime::new(sluicegate::host::Limits::from(&config.limits))?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let admin = TcpListener::bind("127.0.0.1:0").await?;
     let proxy = Arc::new(sluicegate::proxy::Proxy::new(&config, &runtime, listener.local_addr()?)?);
@@ -212,7 +212,7 @@ async fn proxy_to(url: &str, ca: &str, chain: &[String]) -> anyhow::Result<()> {
     sluicegate::proxy::serve_handle(listener, handle).await
 }
 
-/// A child process of this binary in `role`, killed on drop; its "ready PORT [ADMIN]" line is read.
+/// A child process of this binary in `role`, killed on drop; its `ready PORT [ADMIN]` line is read.
 struct Role {
     child: Child,
     port: u16,

@@ -1,6 +1,6 @@
 //! Write sluicegate interceptors in Rust.
 //!
-//! Implement [`Interceptor`] and, for a WebAssembly component, call [`export!`] once:
+//! Implement [`Interceptor`] and, for a WebAssembly component, call `export!` once:
 //!
 //! ```
 //! use sluicegate_guest::{BatchView, Config, Interceptor, StreamContext, VerdictBuilder};

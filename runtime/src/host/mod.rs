@@ -21,6 +21,7 @@ mod wasi;
 
 use crate::batch::Batch;
 use crate::bindings;
+use crate::config::{InterceptorConfig, LimitsConfig};
 use crate::interceptor::{Fault, Interceptor, InterceptorStream, World};
 use crate::legacy;
 use crate::verdict::{Applied, apply, apply_finish};
@@ -59,16 +60,45 @@ pub struct Limits {
     pub instances_per_interceptor: usize,
 }
 
+/// `[limits]`'s defaults.
 impl Default for Limits {
     fn default() -> Self {
+        Limits::from(&LimitsConfig::default())
+    }
+}
+
+impl From<&LimitsConfig> for Limits {
+    fn from(limits: &LimitsConfig) -> Self {
+        let instances = match limits.instances_per_interceptor {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
         Limits {
-            call_deadline: Duration::from_millis(100),
+            call_deadline: limits.call_deadline_ms,
             grant_clocks: false,
-            log_lines_per_second: 20,
-            max_memory_bytes: 64 << 20,
-            max_table_elements: 20_000,
-            max_output_bytes: 16 << 20,
-            instances_per_interceptor: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            log_lines_per_second: limits.guest_log_lines_per_second,
+            max_memory_bytes: limits.max_memory_bytes,
+            max_table_elements: limits.max_table_elements,
+            max_output_bytes: limits.max_output_bytes,
+            instances_per_interceptor: instances,
+        }
+    }
+}
+
+impl Limits {
+    /// The limits of one interceptor: `[limits]` with the interceptor's own overrides.
+    pub fn for_interceptor(limits: &LimitsConfig, interceptor: &InterceptorConfig) -> Self {
+        let defaults = Limits::from(limits);
+        Limits {
+            call_deadline: interceptor.call_deadline_ms.unwrap_or(defaults.call_deadline),
+            grant_clocks: interceptor.grant_clocks,
+            max_memory_bytes: interceptor.max_memory_bytes.unwrap_or(defaults.max_memory_bytes),
+            max_output_bytes: interceptor.max_output_bytes.unwrap_or(defaults.max_output_bytes),
+            instances_per_interceptor: interceptor
+                .instances
+                .filter(|&n| n > 0)
+                .unwrap_or(defaults.instances_per_interceptor),
+            ..defaults
         }
     }
 }
@@ -427,7 +457,7 @@ impl Interceptor for ComponentInterceptor {
             Ok(resource) => resource,
             Err(trap) => {
                 slot.discard();
-                return Err(Fault::Trap { kind: traps::kind_of(&trap), message: format!("{trap:#}") });
+                return Err(traps::fault_of(&trap));
             }
         };
         drop(slot);
@@ -490,7 +520,7 @@ impl ComponentStream {
             Err(trap) => {
                 slot.discard();
                 self.resource = None;
-                Err(Fault::Trap { kind: traps::kind_of(&trap), message: format!("{trap:#}") })
+                Err(traps::fault_of(&trap))
             }
         }
     }

@@ -2,10 +2,10 @@
 //!
 //! wasmtime's own `StoreLimits` reports a memory or table grown past its limit as an untyped
 //! error, so a deadline, a panic and a memory limit would all look alike to the proxy but for
-//! their messages. [`GuestLimits`] enforces the same limits with a typed error, and [`kind_of`]
+//! their messages. [`GuestLimits`] enforces the same limits with a typed error, and [`fault_of`]
 //! reads a failed call's trap code or that error.
 
-use crate::interceptor::TrapKind;
+use crate::interceptor::{Fault, TrapKind};
 use std::fmt;
 use wasmtime::{ResourceLimiter, Trap};
 
@@ -59,8 +59,13 @@ impl ResourceLimiter for GuestLimits {
     }
 }
 
+/// A failed call as a fault: its kind, and wasmtime's message with the guest's backtrace.
+pub(super) fn fault_of(error: &wasmtime::Error) -> Fault {
+    Fault::Trap { kind: kind_of(error), message: format!("{error:#}") }
+}
+
 /// Why a call failed: the trap code wasmtime attached to the error, or the limit it hit.
-pub(super) fn kind_of(error: &wasmtime::Error) -> TrapKind {
+fn kind_of(error: &wasmtime::Error) -> TrapKind {
     if error.downcast_ref::<LimitExceeded>().is_some() {
         return TrapKind::Memory;
     }

@@ -3,20 +3,21 @@
 //! apart from the proxy (on loopback by default) so that metrics are not exposed to clients.
 
 use super::{BoxError, Phase, Proxy, ProxyBody, ProxyHandle, RouteStats};
-use crate::chain::LinkStats;
-use crate::histogram::Histogram;
+use crate::chain::{Link, LinkStats};
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use std::fmt::Write as _;
+use prometheus::core::{Collector as _, Metric as _};
+use prometheus::proto::MetricType::{self, COUNTER, GAUGE, HISTOGRAM};
+use prometheus::proto::{self, LabelPair, Metric, MetricFamily};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 
 /// One per-interceptor counter: name, help, and how to read it.
-type Counter = (&'static str, &'static str, fn(&LinkStats) -> u64);
+type InterceptorCounter = (&'static str, &'static str, fn(&LinkStats) -> u64);
 
-const INTERCEPTOR_COUNTERS: [Counter; 12] = [
+const INTERCEPTOR_COUNTERS: [InterceptorCounter; 12] = [
     ("sluicegate_interceptor_batches_total", "Batches an interceptor processed.", |s| load(&s.batches)),
     ("sluicegate_interceptor_events_in_total", "Events into an interceptor.", |s| load(&s.events_in)),
     ("sluicegate_interceptor_events_out_total", "Events out of an interceptor.", |s| load(&s.events_out)),
@@ -37,127 +38,187 @@ const INTERCEPTOR_COUNTERS: [Counter; 12] = [
     }),
 ];
 
-/// One per-interceptor histogram: name, help, and where it is.
-type HistogramOf = (&'static str, &'static str, fn(&LinkStats) -> &Histogram);
-
-type RouteCounter = (&'static str, &'static str, &'static str, fn(&RouteStats) -> u64);
+type RouteCounter = (&'static str, MetricType, &'static str, fn(&RouteStats) -> u64);
 
 const ROUTE_COUNTERS: [RouteCounter; 5] = [
-    ("sluicegate_route_active_streams", "gauge", "Event streams being served on a route.", |r| load(&r.active_streams)),
-    ("sluicegate_route_streams_total", "counter", "Event streams a route served.", |r| load(&r.streams)),
-    ("sluicegate_route_reconnects_total", "counter", "Upstream event streams resumed.", |r| load(&r.reconnects)),
-    ("sluicegate_route_failed_reconnects_total", "counter", "Resumption attempts that failed.", |r| {
+    ("sluicegate_route_active_streams", GAUGE, "Event streams being served on a route.", |r| load(&r.active_streams)),
+    ("sluicegate_route_streams_total", COUNTER, "Event streams a route served.", |r| load(&r.streams)),
+    ("sluicegate_route_reconnects_total", COUNTER, "Upstream event streams resumed.", |r| load(&r.reconnects)),
+    ("sluicegate_route_failed_reconnects_total", COUNTER, "Resumption attempts that failed.", |r| {
         load(&r.failed_reconnects)
     }),
-    ("sluicegate_route_bytes_out_total", "counter", "Response body bytes sent to clients.", |r| load(&r.bytes_out)),
+    ("sluicegate_route_bytes_out_total", COUNTER, "Response body bytes sent to clients.", |r| load(&r.bytes_out)),
 ];
 
 fn load(counter: &std::sync::atomic::AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
-/// A label value, escaped for the Prometheus text format.
-fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// The metric families of one scrape, read from the proxy's own counters (plain atomics, which
+/// the status page and the tests read too) when `/metrics` is asked for. The prometheus crate's
+/// encoder writes them out: the 0.0.4 text format, label escaping, cumulative histogram lines.
+#[derive(Default)]
+struct Scrape(Vec<MetricFamily>);
+
+impl Scrape {
+    /// Starts family `name`; the samples added next belong to it.
+    fn family(&mut self, name: &str, kind: MetricType, help: &str) -> &mut Self {
+        let mut family = MetricFamily::default();
+        family.set_name(name.to_string());
+        family.set_help(help.to_string());
+        family.set_field_type(kind);
+        self.0.push(family);
+        self
+    }
+
+    /// A sample of the current family, a counter or a gauge as the family is.
+    fn sample(&mut self, labels: &[(&str, &str)], value: u64) -> &mut Self {
+        let mut metric = Metric::from_label(label_pairs(labels));
+        self.push(|family| {
+            if family.get_field_type() == GAUGE {
+                let mut gauge = proto::Gauge::default();
+                gauge.set_value(value as f64);
+                metric.set_gauge(gauge);
+            } else {
+                let mut counter = proto::Counter::default();
+                counter.set_value(value as f64);
+                metric.set_counter(counter);
+            }
+            metric
+        })
+    }
+
+    /// One link's `histogram`, with `labels`, in a family named and described as it is.
+    fn histogram(&mut self, labels: &[(&str, &str)], histogram: &prometheus::Histogram) -> &mut Self {
+        let desc = histogram.desc()[0];
+        if self.0.last().is_none_or(|family| family.name() != desc.fq_name) {
+            self.family(&desc.fq_name, HISTOGRAM, &desc.help);
+        }
+        let mut metric = histogram.metric();
+        metric.set_label(label_pairs(labels));
+        self.push(|_| metric)
+    }
+
+    fn push(&mut self, metric: impl FnOnce(&MetricFamily) -> Metric) -> &mut Self {
+        let family = self.0.last_mut().expect("a sample follows its family");
+        let metric = metric(family);
+        family.mut_metric().push(metric);
+        self
+    }
+
+    /// The text format; families without samples are left out, as client libraries do.
+    fn render(mut self) -> String {
+        self.0.retain(|family| !family.get_metric().is_empty());
+        let mut text = String::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&self.0, &mut text) {
+            tracing::error!("rendering /metrics: {e}");
+        }
+        text
+    }
 }
 
-fn header(text: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+fn label_pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+    labels
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name(name.to_string());
+            pair.set_value(value.to_string());
+            pair
+        })
+        .collect()
 }
 
 /// The metrics, in the Prometheus text exposition format. Interceptors are labelled with their
 /// name and their `link` index in config order; routes with their prefix. Counters of
 /// interceptors and routes start again from zero when a reload replaces them.
 pub fn metrics(proxy: &Proxy) -> String {
-    let mut text = String::new();
-    header(&mut text, "sluicegate_active_streams", "gauge", "Event streams being served.");
-    let _ = writeln!(text, "sluicegate_active_streams {}", proxy.active_streams());
-    let links: Vec<String> = proxy
+    let mut scrape = Scrape::default();
+    scrape
+        .family("sluicegate_active_streams", GAUGE, "Event streams being served.")
+        .sample(&[], proxy.active_streams() as u64);
+    // Each link's labels: its interceptor's name and its index in config order.
+    let indices: Vec<String> = (0..proxy.links().len()).map(|i| i.to_string()).collect();
+    let links: Vec<([(&str, &str); 2], &Link)> = proxy
         .links()
         .iter()
-        .enumerate()
-        .map(|(i, link)| format!("interceptor=\"{}\",link=\"{i}\"", label(link.interceptor().name())))
+        .zip(&indices)
+        .map(|(link, i)| ([("interceptor", link.interceptor().name()), ("link", i.as_str())], link))
         .collect();
     for (name, help, read) in INTERCEPTOR_COUNTERS {
-        header(&mut text, name, "counter", help);
-        for (labels, link) in links.iter().zip(proxy.links()) {
-            let _ = writeln!(text, "{name}{{{labels}}} {}", read(link.stats()));
+        scrape.family(name, COUNTER, help);
+        for (labels, link) in &links {
+            scrape.sample(labels, read(link.stats()));
         }
     }
-    header(
-        &mut text,
+    scrape.family(
         "sluicegate_interceptor_traps_by_kind_total",
-        "counter",
+        COUNTER,
         "Traps by why: deadline, memory, stack_overflow, unreachable (a guest's panic), out_of_bounds, panic (native), other_trap.",
     );
-    for (labels, link) in links.iter().zip(proxy.links()) {
+    for ([interceptor, index], link) in &links {
         for kind in crate::interceptor::TrapKind::ALL {
-            let n = link.stats().traps_of(kind);
-            let _ =
-                writeln!(text, "sluicegate_interceptor_traps_by_kind_total{{{labels},kind=\"{}\"}} {n}", kind.name());
+            scrape.sample(&[*interceptor, *index, ("kind", kind.name())], link.stats().traps_of(kind));
         }
     }
-    header(&mut text, "sluicegate_interceptor_circuit_open", "gauge", "1 while an interceptor's circuit is open.");
-    for (labels, link) in links.iter().zip(proxy.links()) {
-        let _ = writeln!(text, "sluicegate_interceptor_circuit_open{{{labels}}} {}", u8::from(link.circuit_open()));
+    scrape.family("sluicegate_interceptor_circuit_open", GAUGE, "1 while an interceptor's circuit is open.");
+    for (labels, link) in &links {
+        scrape.sample(labels, u64::from(link.circuit_open()));
     }
-    let histograms: [HistogramOf; 2] = [
-        ("sluicegate_interceptor_batch_events", "Events per batch into an interceptor.", |s| &s.batch_size),
-        ("sluicegate_interceptor_call_seconds", "Time of one call into an interceptor.", |s| &s.call_seconds),
-    ];
-    for (name, help, read) in histograms {
-        header(&mut text, name, "histogram", help);
-        for (labels, link) in links.iter().zip(proxy.links()) {
-            read(link.stats()).write(&mut text, name, labels);
-        }
+    for (labels, link) in &links {
+        scrape.histogram(labels, &link.stats().batch_size);
+    }
+    for (labels, link) in &links {
+        scrape.histogram(labels, &link.stats().call_seconds);
     }
     for (name, kind, help, read) in ROUTE_COUNTERS {
-        header(&mut text, name, kind, help);
+        scrape.family(name, kind, help);
         for (prefix, stats) in proxy.routes() {
-            let _ = writeln!(text, "{name}{{route=\"{}\"}} {}", label(prefix), read(stats));
+            scrape.sample(&[("route", prefix)], read(stats));
         }
     }
-    header(
-        &mut text,
+    scrape.family(
         "sluicegate_bodies_total",
-        "counter",
+        COUNTER,
         "Bodies on guarded routes, by direction and outcome (inspected, refused, passed) and its reason.",
     );
     for (prefix, stats) in proxy.routes() {
         for (direction, outcome, reason, n) in stats.bodies.nonzero() {
-            let _ = writeln!(
-                text,
-                "sluicegate_bodies_total{{route=\"{}\",direction=\"{}\",outcome=\"{}\",reason=\"{}\"}} {n}",
-                label(prefix),
-                direction.name(),
-                outcome.name(),
-                reason.name()
-            );
+            let labels = [
+                ("route", prefix),
+                ("direction", direction.name()),
+                ("outcome", outcome.name()),
+                ("reason", reason.name()),
+            ];
+            scrape.sample(&labels, n);
         }
     }
-    write_admission(&mut text, proxy);
-    write_upstreams(&mut text, proxy);
-    header(&mut text, "sluicegate_guest_streams", "gauge", "Interceptor stream states alive in guests.");
-    let _ = writeln!(text, "sluicegate_guest_streams {}", proxy.live_guest_streams());
+    write_admission(&mut scrape, proxy);
+    write_upstreams(&mut scrape, proxy);
+    scrape
+        .family("sluicegate_guest_streams", GAUGE, "Interceptor stream states alive in guests.")
+        .sample(&[], proxy.live_guest_streams() as u64);
     let lifecycle = proxy.lifecycle();
-    header(&mut text, "sluicegate_reloads_total", "counter", "Configuration reloads, by result.");
-    let _ = writeln!(text, "sluicegate_reloads_total{{result=\"ok\"}} {}", load(&lifecycle.reloads));
-    let _ = writeln!(text, "sluicegate_reloads_total{{result=\"failed\"}} {}", load(&lifecycle.failed_reloads));
+    scrape
+        .family("sluicegate_reloads_total", COUNTER, "Configuration reloads, by result.")
+        .sample(&[("result", "ok")], load(&lifecycle.reloads))
+        .sample(&[("result", "failed")], load(&lifecycle.failed_reloads));
     if let Some(rss) = resident_bytes(std::process::id()) {
-        header(&mut text, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-        let _ = writeln!(text, "process_resident_memory_bytes {rss}");
+        scrape.family("process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.").sample(&[], rss);
     }
-    text
+    scrape.render()
 }
 
 /// Connections and event streams: open, refused, closed.
-fn write_admission(text: &mut String, proxy: &Proxy) {
+fn write_admission(scrape: &mut Scrape, proxy: &Proxy) {
     use super::admission::{ConnectionEvent, ListenerKind};
     let admission = proxy.lifecycle().admission();
-    header(text, "sluicegate_connections", "gauge", "Client connections open.");
-    let _ = writeln!(text, "sluicegate_connections {}", admission.open_connections());
-    header(text, "sluicegate_connections_total", "counter", "Client connections accepted.");
-    let _ = writeln!(text, "sluicegate_connections_total {}", admission.connections_total());
+    scrape
+        .family("sluicegate_connections", GAUGE, "Client connections open.")
+        .sample(&[], admission.open_connections() as u64);
+    scrape
+        .family("sluicegate_connections_total", COUNTER, "Client connections accepted.")
+        .sample(&[], admission.connections_total());
     let mut named = None;
     for event in ConnectionEvent::ALL {
         let (name, reason) = event.metric();
@@ -166,57 +227,43 @@ fn write_admission(text: &mut String, proxy: &Proxy) {
                 "sluicegate_connections_refused_total" => "Client connections refused, by the limit that refused them.",
                 _ => "Client connections the proxy closed, by reason.",
             };
-            header(text, name, "counter", help);
+            scrape.family(name, COUNTER, help);
             named = Some(name);
         }
-        let _ = writeln!(text, "{name}{{reason=\"{reason}\"}} {}", admission.connection_events(event));
+        scrape.sample(&[("reason", reason)], admission.connection_events(event));
     }
-    header(text, "sluicegate_accept_errors_total", "counter", "Failed accepts (out of descriptors, typically).");
+    scrape.family("sluicegate_accept_errors_total", COUNTER, "Failed accepts (out of descriptors, typically).");
     for listener in [ListenerKind::Proxy, ListenerKind::Admin] {
-        let _ = writeln!(
-            text,
-            "sluicegate_accept_errors_total{{listener=\"{}\"}} {}",
-            listener.name(),
-            admission.accept_errors(listener)
-        );
+        scrape.sample(&[("listener", listener.name())], admission.accept_errors(listener));
     }
-    header(text, "sluicegate_stream_slots", "gauge", "Event streams holding a slot under the stream limits.");
-    let _ = writeln!(text, "sluicegate_stream_slots {}", admission.streams());
-    header(text, "sluicegate_streams_refused_total", "counter", "Event streams refused with 503, by route and limit.");
+    scrape
+        .family("sluicegate_stream_slots", GAUGE, "Event streams holding a slot under the stream limits.")
+        .sample(&[], admission.streams() as u64);
+    scrape.family("sluicegate_streams_refused_total", COUNTER, "Event streams refused with 503, by route and limit.");
     for (route, limit, n) in admission.refused_streams() {
-        let _ = writeln!(text, "sluicegate_streams_refused_total{{route=\"{}\",limit=\"{limit}\"}} {n}", label(&route));
+        scrape.sample(&[("route", &route), ("limit", limit)], n);
     }
 }
 
 /// Per upstream: connections opened, TLS handshakes, failed requests by kind.
-fn write_upstreams(text: &mut String, proxy: &Proxy) {
+fn write_upstreams(scrape: &mut Scrape, proxy: &Proxy) {
     use super::upstream::UpstreamErrorKind;
-    header(text, "sluicegate_upstream_connections_total", "counter", "Connections opened to an upstream.");
+    scrape.family("sluicegate_upstream_connections_total", COUNTER, "Connections opened to an upstream.");
     for upstream in proxy.upstreams() {
-        let n = load(&upstream.stats().connections);
-        let _ = writeln!(text, "sluicegate_upstream_connections_total{{upstream=\"{}\"}} {n}", label(upstream.name()));
+        scrape.sample(&[("upstream", upstream.name())], load(&upstream.stats().connections));
     }
-    header(text, "sluicegate_upstream_tls_handshakes_total", "counter", "TLS handshakes with an upstream.");
+    scrape.family("sluicegate_upstream_tls_handshakes_total", COUNTER, "TLS handshakes with an upstream.");
     for upstream in proxy.upstreams() {
-        let n = load(&upstream.stats().tls_handshakes);
-        let _ =
-            writeln!(text, "sluicegate_upstream_tls_handshakes_total{{upstream=\"{}\"}} {n}", label(upstream.name()));
+        scrape.sample(&[("upstream", upstream.name())], load(&upstream.stats().tls_handshakes));
     }
-    header(
-        text,
+    scrape.family(
         "sluicegate_upstream_errors_total",
-        "counter",
+        COUNTER,
         "Upstream requests that failed before a response, by kind.",
     );
     for upstream in proxy.upstreams() {
         for (kind, n) in UpstreamErrorKind::ALL.iter().zip(&upstream.stats().errors) {
-            let _ = writeln!(
-                text,
-                "sluicegate_upstream_errors_total{{upstream=\"{}\",kind=\"{}\"}} {}",
-                label(upstream.name()),
-                kind.name(),
-                load(n)
-            );
+            scrape.sample(&[("upstream", upstream.name()), ("kind", kind.name())], load(n));
         }
     }
 }
@@ -307,4 +354,44 @@ fn respond(proxy: &Proxy, path: &str) -> Response<ProxyBody> {
 pub async fn serve_admin(listener: TcpListener, handle: Arc<ProxyHandle>) -> anyhow::Result<()> {
     super::listener::serve_admin_connections(listener, handle, respond).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_and_empty_families_left_out() {
+        let mut scrape = Scrape::default();
+        scrape.family("m_total", COUNTER, "A counter.").sample(&[("path", "C:\\a \"b\"\nc")], 3);
+        scrape.family("empty", GAUGE, "No samples.");
+        assert_eq!(
+            scrape.render(),
+            "# HELP m_total A counter.\n# TYPE m_total counter\nm_total{path=\"C:\\\\a \\\"b\\\"\\nc\"} 3\n"
+        );
+    }
+
+    #[test]
+    fn histograms_are_cumulative_and_labelled_per_link() {
+        let stats = LinkStats::default();
+        for n in [1.0, 3.0, 300.0] {
+            stats.batch_size.observe(n);
+        }
+        let mut scrape = Scrape::default();
+        scrape
+            .histogram(&[("link", "0")], &stats.batch_size)
+            .histogram(&[("link", "1")], &LinkStats::default().batch_size);
+        let text = scrape.render();
+        assert_eq!(text.matches("# TYPE sluicegate_interceptor_batch_events histogram").count(), 1, "{text}");
+        for line in [
+            "sluicegate_interceptor_batch_events_bucket{link=\"0\",le=\"1\"} 1",
+            "sluicegate_interceptor_batch_events_bucket{link=\"0\",le=\"4\"} 2",
+            "sluicegate_interceptor_batch_events_bucket{link=\"0\",le=\"256\"} 2",
+            "sluicegate_interceptor_batch_events_bucket{link=\"0\",le=\"+Inf\"} 3",
+            "sluicegate_interceptor_batch_events_sum{link=\"0\"} 304",
+            "sluicegate_interceptor_batch_events_count{link=\"1\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+    }
 }

@@ -350,9 +350,9 @@ impl EventStream {
         };
         let config = &self.resume.config;
         let phase = &mut self.phase;
-        let max = Duration::from_millis(config.max_delay_ms);
-        let mut delay =
-            Duration::from_millis(self.engine.retry_ms().map_or(config.initial_delay_ms, u64::from)).min(max);
+        let max = config.max_delay_ms;
+        let retry = self.engine.retry_ms().map(|ms| Duration::from_millis(u64::from(ms)));
+        let mut delay = retry.unwrap_or(config.initial_delay_ms).min(max);
         for attempt in 1..=config.max_attempts {
             let wait = jitter(delay);
             tokio::select! {

@@ -5,14 +5,14 @@
 //! 1. `Host` and `Origin` are checked (421 / 403), since `Host` is rewritten for the upstream;
 //! 2. the route is chosen by the longest matching path prefix;
 //! 3. on a route with a request chain, a JSON request body is read whole and goes through it
-//!    ([`inspect`]); a refused request never reaches the upstream;
+//!    (`inspect`); a refused request never reaches the upstream;
 //! 4. the request (method, path, query, end-to-end headers, body) goes upstream;
-//! 5. on a route with a chain, an event stream is handed to [`events::EventStream`], which
+//! 5. on a route with a chain, an event stream is handed to `events::EventStream`, which
 //!    parses, batches, runs the chain and sends one chunk per batch through a bounded channel to
 //!    the client; a JSON response body is read whole and goes through the same chain; either is
-//!    decoded first if the upstream compressed it ([`coding`]);
+//!    decoded first if the upstream compressed it (`coding`);
 //! 6. anything else streams back untouched. On a guarded route every body's fate is counted
-//!    and logged ([`accounting`]).
+//!    and logged (`accounting`).
 
 mod accounting;
 pub mod admin;
@@ -30,12 +30,13 @@ mod upstream;
 
 pub use body::{AnyBody, BoxError, ProxyBody};
 
-use crate::chain::{self, Chain, Link};
+use crate::chain::{self, BreakerConfig, Chain, Link};
 use crate::config::{OversizePolicy, ProxyConfig, ReconnectConfig};
 use crate::engine::BatchLimits;
-use crate::host::Runtime;
+use crate::host::{Limits, Runtime};
+use crate::spec::Spec;
 use accounting::{Direction, EnforcementRecord, Outcome, Reason};
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 use headers::{AllowList, Refusal};
 use http::header::{self, HeaderName, HeaderValue};
@@ -253,9 +254,9 @@ impl Proxy {
                 ca: ca.cloned(),
                 identity,
                 http2_only: config.upstream_http2,
-                connect_timeout: Duration::from_millis(limits.upstream_connect_timeout_ms),
-                header_timeout: (limits.upstream_header_timeout_ms > 0)
-                    .then(|| Duration::from_millis(limits.upstream_header_timeout_ms)),
+                connect_timeout: limits.upstream_connect_timeout_ms,
+                header_timeout: (!limits.upstream_header_timeout_ms.is_zero())
+                    .then_some(limits.upstream_header_timeout_ms),
             };
             if let Some(known) = upstreams.iter().find(|u| *u.settings() == settings) {
                 return anyhow::Ok(known.clone());
@@ -282,11 +283,11 @@ impl Proxy {
             let mut chain = |configs: &[crate::config::InterceptorConfig]| -> anyhow::Result<Chain> {
                 let mut links = Vec::new();
                 for ic in configs {
-                    let interceptor = ic
-                        .spec()?
-                        .load_with_limits(runtime, Config::new(ic.entries()?), ic.limits(&config.limits))
+                    let spec: Spec = ic.spec.parse().map_err(|e| anyhow!("interceptor `{}`: {e}", ic.spec))?;
+                    let interceptor = spec
+                        .load_with_limits(runtime, Config::new(ic.entries()?), Limits::for_interceptor(limits, ic))
                         .with_context(|| format!("route `{}`", route.prefix))?;
-                    let link = Link::new(interceptor, ic.on_fault, config.limits.breaker());
+                    let link = Link::new(interceptor, ic.on_fault, BreakerConfig::from(limits));
                     interceptors.push(link.clone());
                     links.push(link);
                 }
@@ -379,8 +380,8 @@ impl Proxy {
         let client_side = Arc::new(listener::ClientSide {
             tls,
             max_connections: limits.max_connections,
-            header_read_timeout: Duration::from_millis(limits.header_read_timeout_ms),
-            idle_timeout: Duration::from_millis(limits.client_idle_timeout_ms),
+            header_read_timeout: limits.header_read_timeout_ms,
+            idle_timeout: limits.client_idle_timeout_ms,
             max_header_bytes: limits.max_request_header_bytes,
             retry_after: HeaderValue::from(limits.retry_after_seconds),
         });
@@ -395,8 +396,8 @@ impl Proxy {
             allowed_hosts: list(&config.security.allowed_hosts, AllowList::loopback_hosts),
             allowed_origins: list(&config.security.allowed_origins, AllowList::loopback_origins),
             preserve_host: config.security.preserve_host,
-            batch: BatchLimits { max_events: config.batch.max_events, max_bytes: config.batch.max_bytes },
-            linger: Duration::from_millis(config.batch.linger_ms),
+            batch: BatchLimits::from(&config.batch),
+            linger: config.batch.linger_ms,
             reconnect: config.reconnect.clone(),
             max_event_bytes: config.limits.max_event_bytes,
             lifecycle,

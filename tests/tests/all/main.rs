@@ -11,7 +11,6 @@ mod admission;
 mod bodies;
 mod cache;
 mod guests;
-mod isolation;
 mod languages;
 mod lifecycle;
 mod llm_sdks;
