@@ -25,6 +25,7 @@ fn main() {
             ("summary", "summary"),
             ("deny-phrases", "deny_phrases"),
             ("tool-guard", "tool_guard"),
+            ("token-budget", "token_budget"),
         ],
         "examples.rs",
         "EXAMPLES",

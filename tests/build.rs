@@ -11,7 +11,12 @@ fn main() {
     println!("cargo:rerun-if-changed=../runtime/build/guests.rs");
     readme_example();
     build_guests(
-        &[("hostile", "hostile"), ("legacy-redact", "legacy_redact"), ("unlinkable", "unlinkable")],
+        &[
+            ("hostile", "hostile"),
+            ("legacy-redact", "legacy_redact"),
+            ("unlinkable", "unlinkable"),
+            ("v0-1-0", "v0_1_0"),
+        ],
         "test_guests.rs",
         "TEST_GUESTS",
     );

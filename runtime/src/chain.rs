@@ -53,6 +53,10 @@ pub struct LinkStats {
     pub traps_by_kind: [AtomicU64; TrapKind::ALL.len()],
     /// Verdicts refused by the host's checks.
     pub invalid_verdicts: AtomicU64,
+    /// Calls that found the host's store unavailable.
+    pub store_faults: AtomicU64,
+    /// Streams its verdicts ended (a guardrail's cut-offs).
+    pub streams_ended: AtomicU64,
     /// Calls that found no usable instance (or an open circuit).
     pub unavailable: AtomicU64,
     /// Batches passed unmodified after a fault (fail-open).
@@ -106,6 +110,8 @@ impl Default for LinkStats {
             traps_by_kind: Default::default(),
             invalid_verdicts: AtomicU64::default(),
             unavailable: AtomicU64::default(),
+            store_faults: AtomicU64::default(),
+            streams_ended: AtomicU64::default(),
             failed_open: AtomicU64::default(),
             bypassed: AtomicU64::default(),
             circuit_opened: AtomicU64::default(),
@@ -142,6 +148,7 @@ impl LinkStats {
             Fault::Trap { kind, .. } => &self.traps_by_kind[kind.index()],
             Fault::InvalidVerdict(_) => &self.invalid_verdicts,
             Fault::Unavailable(_) | Fault::CircuitOpen => &self.unavailable,
+            Fault::Store(_) => &self.store_faults,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -158,7 +165,10 @@ impl LinkStats {
 
     /// Every fault counted.
     pub fn faults(&self) -> u64 {
-        self.traps() + self.invalid_verdicts.load(Ordering::Relaxed) + self.unavailable.load(Ordering::Relaxed)
+        self.traps()
+            + self.invalid_verdicts.load(Ordering::Relaxed)
+            + self.unavailable.load(Ordering::Relaxed)
+            + self.store_faults.load(Ordering::Relaxed)
     }
 }
 
@@ -474,7 +484,10 @@ impl ChainStream {
                 record.dropped += u64::from(applied.dropped);
                 record.modified += u64::from(applied.replaced);
                 record.injected += u64::from(applied.inserted);
-                record.ended |= applied.ended && !self.ended;
+                if applied.ended && !self.ended {
+                    record.ended = true;
+                    stats.streams_ended.fetch_add(1, Ordering::Relaxed);
+                }
                 if !applied.unchanged {
                     std::mem::swap(batch, &mut self.spare);
                 }

@@ -50,6 +50,8 @@ pub struct ProxyConfig {
     pub security: SecurityConfig,
     /// `[shutdown]`: how long live streams get to end.
     pub shutdown: ShutdownConfig,
+    /// `[store]`: where interceptors keep state shared across streams and replicas.
+    pub store: StoreConfig,
     /// Routes by path prefix; the longest matching prefix wins. A request that matches none is
     /// forwarded with no interceptors.
     #[serde(rename = "route")]
@@ -64,6 +66,27 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// Its private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+}
+
+/// The host store of interceptors (counters such as token budgets).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// A Redis server shared by every replica (`redis://HOST:PORT`, with `user:password@` and a
+    /// `/db` if needed; `rediss://` for TLS). Absent: the proxy's own memory (one process only).
+    /// `${NAME}` is the environment variable NAME, as in headers.
+    pub url: Option<String>,
+    /// The longest a store call may take; then it fails as unavailable (a fault of the caller).
+    /// Keep it well under `limits.call_deadline_ms`: the time a guest waits counts toward its
+    /// deadline.
+    #[serde(with = "millis")]
+    pub timeout_ms: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { url: None, timeout_ms: Duration::from_millis(50) }
+    }
 }
 
 /// How the proxy stops (on SIGTERM or Ctrl-C).
@@ -384,6 +407,10 @@ pub struct InterceptorConfig {
     /// Give this guest the real clocks (otherwise they read zero).
     #[serde(default)]
     pub grant_clocks: bool,
+    /// The scope of its keys in the store (default: its `spec`). Interceptors with one scope
+    /// share their keys: the same spec on a route's request and response chains, say.
+    #[serde(default)]
+    pub store_scope: Option<String>,
 }
 
 impl InterceptorConfig {
@@ -398,7 +425,13 @@ impl InterceptorConfig {
             max_output_bytes: None,
             instances: None,
             grant_clocks: false,
+            store_scope: None,
         }
+    }
+
+    /// The scope of its keys in the store.
+    pub fn store_scope(&self) -> &str {
+        self.store_scope.as_deref().unwrap_or(&self.spec)
     }
 
     /// The configuration as strings.
@@ -488,6 +521,9 @@ impl ProxyConfig {
         }
         if self.limits.header_read_timeout_ms.is_zero() || self.limits.client_idle_timeout_ms.is_zero() {
             bail!("limits.header_read_timeout_ms and limits.client_idle_timeout_ms must be at least 1");
+        }
+        if self.store.timeout_ms.is_zero() || self.store.timeout_ms >= self.limits.call_deadline_ms {
+            bail!("store.timeout_ms must be at least 1 and under limits.call_deadline_ms");
         }
         if !(8 << 10..=1 << 24).contains(&self.limits.max_request_header_bytes) {
             bail!("limits.max_request_header_bytes must be between 8192 and 16 MiB");

@@ -70,6 +70,11 @@ pub enum Fault {
     /// and was discarded along with this stream's state).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The interceptor called the host's store and could not reach it (Redis down, or too slow):
+    /// whatever the call returned, it is a fault, so a guardrail that relies on the store cannot
+    /// be passed by making the store unreachable.
+    #[error("the store is unavailable: {0}")]
+    Store(String),
     /// The interceptor's circuit breaker is open after repeated faults.
     #[error("out of service: its circuit breaker is open after repeated faults")]
     CircuitOpen,

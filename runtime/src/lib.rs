@@ -28,6 +28,7 @@ pub mod native;
 pub mod proxy;
 pub mod spec;
 pub mod sse;
+pub mod store;
 pub mod verdict;
 
 pub use sluicegate_guest::{Config, EndReason, StreamContext};

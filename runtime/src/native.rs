@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 /// The names `native:NAME` accepts: the native twins of the example guests.
 pub const NAMES: &[&str] =
-    &["passthrough", "legacy-passthrough", "redact", "drop", "summary", "deny-phrases", "tool-guard"];
+    &["passthrough", "legacy-passthrough", "redact", "drop", "summary", "deny-phrases", "tool-guard", "token-budget"];
 
 /// Builds the native twin called `name` with `config`.
 pub fn by_name(name: &str, config: &Config, max_output: usize) -> Result<Arc<dyn Interceptor>, String> {
@@ -26,6 +26,7 @@ pub fn by_name(name: &str, config: &Config, max_output: usize) -> Result<Arc<dyn
         "summary" => Arc::new(Native::<summary::Summary>::new(label, config, max_output)?),
         "deny-phrases" => Arc::new(Native::<deny_phrases::DenyPhrases>::new(label, config, max_output)?),
         "tool-guard" => Arc::new(Native::<tool_guard::ToolGuard>::new(label, config, max_output)?),
+        "token-budget" => Arc::new(Native::<token_budget::TokenBudget>::new(label, config, max_output)?),
         "legacy-passthrough" => Arc::new(Native::<PerEvent<legacy::Passthrough>>::new(label, config, max_output)?),
         _ => {
             return Err(format!("no native interceptor named `{name}` (known: {})", NAMES.join(", ")));
@@ -60,7 +61,9 @@ impl<T: sluicegate_guest::Interceptor> Interceptor for Native<T> {
 
     fn open(&self, context: &StreamContext) -> Result<Box<dyn InterceptorStream>, Fault> {
         let inner = self.inner.clone();
+        crate::store::clear_unavailable();
         let state = catch_unwind(AssertUnwindSafe(|| inner.open(context))).map_err(panic_fault)?;
+        store_fault()?;
         Ok(Box::new(NativeStream { inner, state, verdict: VerdictBuilder::new(), max_output: self.max_output }))
     }
 }
@@ -76,7 +79,9 @@ impl<T: sluicegate_guest::Interceptor> InterceptorStream for NativeStream<T> {
     fn process(&mut self, input: &Batch, output: &mut Batch) -> Result<Applied, Fault> {
         self.verdict.clear();
         let (inner, state, verdict) = (&self.inner, &mut self.state, &mut self.verdict);
+        crate::store::clear_unavailable();
         catch_unwind(AssertUnwindSafe(|| inner.process_batch(state, input.view(), verdict))).map_err(panic_fault)?;
+        store_fault()?;
         self.verdict.complete(input.len());
         Ok(apply(input.view(), self.verdict.ops(), self.verdict.bytes(), output, self.max_output)?)
     }
@@ -84,10 +89,17 @@ impl<T: sluicegate_guest::Interceptor> InterceptorStream for NativeStream<T> {
     fn finish(&mut self, reason: EndReason, output: &mut Batch) -> Result<Applied, Fault> {
         self.verdict.clear();
         let (inner, state, verdict) = (&self.inner, &mut self.state, &mut self.verdict);
+        crate::store::clear_unavailable();
         catch_unwind(AssertUnwindSafe(|| inner.finish(state, reason, verdict))).map_err(panic_fault)?;
+        store_fault()?;
         self.verdict.complete(0);
         Ok(apply_finish(self.verdict.ops(), self.verdict.bytes(), output, self.max_output)?)
     }
+}
+
+/// A store the call found unavailable makes the call a fault, as for a guest.
+fn store_fault() -> Result<(), Fault> {
+    crate::store::take_unavailable().map_or(Ok(()), |why| Err(Fault::Store(why)))
 }
 
 fn panic_fault(payload: Box<dyn Any + Send>) -> Fault {

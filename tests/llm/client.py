@@ -6,7 +6,8 @@ does, and prints what the application would see, as JSON on stdout.
 `stream` (the default) reads the answer as it streams: the text the deltas add up to, the SDK's
 final object where it has one, and how the answer ended. `whole` makes the same call without
 streaming. With SLUICEGATE_NO_KEY=1 the SDK sends no key at all (the proxy injects the provider's);
-otherwise it sends a placeholder that the test upstreams ignore.
+otherwise it sends SLUICEGATE_API_KEY, or a placeholder that the test upstreams ignore. An error
+status from the API (a 429 for a spent budget, say) prints {"status": ..., "retry_after": ...}.
 """
 
 import json
@@ -19,56 +20,75 @@ messages = [{"role": "user", "content": "Who do I write to?"}]
 seen = {}
 
 no_key = os.environ.get("SLUICEGATE_NO_KEY") == "1"
+api_key = os.environ.get("SLUICEGATE_API_KEY", "unused")
 
-if api in ("chat", "responses"):
-    import openai
 
-    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=30)
-    # The SDK insists on a key unless the header is omitted call by call.
-    xh = {"Authorization": openai.Omit()} if no_key else {}
-    if api == "chat" and mode == "stream":
-        text, finish = "", None
-        for chunk in client.chat.completions.create(model="gpt-test", messages=messages, stream=True, extra_headers=xh):
-            for choice in chunk.choices:
-                text += choice.delta.content or ""
-                finish = choice.finish_reason or finish
-        seen = {"deltas": text, "ended": finish}
-    elif api == "chat":
-        completion = client.chat.completions.create(model="gpt-test", messages=messages, extra_headers=xh)
-        seen = {"final": completion.choices[0].message.content, "ended": completion.choices[0].finish_reason}
-    elif mode == "stream":
-        text, final, ended, done = "", None, None, []
-        for event in client.responses.create(model="gpt-test", input="Who do I write to?", stream=True, extra_headers=xh):
-            if event.type == "response.output_text.delta":
-                text += event.delta
-            elif event.type == "response.output_text.done":
-                done.append(event.text)
-            elif event.type == "response.completed":
-                final, ended = event.response.output_text, "completed"
-            elif event.type == "response.incomplete":
-                ended = event.response.incomplete_details.reason
-        seen = {"deltas": text, "final": final, "done": done, "ended": ended}
-    else:
-        response = client.responses.create(model="gpt-test", input="Who do I write to?", extra_headers=xh)
-        seen = {"final": response.output_text, "ended": response.status}
-elif api == "anthropic":
-    import anthropic
+def refused(error):
+    """What an application learns from an API error: its status and when to retry."""
+    print(json.dumps({"status": error.status_code, "retry_after": error.response.headers.get("retry-after")}))
+    sys.exit(0)
 
-    if no_key:
-        omitted = {"X-Api-Key": anthropic.Omit(), "Authorization": anthropic.Omit()}
-        client = anthropic.Anthropic(base_url=base_url, api_key="", default_headers=omitted, max_retries=0, timeout=30)
+
+def call():
+    global seen
+    if api in ("chat", "responses"):
+        import openai
+
+        client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=30)
+        # The SDK insists on a key unless the header is omitted call by call.
+        xh = {"Authorization": openai.Omit()} if no_key else {}
+        if api == "chat" and mode == "stream":
+            text, finish = "", None
+            for chunk in client.chat.completions.create(model="gpt-test", messages=messages, stream=True, extra_headers=xh):
+                for choice in chunk.choices:
+                    text += choice.delta.content or ""
+                    finish = choice.finish_reason or finish
+            seen = {"deltas": text, "ended": finish}
+        elif api == "chat":
+            completion = client.chat.completions.create(model="gpt-test", messages=messages, extra_headers=xh)
+            seen = {"final": completion.choices[0].message.content, "ended": completion.choices[0].finish_reason}
+        elif mode == "stream":
+            text, final, ended, done = "", None, None, []
+            for event in client.responses.create(model="gpt-test", input="Who do I write to?", stream=True, extra_headers=xh):
+                if event.type == "response.output_text.delta":
+                    text += event.delta
+                elif event.type == "response.output_text.done":
+                    done.append(event.text)
+                elif event.type == "response.completed":
+                    final, ended = event.response.output_text, "completed"
+                elif event.type == "response.incomplete":
+                    ended = event.response.incomplete_details.reason
+            seen = {"deltas": text, "final": final, "done": done, "ended": ended}
+        else:
+            response = client.responses.create(model="gpt-test", input="Who do I write to?", extra_headers=xh)
+            seen = {"final": response.output_text, "ended": response.status}
+    elif api == "anthropic":
+        import anthropic
+
+        if no_key:
+            omitted = {"X-Api-Key": anthropic.Omit(), "Authorization": anthropic.Omit()}
+            client = anthropic.Anthropic(base_url=base_url, api_key="", default_headers=omitted, max_retries=0, timeout=30)
+        else:
+            client = anthropic.Anthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=30)
+        if mode == "stream":
+            with client.messages.stream(model="claude-test", max_tokens=1024, messages=messages) as stream:
+                text = "".join(stream.text_stream)
+                message = stream.get_final_message()
+            final = "".join(block.text for block in message.content if block.type == "text")
+            seen = {"deltas": text, "final": final, "ended": message.stop_reason}
+        else:
+            message = client.messages.create(model="claude-test", max_tokens=1024, messages=messages)
+            seen = {"final": message.content[0].text, "ended": message.stop_reason}
     else:
-        client = anthropic.Anthropic(base_url=base_url, api_key="unused", max_retries=0, timeout=30)
-    if mode == "stream":
-        with client.messages.stream(model="claude-test", max_tokens=1024, messages=messages) as stream:
-            text = "".join(stream.text_stream)
-            message = stream.get_final_message()
-        final = "".join(block.text for block in message.content if block.type == "text")
-        seen = {"deltas": text, "final": final, "ended": message.stop_reason}
-    else:
-        message = client.messages.create(model="claude-test", max_tokens=1024, messages=messages)
-        seen = {"final": message.content[0].text, "ended": message.stop_reason}
-else:
-    sys.exit(f"unknown api {api}")
+        sys.exit(f"unknown api {api}")
+
+
+
+try:
+    call()
+except Exception as error:  # the SDKs' APIStatusError, whichever SDK raised it
+    if hasattr(error, "status_code") and hasattr(error, "response"):
+        refused(error)
+    raise
 
 print(json.dumps(seen))

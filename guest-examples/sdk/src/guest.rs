@@ -14,11 +14,13 @@ pub mod bindings {
 
 use bindings::exports::sluicegate::interceptor::batch as wit;
 use bindings::sluicegate::interceptor::host;
+use bindings::sluicegate::interceptor::store as wit_store;
 
 /// Builds the interceptor from the configuration the host holds for it. A configuration error
 /// is logged and then traps: the host reports the interceptor as faulty.
 pub fn load<T: Interceptor>() -> T {
-    let config = Config::new(host::config_entries());
+    let store = crate::Store::new(std::sync::Arc::new(HostStore));
+    let config = Config::new(host::config_entries()).with_store(store);
     match T::new(&config) {
         Ok(it) => it,
         Err(message) => {
@@ -110,4 +112,36 @@ macro_rules! export {
     $crate::guest::bindings::__export_batch_interceptor!(__Component with_types_in $crate::guest::bindings);
         };
     };
+}
+
+/// The store through the WIT import.
+struct HostStore;
+
+fn store_error(e: wit_store::Error) -> crate::StoreError {
+    match e {
+        wit_store::Error::Unavailable(why) => crate::StoreError::Unavailable(why),
+        wit_store::Error::NotACounter => crate::StoreError::NotACounter,
+        wit_store::Error::TooLarge => crate::StoreError::TooLarge,
+    }
+}
+
+impl crate::store::Backend for HostStore {
+    fn get(&self, key: &str) -> Result<Option<crate::store::Entry>, crate::StoreError> {
+        let entry = wit_store::get(key).map_err(store_error)?;
+        Ok(entry.map(|e| crate::store::Entry { value: e.value, expires_in: e.expires_in }))
+    }
+
+    fn increment(&self, key: &str, by: i64, ttl_seconds: u32) -> Result<i64, crate::StoreError> {
+        wit_store::increment(key, by, ttl_seconds).map_err(store_error)
+    }
+
+    fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: &str,
+        ttl_seconds: u32,
+    ) -> Result<bool, crate::StoreError> {
+        wit_store::compare_and_set(key, expected, value, ttl_seconds).map_err(store_error)
+    }
 }

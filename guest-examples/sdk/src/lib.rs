@@ -30,10 +30,12 @@
 pub mod abi;
 mod batch;
 pub mod json;
+pub mod store;
 pub mod text;
 mod verdict;
 
 pub use batch::{BatchView, EventRef, LayoutError, Problem, check_event};
+pub use store::{Store, StoreError};
 pub use verdict::{Field, NewEvent, Replacement, VerdictBuilder};
 
 #[cfg(target_arch = "wasm32")]
@@ -115,11 +117,21 @@ pub enum EndReason {
     Shutdown,
 }
 
-/// An interceptor's configuration: the key/value table given to it in the proxy's config.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// An interceptor's configuration: the key/value table given to it in the proxy's config, and
+/// the host's [`Store`] (compared by entries only).
+#[derive(Debug, Clone, Default)]
 pub struct Config {
     entries: Vec<(String, String)>,
+    store: Store,
 }
+
+impl PartialEq for Config {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for Config {}
 
 impl Config {
     /// A configuration from key/value pairs; later duplicates of a key win.
@@ -128,7 +140,18 @@ impl Config {
         entries.reverse();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         entries.dedup_by(|a, b| a.0 == b.0);
-        Config { entries }
+        Config { entries, store: Store::default() }
+    }
+
+    /// The same configuration with the host's store.
+    pub fn with_store(mut self, store: Store) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The host's store: counters and values shared across streams and replicas.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// The value of `key`, if present.

@@ -89,6 +89,15 @@ pub trait TextTransform {
     /// transformed text of what it releases to `out` and says how much that is. With `last`
     /// the channel closes: everything must be released.
     fn step(&self, channel: &mut Self::Channel, pending: &str, last: bool, out: &mut String) -> Flow;
+
+    /// A text seen whole rather than streamed: one of the events that repeat a channel's whole
+    /// text, or the raw bytes of an event (or of a delta's other fields) outside the streamed
+    /// text. The default treats it as a channel of its own that closes at once, which is what a
+    /// filter wants; a transform that meters the streamed text (a token budget) passes it on
+    /// instead, so that nothing is counted twice.
+    fn whole(&self, text: &str, out: &mut String) -> Flow {
+        self.step(&mut Self::Channel::default(), text, true, out)
+    }
 }
 
 /// A transform built from an interceptor's configuration; [`TextInterceptor`] makes it a whole
@@ -129,7 +138,7 @@ where
 
 /// Applies `transform` to a whole text at once; `Some` if it stops the stream.
 pub fn apply_whole<T: TextTransform>(transform: &T, text: &str, out: &mut String) -> Option<StopReason> {
-    match transform.step(&mut T::Channel::default(), text, true, out) {
+    match transform.whole(text, out) {
         Flow::Continue(_) => None,
         Flow::Stop(reason) => Some(reason),
     }
@@ -153,7 +162,11 @@ fn step_channel<T: TextTransform>(
         }
         Flow::Continue(_) => {
             released.clear();
-            let stop = apply_whole(t, &channel.pending, released);
+            // Streamed text still: through `step`, as a channel that closes at once.
+            let stop = match t.step(&mut T::Channel::default(), &channel.pending, true, released) {
+                Flow::Continue(_) => None,
+                Flow::Stop(reason) => Some(reason),
+            };
             channel.pending.clear();
             stop
         }

@@ -148,6 +148,7 @@ impl Runtime {
         )?;
         linker.allow_shadowing(false);
         bindings::batch::sluicegate::interceptor::host::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        bindings::batch::sluicegate::interceptor::store::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         Ok(Runtime { engine, linker, limits, compiled: Mutex::default(), disk_cache: None })
     }
 
@@ -193,7 +194,7 @@ impl Runtime {
                 component.component_type().exports(&self.engine).map(|(n, _)| n.to_string()).collect();
             bail!(
                 "{name}: the component implements neither interceptor world: it should export \
-                 `sluicegate:interceptor/batch@0.1.0` ({}) or `sluicegate:interceptor/event@0.1.0` ({}), \
+                 `sluicegate:interceptor/batch@0.1.x` ({}) or `sluicegate:interceptor/event@0.1.x` ({}), \
                  but it exports [{}]",
                 World::Batch,
                 World::Event,
@@ -320,6 +321,39 @@ impl bindings::batch::sluicegate::interceptor::host::Host for HostState {
 
 impl bindings::batch::sluicegate::interceptor::types::Host for HostState {}
 
+/// The store, for guests: the interceptor's handle (see [`crate::store`]), carried by its config.
+impl bindings::batch::sluicegate::interceptor::store::Host for HostState {
+    fn get(&mut self, key: String) -> Result<Option<wit_store::Entry>, wit_store::Error> {
+        let entry = self.config.store().get(&key).map_err(to_wit_error)?;
+        Ok(entry.map(|e| wit_store::Entry { value: e.value, expires_in: e.expires_in }))
+    }
+
+    fn increment(&mut self, key: String, by: i64, ttl_seconds: u32) -> Result<i64, wit_store::Error> {
+        self.config.store().increment(&key, by, ttl_seconds).map_err(to_wit_error)
+    }
+
+    fn compare_and_set(
+        &mut self,
+        key: String,
+        expected: Option<String>,
+        value: String,
+        ttl_seconds: u32,
+    ) -> Result<bool, wit_store::Error> {
+        self.config.store().compare_and_set(&key, expected.as_deref(), &value, ttl_seconds).map_err(to_wit_error)
+    }
+}
+
+use bindings::batch::sluicegate::interceptor::store as wit_store;
+
+fn to_wit_error(e: crate::store::StoreError) -> wit_store::Error {
+    use crate::store::StoreError;
+    match e {
+        StoreError::Unavailable(why) => wit_store::Error::Unavailable(why),
+        StoreError::NotACounter => wit_store::Error::NotACounter,
+        StoreError::TooLarge => wit_store::Error::TooLarge,
+    }
+}
+
 enum Pre {
     Batch(BatchInterceptorPre<HostState>),
     Event(EventInterceptorPre<HostState>),
@@ -436,6 +470,7 @@ impl Interceptor for ComponentInterceptor {
         let ticks = shared.deadline_ticks();
         let live = slot.live.as_mut().expect("instantiated above");
         live.store.set_epoch_deadline(ticks);
+        crate::store::clear_unavailable();
         let constructed = match &live.guest {
             Guest::Batch(guest) => {
                 let (request_headers, response_headers) =
@@ -460,6 +495,16 @@ impl Interceptor for ComponentInterceptor {
                 return Err(traps::fault_of(&trap));
             }
         };
+        if let Some(why) = crate::store::take_unavailable() {
+            // The stream does not start; its state is dropped in the guest (a trap there
+            // discards the instance, as any trap does).
+            if let Some(resource) = resource
+                && resource.resource_drop(&mut live.store).is_err()
+            {
+                slot.discard();
+            }
+            return Err(Fault::Store(why));
+        }
         drop(slot);
         shared.live.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(ComponentStream {
@@ -515,8 +560,12 @@ impl ComponentStream {
         let live = slot.live.as_mut().expect("checked above");
         live.store.set_epoch_deadline(ticks);
         let (resource, verdict) = (self.resource, &mut self.verdict);
+        crate::store::clear_unavailable();
         match call(live, resource, verdict) {
-            Ok(r) => Ok(r),
+            Ok(r) => match crate::store::take_unavailable() {
+                Some(why) => Err(Fault::Store(why)),
+                None => Ok(r),
+            },
             Err(trap) => {
                 slot.discard();
                 self.resource = None;

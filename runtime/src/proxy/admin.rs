@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 /// One per-interceptor counter: name, help, and how to read it.
 type InterceptorCounter = (&'static str, &'static str, fn(&LinkStats) -> u64);
 
-const INTERCEPTOR_COUNTERS: [InterceptorCounter; 12] = [
+const INTERCEPTOR_COUNTERS: [InterceptorCounter; 14] = [
     ("sluicegate_interceptor_batches_total", "Batches an interceptor processed.", |s| load(&s.batches)),
     ("sluicegate_interceptor_events_in_total", "Events into an interceptor.", |s| load(&s.events_in)),
     ("sluicegate_interceptor_events_out_total", "Events out of an interceptor.", |s| load(&s.events_out)),
@@ -29,6 +29,12 @@ const INTERCEPTOR_COUNTERS: [InterceptorCounter; 12] = [
         load(&s.invalid_verdicts)
     }),
     ("sluicegate_interceptor_unavailable_total", "Calls that found no usable instance.", |s| load(&s.unavailable)),
+    ("sluicegate_interceptor_store_faults_total", "Calls that found the host's store unavailable.", |s| {
+        load(&s.store_faults)
+    }),
+    ("sluicegate_interceptor_streams_ended_total", "Streams an interceptor's verdict ended (its cut-offs).", |s| {
+        load(&s.streams_ended)
+    }),
     ("sluicegate_interceptor_failed_open_total", "Batches passed unmodified after a fault.", |s| load(&s.failed_open)),
     ("sluicegate_interceptor_bypassed_total", "Batches that skipped an interceptor whose circuit was open.", |s| {
         load(&s.bypassed)
@@ -193,6 +199,7 @@ pub fn metrics(proxy: &Proxy) -> String {
             scrape.sample(&labels, n);
         }
     }
+    write_store(&mut scrape, proxy);
     write_admission(&mut scrape, proxy);
     write_upstreams(&mut scrape, proxy);
     scrape
@@ -207,6 +214,28 @@ pub fn metrics(proxy: &Proxy) -> String {
         scrape.family("process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.").sample(&[], rss);
     }
     scrape.render()
+}
+
+/// The interceptors' store: calls by backend, operation and result; their time; what was
+/// added to counters, per scope (for a budget: the tokens charged).
+fn write_store(scrape: &mut Scrape, proxy: &Proxy) {
+    let store = proxy.store();
+    let backend = ("backend", store.kind());
+    scrape.family("sluicegate_store_calls_total", COUNTER, "Store calls by backend, operation and result.");
+    for op in crate::store::Op::ALL {
+        for (result, n) in store.calls(op) {
+            scrape.sample(&[backend, ("op", op.name()), ("result", result)], n);
+        }
+    }
+    scrape.histogram(&[backend], store.call_seconds());
+    scrape.family(
+        "sluicegate_store_incremented_total",
+        COUNTER,
+        "The sum of successful positive increments, by scope (a token budget's charges).",
+    );
+    for (scope, n) in store.incremented() {
+        scrape.sample(&[("scope", &scope)], n);
+    }
 }
 
 /// Connections and event streams: open, refused, closed.

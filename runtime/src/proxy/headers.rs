@@ -42,15 +42,34 @@ pub(super) fn accepts_event_stream(headers: &HeaderMap) -> bool {
         .any(|v| v.to_ascii_lowercase().contains("text/event-stream"))
 }
 
-/// Names and values of headers, lower-case names, for an interceptor's stream context. Credentials
-/// (`authorization`, `proxy-authorization`, `cookie`) are left out: an interceptor is not trusted
-/// with them.
+/// Names and values of headers, lower-case names, for an interceptor's stream context.
+/// Credentials (`authorization`, `proxy-authorization`, `cookie`, `set-cookie`, and the API
+/// keys `x-api-key` (Anthropic) and `api-key` (Azure OpenAI)) are given as
+/// their SHA-256 digest, `sha256:` and 64 hex digits: an interceptor is not trusted with a
+/// secret, but may tell tenants apart by it (a budget per API key).
 pub(super) fn context_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
-        .filter(|(name, _)| !matches!(name.as_str(), "authorization" | "proxy-authorization" | "cookie" | "set-cookie"))
-        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+        .filter_map(|(name, value)| {
+            let name = name.as_str();
+            let value = match name {
+                "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | "x-api-key" | "api-key" => {
+                    digest(value.as_bytes())
+                }
+                _ => value.to_str().ok()?.to_string(),
+            };
+            Some((name.to_string(), value))
+        })
         .collect()
+}
+
+fn digest(secret: &[u8]) -> String {
+    use sha2::Digest as _;
+    let mut text = String::from("sha256:");
+    for byte in sha2::Sha256::digest(secret) {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
 }
 
 /// An allow-list of hosts or origins with optional port wildcards.

@@ -12,7 +12,9 @@
 //!   replaced);
 //! - a verdict that ends the stream, or leaves no data, refuses the body. The output's last data
 //!   event is the refusal: its event type, if it is a status code from 400 to 599, the status
-//!   (otherwise 403 for a request, 502 for a response), its data the message;
+//!   (otherwise 403 for a request, 502 for a response), its data the message (`error.message`
+//!   or `message` of a JSON object, or the text); a `retry_after_seconds` number in it (at the
+//!   top or in `error`) is sent as `Retry-After`;
 //! - events that `finish` inserts have no place in a body and are dropped (logged at debug).
 //!
 //! An interceptor tells the cases apart by its stream context: a request has status 0 and no
@@ -115,6 +117,8 @@ pub(super) enum BodyVerdict {
         by: String,
         status: Option<StatusCode>,
         message: String,
+        /// `retry_after_seconds` of the refusal's data: sent as `Retry-After`.
+        retry_after: Option<u64>,
     },
     Faulted(ChainFault),
 }
@@ -172,6 +176,7 @@ pub(super) fn run(
                 .filter(|s| (400..600).contains(s))
                 .and_then(|s| StatusCode::from_u16(s).ok()),
             message: refusal.and_then(|e| e.data()).map(refusal_message).unwrap_or_default(),
+            retry_after: refusal.and_then(|e| e.data()).and_then(refusal_retry_after),
         },
     };
     (verdict, Some(stream))
@@ -185,6 +190,13 @@ fn refusal_message(data: &str) -> String {
         v.pointer("/error/message").or_else(|| v.get("message")).and_then(|m| m.as_str()).map(str::to_string)
     });
     field.unwrap_or_else(|| data.trim().chars().take(500).collect())
+}
+
+/// `retry_after_seconds` (a whole number) of a refusal's JSON data, at its top or in `error`: a
+/// refusal for a limit says when to come back (a token budget, the window's remaining time).
+fn refusal_retry_after(data: &str) -> Option<u64> {
+    let json: serde_json::Value = serde_json::from_str(data).ok()?;
+    json.pointer("/error/retry_after_seconds").or_else(|| json.get("retry_after_seconds"))?.as_u64()
 }
 
 /// The ids of a JSON-RPC message (`jsonrpc: "2.0"` with an id) or batch of them; none if the body

@@ -39,6 +39,9 @@ pub struct Lifecycle {
     pub(crate) failed_reloads: AtomicU64,
     /// Connection and stream limits, and what they turned away.
     pub(crate) admission: Admission,
+    /// The interceptors' store, kept across reloads while `[store]` stays the same (a reload
+    /// must not reset a budget kept in memory).
+    store: std::sync::Mutex<Option<(crate::config::StoreConfig, Arc<crate::store::SharedStore>)>>,
 }
 
 impl Lifecycle {
@@ -52,7 +55,27 @@ impl Lifecycle {
             reloads: AtomicU64::new(0),
             failed_reloads: AtomicU64::new(0),
             admission: Admission::default(),
+            store: std::sync::Mutex::default(),
         })
+    }
+
+    /// The store `config` describes: the one in use if `config` is unchanged, else a new one.
+    pub(crate) fn store(&self, config: &crate::config::StoreConfig) -> anyhow::Result<Arc<crate::store::SharedStore>> {
+        use crate::store::{RedisStore, SharedStore};
+        let mut current = self.store.lock().expect("the store cell");
+        if let Some((same, store)) = current.as_ref().filter(|(c, _)| c == config) {
+            let _ = same;
+            return Ok(store.clone());
+        }
+        let store = match &config.url {
+            None => SharedStore::memory(),
+            Some(url) => {
+                let url = crate::config::expand_env(url)?;
+                SharedStore::over(Arc::new(RedisStore::new(&url, config.timeout_ms)?), "redis")
+            }
+        };
+        *current = Some((config.clone(), store.clone()));
+        Ok(store)
     }
 
     /// Connection and stream admission, with its counters.

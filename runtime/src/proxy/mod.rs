@@ -45,7 +45,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 pub use lifecycle::{Lifecycle, Phase, ProxyHandle};
 pub use listener::{raise_descriptor_limit, serve_handle};
-use sluicegate_guest::Config;
+use sluicegate_guest::{Config, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -218,6 +218,7 @@ pub struct Proxy {
     max_event_bytes: usize,
     lifecycle: Arc<Lifecycle>,
     interceptors: Vec<Link>,
+    store: Arc<crate::store::SharedStore>,
 }
 
 impl Proxy {
@@ -277,6 +278,7 @@ impl Proxy {
         if default_upstream.is_none() && config.routes.iter().all(|r| r.upstream.is_none()) {
             bail!("no upstream given (--upstream URL, or `upstream` in the config or on a route)");
         }
+        let store = lifecycle.store(&config.store).context("[store]")?;
         let mut routes = Vec::new();
         let mut interceptors = Vec::new();
         for route in &config.routes {
@@ -285,7 +287,11 @@ impl Proxy {
                 for ic in configs {
                     let spec: Spec = ic.spec.parse().map_err(|e| anyhow!("interceptor `{}`: {e}", ic.spec))?;
                     let interceptor = spec
-                        .load_with_limits(runtime, Config::new(ic.entries()?), Limits::for_interceptor(limits, ic))
+                        .load_with_limits(
+                            runtime,
+                            Config::new(ic.entries()?).with_store(Store::new(Arc::new(store.scoped(ic.store_scope())))),
+                            Limits::for_interceptor(limits, ic),
+                        )
                         .with_context(|| format!("route `{}`", route.prefix))?;
                     let link = Link::new(interceptor, ic.on_fault, BreakerConfig::from(limits));
                     interceptors.push(link.clone());
@@ -402,7 +408,13 @@ impl Proxy {
             max_event_bytes: config.limits.max_event_bytes,
             lifecycle,
             interceptors,
+            store,
         })
+    }
+
+    /// The interceptors' store (memory, or the Redis server of `[store] url`).
+    pub fn store(&self) -> &Arc<crate::store::SharedStore> {
+        &self.store
     }
 
     /// Event streams being served right now.
@@ -814,14 +826,18 @@ impl Proxy {
                 inspect::set_body_headers(headers, body.len(), changed);
                 Ok(Full::new(body).map_err(BoxError::from).boxed_unsync())
             }
-            inspect::BodyVerdict::Refused { by, status, message } => {
+            inspect::BodyVerdict::Refused { by, status, message, retry_after } => {
                 tracing::info!(stream_id = context.stream_id, interceptor = by, "{what} was refused: {message}");
                 record(Outcome::Refused, Reason::Interceptor, bytes_in, 0, records);
                 let message = match message.is_empty() {
                     true => format!("refused by {by}"),
                     false => format!("refused by {by}: {message}"),
                 };
-                Err(refuse(status.unwrap_or(refused_status), "refused", &message, &whole))
+                let mut response = refuse(status.unwrap_or(refused_status), "refused", &message, &whole);
+                if let Some(seconds) = retry_after {
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                }
+                Err(response)
             }
             inspect::BodyVerdict::Faulted(fault) => {
                 tracing::error!(stream_id = context.stream_id, "{fault}; {what} is refused (fail-closed)");

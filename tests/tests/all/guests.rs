@@ -192,7 +192,7 @@ fn a_component_of_neither_world_is_refused_by_name() {
     let empty_component = b"\0asm\x0d\x00\x01\x00";
     let err = runtime().load("empty", empty_component, Config::default()).err().expect("must fail").to_string();
     assert!(err.contains("implements neither interceptor world"), "{err}");
-    assert!(err.contains("sluicegate:interceptor/batch@0.1.0"), "{err}");
+    assert!(err.contains("sluicegate:interceptor/batch@0.1.x"), "{err}");
 
     let core_module = b"\0asm\x01\x00\x00\x00";
     let err = format!("{:#}", runtime().load("core", core_module, Config::default()).err().expect("must fail"));

@@ -29,7 +29,7 @@ pub(crate) fn python() -> PathBuf {
 
 /// An upstream that answers the three APIs with `ANSWER`, token by token, one event per write
 /// and a short pause between writes, as a model would.
-async fn start_llm_upstream() -> SocketAddr {
+pub(crate) async fn start_llm_upstream() -> SocketAddr {
     start_upstream(answer_llm).await
 }
 

@@ -9,6 +9,7 @@
 mod admin;
 mod admission;
 mod bodies;
+mod budget;
 mod cache;
 mod guests;
 mod languages;
