@@ -150,5 +150,15 @@ pub fn load_subjects(
     runtime: &Runtime,
     specs: &[crate::spec::Spec],
 ) -> anyhow::Result<Vec<(String, Arc<dyn Interceptor>)>> {
-    specs.iter().map(|spec| Ok((spec.to_string(), spec.load(runtime, Default::default())?))).collect()
+    // A store in memory, for interceptors that use one (a budget none of the bench's runs reaches
+    // still charges every batch).
+    let store = crate::store::SharedStore::memory();
+    specs
+        .iter()
+        .map(|spec| {
+            let config = sluicegate_guest::Config::default()
+                .with_store(sluicegate_guest::Store::new(Arc::new(store.scoped(&spec.to_string()))));
+            Ok((spec.to_string(), spec.load(runtime, config)?))
+        })
+        .collect()
 }

@@ -243,10 +243,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("--set {setting}: the chain has {} interceptors", interceptors.len()))?;
                 slot.push((key.to_string(), value.to_string()));
             }
+            // One run, one process: the store is this process's memory.
+            let store = sluicegate::store::SharedStore::memory();
             let links = interceptors
                 .iter()
                 .zip(configs)
-                .map(|(spec, config)| spec.load(&runtime, Config::new(config)))
+                .map(|(spec, config)| {
+                    let scoped = sluicegate_guest::Store::new(Arc::new(store.scoped(&spec.to_string())));
+                    spec.load(&runtime, Config::new(config).with_store(scoped))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let context = StreamContext {
                 stream_id: "stdin".into(),

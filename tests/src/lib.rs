@@ -8,10 +8,12 @@ use sluicegate::sse::{Event, Parser};
 use sluicegate::{Config, EndReason, StreamContext};
 use std::sync::{Arc, OnceLock};
 
+pub mod debian;
 pub mod llm;
 pub mod net;
 pub mod process;
 pub mod python;
+pub mod redis;
 pub mod tls;
 
 include!(concat!(env!("OUT_DIR"), "/test_guests.rs"));

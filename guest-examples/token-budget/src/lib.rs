@@ -215,14 +215,11 @@ impl TokenBudget {
         if tokens == 0 {
             return;
         }
-        match self.store.increment(&account.key, tokens, self.window_seconds) {
-            Ok(total) => {
-                account.used = Some(total);
-                account.charged += tokens;
-            }
-            // Unavailable: the host applies the fault policy. Any other error cannot happen
-            // once the key was read as a count; the next read will find it.
-            Err(_) => {}
+        // An unavailable store: the host applies the fault policy. Any other error cannot happen
+        // once the key was read as a count; the next read will find it.
+        if let Ok(total) = self.store.increment(&account.key, tokens, self.window_seconds) {
+            account.used = Some(total);
+            account.charged += tokens;
         }
     }
 

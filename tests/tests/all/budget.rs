@@ -7,9 +7,9 @@
 use crate::llm_sdks::{ANSWER, python, sdk_with};
 use serde_json::Value;
 use sluicegate::chain::Chain;
+use sluicegate::spec::Spec;
 use sluicegate::sse::Event;
 use sluicegate::store::{Backend, SharedStore};
-use sluicegate::spec::Spec;
 use sluicegate_guest::Store;
 use sluicegate_tests::llm::{FORMATS, Format, stream, text_of, tokens};
 use sluicegate_tests::net::*;
@@ -77,13 +77,27 @@ fn a_stream_within_its_budget_is_untouched_and_the_providers_count_settles_the_c
     for format in FORMATS {
         let events = parse_all(stream(format, &deltas, false).as_bytes());
         let store = SharedStore::memory();
-        let out = run_chain(&Chain::new(vec![budget_link("example:token-budget", 10_000, &store)]), &batches_of(&events, 3));
+        let out =
+            run_chain(&Chain::new(vec![budget_link("example:token-budget", 10_000, &store)]), &batches_of(&events, 3));
         assert_eq!(out, events, "{format:?}: nothing changed");
         let estimate: i64 = deltas.iter().map(|d| token_budget::estimate(d)).sum();
         // Anthropic's stream reports its output tokens (the fixture: one per delta); the others
         // are charged the estimate.
         let expected = if format == Format::Anthropic { deltas.len() as i64 } else { estimate };
         assert_eq!(charged(&store), expected, "{format:?}");
+    }
+}
+
+#[test]
+fn a_whole_answer_is_charged_the_usage_it_reports() {
+    // A request without `stream: true` gets one JSON body; it cannot be cut, but it is charged
+    // (so the next request of a spent key is refused).
+    let body = r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":17,"total_tokens":26}}"#;
+    for spec in ["example:token-budget", "native:token-budget"] {
+        let store = SharedStore::memory();
+        let out = run_chain(&Chain::new(vec![budget_link(spec, 1000, &store)]), &[vec![Event::message(body)]]);
+        assert_eq!(out, vec![Event::message(body)], "{spec}: the body is unchanged");
+        assert_eq!(charged(&store), 17, "{spec}");
     }
 }
 
@@ -131,9 +145,7 @@ async fn real_sdks_see_a_budget_cut_a_stream_cleanly_then_get_429_with_retry_aft
     let estimate: i64 = tokens(ANSWER).iter().map(|d| token_budget::estimate(d)).sum();
     // One and a half answers: the first stream of a key is whole, the second is cut.
     let budget = estimate * 3 / 2;
-    let chain = format!(
-        "spec = \"example:token-budget\"\nconfig = {{ tokens = {budget}, window_seconds = 600 }}\n"
-    );
+    let chain = format!("spec = \"example:token-budget\"\nconfig = {{ tokens = {budget}, window_seconds = 600 }}\n");
     let anthropic_chain = format!(
         "spec = \"native:token-budget\"\nconfig = {{ tokens = {budget}, window_seconds = 600, key_header = \"Authorization\" }}\n"
     );
@@ -173,7 +185,8 @@ async fn real_sdks_see_a_budget_cut_a_stream_cleanly_then_get_429_with_retry_aft
         let fresh = sdk_with(&python, sdk_base(proxy, prefix, api), api, "stream", &other).await;
         assert_eq!(fresh["deltas"], ANSWER, "{api}: budgets are per key: {fresh}");
     }
-    let ended: u64 = state.links().iter().map(|l| l.stats().streams_ended.load(std::sync::atomic::Ordering::Relaxed)).sum();
+    let ended: u64 =
+        state.links().iter().map(|l| l.stats().streams_ended.load(std::sync::atomic::Ordering::Relaxed)).sum();
     assert_eq!(ended, 6, "three streams cut and three requests refused, each counted once");
     let scopes = state.store().incremented();
     assert!(scopes.iter().any(|(scope, n)| scope == "example:token-budget" && *n > 0), "{scopes:?}");

@@ -17,6 +17,7 @@ mod lifecycle;
 mod llm_sdks;
 mod mcp;
 mod proxy;
+mod redis;
 mod sandbox;
 mod sdk;
 mod serve;

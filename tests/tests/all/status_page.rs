@@ -9,28 +9,17 @@
 use sluicegate::proxy::ProxyHandle;
 use sluicegate_tests::net::*;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Command;
 use tokio::net::TcpListener;
 
 /// Makes sure `chromium` can be started, installing Debian's package if need be and possible.
 fn ensure_chromium() {
     let works = || Command::new("chromium").arg("--version").output().is_ok_and(|o| o.status.success());
-    if works() {
-        return;
+    if !sluicegate_tests::debian::ensure("chromium", works) {
+        panic!(
+            "this test needs Chromium: install it (Debian: apt-get install chromium), or set SLUICEGATE_SKIP_BROWSER=1"
+        );
     }
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if root && Path::new("/usr/bin/apt-get").exists() {
-        eprintln!("installing Debian's chromium for the status page test");
-        for args in [&["install", "-y", "-q", "chromium"][..], &["update", "-q"], &["install", "-y", "-q", "chromium"]]
-        {
-            let _ = Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").output();
-            if works() {
-                return;
-            }
-        }
-    }
-    panic!("this test needs Chromium: install it (Debian: apt-get install chromium), or set SLUICEGATE_SKIP_BROWSER=1");
 }
 
 /// The page's DOM after its scripts ran, as Chromium sees it.
