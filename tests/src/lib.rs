@@ -101,3 +101,13 @@ pub fn sample_stream() -> Vec<u8> {
 pub fn batches_of(events: &[Event], size: usize) -> Vec<Vec<Event>> {
     events.chunks(size.max(1)).map(<[Event]>::to_vec).collect()
 }
+
+/// The value of the first `/metrics` line that is `line_start` followed by a number (the full
+/// name and labels, e.g. `sluicegate_connections_total` or `m{a="b"}`); panics, showing the text,
+/// if there is none.
+pub fn metric(metrics: &str, line_start: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{line_start}` in {metrics}"))
+}

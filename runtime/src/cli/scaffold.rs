@@ -43,6 +43,7 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
             ("sluicegate-guest/src/guest.rs", include_str!("../../../guest-examples/sdk/src/guest.rs")),
             ("sluicegate-guest/src/json.rs", include_str!("../../../guest-examples/sdk/src/json.rs")),
             ("sluicegate-guest/src/text.rs", include_str!("../../../guest-examples/sdk/src/text.rs")),
+            ("sluicegate-guest/src/store.rs", include_str!("../../../guest-examples/sdk/src/store.rs")),
         ],
         Lang::Python => vec![
             ("app.py", include_str!("../../templates/python/app.py")),
@@ -111,4 +112,20 @@ pub(crate) fn create(dir: &Path, name: &str, lang: Lang) -> anyhow::Result<Vec<P
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rust_template_carries_every_file_of_the_sdk() {
+        let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/sdk/src");
+        let carried: Vec<&str> = files(Lang::Rust).into_iter().map(|(path, _)| path).collect();
+        for entry in std::fs::read_dir(sdk).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let path = format!("sluicegate-guest/src/{name}");
+            assert!(carried.contains(&path.as_str()), "`sluicegate new` leaves out the SDK's {name}");
+        }
+    }
 }

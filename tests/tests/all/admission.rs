@@ -5,18 +5,12 @@
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
+use sluicegate_tests::metric;
 use sluicegate_tests::net::*;
 use sluicegate_tests::tls::TestCa;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-
-fn metric(metrics: &str, line_start: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `{line_start}` in {metrics}"))
-}
 
 /// A stream that is live: its first event has arrived.
 async fn open_stream(url: &str, accept: bool, streams: &mut mpsc::UnboundedReceiver<Feed>) -> (EventReader, Feed) {

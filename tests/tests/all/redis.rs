@@ -5,6 +5,7 @@
 use crate::llm_sdks::{ANSWER, python, sdk_with, start_llm_upstream};
 use serde_json::Value;
 use sluicegate_tests::llm::tokens;
+use sluicegate_tests::metric;
 use sluicegate_tests::net::*;
 use sluicegate_tests::process::{Serving, Start};
 use sluicegate_tests::redis::Redis;
@@ -47,10 +48,6 @@ async fn metrics(serving: &Serving) -> String {
     let response = get(&format!("http://{}/metrics", serving.admin.unwrap()), &[]).await;
     String::from_utf8(http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes().to_vec())
         .unwrap()
-}
-
-fn metric(text: &str, line_start: &str) -> u64 {
-    text.lines().find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok()).unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,4 +176,47 @@ async fn a_redis_that_stops_is_a_fault_under_each_policy_and_service_resumes_whe
         }
     }
     assert_eq!(back["deltas"], ANSWER, "service resumes when Redis returns: {back}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_stream_is_ended_cleanly_when_redis_stops_under_it() {
+    let Some(mut redis) = Redis::start() else { return };
+    // A model that streams until its client goes, a token every 20 ms (pacing, as a model's).
+    let upstream = start_upstream(|_request: http::Request<hyper::body::Incoming>| async {
+        let (tx, response) = streamed("text/event-stream");
+        tokio::spawn(async move {
+            for i in 0.. {
+                let chunk = format!(
+                    "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token{i} \"}},\"finish_reason\":null}}]}}\n\n"
+                );
+                if tx.send(Ok(chunk.into())).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        });
+        response
+    })
+    .await;
+    let config = format!(
+        "upstream = \"http://{upstream}\"\n[store]\nurl = \"{}\"\n\
+         [[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:token-budget\"\nconfig = {{ tokens = 1000000 }}\n",
+        redis.url()
+    );
+    let proxy = replica("midstream", &config);
+    let url = format!("http://{}/v1/chat/completions", proxy.addr);
+    let mut reader = EventReader::new(get(&url, &[("authorization", "Bearer sk-live")]).await);
+    for _ in 0..3 {
+        assert!(reader.next().await.is_some(), "the stream runs, charged on Redis");
+    }
+    redis.stop();
+    let rest = reader.rest().await;
+    let error = rest.iter().find(|e| e.event_type.as_deref() == Some(&b"error"[..]));
+    assert!(error.is_some(), "fail-closed: the stream ends with an error event: {rest:?}");
+    assert!(rest.last().is_some_and(|e| e.event_type.as_deref() == Some(&b"error"[..])), "and nothing after it");
+    assert!(proxy.log().contains("the store is unavailable"), "{}", proxy.log());
+    // The proxy goes on serving: a new stream while Redis is down is refused the same way.
+    let mut next = EventReader::new(get(&url, &[("authorization", "Bearer sk-live")]).await);
+    let events = next.rest().await;
+    assert!(events.iter().any(|e| e.event_type.as_deref() == Some(&b"error"[..])), "{events:?}");
 }

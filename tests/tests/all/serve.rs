@@ -5,6 +5,7 @@
 use crate::mcp::{python_with_mcp, run_client_env, start_mcp_server_env};
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
+use sluicegate_tests::metric;
 use sluicegate_tests::net::*;
 use sluicegate_tests::process::Start;
 use sluicegate_tests::tls::TestCa;
@@ -12,13 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn metric(metrics: &str, line_start: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `{line_start}` in {metrics}"))
-}
 
 async fn text_of(url: &str) -> (u16, String) {
     let response = get(url, &[]).await;

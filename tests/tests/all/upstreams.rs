@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{Request, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use sluicegate_tests::metric;
 use sluicegate_tests::net::*;
 use sluicegate_tests::tls::{Issued, TestCa};
 use std::net::SocketAddr;
@@ -73,13 +74,6 @@ async fn serve_test_api(seen: Arc<Seen>, tls: Option<rustls::ServerConfig>) -> S
         Some(tls) => start_tls_upstream(handler, tls).await,
         None => start_upstream(handler).await,
     }
-}
-
-fn metric(metrics: &str, line_start: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `{line_start}` in {metrics}"))
 }
 
 fn data(event: &sluicegate::sse::Event) -> String {
