@@ -65,9 +65,10 @@ pub(super) fn context_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 
 fn digest(secret: &[u8]) -> String {
     use sha2::Digest as _;
+    use std::fmt::Write as _;
     let mut text = String::from("sha256:");
     for byte in sha2::Sha256::digest(secret) {
-        text.push_str(&format!("{byte:02x}"));
+        let _ = write!(text, "{byte:02x}");
     }
     text
 }

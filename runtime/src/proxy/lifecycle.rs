@@ -63,8 +63,7 @@ impl Lifecycle {
     pub(crate) fn store(&self, config: &crate::config::StoreConfig) -> anyhow::Result<Arc<crate::store::SharedStore>> {
         use crate::store::{RedisStore, SharedStore};
         let mut current = self.store.lock().expect("the store cell");
-        if let Some((same, store)) = current.as_ref().filter(|(c, _)| c == config) {
-            let _ = same;
+        if let Some((_, store)) = current.as_ref().filter(|(c, _)| c == config) {
             return Ok(store.clone());
         }
         let store = match &config.url {

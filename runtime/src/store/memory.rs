@@ -59,16 +59,6 @@ impl MemoryStore {
         // A panic while holding the lock leaves the map consistent (every write is one insert).
         shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-
-    /// Keys held now, expired ones included until swept (for tests and the status page).
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).slots.len()).sum()
-    }
-
-    /// True if no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Shard {
