@@ -205,10 +205,17 @@ async fn host_and_origin_are_checked_on_loopback() {
 }
 
 /// An upstream that serves events `1..=total` with ids, honours `Last-Event-ID`, and breaks the
-/// connection after every `drop_every` events. Counts connections.
-async fn flaky_upstream(total: u32, drop_every: u32, connections: Arc<AtomicUsize>) -> std::net::SocketAddr {
+/// connection after every `drop_every` events. Counts connections. With a `gate`, each break waits
+/// for its signal: a reset discards what the upstream has queued but not yet written, so a test that
+/// needs every event before a break to arrive signals once its client has read them.
+async fn flaky_upstream(
+    total: u32,
+    drop_every: u32,
+    connections: Arc<AtomicUsize>,
+    gate: Option<Arc<tokio::sync::Notify>>,
+) -> std::net::SocketAddr {
     start_upstream(move |request: http::Request<hyper::body::Incoming>| {
-        let connections = connections.clone();
+        let (connections, gate) = (connections.clone(), gate.clone());
         async move {
             connections.fetch_add(1, Ordering::SeqCst);
             let after: u32 =
@@ -221,6 +228,9 @@ async fn flaky_upstream(total: u32, drop_every: u32, connections: Arc<AtomicUsiz
                 for n in after + 1..=total {
                     let _ = tx.send(Ok(Bytes::from(format!("id: {n}\ndata: event {n}\n\n")))).await;
                     if n % drop_every == 0 && n < total {
+                        if let Some(gate) = &gate {
+                            gate.notified().await;
+                        }
                         // Half an event, then a broken connection.
                         let _ = tx.send(Ok(Bytes::from_static(b"id: 999\ndata: partial"))).await;
                         let _ = tx.send(Err(std::io::Error::other("connection reset"))).await;
@@ -234,10 +244,31 @@ async fn flaky_upstream(total: u32, drop_every: u32, connections: Arc<AtomicUsiz
     .await
 }
 
+/// Reads `before` data events of `response`, lets the upstream break (`gate`), then reads the rest.
+async fn read_then_break(
+    response: http::Response<hyper::body::Incoming>,
+    before: usize,
+    gate: &tokio::sync::Notify,
+) -> Vec<Event> {
+    let mut reader = EventReader::new(response);
+    let mut events = vec![];
+    read_data_events(&mut reader, &mut events, before).await;
+    gate.notify_one();
+    events.extend(reader.rest().await);
+    events
+}
+
+/// Reads from `reader` into `events` until `events` holds `count` events with data.
+async fn read_data_events(reader: &mut EventReader, events: &mut Vec<Event>, count: usize) {
+    while data(events).len() < count {
+        events.push(reader.next().await.expect("the events before the break"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_upstream_is_resumed_without_loss_or_duplicates() {
     let connections = Arc::new(AtomicUsize::new(0));
-    let upstream = flaky_upstream(40, 7, connections.clone()).await;
+    let upstream = flaky_upstream(40, 7, connections.clone(), None).await;
     let (proxy, state) = start_proxy(&config_with_chain(upstream, &["example:summary"], "")).await;
     let events = EventReader::new(get(&format!("http://{proxy}/events"), &[]).await).rest().await;
     let ids: Vec<String> =
@@ -258,8 +289,12 @@ async fn resumption_skips_replayed_events_and_gives_up_after_the_limit() {
     // An upstream that replays the last event on resumption (a common off-by-one), then refuses.
     let connections = Arc::new(AtomicUsize::new(0));
     let counter = connections.clone();
+    // Each stream breaks once the client has read what it sent (see `flaky_upstream`'s gate).
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let upstream_gate = gate.clone();
     let upstream = start_upstream(move |request: http::Request<hyper::body::Incoming>| {
         let n = counter.fetch_add(1, Ordering::SeqCst);
+        let gate = upstream_gate.clone();
         async move {
             if n >= 2 {
                 let mut refused = full(503, "text/plain", "busy");
@@ -274,6 +309,7 @@ async fn resumption_skips_replayed_events_and_gives_up_after_the_limit() {
                 for i in from..from + 3 {
                     let _ = tx.send(Ok(Bytes::from(format!("id: {i}\ndata: {i}\n\n")))).await;
                 }
+                gate.notified().await;
                 let _ = tx.send(Err(std::io::Error::other("reset"))).await;
             });
             response
@@ -282,7 +318,13 @@ async fn resumption_skips_replayed_events_and_gives_up_after_the_limit() {
     .await;
     let extra = "[reconnect]\nmax_attempts = 3\ninitial_delay_ms = 1\nmax_delay_ms = 5";
     let (proxy, state) = start_proxy(&config_with_chain(upstream, &["example:passthrough"], extra)).await;
-    let events = EventReader::new(get(&format!("http://{proxy}/events"), &[]).await).rest().await;
+    let mut reader = EventReader::new(get(&format!("http://{proxy}/events"), &[]).await);
+    let mut events = vec![];
+    for wanted in [3, 5] {
+        read_data_events(&mut reader, &mut events, wanted).await;
+        gate.notify_one(); // the stream that sent them breaks
+    }
+    events.extend(reader.rest().await);
     assert_eq!(data(&events), vec!["1", "2", "3", "4", "5"], "3 was replayed by the upstream and skipped");
     assert_eq!(connections.load(Ordering::SeqCst), 2 + 3, "two streams, then three refused attempts");
     eventually("the stream's state is released", || state.active_streams() == 0 && state.live_guest_streams() == 0)
@@ -292,13 +334,14 @@ async fn resumption_skips_replayed_events_and_gives_up_after_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumption_can_be_switched_off_and_a_client_last_event_id_passes_through() {
     let connections = Arc::new(AtomicUsize::new(0));
-    let upstream = flaky_upstream(10, 4, connections.clone()).await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let upstream = flaky_upstream(10, 4, connections.clone(), Some(gate.clone())).await;
     let (proxy, _) =
         start_proxy(&config_with_chain(upstream, &["example:passthrough"], "[reconnect]\nenabled = false")).await;
-    let events = EventReader::new(get(&format!("http://{proxy}/e"), &[]).await).rest().await;
+    let events = read_then_break(get(&format!("http://{proxy}/e"), &[]).await, 4, &gate).await;
     assert_eq!(data(&events), vec!["event 1", "event 2", "event 3", "event 4"], "the partial event is discarded");
     // The client resumes by itself: its Last-Event-ID reaches the upstream as it is.
-    let events = EventReader::new(get(&format!("http://{proxy}/e"), &[("last-event-id", "4")]).await).rest().await;
+    let events = read_then_break(get(&format!("http://{proxy}/e"), &[("last-event-id", "4")]).await, 4, &gate).await;
     assert_eq!(data(&events), vec!["event 5", "event 6", "event 7", "event 8"]);
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
