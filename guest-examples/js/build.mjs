@@ -14,7 +14,7 @@ const bin = process.env.SLUICEGATE_JS_BIN ?? join(here, "node_modules", ".bin");
 const wit = join(here, "..", "..", "wit");
 mkdirSync(out, { recursive: true });
 
-for (const name of ["drop", "redact"]) {
+for (const name of ["drop", "redact", "token-budget"]) {
   // ComponentizeJS resolves imports from the working directory; the guest does no HTTP, so the
   // wasi:http imports that it adds by default are left out.
   execFileSync(join(bin, "componentize-js"), [

@@ -62,7 +62,12 @@ pub fn parse_all(input: &[u8]) -> Vec<Event> {
 /// Runs `batches` through `chain` as one stream and returns everything it outputs (including
 /// what the interceptors add when the stream ends normally).
 pub fn run_chain(chain: &Chain, batches: &[Vec<Event>]) -> Vec<Event> {
-    let mut stream = chain.open(&context()).expect("open");
+    run_chain_in(chain, &context(), batches)
+}
+
+/// [`run_chain`] for a stream of `context` (its request headers, say).
+pub fn run_chain_in(chain: &Chain, context: &StreamContext, batches: &[Vec<Event>]) -> Vec<Event> {
+    let mut stream = chain.open(context).expect("open");
     let mut out = Vec::new();
     for events in batches {
         let mut batch: Batch = events.iter().cloned().collect();

@@ -10,6 +10,7 @@
 // into the batch (valid UTF-8, as the host guarantees): decode only what you need.
 
 import { configEntries, log as hostLog } from "sluicegate:interceptor/host@0.1.1";
+import * as wit from "sluicegate:interceptor/store@0.1.1";
 
 // The wire layout (wit/interceptor.wit, `batch` and `verdict`).
 export const STRIDE = 8;
@@ -232,6 +233,67 @@ export class Interceptor {
 export function log(level, message) {
   hostLog(level, message);
 }
+
+/**
+ * A store call failed. `kind` is "unavailable" (the store could not be reached or did not answer
+ * in time; the host also counts it as a fault of this interceptor and applies its fault policy
+ * after the call, whatever the call returns), "not-a-counter" (`increment` of a key that does not
+ * hold an integer) or "too-large" (a key over 512 bytes or a value over 64 KiB).
+ */
+export class StoreError extends Error {
+  constructor(kind, detail) {
+    super(detail ? `${kind}: ${detail}` : kind);
+    this.kind = kind;
+    this.detail = detail ?? "";
+  }
+}
+
+// A WIT `result` error arrives thrown: the variant itself, or wrapped in a `payload` (as the jco
+// glue of ComponentizeJS wraps it).
+function storeCall(call) {
+  try {
+    return call();
+  } catch (e) {
+    const error = e?.payload ?? e;
+    if (typeof error?.tag !== "string") throw e;
+    throw new StoreError(error.tag, typeof error.val === "string" ? error.val : "");
+  }
+}
+
+/**
+ * The host's store (the WIT `store` interface, since 0.1.1): small counters and values shared by
+ * this interceptor's streams and, when the operator configured a shared store, by every replica of
+ * the proxy. Keys are this interceptor's own: the host scopes them. Each operation is atomic; a
+ * failed one throws a StoreError. Counters are numbers (exact up to 2^53).
+ */
+export const store = {
+  /** `{ value, expiresIn }` under `key` (expiresIn: seconds left, rounded up; 0: never), or undefined. */
+  get(key) {
+    const entry = storeCall(() => wit.get(key));
+    return entry == null ? undefined : { value: entry.value, expiresIn: entry.expiresIn };
+  },
+  /**
+   * Adds `by` to the integer under `key` (absent: 0) and returns the new value. A key this call
+   * creates expires `ttlSeconds` later (0: never); an existing key keeps its expiry.
+   */
+  increment(key, by, ttlSeconds = 0) {
+    if (by >= 0) return Number(storeCall(() => wit.increment(key, by, ttlSeconds)));
+    // ComponentizeJS traps (uncatchably) on lowering a negative s64 (its issue 343), so a
+    // decrement is a compare-and-set loop: atomic all the same; an existing key keeps its expiry
+    // to the second (the remaining time, rounded up, is set again).
+    for (;;) {
+      const entry = store.get(key);
+      if (entry !== undefined && !/^[+-]?[0-9]+$/.test(entry.value)) throw new StoreError("not-a-counter");
+      const next = (entry === undefined ? 0 : Number(entry.value)) + by;
+      const ttl = entry === undefined ? ttlSeconds : entry.expiresIn;
+      if (store.compareAndSet(key, entry?.value, String(next), ttl)) return next;
+    }
+  },
+  /** Sets `key` to `value` (expiring `ttlSeconds` later) if it holds `expected` (undefined: absent). */
+  compareAndSet(key, expected, value, ttlSeconds = 0) {
+    return storeCall(() => wit.compareAndSet(key, expected ?? undefined, value, ttlSeconds));
+  },
+};
 
 /** The component's `batch` interface for an Interceptor subclass: `export const batch = exportInterceptor(X)`. */
 export function exportInterceptor(InterceptorClass) {

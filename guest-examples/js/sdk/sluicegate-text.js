@@ -316,22 +316,37 @@ export class TextTransform {
   step(channel, pending, last) {
     throw new Error("step is not implemented");
   }
+  /**
+   * A text seen whole rather than streamed: an event that repeats a channel's whole text, or the
+   * raw bytes of an event (or of a delta's other fields) outside the streamed text. Returns what
+   * `step` returns. The default treats it as a channel of its own that closes at once, which is
+   * what a filter wants; a transform that meters the streamed text (a token budget) passes it on
+   * instead, so that nothing is counted twice.
+   */
+  whole(text) {
+    return this.step(this.newChannel(), text, true);
+  }
 }
+
+const outcome = (result) => (result instanceof Stop ? [result.out, result.reason] : [result[1], undefined]);
 
 /** [output, stop reason or undefined] of `transform` over a whole text. */
 export function applyWhole(transform, text) {
-  const result = transform.step(transform.newChannel(), text, true);
-  return result instanceof Stop ? [result.out, result.reason] : [result[1], undefined];
+  return outcome(transform.whole(text));
 }
 
-function includes(data, pattern) {
+/** Where the bytes `pattern` (not empty) first occur in the bytes `data`, or -1. */
+export function find(data, pattern) {
   for (let at = data.indexOf(pattern[0]); at >= 0 && at + pattern.length <= data.length; at = data.indexOf(pattern[0], at + 1)) {
     let k = 1;
     while (k < pattern.length && data[at + k] === pattern[k]) k++;
-    if (k === pattern.length) return true;
+    if (k === pattern.length) return at;
   }
-  return false;
+  return -1;
 }
+
+/** True if the bytes `pattern` occur in the bytes `data`. */
+export const includes = (data, pattern) => find(data, pattern) >= 0;
 
 const TYPE_KEY = utf8('"type"'), CHOICES_KEY = utf8('"choices"');
 
@@ -354,7 +369,8 @@ function stepChannel(t, channel, last) {
     channel.pending = channel.pending.slice(n);
     return [released, undefined];
   }
-  const whole = applyWhole(t, channel.pending);
+  // Streamed text still: through `step`, as a channel that closes at once.
+  const whole = outcome(t.step(t.newChannel(), channel.pending, true));
   channel.pending = EMPTY;
   return whole;
 }

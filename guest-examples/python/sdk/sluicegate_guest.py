@@ -224,6 +224,59 @@ def log(level, message):
     host.log(host.Level[level.upper()], message)
 
 
+class StoreError(Exception):
+    """A store call failed. `kind` is "unavailable" (the store could not be reached or did not
+    answer in time; the host also counts it as a fault of this interceptor and applies its fault
+    policy after the call, whatever the call returns), "not-a-counter" (`increment` of a key that
+    does not hold an integer) or "too-large" (a key over 512 bytes or a value over 64 KiB)."""
+
+    def __init__(self, kind, detail=""):
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.detail = detail
+
+
+def _store_call(operation, *args):
+    from componentize_py_types import Err
+    from wit_world.imports import store as wit
+
+    try:
+        return getattr(wit, operation)(*args)
+    except Err as e:
+        if isinstance(e.value, wit.Error_Unavailable):
+            raise StoreError("unavailable", e.value.value) from None
+        if isinstance(e.value, wit.Error_NotACounter):
+            raise StoreError("not-a-counter") from None
+        raise StoreError("too-large") from None
+
+
+class Store:
+    """The host's store (the WIT `store` interface, since 0.1.1): small counters and values
+    shared by this interceptor's streams and, when the operator configured a shared store, by
+    every replica of the proxy. Keys are this interceptor's own: the host scopes them. Each
+    operation is atomic; a failed one raises `StoreError`."""
+
+    def get(self, key):
+        """`(value, expires_in)` under `key` (expires_in: seconds left, rounded up; 0 if it never
+        expires), or None if the key is absent."""
+        entry = _store_call("get", key)
+        return None if entry is None else (entry.value, entry.expires_in)
+
+    def increment(self, key, by, ttl_seconds=0):
+        """Adds `by` to the integer under `key` (absent: 0) and returns the new value. A key this
+        call creates expires `ttl_seconds` later (0: never); an existing key keeps its expiry."""
+        return _store_call("increment", key, by, ttl_seconds)
+
+    def compare_and_set(self, key, expected, value, ttl_seconds=0):
+        """Sets `key` to `value` (expiring `ttl_seconds` later; 0: never) if it holds `expected`
+        now (None: the key is absent). True if it was set."""
+        return _store_call("compare_and_set", key, expected, value, ttl_seconds)
+
+
+store = Store()
+"""The store, for every interceptor of this component."""
+
+
 def instance():
     """The interceptor, built on first use: its configuration is only readable at run time."""
     global _instance

@@ -246,10 +246,18 @@ class TextTransform:
         With `last` everything must be released. Or returns `Stop(out)` to end the stream."""
         raise NotImplementedError
 
+    def whole(self, text):
+        """A text seen whole rather than streamed: an event that repeats a channel's whole text,
+        or the raw bytes of an event (or of a delta's other fields) outside the streamed text.
+        Returns what `step` returns. The default treats it as a channel of its own that closes at
+        once, which is what a filter wants; a transform that meters the streamed text (a token
+        budget) passes it on instead, so that nothing is counted twice."""
+        return self.step(self.new_channel(), text, True)
+
 
 def apply_whole(transform, text):
     """(output, stop reason or None) of `transform` over a whole text."""
-    result = transform.step(transform.new_channel(), text, True)
+    result = transform.whole(text)
     if isinstance(result, Stop):
         return result.out, result.reason
     return result[1], None
@@ -268,9 +276,12 @@ def _step_channel(t, channel, last):
     if n == len(channel.pending) or (not last and len(channel.pending) - n <= t.max_held):
         channel.pending = channel.pending[n:]
         return released, None
-    released, reason = apply_whole(t, channel.pending)
+    # Streamed text still: through `step`, as a channel that closes at once.
+    result = t.step(t.new_channel(), channel.pending, True)
     channel.pending = b""
-    return released, reason
+    if isinstance(result, Stop):
+        return result.out, result.reason
+    return result[1], None
 
 
 class _Channel:

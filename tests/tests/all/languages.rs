@@ -1,6 +1,7 @@
 //! Interceptors written in Python and JavaScript (`guest-examples/python`, `guest-examples/js`):
 //! built from source with their pinned toolchains, they must give exactly the output of the Rust
-//! examples on the same streams, in batches of every size, and run behind the proxy.
+//! examples on the same streams, in batches of every size, and run behind the proxy; the token
+//! budgets also charge the host store exactly as the Rust one does.
 //!
 //! The toolchains are installed on first use under the target directory (componentize-py from
 //! the Python package index into a venv; ComponentizeJS and componentize-qjs from the npm
@@ -8,13 +9,16 @@
 //! network the first time. Without them they fail and say what is missing; set
 //! SLUICEGATE_SKIP_FOREIGN_GUESTS=1 to skip them on purpose (they then print that they skipped).
 
+use sluicegate::StreamContext;
 use sluicegate::chain::Chain;
 use sluicegate::spec::Spec;
+use sluicegate::store::{Backend, SharedStore};
+use sluicegate_guest::Store;
 use sluicegate_tests::net::*;
 use sluicegate_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 const SKIP: &str = "SLUICEGATE_SKIP_FOREIGN_GUESTS";
 
@@ -193,6 +197,78 @@ fn javascript_examples_match_the_rust_ones_with_both_toolchains() {
         for engine in ["spidermonkey", "quickjs"] {
             assert_same_as_rust(&js_guests().join(format!("{name}.{engine}.wasm")), name);
         }
+    }
+}
+
+/// The budget's key, the one header it reads, and a stream context carrying it.
+const KEY_HEADER: (&str, &str) = ("authorization", "sha256:0a1b2c");
+
+fn budget_context(status: u16) -> StreamContext {
+    let request_headers = vec![(KEY_HEADER.0.to_string(), KEY_HEADER.1.to_string())];
+    StreamContext { status, request_headers, ..context() }
+}
+
+/// `spec` loaded as `token-budget` with a budget of `tokens` over `store`.
+fn budget_chain(spec: &str, tokens: i64, store: &Arc<SharedStore>) -> Chain {
+    let config = config_of(&[("tokens", &tokens.to_string())]).with_store(Store::new(Arc::new(store.scoped("budget"))));
+    let interceptor = spec.parse::<Spec>().unwrap().load(runtime(), config);
+    Chain::new(vec![interceptor.unwrap_or_else(|e| panic!("loading {spec}: {e:#}"))])
+}
+
+/// What `store` holds for the test's key: the budget's total, stored under the header's hash.
+fn charged(store: &Arc<SharedStore>) -> Option<String> {
+    let key = token_budget::key_of(Some(KEY_HEADER.1));
+    store.scoped("budget").get(&key).unwrap().map(|entry| entry.value)
+}
+
+/// `component` (a `token-budget` built from another language) against the Rust
+/// `example:token-budget`: on every LLM format, cut mid-stream or within its budget, in batches
+/// of every size, the same events out, the same charge in the store under the same hashed key,
+/// and then the same answer to the next request (429 once the budget is spent).
+fn assert_budget_same_as_rust(component: &Path) {
+    let spec = component.to_str().unwrap();
+    let answer = "Write to alice.smith@example.com, \"bob\" or caf\u{e9}\n\u{1f600} and then some more words";
+    let deltas = sluicegate_tests::llm::tokens(answer);
+    let estimate: i64 = deltas.iter().map(|d| token_budget::estimate(d)).sum();
+    let refusal = parse_all(b"data: {\"model\":\"m\",\"stream\":true}\n\n");
+    let mut cut = 0;
+    for format in sluicegate_tests::llm::FORMATS {
+        for ids in [false, true] {
+            let events = parse_all(sluicegate_tests::llm::stream(format, &deltas, ids).as_bytes());
+            for budget in [estimate / 3, 10_000] {
+                for size in [1, 3, 64] {
+                    let batches = batches_of(&events, size);
+                    let mut seen = Vec::new();
+                    for spec in [spec, "example:token-budget"] {
+                        let store = SharedStore::memory();
+                        let chain = budget_chain(spec, budget, &store);
+                        let out = run_chain_in(&chain, &budget_context(200), &batches);
+                        let charged = charged(&store);
+                        let next = run_chain_in(&chain, &budget_context(0), std::slice::from_ref(&refusal));
+                        seen.push((out, charged, next));
+                    }
+                    let (foreign, rust) = (&seen[0], &seen[1]);
+                    assert_eq!(
+                        foreign, rust,
+                        "{spec} vs example:token-budget: {format:?}, ids {ids}, budget {budget}, batch {size}"
+                    );
+                    assert!(rust.1.is_some(), "the stream was charged to the header's key");
+                    cut += usize::from(rust.0 != events);
+                }
+            }
+        }
+    }
+    assert_eq!(cut, 3 * 2 * 3, "every stream over its budget was cut, and none within it");
+}
+
+#[test]
+fn python_and_javascript_budgets_match_the_rust_one_on_the_host_store() {
+    if skipped("Python and JavaScript guests") {
+        return;
+    }
+    assert_budget_same_as_rust(&python_guests().join("token-budget.wasm"));
+    for engine in ["spidermonkey", "quickjs"] {
+        assert_budget_same_as_rust(&js_guests().join(format!("token-budget.{engine}.wasm")));
     }
 }
 
