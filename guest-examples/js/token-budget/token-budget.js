@@ -3,7 +3,8 @@
 // `example:token-budget` (guest-examples/token-budget/src/lib.rs, which documents them), on the
 // same streaming-text layer and the same store, so both give identical output and charges.
 //
-// Config: `tokens` (required), `window_seconds` (3600), `key_header` (`authorization`).
+// Config: `tokens` (required), `window_seconds` (3600), `key_header` (`authorization`; several,
+// comma-separated, are tried in order).
 
 import { Interceptor, StoreError, exportInterceptor, store, utf8 } from "../sdk/sluicegate-guest.js";
 import { LENGTH, Stop, TextStream, TextTransform, find, includes } from "../sdk/sluicegate-text.js";
@@ -96,10 +97,14 @@ class TokenBudget extends Interceptor {
     if (config.get("tokens") === undefined) throw new Error("`tokens` (the budget) is required");
     this.tokens = positive(config, "tokens", undefined, I64_MAX);
     this.windowSeconds = positive(config, "window_seconds", 3600, 2n ** 32n - 1n);
-    this.keyHeader = (config.get("key_header") ?? "authorization").toLowerCase();
+    const names = (config.get("key_header") ?? "authorization").split(",").map((name) => name.trim().toLowerCase());
+    this.keyHeaders = names.filter((name) => name !== "");
+    if (this.keyHeaders.length === 0) throw new Error("`key_header` must name at least one header");
   }
   open(context) {
-    const header = context.requestHeaders.find(([name]) => name === this.keyHeader);
+    const header = this.keyHeaders
+      .map((wanted) => context.requestHeaders.find(([name]) => name === wanted))
+      .find((found) => found !== undefined);
     return {
       text: new TextStream(),
       key: keyOf(header?.[1]),

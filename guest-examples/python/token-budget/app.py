@@ -3,7 +3,8 @@ host's store and enforced in the middle of a stream. The same rules, byte for by
 `example:token-budget` (guest-examples/token-budget/src/lib.rs, which documents them), on the same
 streaming-text layer and the same store, so both give identical output and charges.
 
-Config: `tokens` (required), `window_seconds` (3600), `key_header` (`authorization`)."""
+Config: `tokens` (required), `window_seconds` (3600), `key_header` (`authorization`; several,
+comma-separated, are tried in order)."""
 
 import hashlib
 
@@ -117,10 +118,14 @@ class TokenBudget(sg.Interceptor):
         if self.tokens is None:
             raise ValueError("`tokens` (the budget) is required")
         self.window_seconds = _positive(config, "window_seconds", 3600, (1 << 32) - 1)
-        self.key_header = config.get("key_header", "authorization").lower()
+        names = (name.strip().lower() for name in config.get("key_header", "authorization").split(","))
+        self.key_headers = [name for name in names if name]
+        if not self.key_headers:
+            raise ValueError("`key_header` must name at least one header")
 
     def open(self, context):
-        value = next((v for name, v in context.request_headers if name == self.key_header), None)
+        headers = context.request_headers
+        value = next((v for header in self.key_headers for name, v in headers if name == header), None)
         return Account(key_of(value), context.status == 0)
 
     def process_batch(self, account, batch, out):

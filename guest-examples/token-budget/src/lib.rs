@@ -4,7 +4,9 @@
 //!
 //! Config: `tokens` (the budget, required), `window_seconds` (default 3600: the window starts at
 //! a key's first charge and the count starts again when it ends), `key_header` (default
-//! `authorization`: the request header that names the tenant). The key is stored as the
+//! `authorization`: the request header that names the tenant; several, comma-separated, are
+//! tried in order, e.g. `authorization, x-api-key` for OpenAI-style and Anthropic-style
+//! clients on one route). The key is stored as the
 //! SHA-256 of the header's value (the proxy gives credentials to interceptors as digests only,
 //! and those are hashed again); requests without the header share the key `anonymous`.
 //!
@@ -37,7 +39,8 @@ use std::cell::Cell;
 pub struct TokenBudget {
     tokens: i64,
     window_seconds: u32,
-    key_header: String,
+    /// The headers that name the tenant, in the order they are tried (lower case).
+    key_headers: Vec<String>,
     store: Store,
 }
 
@@ -149,12 +152,23 @@ impl Interceptor for TokenBudget {
             None => 3600,
             Some(w) => w.parse::<u32>().ok().filter(|&w| w > 0).ok_or("`window_seconds` must be a positive integer")?,
         };
-        let key_header = config.get("key_header").unwrap_or("authorization").to_ascii_lowercase();
-        Ok(TokenBudget { tokens, window_seconds, key_header, store: config.store().clone() })
+        let key_headers: Vec<String> = config
+            .get("key_header")
+            .unwrap_or("authorization")
+            .split(',')
+            .map(|name| name.trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .collect();
+        if key_headers.is_empty() {
+            return Err("`key_header` must name at least one header".into());
+        }
+        Ok(TokenBudget { tokens, window_seconds, key_headers, store: config.store().clone() })
     }
 
     fn open(&self, context: &StreamContext) -> Account {
-        let value = context.request_headers.iter().find(|(name, _)| *name == self.key_header).map(|(_, v)| v.as_str());
+        let value = self.key_headers.iter().find_map(|header| {
+            context.request_headers.iter().find(|(name, _)| name == header).map(|(_, value)| value.as_str())
+        });
         Account {
             text: TextStream::new(),
             key: key_of(value),

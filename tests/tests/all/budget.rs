@@ -13,7 +13,7 @@ use sluicegate::store::{Backend, SharedStore};
 use sluicegate_guest::Store;
 use sluicegate_tests::llm::{FORMATS, Format, stream, text_of, tokens};
 use sluicegate_tests::net::*;
-use sluicegate_tests::{batches_of, config_of, parse_all, run_chain, runtime};
+use sluicegate_tests::{batches_of, config_of, parse_all, run_chain, run_chain_in, runtime};
 use std::sync::Arc;
 
 fn budget_link(spec: &str, tokens: i64, store: &Arc<SharedStore>) -> Arc<dyn sluicegate::interceptor::Interceptor> {
@@ -123,6 +123,45 @@ fn charges_are_exact_when_many_streams_of_one_key_run_at_once() {
         assert_eq!(charged(&store), 8 * 5 * per_stream, "{spec}: every charge counted once");
         let calls: u64 = store.calls(sluicegate::store::Op::Increment).map(|(_, n)| n).sum();
         assert!(calls <= 8 * 5 * deltas.len() as u64, "{spec}: one increment per batch at most ({calls})");
+    }
+}
+
+#[test]
+fn the_tenant_is_the_first_key_header_present() {
+    let deltas = tokens(ANSWER);
+    let per_stream: i64 = deltas.iter().map(|d| token_budget::estimate(d)).sum();
+    let events = parse_all(stream(Format::Chat, &deltas, false).as_bytes());
+    let openai = ("authorization", "sha256:0a");
+    let anthropic = ("x-api-key", "sha256:0b");
+    // Which key each request is charged to: the first of the configured headers it carries.
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[anthropic], anthropic.1),
+        (&[anthropic, openai], openai.1),
+        (&[openai], openai.1),
+        (&[("x-other", "sha256:0c")], "anonymous"),
+    ];
+    for spec in ["example:token-budget", "native:token-budget"] {
+        for (headers, expected) in cases {
+            let store = SharedStore::memory();
+            let config = config_of(&[("tokens", "100000"), ("key_header", " Authorization ,x-API-key")])
+                .with_store(Store::new(Arc::new(store.scoped("budget"))));
+            let link = spec.parse::<Spec>().unwrap().load(runtime(), config).unwrap();
+            let request_headers = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+            let context = sluicegate::StreamContext { request_headers, ..sluicegate_tests::context() };
+            run_chain_in(&Chain::new(vec![link]), &context, &batches_of(&events, 4));
+            let key = if expected == "anonymous" { expected.to_string() } else { token_budget::key_of(Some(expected)) };
+            let total = store.scoped("budget").get(&key).unwrap().map(|e| e.value);
+            assert_eq!(total, Some(per_stream.to_string()), "{spec}, {headers:?}: charged to {expected}");
+        }
+        // A `key_header` naming no header is refused: at load, or as a fault of the first stream.
+        let loaded =
+            spec.parse::<Spec>().unwrap().load(runtime(), config_of(&[("tokens", "1"), ("key_header", " , ")]));
+        let refused = loaded.map_or(true, |link| {
+            let mut batch = parse_all(b"data: hi\n\n").into_iter().collect();
+            let opened = Chain::new(vec![link]).open(&sluicegate_tests::context());
+            opened.and_then(|mut stream| stream.process(&mut batch).map(|_| ())).is_err()
+        });
+        assert!(refused, "{spec}: a `key_header` naming no header is refused");
     }
 }
 

@@ -210,7 +210,9 @@ fn budget_context(status: u16) -> StreamContext {
 
 /// `spec` loaded as `token-budget` with a budget of `tokens` over `store`.
 fn budget_chain(spec: &str, tokens: i64, store: &Arc<SharedStore>) -> Chain {
-    let config = config_of(&[("tokens", &tokens.to_string())]).with_store(Store::new(Arc::new(store.scoped("budget"))));
+    // The context carries only the second of these headers: each language falls back alike.
+    let config = config_of(&[("tokens", &tokens.to_string()), ("key_header", "x-api-key, Authorization")])
+        .with_store(Store::new(Arc::new(store.scoped("budget"))));
     let interceptor = spec.parse::<Spec>().unwrap().load(runtime(), config);
     Chain::new(vec![interceptor.unwrap_or_else(|e| panic!("loading {spec}: {e:#}"))])
 }
