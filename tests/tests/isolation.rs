@@ -1,8 +1,12 @@
 //! Isolation between tenants: an interceptor that spends a lot of CPU on every batch (legally,
 //! well within its deadline) slows its own streams, not another route's. The proxy runs as a
 //! process (two worker threads on this 2-core machine, as `serve` runs), the upstream and the
-//! clients in the test. Before slow chains were called off the I/O threads, the fast stream's p99
-//! was ~41 ms here; the bound (25 ms) is generous so that a busy CI machine does not fail it.
+//! clients in the test. The slow tenant's calls are long (120 ms of CPU every 600 ms per stream,
+//! 20% of this 2-core machine for two streams), so that holding a worker shows far above the
+//! machine's noise: with the chain called on the I/O thread (the proxy's isolation switched off
+//! by hand) the fast stream's p99 is ~120 ms; with it, 4-7 ms on a quiet machine. The bound
+//! (60 ms, half a slow call) leaves room both ways: one CI run measured 41 ms of noise when the
+//! slow calls were 40 ms and the bound 25 ms.
 //!
 //! A test binary of its own, not one of `tests/all`: cargo runs test binaries one after
 //! another, so this latency is measured with the machine to itself. Among the hundred tests of
@@ -21,8 +25,8 @@ async fn a_slow_interceptor_on_one_route_does_not_delay_another_routes_stream() 
         let slow = request.uri().path() == "/slow";
         let (tx, response) = streamed("text/event-stream");
         tokio::spawn(async move {
-            // /slow: 5 batches a second; /fast: 200 events a second, each with its send time.
-            let mut ticks = tokio::time::interval(Duration::from_millis(if slow { 200 } else { 5 }));
+            // /slow: a batch every 600 ms; /fast: 200 events a second, each with its send time.
+            let mut ticks = tokio::time::interval(Duration::from_millis(if slow { 600 } else { 5 }));
             loop {
                 ticks.tick().await;
                 let event = format!("data: {}\n\n", base.elapsed().as_micros());
@@ -37,7 +41,7 @@ async fn a_slow_interceptor_on_one_route_does_not_delay_another_routes_stream() 
     let config = format!(
         "upstream = \"http://{upstream}\"\n[limits]\ncall_deadline_ms = 1000\n\
          [[route]]\nprefix = \"/slow\"\n[[route.interceptor]]\nspec = \"{hostile}\"\n\
-         config = {{ mode = \"busy\", busy_ms = \"40\" }}\ngrant_clocks = true\ninstances = 2\n\
+         config = {{ mode = \"busy\", busy_ms = \"120\" }}\ngrant_clocks = true\ninstances = 2\n\
          [[route]]\nprefix = \"/fast\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n"
     );
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("isolation");
@@ -46,7 +50,7 @@ async fn a_slow_interceptor_on_one_route_does_not_delay_another_routes_stream() 
     let serving =
         sluicegate_tests::process::Start::serve(&["--config", dir.join("config.toml").to_str().unwrap()]).start();
     let proxy = serving.addr;
-    // Two slow streams: 10 batches a second of 40 ms each, 20% of this 2-core machine.
+    // Two slow streams: a batch of 120 ms each every 600 ms.
     let mut slow = Vec::new();
     for _ in 0..2 {
         let mut reader = EventReader::new(get(&format!("http://{proxy}/slow"), &[]).await);
@@ -67,7 +71,7 @@ async fn a_slow_interceptor_on_one_route_does_not_delay_another_routes_stream() 
     let p99 = delays[delays.len() * 99 / 100];
     let max = delays[delays.len() - 1];
     eprintln!("the fast stream's delivery: p50 {:?}, p99 {p99:?}, max {max:?}", delays[delays.len() / 2]);
-    assert!(p99 < Duration::from_millis(25), "the slow route delays the fast one: p99 {p99:?}, max {max:?}");
+    assert!(p99 < Duration::from_millis(60), "the slow route delays the fast one: p99 {p99:?}, max {max:?}");
     for task in slow {
         task.abort();
     }
