@@ -255,12 +255,16 @@ class TextTransform:
         return self.step(self.new_channel(), text, True)
 
 
-def apply_whole(transform, text):
-    """(output, stop reason or None) of `transform` over a whole text."""
-    result = transform.whole(text)
+def _outcome(result):
+    """(output, stop reason or None) of what `step` or `whole` returned."""
     if isinstance(result, Stop):
         return result.out, result.reason
     return result[1], None
+
+
+def apply_whole(transform, text):
+    """(output, stop reason or None) of `transform` over a whole text."""
+    return _outcome(transform.whole(text))
 
 
 def _step_channel(t, channel, last):
@@ -279,9 +283,7 @@ def _step_channel(t, channel, last):
     # Streamed text still: through `step`, as a channel that closes at once.
     result = t.step(t.new_channel(), channel.pending, True)
     channel.pending = b""
-    if isinstance(result, Stop):
-        return result.out, result.reason
-    return result[1], None
+    return _outcome(result)
 
 
 class _Channel:

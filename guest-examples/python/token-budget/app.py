@@ -45,8 +45,8 @@ def reported_tokens(raw):
         end = at
         while end < len(raw) and 0x30 <= raw[end] <= 0x39:
             end += 1
-        if end > at and int(raw[at:end]) <= I64_MAX:
-            return int(raw[at:end])
+        if end > at and (n := int(raw[at:end])) <= I64_MAX:
+            return n
     return None
 
 

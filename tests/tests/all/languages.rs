@@ -200,7 +200,7 @@ fn javascript_examples_match_the_rust_ones_with_both_toolchains() {
     }
 }
 
-/// The budget's key, the one header it reads, and a stream context carrying it.
+/// The header that names the budget's tenant in these streams, and a stream context carrying it.
 const KEY_HEADER: (&str, &str) = ("authorization", "sha256:0a1b2c");
 
 fn budget_context(status: u16) -> StreamContext {
