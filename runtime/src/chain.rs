@@ -288,6 +288,20 @@ impl From<Arc<dyn Interceptor>> for Link {
     }
 }
 
+/// Whose content a stream carries, which decides what a fault on it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Judging {
+    /// An upstream's event stream or body: a fault is the interceptor's; it feeds the
+    /// interceptor's circuit breaker, and its fault policy applies.
+    #[default]
+    Upstream,
+    /// A client's request body. A fault that content can cause (a trap: memory, deadline, a
+    /// panic; an invalid verdict) refuses that request only: it does not feed the breaker that
+    /// protects every other client, and `fail-open` does not let the body through, since a client
+    /// could otherwise pad a refused call until the interceptor fails on it.
+    ClientBody,
+}
+
 /// The interceptors that a route's event streams pass through, in order.
 #[derive(Clone, Default)]
 pub struct Chain {
@@ -315,10 +329,16 @@ impl Chain {
         self.links.is_empty()
     }
 
-    /// Opens a stream on every interceptor, in order. A fail-open interceptor that cannot open is
-    /// tried again on the stream's first batch.
+    /// Opens a stream of an upstream's content on every interceptor, in order. A fail-open
+    /// interceptor that cannot open is tried again on the stream's first batch.
     pub fn open(&self, context: &StreamContext) -> Result<ChainStream, ChainFault> {
+        self.open_for(context, Judging::Upstream)
+    }
+
+    /// [`Chain::open`] for content of `judging`'s kind.
+    pub fn open_for(&self, context: &StreamContext, judging: Judging) -> Result<ChainStream, ChainFault> {
         let mut stream = ChainStream {
+            judging,
             links: self.links.clone(),
             streams: Vec::with_capacity(self.links.len()),
             context: context.clone(),
@@ -369,6 +389,14 @@ impl fmt::Display for ChainFault {
 
 impl std::error::Error for ChainFault {}
 
+impl ChainFault {
+    /// True for a fault the content an interceptor was given can cause: a trap or an invalid
+    /// verdict (not an open circuit, a missing instance or an unreachable store).
+    pub fn content_can_cause(&self) -> bool {
+        matches!(self.fault, Fault::Trap { .. } | Fault::InvalidVerdict(_))
+    }
+}
+
 /// What one interceptor did to one stream or body: its line in the enforcement record.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LinkRecord {
@@ -402,6 +430,7 @@ pub struct LinkRecord {
 
 /// One stream's state in every interceptor of a chain.
 pub struct ChainStream {
+    judging: Judging,
     links: Vec<Link>,
     /// `None`: not open (a fault discarded it, or opening failed); reopened on the next batch.
     streams: Vec<Option<Box<dyn InterceptorStream>>>,
@@ -510,6 +539,12 @@ impl ChainStream {
         let link = &self.links[i];
         link.stats.record(&fault);
         self.records[i].faults += 1;
+        let fault = self.chain_fault(i, fault);
+        if self.judging == Judging::ClientBody && fault.content_can_cause() {
+            tracing::info!(stream = %self.context.stream_id, "{fault} on a client's request body: refused, the breaker untouched");
+            return Err(fault);
+        }
+        let link = &self.links[i];
         if link.breaker.failure() {
             link.stats.circuit_opened.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
@@ -521,10 +556,10 @@ impl ChainStream {
             FaultPolicy::FailOpen => {
                 link.stats.failed_open.fetch_add(1, Ordering::Relaxed);
                 self.records[i].failed_open += 1;
-                tracing::warn!(stream = %self.context.stream_id, interceptor = link.interceptor.name(), "{fault}; the batch passes unmodified (fail-open)");
+                tracing::warn!(stream = %self.context.stream_id, "{fault}; the batch passes unmodified (fail-open)");
                 Ok(())
             }
-            FaultPolicy::FailClosed => Err(self.chain_fault(i, fault)),
+            FaultPolicy::FailClosed => Err(fault),
         }
     }
 

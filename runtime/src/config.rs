@@ -133,11 +133,19 @@ impl Default for BatchConfig {
 pub struct ReconnectConfig {
     /// Reconnect to the upstream with `Last-Event-ID` when an event stream fails.
     pub enabled: bool,
-    /// Attempts after one failure before giving up (the count restarts once events flow again).
+    /// Attempts after one failure before giving up. The count restarts only once a new event
+    /// has arrived: reconnects that bring nothing new count as one failure.
     pub max_attempts: u32,
     /// The first delay, unless the upstream sent `retry`.
     #[serde(with = "millis")]
     pub initial_delay_ms: Duration,
+    /// The shortest delay an upstream's `retry` (or `Retry-After`) may ask for: `retry: 0` does
+    /// not make the proxy reconnect in a loop.
+    #[serde(with = "millis")]
+    pub min_delay_ms: Duration,
+    /// The most reconnects of one stream in any minute (0: no cap); then the stream ends as
+    /// failed.
+    pub max_per_minute: u32,
     /// The longest delay (also caps `retry` and `Retry-After`).
     #[serde(with = "millis")]
     pub max_delay_ms: Duration,
@@ -156,6 +164,8 @@ impl Default for ReconnectConfig {
             enabled: true,
             max_attempts: 5,
             initial_delay_ms: Duration::from_millis(100),
+            min_delay_ms: Duration::from_millis(100),
+            max_per_minute: 30,
             max_delay_ms: Duration::from_secs(10),
             idle_timeout_ms: Duration::ZERO,
             resume_post_with_get: true,
@@ -182,6 +192,9 @@ pub struct LimitsConfig {
     /// What happens on a route with a chain to a body over `max_body_bytes`: `refuse` (413 for
     /// a request, 502 for a response) or `pass` (forwarded uninspected, counted and logged).
     pub on_oversize: OversizePolicy,
+    /// The most bytes of bodies held for inspection at once, across every request (0: no
+    /// limit). A body that does not fit is refused with 503 and `Retry-After`.
+    pub max_buffered_bytes: usize,
     /// The largest linear memory of a guest instance.
     pub max_memory_bytes: usize,
     /// The most field bytes one interceptor may produce for one batch.
@@ -241,6 +254,7 @@ impl Default for LimitsConfig {
             max_event_bytes: crate::sse::DEFAULT_MAX_EVENT_BYTES,
             max_body_bytes: 4 << 20,
             on_oversize: OversizePolicy::Refuse,
+            max_buffered_bytes: 256 << 20,
             max_memory_bytes: 64 << 20,
             max_output_bytes: 16 << 20,
             max_table_elements: 20_000,
@@ -302,10 +316,15 @@ pub struct RouteConfig {
     /// The request chain, in order: inspected request bodies, before they go upstream.
     #[serde(default, rename = "request_interceptor")]
     pub request_interceptors: Vec<InterceptorConfig>,
-    /// Media types inspected as bodies besides JSON (`application/json`, `*/*+json`), e.g.
-    /// `["text/plain", "application/x-ndjson"]`.
+    /// Accepted for configurations written for older versions; has no effect. (Every body on a
+    /// guarded route is now judged by its content: text and JSON are always inspected.)
     #[serde(default)]
     pub body_types: Vec<String>,
+    /// Media types (`image/png`, `image/*`, `*/*`) whose binary content (neither text nor
+    /// JSON, judged by the bytes, not the label) passes this route's chains uninspected, counted.
+    /// Without a rule, binary bodies on a guarded route are refused.
+    #[serde(default)]
+    pub pass_media_types: Vec<String>,
     /// Overrides `limits.on_oversize` on this route.
     #[serde(default)]
     pub on_oversize: Option<OversizePolicy>,
@@ -501,9 +520,9 @@ impl ProxyConfig {
             if !prefixes.insert(route.prefix.trim_end_matches('/')) {
                 bail!("route prefix `{}` appears twice", route.prefix);
             }
-            for types in &route.body_types {
+            for types in route.body_types.iter().chain(&route.pass_media_types) {
                 if !types.contains('/') {
-                    bail!("route `{}`: body type `{types}` is not a media type (type/subtype)", route.prefix);
+                    bail!("route `{}`: `{types}` is not a media type (type/subtype)", route.prefix);
                 }
             }
             for interceptor in route.interceptors.iter().chain(&route.request_interceptors) {

@@ -1,5 +1,5 @@
-//! One event stream's steps, without I/O: parse what arrives, group complete events into
-//! batches, run each batch through the chain, remember ids (to skip what an upstream replays after
+//! One event stream's steps, without I/O: parse what arrives (an event stream, or JSON lines:
+//! [`Framing`]), group complete events into batches, run each batch through the chain, remember ids (to skip what an upstream replays after
 //! a resumption), encode what the chain leaves. The proxy drives it from sockets
 //! (`proxy::events`), `sluicegate run` from standard input (the binary's `cli::pipeline`), and the benches
 //! directly, so that what the benches measure is what the proxy runs.
@@ -12,6 +12,7 @@
 use crate::batch::Batch;
 use crate::chain::{ChainFault, ChainStream, LinkRecord};
 use crate::config::BatchConfig;
+use crate::lines::{self, LineParser};
 use crate::sse::{self, Event, Parser};
 use bytes::Bytes;
 use sluicegate_guest::EndReason;
@@ -45,6 +46,24 @@ impl From<&BatchConfig> for BatchLimits {
     fn from(batch: &BatchConfig) -> Self {
         BatchLimits { max_events: batch.max_events, max_bytes: batch.max_bytes }
     }
+}
+
+/// How a stream's bytes are framed into events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Framing {
+    /// Server-Sent Events.
+    #[default]
+    EventStream,
+    /// Line-delimited JSON (NDJSON, JSON Lines): a line per event.
+    Lines,
+}
+
+/// The parser of a [`Framing`]. (One per stream, made once and never moved: the size of the
+/// event-stream parser's variant costs nothing.)
+#[allow(clippy::large_enum_variant)]
+enum Decoder {
+    EventStream(Parser),
+    Lines(LineParser),
 }
 
 /// Ids remembered per stream to skip events an upstream replays after a resumption.
@@ -102,7 +121,7 @@ pub struct EngineStats {
 
 /// One event stream through one chain.
 pub struct StreamEngine {
-    parser: Parser,
+    decoder: Decoder,
     batch: Batch,
     chain: ChainStream,
     limits: BatchLimits,
@@ -117,10 +136,19 @@ pub struct StreamEngine {
 }
 
 impl StreamEngine {
-    /// An engine for `chain`; events larger than `max_event_bytes` are dropped by the parser.
+    /// An engine for an event stream through `chain`; events larger than `max_event_bytes` are
+    /// dropped by the parser.
     pub fn new(chain: ChainStream, limits: BatchLimits, max_event_bytes: usize) -> Self {
+        Self::with_framing(chain, limits, max_event_bytes, Framing::EventStream)
+    }
+
+    /// An engine for a stream framed as `framing`.
+    pub fn with_framing(chain: ChainStream, limits: BatchLimits, max_event_bytes: usize, framing: Framing) -> Self {
         StreamEngine {
-            parser: Parser::with_limit(max_event_bytes),
+            decoder: match framing {
+                Framing::EventStream => Decoder::EventStream(Parser::with_limit(max_event_bytes)),
+                Framing::Lines => Decoder::Lines(LineParser::with_limit(max_event_bytes)),
+            },
             batch: Batch::new(),
             chain,
             limits,
@@ -134,17 +162,26 @@ impl StreamEngine {
 
     /// Bytes as they arrived.
     pub fn feed(&mut self, bytes: Bytes) {
-        self.parser.feed_bytes(bytes);
+        match &mut self.decoder {
+            Decoder::EventStream(parser) => parser.feed_bytes(bytes),
+            Decoder::Lines(parser) => parser.feed(&bytes),
+        }
     }
 
     /// Bytes read into a buffer of the caller's (copied once, into the parser).
     pub fn feed_slice(&mut self, bytes: &[u8]) {
-        self.parser.feed(bytes);
+        match &mut self.decoder {
+            Decoder::EventStream(parser) => parser.feed(bytes),
+            Decoder::Lines(parser) => parser.feed(bytes),
+        }
     }
 
     /// Bytes fed and not yet taken into a batch.
     pub fn buffered(&self) -> usize {
-        self.parser.buffered()
+        match &self.decoder {
+            Decoder::EventStream(parser) => parser.buffered(),
+            Decoder::Lines(parser) => parser.buffered(),
+        }
     }
 
     /// True if the chain has been slow lately (see [`ChainStream::is_slow`]).
@@ -175,7 +212,11 @@ impl StreamEngine {
     fn fill(&mut self) -> bool {
         while self.limits.admits(&self.batch) {
             let mark = self.batch.mark();
-            if !self.parser.next_into(&mut self.batch) {
+            let parsed = match &mut self.decoder {
+                Decoder::EventStream(parser) => parser.next_into(&mut self.batch),
+                Decoder::Lines(parser) => parser.next_into(&mut self.batch),
+            };
+            if !parsed {
                 return true;
             }
             let event = self.batch.view().get(self.batch.len() - 1).expect("an event was appended");
@@ -201,24 +242,46 @@ impl StreamEngine {
     /// an estimate under that would make every batch grow the buffer once, copying it.
     fn encode(&mut self, events_in: usize, ended: bool) -> Output {
         let mut bytes = Vec::with_capacity(self.batch.byte_len() + 32 * self.batch.len());
-        sse::encode_batch(&mut bytes, self.batch.view());
+        match self.decoder {
+            Decoder::EventStream(_) => sse::encode_batch(&mut bytes, self.batch.view()),
+            Decoder::Lines(_) => lines::encode_batch(&mut bytes, self.batch.view()),
+        }
         let events_out = self.batch.len();
         self.stats.events_out += events_out as u64;
         Output { bytes, events_in, events_out, ended }
     }
 
     /// The input ended normally: an event without its terminating blank line is discarded, as
-    /// the spec says (returns its bytes); what the parser still holds as complete goes out with
-    /// the next batches.
+    /// the spec says (returns its bytes; a last line without its line end is a line); what the
+    /// parser still holds as complete goes out with the next batches.
     pub fn end_input(&mut self) -> usize {
-        self.tail = self.parser.finish();
-        self.parser.discarded()
+        match &mut self.decoder {
+            Decoder::EventStream(parser) => {
+                self.tail = parser.finish();
+                parser.discarded()
+            }
+            Decoder::Lines(parser) => {
+                self.tail = parser.finish();
+                parser.discarded()
+            }
+        }
     }
 
     /// The input failed and will be resumed: a partial event is dropped (the upstream sends it
     /// again), and events the upstream replays are skipped until a new one arrives.
     pub fn abandon_partial(&mut self) {
-        let _ = self.parser.finish();
+        match &mut self.decoder {
+            Decoder::EventStream(parser) => drop(parser.finish()),
+            Decoder::Lines(parser) => parser.abandon(),
+        }
+    }
+
+    /// How the stream is framed.
+    pub fn framing(&self) -> Framing {
+        match self.decoder {
+            Decoder::EventStream(_) => Framing::EventStream,
+            Decoder::Lines(_) => Framing::Lines,
+        }
     }
 
     /// A resumed input begins: skip what was already forwarded.
@@ -244,7 +307,10 @@ impl StreamEngine {
 
     /// Events the parser dropped for being over the size limit.
     pub fn oversized(&self) -> u64 {
-        self.parser.oversized()
+        match &self.decoder {
+            Decoder::EventStream(parser) => parser.oversized(),
+            Decoder::Lines(parser) => parser.oversized(),
+        }
     }
 
     /// What each interceptor did to this stream.
@@ -287,6 +353,19 @@ mod tests {
         assert_eq!(engine.end_input(), "data: partial".len(), "and is discarded at the end, as the spec says");
         assert!(engine.next_batch().unwrap().is_none());
         assert_eq!(engine.stats(), EngineStats { events_in: 3, events_out: 3, batches: 2, replayed: 0 });
+    }
+
+    #[test]
+    fn json_lines_are_events_and_go_out_as_lines() {
+        let chain = Chain::new(Vec::new()).open(&sluicegate_guest::StreamContext::default()).unwrap();
+        let mut engine = StreamEngine::with_framing(chain, BatchLimits::default(), 1024, Framing::Lines);
+        engine.feed(Bytes::from_static(b"{\"a\":1}\r\n\n{\"b\":2}\n{\"c\""));
+        let out = engine.next_batch().unwrap().unwrap();
+        assert_eq!((out.events_in, text(&out)), (2, "{\"a\":1}\n{\"b\":2}\n"));
+        engine.feed(Bytes::from_static(b":3}"));
+        assert!(engine.next_batch().unwrap().is_none(), "the last line waits for its end or the stream's");
+        assert_eq!(engine.end_input(), 0);
+        assert_eq!(text(&engine.next_batch().unwrap().unwrap()), "{\"c\":3}\n");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! The pieces, in the order an event meets them:
 //! - [`event`]: one event-stream block, owned;
 //! - [`sse`]: the spec-exact codec (an incremental parser and an encoder);
+//! - [`lines`]: the same for line-delimited JSON streams (a line per event);
 //! - [`batch`]: events in the wire layout of the WIT contract, one buffer per batch;
 //! - [`chain`]: an ordered list of [`interceptor::Interceptor`]s that a stream passes through;
 //! - [`bindings`]: the WIT contract's types and calls, generated for the host;
@@ -24,6 +25,7 @@ pub mod examples;
 pub mod host;
 pub mod interceptor;
 pub mod legacy;
+pub mod lines;
 pub mod native;
 pub mod proxy;
 pub mod spec;

@@ -156,11 +156,18 @@ impl EventReader {
         EventReader { body: response.into_body(), parser: Parser::new(), chunks: 0 }
     }
 
-    /// The next event or comment, or `None` at the end of the stream.
+    /// The next event or comment, or `None` at the end of the stream; panics if the body ends
+    /// with an error.
     pub async fn next(&mut self) -> Option<Event> {
+        self.next_or_break().await.unwrap_or_else(|e| panic!("the proxy broke the stream: {e}"))
+    }
+
+    /// The next event or comment, `None` at a clean end of the stream, or the error the body
+    /// ended with (a truncated stream).
+    pub async fn next_or_break(&mut self) -> Result<Option<Event>, String> {
         loop {
             if let Some(event) = self.parser.next() {
-                return Some(event);
+                return Ok(Some(event));
             }
             match self.body.frame().await {
                 Some(Ok(frame)) => {
@@ -169,8 +176,21 @@ impl EventReader {
                         self.parser.feed(&data);
                     }
                 }
-                Some(Err(e)) => panic!("the proxy broke the stream: {e}"),
-                None => return self.parser.finish(),
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Ok(self.parser.finish()),
+            }
+        }
+    }
+
+    /// Everything until the stream ends, which it must do with an error (the proxy's way of
+    /// saying that the upstream's stream was cut off); panics on a clean end.
+    pub async fn rest_until_broken(&mut self) -> Vec<Event> {
+        let mut events = Vec::new();
+        loop {
+            match self.next_or_break().await {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => panic!("the stream ended cleanly; a cut-off stream must end with an error"),
+                Err(_) => return events,
             }
         }
     }

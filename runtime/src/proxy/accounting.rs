@@ -54,36 +54,48 @@ impl Outcome {
 pub enum Reason {
     /// Inspected: an event stream.
     EventStream,
-    /// Inspected: a whole body (JSON, or a media type the route lists).
+    /// Inspected: a whole body (JSON or other text).
     Body,
+    /// Inspected: line-delimited JSON, line by line.
+    Lines,
     /// Refused: an interceptor refused it.
     Interceptor,
     /// Refused: an interceptor faulted under `fail-closed`.
     Fault,
     /// Refused (`on_oversize = "refuse"`) or passed (`"pass"`): over `max_body_bytes`.
     Oversize,
-    /// Refused: not UTF-8, so it cannot be given to the chain as text.
+    /// Refused: not valid text in its encoding, so it cannot be given to the chain as text.
     InvalidUtf8,
+    /// Refused: in a charset the proxy does not know, or that reads otherwise as UTF-8.
+    Charset,
+    /// Refused: binary content (neither text nor JSON) without a rule that passes it.
+    Binary,
+    /// Refused: the bytes held for inspection across the proxy were at `max_buffered_bytes`.
+    BufferFull,
     /// Refused: compressed with a coding the proxy cannot decode.
     UnsupportedEncoding,
     /// Refused: the body failed while it was read (or did not decode).
     ReadFailed,
     /// Passed: no body (a GET, a 204, a HEAD response, an empty body).
     Empty,
-    /// Passed: its media type is not one the route inspects.
+    /// Passed: binary content whose media type the route's `pass_media_types` lists.
     MediaType,
     /// Passed: the route has no chain for this direction.
     NoChain,
 }
 
 impl Reason {
-    const ALL: [Reason; 11] = [
+    const ALL: [Reason; 15] = [
         Reason::EventStream,
         Reason::Body,
+        Reason::Lines,
         Reason::Interceptor,
         Reason::Fault,
         Reason::Oversize,
         Reason::InvalidUtf8,
+        Reason::Charset,
+        Reason::Binary,
+        Reason::BufferFull,
         Reason::UnsupportedEncoding,
         Reason::ReadFailed,
         Reason::Empty,
@@ -95,10 +107,14 @@ impl Reason {
         match self {
             Reason::EventStream => "event_stream",
             Reason::Body => "body",
+            Reason::Lines => "lines",
             Reason::Interceptor => "interceptor",
             Reason::Fault => "fault",
             Reason::Oversize => "oversize",
             Reason::InvalidUtf8 => "invalid_utf8",
+            Reason::Charset => "charset",
+            Reason::Binary => "binary",
+            Reason::BufferFull => "buffer_full",
             Reason::UnsupportedEncoding => "unsupported_encoding",
             Reason::ReadFailed => "read_failed",
             Reason::Empty => "empty",
@@ -139,6 +155,40 @@ impl BodyCounts {
                 })
             })
         })
+    }
+}
+
+/// What a phase of a request found out about one of its bodies; the proxy writes it, once, as
+/// the request's last phase (an event stream writes its own when it ends).
+#[derive(Debug, Clone)]
+pub(super) struct BodyRecord {
+    pub outcome: Outcome,
+    pub reason: Reason,
+    /// Bytes received (decoded) and sent on.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// What each interceptor did to it.
+    pub interceptors: Vec<LinkRecord>,
+    /// An event stream (or JSON lines): counted with the request, logged by the stream at its end.
+    pub streamed: bool,
+}
+
+impl BodyRecord {
+    /// A body that met no interceptor.
+    pub(super) fn new(outcome: Outcome, reason: Reason) -> Self {
+        BodyRecord { outcome, reason, bytes_in: 0, bytes_out: 0, interceptors: Vec::new(), streamed: false }
+    }
+
+    /// With its byte counts.
+    pub(super) fn bytes(mut self, bytes_in: u64, bytes_out: u64) -> Self {
+        (self.bytes_in, self.bytes_out) = (bytes_in, bytes_out);
+        self
+    }
+
+    /// With what its interceptors did.
+    pub(super) fn interceptors(mut self, records: &[LinkRecord]) -> Self {
+        self.interceptors = records.to_vec();
+        self
     }
 }
 

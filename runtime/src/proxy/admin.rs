@@ -46,12 +46,15 @@ const INTERCEPTOR_COUNTERS: [InterceptorCounter; 14] = [
 
 type RouteCounter = (&'static str, MetricType, &'static str, fn(&RouteStats) -> u64);
 
-const ROUTE_COUNTERS: [RouteCounter; 5] = [
+const ROUTE_COUNTERS: [RouteCounter; 6] = [
     ("sluicegate_route_active_streams", GAUGE, "Event streams being served on a route.", |r| load(&r.active_streams)),
     ("sluicegate_route_streams_total", COUNTER, "Event streams a route served.", |r| load(&r.streams)),
     ("sluicegate_route_reconnects_total", COUNTER, "Upstream event streams resumed.", |r| load(&r.reconnects)),
     ("sluicegate_route_failed_reconnects_total", COUNTER, "Resumption attempts that failed.", |r| {
         load(&r.failed_reconnects)
+    }),
+    ("sluicegate_route_reconnects_capped_total", COUNTER, "Streams ended for reconnecting too often.", |r| {
+        load(&r.reconnects_capped)
     }),
     ("sluicegate_route_bytes_out_total", COUNTER, "Response body bytes sent to clients.", |r| load(&r.bytes_out)),
 ];
@@ -248,6 +251,16 @@ fn write_admission(scrape: &mut Scrape, proxy: &Proxy) {
     scrape
         .family("sluicegate_connections_total", COUNTER, "Client connections accepted.")
         .sample(&[], admission.connections_total());
+    scrape
+        .family("sluicegate_buffered_bytes", GAUGE, "Bytes of bodies held for inspection now.")
+        .sample(&[], admission.buffered_bytes() as u64);
+    scrape
+        .family(
+            "sluicegate_buffer_refusals_total",
+            COUNTER,
+            "Bodies refused (503) because the bytes held for inspection were at limits.max_buffered_bytes.",
+        )
+        .sample(&[], admission.buffer_refusals());
     let mut named = None;
     for event in ConnectionEvent::ALL {
         let (name, reason) = event.metric();

@@ -7,14 +7,15 @@
 //! one never reaches the upstream, and an MCP tool call is not run only to be thrown away), and
 //! gives it back if the answer is not a stream; a response that turns out to be a stream without
 //! the request saying so (LLM APIs) takes its slot when its head arrives.
+//!
+//! Bodies held for inspection (read whole before a chain judges them, and until the client has
+//! taken what the chain left) draw on one budget of bytes for the whole process,
+//! `limits.max_buffered_bytes`: clients that send, or never read, large bodies cannot grow the
+//! proxy's memory past it. A body that does not fit is refused with 503 and `Retry-After`.
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 /// Which limit turned a stream away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,9 @@ pub struct Admission {
     pub(crate) connections_total: AtomicU64,
     connection_events: [AtomicU64; ConnectionEvent::ALL.len()],
     accept_errors: [AtomicU64; 2],
+    /// Bytes of bodies held for inspection now, and bodies refused for the budget.
+    buffered: Arc<AtomicUsize>,
+    buffer_refusals: AtomicU64,
 }
 
 impl Admission {
@@ -138,6 +142,27 @@ impl Admission {
         };
         let mut refused = self.refused_streams.lock().unwrap_or_else(|p| p.into_inner());
         *refused.entry((prefix.to_string(), limit)).or_default() += 1;
+    }
+
+    /// An empty reservation of the buffer budget, which may hold up to `limit` bytes across the
+    /// process (0: no limit).
+    pub(crate) fn buffer(&self, limit: usize) -> BufferReservation {
+        BufferReservation { held: self.buffered.clone(), limit, bytes: 0 }
+    }
+
+    /// Counts a body refused for the buffer budget.
+    pub(crate) fn count_buffer_refusal(&self) {
+        self.buffer_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes held for inspection now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    /// Bodies refused because the buffer budget was spent.
+    pub fn buffer_refusals(&self) -> u64 {
+        self.buffer_refusals.load(Ordering::Relaxed)
     }
 
     /// Event streams holding a slot now.
@@ -193,37 +218,62 @@ impl Drop for StreamSlot {
     }
 }
 
-/// A body that holds a stream slot until it ends. The slot is given back as the body yields its
-/// end, before the client can see it, so a client that saw a stream end and opens a new one
-/// finds the slot free.
-pub(super) struct WithSlot<B> {
-    body: B,
-    slot: Option<StreamSlot>,
+/// Bytes of one body held against the buffer budget, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct BufferReservation {
+    held: Arc<AtomicUsize>,
+    limit: usize,
+    bytes: usize,
 }
 
-impl<B> WithSlot<B> {
-    pub(super) fn new(body: B, slot: StreamSlot) -> Self {
-        WithSlot { body, slot: Some(slot) }
-    }
-}
-
-impl<B: Body<Data = Bytes> + Unpin> Body for WithSlot<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = &polled {
-            self.slot = None;
+impl BufferReservation {
+    /// Takes `more` bytes; false (and nothing taken) if the budget cannot spare them.
+    pub(crate) fn grow(&mut self, more: usize) -> bool {
+        let taken = self.held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+            let after = held.checked_add(more)?;
+            (self.limit == 0 || after <= self.limit).then_some(after)
+        });
+        if taken.is_ok() {
+            self.bytes += more;
         }
-        polled
+        taken.is_ok()
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+    /// Holds exactly `bytes` from now on (what is kept of a body once a chain has judged it),
+    /// taken whether the budget has room or not: the bytes exist already.
+    pub(crate) fn set(&mut self, bytes: usize) {
+        if bytes > self.bytes {
+            self.held.fetch_add(bytes - self.bytes, Ordering::AcqRel);
+        } else {
+            self.held.fetch_sub(self.bytes - bytes, Ordering::AcqRel);
+        }
+        self.bytes = bytes;
     }
+}
 
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+impl Drop for BufferReservation {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_buffer_budget_is_shared_and_given_back() {
+        let admission = Admission::default();
+        let mut first = admission.buffer(100);
+        let mut second = admission.buffer(100);
+        assert!(first.grow(60) && !second.grow(50), "60 + 50 is over 100");
+        assert!(second.grow(40));
+        assert_eq!(admission.buffered_bytes(), 100);
+        first.set(10);
+        assert_eq!(admission.buffered_bytes(), 50);
+        drop(first);
+        drop(second);
+        assert_eq!(admission.buffered_bytes(), 0);
+        assert!(admission.buffer(0).grow(usize::MAX / 2), "0 is no limit");
     }
 }

@@ -1,6 +1,16 @@
 //! One event stream through the proxy: read the upstream, feed the [`StreamEngine`] (parse,
 //! batch, chain, encode), send each batch as one chunk; resume the upstream if it fails; end the
-//! chain however the stream ends.
+//! chain however the stream ends. The same runs JSON-lines streams, a line per event
+//! ([`Framing::Lines`]), which have no ids and so are never resumed.
+//!
+//! An upstream that fails and cannot be resumed does not look like an end to the client: the
+//! client gets a well-formed error (an `event: error`, or an `{"error":...}` line), then its
+//! body ends with an error (HTTP/1.1: no last chunk; HTTP/2: the stream is reset), so a cut-off
+//! answer is never taken for a whole one.
+//!
+//! Resumption is bounded: reconnects after which no new event arrived count as one failure that
+//! keeps backing off, an upstream's `retry` has a floor (`reconnect.min_delay_ms`), and a stream
+//! reconnects at most `reconnect.max_per_minute` times in any minute.
 //!
 //! The stream has no task of its own: it runs inside the client's body ([`EventBody`]), polled
 //! by the client connection's task whenever that connection can take another chunk. So a batch
@@ -18,11 +28,12 @@
 use super::accounting::{Direction, EnforcementRecord, Outcome, Reason};
 use super::body::AnyBody;
 use super::coding::Coding;
+use super::route::RouteStats;
 use super::upstream::Upstream;
-use super::{BoxError, Phase, Proxy, RouteStats, UpstreamBody, empty_body, headers};
+use super::{BoxError, Lifecycle, Phase, UpstreamBody, charset, empty_body, headers};
 use crate::chain::ChainStream;
 use crate::config::ReconnectConfig;
-use crate::engine::StreamEngine;
+use crate::engine::{BatchLimits, Framing, StreamEngine};
 use crate::sse::{self, Event};
 use bytes::Bytes;
 use futures_util::FutureExt as _;
@@ -30,6 +41,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt as _;
 use sluicegate_guest::EndReason;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::hash::BuildHasher as _;
 use std::pin::Pin;
@@ -38,6 +50,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// What an event stream takes from the proxy's configuration (and the lifecycle it runs in).
+#[derive(Clone)]
+pub(super) struct StreamSettings {
+    pub batch: BatchLimits,
+    pub linger: Duration,
+    pub max_event_bytes: usize,
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// How long a cut-off stream's error event has to reach the client before its body fails.
+const ABORT_GRACE: Duration = Duration::from_millis(50);
 
 /// How to resume this stream's upstream request.
 pub(crate) struct Resume {
@@ -90,13 +114,15 @@ enum End {
 }
 
 pub(crate) struct EventStream {
-    proxy: Arc<Proxy>,
+    settings: StreamSettings,
     route: Arc<RouteStats>,
     /// Parse, batch, chain, ids, encode: everything but the I/O.
     engine: StreamEngine,
     /// Where each encoded batch waits for the client's body to take it.
     outbox: Outbox,
     resume: Resume,
+    /// Where resumption stands: the bounds on reconnects.
+    reconnects: Reconnects,
     /// Reaches `Ending` when the stream must end for shutdown.
     phase: watch::Receiver<Phase>,
     /// For the enforcement record.
@@ -111,21 +137,23 @@ pub(crate) struct EventStream {
 
 impl EventStream {
     pub(crate) fn new(
-        proxy: Arc<Proxy>,
+        settings: StreamSettings,
         route: Arc<RouteStats>,
         chain: ChainStream,
+        framing: Framing,
         resume: Resume,
         stream_id: String,
         route_prefix: String,
     ) -> Self {
-        let engine = StreamEngine::new(chain, proxy.batch, proxy.max_event_bytes);
-        let phase = proxy.lifecycle().watch();
+        let engine = StreamEngine::with_framing(chain, settings.batch, settings.max_event_bytes, framing);
+        let phase = settings.lifecycle.watch();
         EventStream {
-            proxy,
+            settings,
             route,
             engine,
             outbox: Outbox::default(),
             resume,
+            reconnects: Reconnects::default(),
             phase,
             stream_id,
             route_prefix,
@@ -136,23 +164,24 @@ impl EventStream {
         }
     }
 
-    /// The client's body: polling it runs this stream over the upstream's `body`, in `span`.
+    /// The client's body: polling it runs this stream over the upstream's `body` (decoded from
+    /// its content coding), in `span`.
     pub(crate) fn into_body(self, body: AnyBody, span: tracing::Span) -> EventBody {
         let outbox = self.outbox.clone();
         EventBody { run: Some(Box::pin(tracing::Instrument::instrument(self.run(body), span))), outbox }
     }
 
     async fn run(mut self, body: AnyBody) {
-        let _active = self.proxy.lifecycle().stream_started();
+        let _active = self.settings.lifecycle.stream_started();
         let _on_route = RouteStats::stream_started(&self.route);
         tracing::debug!("event stream started");
-        let mut body = body;
+        let mut body = charset::decode_stream(body);
         let end = loop {
             match self.pump(&mut body).await {
                 End::Failed(why) => {
                     tracing::warn!("upstream event stream failed: {why}");
                     match self.reconnect().await {
-                        Reconnect::Resumed(next) => body = next,
+                        Reconnect::Resumed(next) => body = charset::decode_stream(next),
                         Reconnect::Stop(reason) => break reason,
                         Reconnect::Shutdown => break EndReason::Shutdown,
                     }
@@ -170,6 +199,33 @@ impl EventStream {
         drop(body); // cancels the upstream request if it is still open
         let tail = self.end(end);
         self.send(tail).await;
+        if end == EndReason::UpstreamFailed {
+            // Cut off and not resumed: say so, then end the client's body abnormally.
+            let error = self.error_bytes("upstream_error", "the upstream's stream broke off and could not be resumed");
+            self.send(error).await;
+            // Let the connection write the error out before the body fails: on a body error
+            // hyper closes an HTTP/1.1 connection without flushing what it buffered, and h2
+            // drops a reset stream's queued frames.
+            tokio::time::sleep(ABORT_GRACE).await;
+            self.outbox.abort();
+        }
+    }
+
+    /// A well-formed error in this stream's framing: an `event: error` whose data is the error
+    /// object the interceptor errors use, or, in JSON lines, an `{"error":...}` line.
+    fn error_bytes(&self, kind: &str, message: &str) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        match self.engine.framing() {
+            Framing::EventStream => {
+                let data = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
+                sse::encode_event(&mut bytes, &Event::message(data.to_string()).with_type("error"));
+            }
+            Framing::Lines => {
+                bytes.extend_from_slice(serde_json::json!({"error": message, "type": kind}).to_string().as_bytes());
+                bytes.push(b'\n');
+            }
+        }
+        bytes
     }
 
     /// Finishes the chain (its tail, to send, is returned) and logs the stream's record.
@@ -179,7 +235,7 @@ impl EventStream {
         if skipped > 0 {
             tracing::warn!(
                 events = skipped,
-                limit = self.proxy.max_event_bytes,
+                limit = self.settings.max_event_bytes,
                 "dropped upstream events over the size limit"
             );
         }
@@ -208,7 +264,10 @@ impl EventStream {
             stream_id: &self.stream_id,
             route: &self.route_prefix,
             direction: Direction::Response,
-            kind: "event_stream",
+            kind: match self.engine.framing() {
+                Framing::EventStream => "event_stream",
+                Framing::Lines => "lines",
+            },
             outcome,
             reason,
             end: Some(end),
@@ -231,13 +290,13 @@ impl EventStream {
             };
             let mut last = self.take(first);
             // Take what else has already arrived, without waiting: that is the batch.
-            while last.is_none() && self.engine.buffered() < self.proxy.batch.max_bytes {
+            while last.is_none() && self.engine.buffered() < self.settings.batch.max_bytes {
                 match body.frame().now_or_never() {
                     Some(frame) => last = self.take(to_chunk(frame)),
                     None => break,
                 }
             }
-            if last.is_none() && !self.proxy.linger.is_zero() {
+            if last.is_none() && !self.settings.linger.is_zero() {
                 last = self.linger(body).await;
             }
             match last {
@@ -285,8 +344,8 @@ impl EventStream {
     /// With a linger configured, waits up to it for more input to fill the batch; returns the end
     /// or failure of the body if it comes first.
     async fn linger(&mut self, body: &mut AnyBody) -> Option<Ending> {
-        let deadline = tokio::time::Instant::now() + self.proxy.linger;
-        while self.engine.buffered() < self.proxy.batch.max_bytes {
+        let deadline = tokio::time::Instant::now() + self.settings.linger;
+        while self.engine.buffered() < self.settings.batch.max_bytes {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return None,
                 frame = body.frame() => {
@@ -308,14 +367,7 @@ impl EventStream {
                 Ok(None) => return None,
                 Err(fault) => {
                     tracing::error!("{fault}; ending the stream (fail-closed)");
-                    let message = format!("interceptor {} failed", fault.name);
-                    let data = serde_json::json!({
-                        "type": "error",
-                        "error": { "type": "interceptor_error", "message": message },
-                    })
-                    .to_string();
-                    let mut bytes = Vec::new();
-                    sse::encode_event(&mut bytes, &Event::message(data).with_type("error"));
+                    let bytes = self.error_bytes("interceptor_error", &format!("interceptor {} failed", fault.name));
                     self.send(bytes).await;
                     return Some(End::Faulted);
                 }
@@ -339,7 +391,10 @@ impl EventStream {
         self.outbox.send(Bytes::from(bytes)).await;
     }
 
-    /// Reconnects to the upstream with `Last-Event-ID`, with exponential backoff and jitter.
+    /// Reconnects to the upstream with `Last-Event-ID`, with exponential backoff and jitter. The
+    /// attempts and the backoff start over only once a new event has arrived since the last
+    /// resumption: an upstream that accepts each reconnect and breaks again at once is one failure
+    /// that keeps backing off, not a new one each time.
     async fn reconnect(&mut self) -> Reconnect {
         if !self.resume.allowed {
             return Reconnect::Stop(EndReason::UpstreamFailed);
@@ -349,15 +404,31 @@ impl EventStream {
             return Reconnect::Stop(EndReason::UpstreamFailed);
         };
         let config = &self.resume.config;
-        let phase = &mut self.phase;
         let max = config.max_delay_ms;
-        let retry = self.engine.retry_ms().map(|ms| Duration::from_millis(u64::from(ms)));
-        let mut delay = retry.unwrap_or(config.initial_delay_ms).min(max);
-        for attempt in 1..=config.max_attempts {
-            let wait = jitter(delay);
+        if self.reconnects.resumed_at.as_deref() != Some(&last_id[..]) {
+            // Progress since the last resumption (or the first failure): a new failure.
+            let retry = self.engine.retry_ms().map(|ms| Duration::from_millis(u64::from(ms)).max(config.min_delay_ms));
+            self.reconnects.attempts = 0;
+            self.reconnects.delay = retry.unwrap_or(config.initial_delay_ms);
+        } else {
+            tracing::debug!(attempts = self.reconnects.attempts, "the last resumption brought no new event");
+        }
+        while self.reconnects.attempts < config.max_attempts {
+            self.reconnects.attempts += 1;
+            let attempt = self.reconnects.attempts;
+            if !self.reconnects.within_cap(config.max_per_minute) {
+                tracing::warn!(
+                    max_per_minute = config.max_per_minute,
+                    "giving up on the upstream: too many reconnects in the last minute"
+                );
+                self.route.reconnects_capped.fetch_add(1, Ordering::Relaxed);
+                return Reconnect::Stop(EndReason::UpstreamFailed);
+            }
+            let wait = jitter(self.reconnects.delay.min(max));
+            self.reconnects.delay = (self.reconnects.delay * 2).min(max);
             tokio::select! {
                 biased;
-                _ = phase.wait_for(|p| *p == Phase::Ending) => return Reconnect::Shutdown,
+                _ = self.phase.wait_for(|p| *p == Phase::Ending) => return Reconnect::Shutdown,
                 _ = tokio::time::sleep(wait) => {}
             }
             let Some(request) = self.resume.request(&last_id) else {
@@ -366,7 +437,7 @@ impl EventStream {
             };
             let result = tokio::select! {
                 biased;
-                _ = phase.wait_for(|p| *p == Phase::Ending) => return Reconnect::Shutdown,
+                _ = self.phase.wait_for(|p| *p == Phase::Ending) => return Reconnect::Shutdown,
                 result = self.resume.upstream.send(request) => result,
             };
             match result {
@@ -375,6 +446,7 @@ impl EventStream {
                         Ok(coding) => {
                             tracing::info!(attempt, last_event_id = %String::from_utf8_lossy(&last_id), "resumed the upstream event stream");
                             self.engine.resumed();
+                            self.reconnects.resumed_at = Some(last_id);
                             self.route.reconnects.fetch_add(1, Ordering::Relaxed);
                             let body = response.into_body().map_err(BoxError::from).boxed_unsync();
                             return Reconnect::Resumed(coding.decode(body));
@@ -393,17 +465,44 @@ impl EventStream {
                 Ok(response) => {
                     tracing::warn!(attempt, status = %response.status(), "resumption refused");
                     if let Some(after) = retry_after(response.headers()) {
-                        delay = after.min(max);
-                        continue;
+                        self.reconnects.delay = after.max(config.min_delay_ms).min(max);
                     }
                 }
                 Err(e) => tracing::warn!(attempt, "resumption failed: {}", super::upstream::chain_text(&e)),
             }
             self.route.failed_reconnects.fetch_add(1, Ordering::Relaxed);
-            delay = (delay * 2).min(max);
         }
         tracing::warn!(attempts = config.max_attempts, "giving up on the upstream");
         Reconnect::Stop(EndReason::UpstreamFailed)
+    }
+}
+
+/// Where a stream's resumption stands.
+#[derive(Default)]
+struct Reconnects {
+    /// The last event id when the stream was last resumed: if it is still the last id when the
+    /// stream fails again, that resumption brought nothing new.
+    resumed_at: Option<Vec<u8>>,
+    /// Attempts in the current failure, and the next delay.
+    attempts: u32,
+    delay: Duration,
+    /// When each attempt of the last minute was made.
+    recent: VecDeque<Instant>,
+}
+
+impl Reconnects {
+    /// Notes an attempt now; false if `max_per_minute` attempts were made in the last minute
+    /// already (0: no cap).
+    fn within_cap(&mut self, max_per_minute: u32) -> bool {
+        let now = Instant::now();
+        while self.recent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            self.recent.pop_front();
+        }
+        if max_per_minute > 0 && self.recent.len() >= max_per_minute as usize {
+            return false;
+        }
+        self.recent.push_back(now);
+        true
     }
 }
 
@@ -427,10 +526,17 @@ impl Drop for EventStream {
 /// One encoded batch on its way from the stream to the client's body, which share the task that
 /// polls the body; so the slot is never contended, and a lock is all the sharing costs.
 #[derive(Clone, Default)]
-struct Outbox(Arc<Mutex<Option<Bytes>>>);
+struct Outbox(Arc<Mutex<Slot>>);
+
+#[derive(Default)]
+struct Slot {
+    bytes: Option<Bytes>,
+    /// The stream ended abnormally: the body ends with an error, not an end.
+    aborted: bool,
+}
 
 impl Outbox {
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Bytes>> {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -438,14 +544,28 @@ impl Outbox {
     /// while the slot is full, the body returns the bytes instead of waiting, and polls the stream
     /// again on its next poll.
     async fn send(&self, bytes: Bytes) {
-        *self.slot() = Some(bytes);
-        std::future::poll_fn(|_| if self.slot().is_some() { Poll::Pending } else { Poll::Ready(()) }).await;
+        self.slot().bytes = Some(bytes);
+        std::future::poll_fn(|_| if self.slot().bytes.is_some() { Poll::Pending } else { Poll::Ready(()) }).await;
     }
 
     fn take(&self) -> Option<Bytes> {
-        self.slot().take()
+        self.slot().bytes.take()
+    }
+
+    fn abort(&self) {
+        self.slot().aborted = true;
+    }
+
+    /// True once, after [`Outbox::abort`]: the body's error is reported once.
+    fn take_abort(&self) -> bool {
+        std::mem::take(&mut self.slot().aborted)
     }
 }
+
+/// The error an aborted client body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream's stream broke off and could not be resumed")]
+struct Truncated;
 
 /// The client's body of an event stream: each poll runs the stream until it has a batch to send,
 /// waits for the upstream, or has ended.
@@ -471,13 +591,15 @@ impl http_body::Body for EventBody {
         }
         match this.outbox.take() {
             Some(bytes) => Poll::Ready(Some(Ok(http_body::Frame::data(bytes)))),
+            None if this.run.is_none() && this.outbox.take_abort() => Poll::Ready(Some(Err(Truncated.into()))),
             None if this.run.is_none() => Poll::Ready(None),
             None => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.run.is_none() && self.outbox.slot().is_none()
+        let slot = self.outbox.slot();
+        self.run.is_none() && slot.bytes.is_none() && !slot.aborted
     }
 }
 

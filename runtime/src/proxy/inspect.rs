@@ -20,10 +20,19 @@
 //! An interceptor tells the cases apart by its stream context: a request has status 0 and no
 //! response headers; a response body has the response's status and a `content-type` that is not
 //! `text/event-stream`.
+//!
+//! Before the chain, the body is decoded to UTF-8 text (`charset`); a body that cannot be is
+//! refused. While it is read and until the client has taken what the chain left, its bytes are
+//! held against the proxy's buffer budget (`admission`).
 
-use super::body::AnyBody;
+use super::accounting::{BodyRecord, Direction, Outcome, Reason};
+use super::admission::BufferReservation;
+use super::body::{AnyBody, Holding};
+use super::charset::{self, CharsetError};
+use super::content::Label;
+use super::error::{ErrorKind, ProxyError};
 use crate::batch::Batch;
-use crate::chain::{Chain, ChainFault, ChainStream};
+use crate::chain::{Chain, ChainFault, ChainStream, Judging};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
@@ -35,25 +44,23 @@ use sluicegate_guest::{EndReason, StreamContext};
 /// implementations).
 pub(super) const JSONRPC_REFUSED: i64 = -32001;
 
-/// Which bodies a route inspects and how large they may be.
-#[derive(Debug, Clone)]
+/// What a route's chains inspect and what may pass them.
+#[derive(Debug, Clone, Default)]
 pub(super) struct BodyRules {
+    /// The largest body read whole.
     pub max_bytes: usize,
+    /// Over `max_bytes`: pass uninspected (`on_oversize = "pass"`) rather than refuse.
     pub pass_oversize: bool,
-    /// Media types inspected besides JSON, lower case.
-    pub extra_types: Vec<String>,
+    /// Media types (`image/png`, `image/*`) whose binary content passes uninspected.
+    pub pass_media_types: Vec<String>,
+    /// The longest line read to tell JSON lines from a JSON body (`max_event_bytes`).
+    pub max_line: usize,
 }
 
 impl BodyRules {
-    /// True if a body with these headers is one the chain inspects: JSON (`application/json`,
-    /// any `+json` type) or a listed type. A body without `Content-Type` is inspected too: the
-    /// proxy does not guess what it is, and an upstream or client cannot escape the chain by
-    /// leaving the header out.
-    pub(super) fn inspects(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers.get(header::CONTENT_TYPE) else { return true };
-        let Ok(value) = value.to_str() else { return true };
-        let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        mime == "application/json" || mime.ends_with("+json") || self.extra_types.contains(&mime)
+    /// True if binary content labelled `label` may pass uninspected.
+    pub(super) fn passes(&self, label: &Label) -> bool {
+        self.pass_media_types.iter().any(|pattern| label.matches(pattern))
     }
 }
 
@@ -65,11 +72,16 @@ pub(super) enum Collected {
         read: Vec<Bytes>,
         rest: AnyBody,
     },
+    /// The buffer budget could not hold the next chunk.
+    BufferFull {
+        read: u64,
+    },
     Failed(String),
 }
 
-/// Reads `body` until it ends or more than `max` bytes have arrived. Trailers are dropped.
-pub(super) async fn collect(mut body: AnyBody, max: usize) -> Collected {
+/// Reads `body` until it ends or more than `max` bytes have arrived, holding what it reads in
+/// `reservation`. Trailers are dropped.
+pub(super) async fn collect(mut body: AnyBody, max: usize, reservation: &mut BufferReservation) -> Collected {
     let mut read = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
@@ -78,6 +90,9 @@ pub(super) async fn collect(mut body: AnyBody, max: usize) -> Collected {
             Ok(frame) => {
                 let Ok(data) = frame.into_data() else { continue };
                 total += data.len();
+                if total <= max && !reservation.grow(data.len()) {
+                    return Collected::BufferFull { read: total as u64 };
+                }
                 read.push(data);
                 if total > max {
                     return Collected::Oversize { read, rest: body };
@@ -107,11 +122,8 @@ pub(super) fn is_empty(body: &AnyBody, headers: &HeaderMap) -> bool {
 
 /// What the chain made of a body.
 pub(super) enum BodyVerdict {
-    /// Send this body on; `changed` is false when it is the original bytes.
-    Forward {
-        body: Bytes,
-        changed: bool,
-    },
+    /// Send this body on: `None` is the text the chain was given, unchanged.
+    Forward(Option<String>),
     /// Refused by interceptor `by`.
     Refused {
         by: String,
@@ -123,15 +135,15 @@ pub(super) enum BodyVerdict {
     Faulted(ChainFault),
 }
 
-/// Runs `body` (UTF-8) through `chain` as a batch of one event. Returns the verdict and the
-/// chain's stream, whose records say what each interceptor did.
+/// Runs `text` through `chain` as a batch of one event. Returns the verdict and the chain's
+/// stream, whose records say what each interceptor did.
 pub(super) fn run(
     chain: &Chain,
     context: &StreamContext,
-    body: &Bytes,
+    judging: Judging,
     text: &str,
 ) -> (BodyVerdict, Option<ChainStream>) {
-    let mut stream = match chain.open(context) {
+    let mut stream = match chain.open_for(context, judging) {
         Ok(stream) => stream,
         Err(fault) => return (BodyVerdict::Faulted(fault), None),
     };
@@ -162,11 +174,7 @@ pub(super) fn run(
         Some(_) if !ended => {
             let mut out = String::new();
             view.iter().filter_map(|e| e.data()).for_each(|d| out.push_str(d));
-            if out == data {
-                BodyVerdict::Forward { body: body.clone(), changed: false }
-            } else {
-                BodyVerdict::Forward { body: Bytes::from(out), changed: true }
-            }
+            BodyVerdict::Forward((out != data).then_some(out))
         }
         refusal => BodyVerdict::Refused {
             by: stream.ended_by().unwrap_or("the chain").to_string(),
@@ -234,8 +242,8 @@ pub(super) fn refusal_response(status: StatusCode, kind: &str, message: &str, or
     json_response(status, body.to_string().into())
 }
 
-/// A JSON response with its length.
-pub(super) fn json_response(status: StatusCode, body: Bytes) -> Response<AnyBody> {
+/// A JSON response.
+fn json_response(status: StatusCode, body: Bytes) -> Response<AnyBody> {
     let mut response = Response::new(Full::new(body).map_err(super::BoxError::from).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -251,6 +259,134 @@ pub(super) fn set_body_headers(headers: &mut HeaderMap, length: usize, changed: 
     if changed {
         for name in ["etag", "content-md5", "digest", "content-digest", "repr-digest"] {
             headers.remove(name);
+        }
+    }
+}
+
+/// Says UTF-8 in a `Content-Type` whose `charset` said otherwise (what the proxy sends on is
+/// UTF-8 whatever it was given). A label without `charset` is left alone: UTF-8 is the default of
+/// JSON and of event streams.
+pub(super) fn label_utf8(headers: &mut HeaderMap) {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return };
+    let mut parts: Vec<&str> = value.split(';').map(str::trim).collect();
+    let mut relabelled = false;
+    for part in parts.iter_mut().skip(1) {
+        if part.split('=').next().is_some_and(|name| name.trim().eq_ignore_ascii_case("charset"))
+            && !part.to_ascii_lowercase().ends_with("utf-8")
+        {
+            *part = "charset=utf-8";
+            relabelled = true;
+        }
+    }
+    if relabelled && let Ok(value) = HeaderValue::from_str(&parts.join("; ")) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+}
+
+/// A body through a chain, whole: what to inspect and how.
+pub(super) struct WholeBody<'a> {
+    pub chain: &'a Chain,
+    pub direction: Direction,
+    pub rules: &'a BodyRules,
+    pub context: &'a StreamContext,
+    pub label: &'a Label,
+}
+
+impl WholeBody<'_> {
+    /// Reads `body` (decoded from its content coding already, `compressed` if it was), decodes
+    /// it to text, runs it through the chain and returns what to send on, its headers set to
+    /// match; or the refusal. Either way the record of what happened.
+    pub(super) async fn inspect(
+        &self,
+        headers: &mut HeaderMap,
+        body: AnyBody,
+        compressed: bool,
+        mut reservation: BufferReservation,
+    ) -> (Result<AnyBody, ProxyError>, BodyRecord) {
+        let refuse = |kind: ErrorKind, reason: Reason, bytes_in: u64| {
+            let error = ProxyError::new(kind, self.direction);
+            (Err(error), BodyRecord::new(Outcome::Refused, reason).bytes(bytes_in, 0))
+        };
+        let rules = self.rules;
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if !compressed && declared.is_some_and(|n| n > rules.max_bytes as u64) && !rules.pass_oversize {
+            return refuse(ErrorKind::Oversize(rules.max_bytes), Reason::Oversize, 0);
+        }
+        headers.remove(header::CONTENT_ENCODING);
+        let whole = match collect(body, rules.max_bytes, &mut reservation).await {
+            Collected::Whole(whole) => whole,
+            Collected::Oversize { read, rest } => {
+                let read_bytes = read.iter().map(|b| b.len() as u64).sum();
+                if !rules.pass_oversize {
+                    return refuse(ErrorKind::Oversize(rules.max_bytes), Reason::Oversize, read_bytes);
+                }
+                tracing::warn!(
+                    stream_id = self.context.stream_id,
+                    limit = rules.max_bytes,
+                    "{} passes uninspected: over the size limit (on_oversize = \"pass\")",
+                    self.what()
+                );
+                headers.remove(header::CONTENT_LENGTH);
+                let record = BodyRecord::new(Outcome::Passed, Reason::Oversize).bytes(read_bytes, read_bytes);
+                return (Ok(rejoin(read, rest)), record);
+            }
+            Collected::BufferFull { read } => return refuse(ErrorKind::BufferFull, Reason::BufferFull, read),
+            Collected::Failed(why) => return refuse(ErrorKind::Unreadable(why), Reason::ReadFailed, 0),
+        };
+        let bytes_in = whole.len() as u64;
+        let decoded = match charset::decode_whole(&whole, self.label.charset()) {
+            Ok(decoded) => decoded,
+            Err(CharsetError::Malformed(encoding)) => {
+                return refuse(ErrorKind::NotText(encoding), Reason::InvalidUtf8, bytes_in);
+            }
+            Err(e) => return refuse(ErrorKind::Charset(e), Reason::Charset, bytes_in),
+        };
+        let judging = match self.direction {
+            Direction::Request => Judging::ClientBody,
+            Direction::Response => Judging::Upstream,
+        };
+        let (verdict, stream) = super::isolation::chain_call(self.chain.is_slow(), || {
+            run(self.chain, self.context, judging, &decoded.text)
+        });
+        let record = |outcome, reason, bytes_out| {
+            let records = stream.as_ref().map(|s| s.records()).unwrap_or_default();
+            BodyRecord::new(outcome, reason).bytes(bytes_in, bytes_out).interceptors(records)
+        };
+        let refused = |kind: ErrorKind| ProxyError::new(kind, self.direction).about(whole.clone());
+        match verdict {
+            BodyVerdict::Forward(changed) => {
+                let rewritten = changed.is_some() || decoded.transcoded;
+                let body = match changed {
+                    Some(text) => Bytes::from(text),
+                    None if decoded.transcoded => Bytes::from(decoded.text.into_owned()),
+                    None => whole.clone(),
+                };
+                set_body_headers(headers, body.len(), rewritten);
+                if decoded.transcoded {
+                    label_utf8(headers);
+                }
+                reservation.set(body.len());
+                let record = record(Outcome::Inspected, Reason::Body, body.len() as u64);
+                (Ok(Holding::wrap(Full::new(body).map_err(super::BoxError::from).boxed_unsync(), reservation)), record)
+            }
+            BodyVerdict::Refused { by, status, message, retry_after } => {
+                let error = refused(ErrorKind::Refused { by, status, message, retry_after });
+                (Err(error), record(Outcome::Refused, Reason::Interceptor, 0))
+            }
+            BodyVerdict::Faulted(fault) => {
+                let kind = match judging == Judging::ClientBody && fault.content_can_cause() {
+                    true => ErrorKind::ClientFault { name: fault.name.clone(), fault: fault.to_string() },
+                    false => ErrorKind::Fault { name: fault.name.clone(), fault: fault.to_string() },
+                };
+                (Err(refused(kind)), record(Outcome::Refused, Reason::Fault, 0))
+            }
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        match self.direction {
+            Direction::Request => "the request body",
+            Direction::Response => "the upstream's response",
         }
     }
 }

@@ -13,7 +13,8 @@
 //!   most once a second), counted, and retried after a short pause.
 
 use super::admission::{Admission, ConnectionEvent, ListenerKind};
-use super::{BoxError, ProxyBody, ProxyHandle, text_response};
+use super::error::text as text_response;
+use super::{BoxError, ProxyBody, ProxyHandle};
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;

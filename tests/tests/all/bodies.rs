@@ -85,6 +85,7 @@ async fn upstream(seen: Seen) -> SocketAddr {
                     format!("{{\"pad\":\"{}\",\"c\":\"ada@example.com\"}}", "x".repeat(3000)),
                 ),
                 "html" => full(200, "text/html", "<p>ada@example.com</p>"),
+                "png" | "png-pass" => full(200, "image/png", &b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR ada@example.com"[..]),
                 "not-json" => full(200, "application/json", "plain words for ada@example.com\r\nand a second line"),
                 "echo" => full(200, "application/json", body),
                 _ => full(404, "text/plain", "no such path"),
@@ -127,6 +128,8 @@ fn config(upstream: SocketAddr, extra_limits: &str) -> String {
          [[route]]\nprefix = \"/big\"\n[[route.interceptor]]\nspec = \"example:redact\"\n\
          [[route]]\nprefix = \"/big-pass\"\non_oversize = \"pass\"\n[[route.interceptor]]\nspec = \"example:redact\"\n\
          [[route]]\nprefix = \"/html\"\n[[route.interceptor]]\nspec = \"example:redact\"\n\
+         [[route]]\nprefix = \"/png\"\n[[route.interceptor]]\nspec = \"example:redact\"\n\
+         [[route]]\nprefix = \"/png-pass\"\npass_media_types = [\"image/*\"]\n[[route.interceptor]]\nspec = \"example:redact\"\n\
          [[route]]\nprefix = \"/not-json\"\n[[route.interceptor]]\nspec = \"native:redact\"\n\
          [[route]]\nprefix = \"/echo\"\n[[route.request_interceptor]]\nspec = \"example:redact\"\n\
          [[route.request_interceptor]]\nspec = \"example:tool-guard\"\nconfig = {{ allow = \"count\" }}\n"
@@ -155,14 +158,24 @@ async fn json_response_bodies_go_through_the_chain() {
     let (status, _, body) = get(proxy, "/not-json").await;
     assert_eq!((status, &body[..]), (200, &b"plain words for [redacted]\nand a second line"[..]));
 
-    // A media type the route does not inspect passes, counted and logged as such.
+    // Text in any other media type goes through the chain as well: a label is no way around it.
     let (status, _, body) = get(proxy, "/html").await;
-    assert_eq!((status, &body[..]), (200, &b"<p>ada@example.com</p>"[..]));
+    assert_eq!((status, &body[..]), (200, &b"<p>[redacted]</p>"[..]));
+
+    // Binary content cannot be judged: refused, unless the route has a rule that passes its
+    // media type, and then counted as passed.
+    let (status, _, body) = get(proxy, "/png").await;
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("\"not_text\""), "{body:?}");
+    let (status, _, body) = get(proxy, "/png-pass").await;
+    assert_eq!((status, &body[..]), (200, &b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR ada@example.com"[..]));
 
     let metrics = sluicegate::proxy::admin::metrics(&state);
     for line in [
         r#"sluicegate_bodies_total{route="/json",direction="response",outcome="inspected",reason="body"} 1"#,
-        r#"sluicegate_bodies_total{route="/html",direction="response",outcome="passed",reason="media_type"} 1"#,
+        r#"sluicegate_bodies_total{route="/html",direction="response",outcome="inspected",reason="body"} 1"#,
+        r#"sluicegate_bodies_total{route="/png",direction="response",outcome="refused",reason="binary"} 1"#,
+        r#"sluicegate_bodies_total{route="/png-pass",direction="response",outcome="passed",reason="media_type"} 1"#,
         r#"sluicegate_bodies_total{route="/json",direction="request",outcome="passed",reason="empty"} 1"#,
     ] {
         assert!(metrics.lines().any(|l| l == line), "missing `{line}` in\n{metrics}");

@@ -42,7 +42,7 @@ async fn start_mcp_server(python: &Path) -> (Server, SocketAddr) {
 }
 
 /// The server with extra arguments (`json MARKER`).
-async fn start_mcp_server_with(python: &Path, args: &[&str]) -> (Server, SocketAddr) {
+pub(crate) async fn start_mcp_server_with(python: &Path, args: &[&str]) -> (Server, SocketAddr) {
     start_mcp_server_env(python, args, &[]).await
 }
 

@@ -92,16 +92,20 @@ async fn non_event_stream_responses_are_streamed_not_buffered() {
         }
     })
     .await;
-    let (proxy, _) = start_proxy(&config_with_chain(upstream, &["example:passthrough"], "")).await;
-    let response = get(&format!("http://{proxy}/file"), &[]).await;
-    let mut body = response.into_body();
-    // The first chunk arrives while the upstream has not finished: nothing waits for the end.
-    chunks_tx.send(Bytes::from_static(b"first")).await.unwrap();
+    // Binary content passes a guarded route only by the route's rule; then it streams.
+    let config = config_with_chain(upstream, &["example:passthrough"], "")
+        .replace("prefix = \"/\"\n", "prefix = \"/\"\npass_media_types = [\"application/octet-stream\"]\n");
+    let (proxy, _) = start_proxy(&config).await;
+    let response = tokio::spawn(async move { get(&format!("http://{proxy}/file"), &[]).await });
+    // The first chunk arrives while the upstream has not finished: nothing waits for the end
+    // (the proxy reads the first bytes to tell what the body is, then passes them on).
+    chunks_tx.send(Bytes::from_static(b"\x89PNG\r\n\x1a\n")).await.unwrap();
+    let mut body = response.await.unwrap().into_body();
     let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    assert_eq!(frame, "first");
-    chunks_tx.send(Bytes::from_static(b"second")).await.unwrap();
+    assert_eq!(frame, &b"\x89PNG\r\n\x1a\n"[..]);
+    chunks_tx.send(Bytes::from_static(b"\0\0\0\rIHDR")).await.unwrap();
     drop(chunks_tx);
-    assert_eq!(body.collect().await.unwrap().to_bytes(), "second");
+    assert_eq!(body.collect().await.unwrap().to_bytes(), &b"\0\0\0\rIHDR"[..]);
 }
 
 /// The body sender of the latest response of `event_streams_go_through_the_route_chain...`.
@@ -244,7 +248,8 @@ async fn flaky_upstream(
     .await
 }
 
-/// Reads `before` data events of `response`, lets the upstream break (`gate`), then reads the rest.
+/// Reads `before` data events of `response`, lets the upstream break (`gate`), then reads the
+/// rest, which (not resumed) ends with the proxy's error: the error event is left out.
 async fn read_then_break(
     response: http::Response<hyper::body::Incoming>,
     before: usize,
@@ -254,8 +259,18 @@ async fn read_then_break(
     let mut events = vec![];
     read_data_events(&mut reader, &mut events, before).await;
     gate.notify_one();
-    events.extend(reader.rest().await);
+    events.extend(reader.rest_until_broken().await);
+    assert_upstream_error(&events);
+    events.pop();
     events
+}
+
+/// The last event is the proxy's `event: error` for an upstream stream cut off.
+fn assert_upstream_error(events: &[Event]) {
+    let last = events.last().expect("at least the error event");
+    assert_eq!(last.event_type.as_deref(), Some(&b"error"[..]), "{last:?}");
+    let error: serde_json::Value = serde_json::from_slice(last.data.as_deref().unwrap()).unwrap();
+    assert_eq!(error["error"]["type"], "upstream_error", "{error}");
 }
 
 /// Reads from `reader` into `events` until `events` holds `count` events with data.
@@ -324,8 +339,9 @@ async fn resumption_skips_replayed_events_and_gives_up_after_the_limit() {
         read_data_events(&mut reader, &mut events, wanted).await;
         gate.notify_one(); // the stream that sent them breaks
     }
-    events.extend(reader.rest().await);
-    assert_eq!(data(&events), vec!["1", "2", "3", "4", "5"], "3 was replayed by the upstream and skipped");
+    events.extend(reader.rest_until_broken().await);
+    assert_upstream_error(&events);
+    assert_eq!(data(&events)[..5], ["1", "2", "3", "4", "5"], "3 was replayed by the upstream and skipped");
     assert_eq!(connections.load(Ordering::SeqCst), 2 + 3, "two streams, then three refused attempts");
     eventually("the stream's state is released", || state.active_streams() == 0 && state.live_guest_streams() == 0)
         .await;
@@ -361,9 +377,12 @@ async fn a_stalled_upstream_is_ended_by_the_idle_timeout() {
     .await;
     let extra = "[reconnect]\nenabled = false\nidle_timeout_ms = 200";
     let (proxy, state) = start_proxy(&config_with_chain(upstream, &["example:summary"], extra)).await;
-    let events = EventReader::new(get(&format!("http://{proxy}/e"), &[]).await).rest().await;
-    // The summary is sent: the chain was finished with `upstream-failed`.
-    assert_eq!(data(&events), vec!["only", "{\"events\":1,\"data_bytes\":4}"]);
+    let events = EventReader::new(get(&format!("http://{proxy}/e"), &[]).await).rest_until_broken().await;
+    // The summary is sent: the chain was finished with `upstream-failed`; then the error that
+    // tells the client its stream was cut off, and the body ends with an error.
+    let data = data(&events);
+    assert_eq!(data[..2], ["only", "{\"events\":1,\"data_bytes\":4}"]);
+    assert_upstream_error(&events);
     eventually("the stream's state is released", || state.active_streams() == 0 && state.live_guest_streams() == 0)
         .await;
     drop(hold_rx);

@@ -1,0 +1,288 @@
+//! Every way a request can fail in the proxy, as one error whose kind says whose fault it is and
+//! which picks, in one place ([`ProxyError::into_response`]), the status and body a client sees.
+//!
+//! Refusals of a body are JSON (`{"error":{"type":...,"message":...}}`), or, when the body was
+//! a JSON-RPC message with an id and an interceptor refused it or faulted on it, a JSON-RPC error
+//! with that id and status 200, so that an MCP client sees a failed call rather than a broken
+//! transport. The proxy's own answers about a request (its path, its host, a limit) are plain text.
+
+use super::BoxError;
+use super::accounting::Direction;
+use super::admission::StreamLimit;
+use super::body::ProxyBody;
+use super::charset::CharsetError;
+use super::headers::Refusal;
+use super::inspect::refusal_response;
+use super::path::PathError;
+use super::upstream::UpstreamError;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+
+/// Whose fault an error is: it decides how loudly it is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The client sent something the proxy will not forward.
+    Client,
+    /// The upstream failed, or sent what the proxy will not forward.
+    Upstream,
+    /// An interceptor refused, or faulted.
+    Interceptor,
+    /// The proxy's own state (shutting down, a limit) or a bug.
+    Proxy,
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ErrorKind {
+    #[error("the proxy is shutting down")]
+    ShuttingDown,
+    #[error("{}", match .0 { Refusal::InvalidHost => "Invalid Host header", Refusal::InvalidOrigin => "Invalid Origin header" })]
+    HostOrOrigin(Refusal),
+    #[error("the request's path cannot be forwarded: {0}")]
+    Path(PathError),
+    #[error("the request's path climbs out of the route it names with `..` (`{0}`)")]
+    ClimbsOutOfRoute(String),
+    #[error("no route for this path")]
+    NoRoute,
+    #[error("an event stream was refused: too many streams at once ({0:?} limit)")]
+    StreamLimit(StreamLimit),
+    #[error("the bytes held for inspection are at limits.max_buffered_bytes")]
+    BufferFull,
+    #[error("{0}")]
+    Upstream(UpstreamError),
+    #[error("a content coding the proxy cannot decode ({0})")]
+    Coding(String),
+    #[error("{0}")]
+    Charset(CharsetError),
+    #[error("larger than the {0} bytes a guardrail inspects")]
+    Oversize(usize),
+    #[error("reading the body failed: {0}")]
+    Unreadable(String),
+    #[error("not text in its encoding ({0})")]
+    NotText(&'static str),
+    #[error("not text (binary content labelled {0}), and no pass_media_types rule lets it through")]
+    Binary(String),
+    #[error("refused by {by}: {message}")]
+    Refused { by: String, status: Option<StatusCode>, message: String, retry_after: Option<u64> },
+    #[error("interceptor {name} failed ({fault})")]
+    Fault { name: String, fault: String },
+    #[error("interceptor {name} could not judge the request body ({fault}); refused for this request only")]
+    ClientFault { name: String, fault: String },
+    #[error("an interceptor failed to start ({0})")]
+    StartFailed(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A request that failed, and which way its body was going when it did.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}")]
+pub(super) struct ProxyError {
+    /// Boxed: a request's phases return `Result<_, ProxyError>`, and the error is the rare path.
+    pub kind: Box<ErrorKind>,
+    pub direction: Direction,
+    /// The body an interceptor refused or faulted on: a JSON-RPC message's ids come from it.
+    pub original: Option<Bytes>,
+}
+
+impl From<ErrorKind> for ProxyError {
+    /// An error about the request (its head or its body).
+    fn from(kind: ErrorKind) -> Self {
+        ProxyError { kind: Box::new(kind), direction: Direction::Request, original: None }
+    }
+}
+
+impl ProxyError {
+    /// An error about a body going `direction`.
+    pub(super) fn new(kind: ErrorKind, direction: Direction) -> Self {
+        ProxyError { kind: Box::new(kind), direction, original: None }
+    }
+
+    /// An error about the upstream's response.
+    pub(super) fn response(kind: ErrorKind) -> Self {
+        Self::new(kind, Direction::Response)
+    }
+
+    /// With the body it is about (for JSON-RPC ids).
+    pub(super) fn about(mut self, body: Bytes) -> Self {
+        self.original = Some(body);
+        self
+    }
+
+    pub(super) fn source(&self) -> Source {
+        match &*self.kind {
+            ErrorKind::ShuttingDown | ErrorKind::StreamLimit(_) | ErrorKind::BufferFull | ErrorKind::Internal(_) => {
+                Source::Proxy
+            }
+            ErrorKind::Refused { .. }
+            | ErrorKind::Fault { .. }
+            | ErrorKind::ClientFault { .. }
+            | ErrorKind::StartFailed(_) => Source::Interceptor,
+            ErrorKind::Upstream(_) => Source::Upstream,
+            _ if self.direction == Direction::Response => Source::Upstream,
+            _ => Source::Client,
+        }
+    }
+
+    /// Logs the error with the request's stream id: an interceptor's refusal is routine, the
+    /// client's and the upstream's faults are warnings, the proxy's own are errors unless they
+    /// are a limit doing its job.
+    pub(super) fn log(&self, stream_id: &str) {
+        let direction = self.direction.name();
+        match (self.source(), &*self.kind) {
+            (Source::Interceptor, ErrorKind::Refused { .. }) => tracing::info!(stream_id, direction, "{self}"),
+            (Source::Proxy, ErrorKind::Internal(_)) => tracing::error!(stream_id, direction, "{self}"),
+            (Source::Interceptor, _) => tracing::error!(stream_id, direction, "{self}"),
+            _ => tracing::warn!(stream_id, direction, "{self}"),
+        }
+    }
+
+    /// The answer the client gets. `retry_after` is the `Retry-After` of the proxy's limits.
+    pub(super) fn into_response(self, retry_after: &HeaderValue) -> Response<ProxyBody> {
+        let request = self.direction == Direction::Request;
+        let what = if request { "the request body" } else { "the upstream's response" };
+        // 4xx for what the client sent, 502 for what the upstream sent.
+        let by_direction = |for_request: StatusCode| if request { for_request } else { StatusCode::BAD_GATEWAY };
+        let original = self.original.as_deref().unwrap_or_default();
+        let refuse = |status, kind: &str, message: &str| refusal_response(status, kind, message, &[]);
+        match *self.kind {
+            ErrorKind::ShuttingDown => {
+                let mut response = text(StatusCode::SERVICE_UNAVAILABLE, "sluicegate is shutting down");
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
+            ErrorKind::HostOrOrigin(Refusal::InvalidHost) => {
+                text(StatusCode::MISDIRECTED_REQUEST, "Invalid Host header")
+            }
+            ErrorKind::HostOrOrigin(Refusal::InvalidOrigin) => text(StatusCode::FORBIDDEN, "Invalid Origin header"),
+            ErrorKind::Path(_) | ErrorKind::ClimbsOutOfRoute(_) => {
+                text(StatusCode::BAD_REQUEST, "sluicegate: the request's path cannot be forwarded as written")
+            }
+            ErrorKind::NoRoute => text(StatusCode::NOT_FOUND, "sluicegate: no route for this path"),
+            ErrorKind::StreamLimit(limit) => {
+                let message = match limit {
+                    StreamLimit::Proxy => "sluicegate: too many event streams (limits.max_streams)",
+                    StreamLimit::Route => "sluicegate: too many event streams on this route (max_streams)",
+                };
+                with_retry_after(text(StatusCode::SERVICE_UNAVAILABLE, message), retry_after.clone())
+            }
+            ErrorKind::BufferFull => {
+                let message = "sluicegate: too many bodies are held for inspection now (limits.max_buffered_bytes)";
+                with_retry_after(text(StatusCode::SERVICE_UNAVAILABLE, message), retry_after.clone())
+            }
+            ErrorKind::Upstream(e) => text(e.status(), e.client_message()),
+            ErrorKind::Coding(_) => {
+                let message = match request {
+                    true => "sluicegate: the request body's content coding is not supported",
+                    false => "sluicegate: the upstream's response could not be inspected (unknown content coding)",
+                };
+                refuse(by_direction(StatusCode::UNSUPPORTED_MEDIA_TYPE), "unsupported_encoding", message)
+            }
+            ErrorKind::Charset(e) => {
+                let message = format!("sluicegate: {what} could not be inspected: {e}");
+                refuse(by_direction(StatusCode::UNSUPPORTED_MEDIA_TYPE), "unsupported_charset", &message)
+            }
+            ErrorKind::Oversize(limit) => {
+                let message = format!("sluicegate: {what} is larger than the {limit} bytes a guardrail inspects");
+                refuse(by_direction(StatusCode::PAYLOAD_TOO_LARGE), "body_too_large", &message)
+            }
+            ErrorKind::Unreadable(_) => {
+                let message = format!("sluicegate: {what} could not be read");
+                refuse(by_direction(StatusCode::BAD_REQUEST), "body_unreadable", &message)
+            }
+            ErrorKind::NotText(encoding) => {
+                let message = format!("sluicegate: {what} is not {encoding} text, so it could not be inspected");
+                refuse(by_direction(StatusCode::BAD_REQUEST), "invalid_utf8", &message)
+            }
+            ErrorKind::Binary(_) => {
+                let message = format!("sluicegate: {what} is not text, and no rule of this route lets it through");
+                refuse(by_direction(StatusCode::UNSUPPORTED_MEDIA_TYPE), "not_text", &message)
+            }
+            ErrorKind::Refused { by, status, message, retry_after } => {
+                let message = match message.is_empty() {
+                    true => format!("refused by {by}"),
+                    false => format!("refused by {by}: {message}"),
+                };
+                let status = status.unwrap_or(by_direction(StatusCode::FORBIDDEN));
+                let response = refusal_response(status, "refused", &message, original);
+                match retry_after {
+                    Some(seconds) => with_retry_after(response, HeaderValue::from(seconds)),
+                    None => response,
+                }
+            }
+            ErrorKind::Fault { name, .. } => refusal_response(
+                StatusCode::BAD_GATEWAY,
+                "interceptor_error",
+                &format!("interceptor {name} failed"),
+                original,
+            ),
+            ErrorKind::ClientFault { name, .. } => refusal_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "uninspectable",
+                &format!("sluicegate: interceptor {name} could not judge the request body; refused"),
+                original,
+            ),
+            ErrorKind::StartFailed(_) => text(StatusCode::BAD_GATEWAY, "sluicegate: an interceptor failed to start"),
+            ErrorKind::Internal(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "sluicegate: internal error"),
+        }
+    }
+}
+
+/// A plain-text answer.
+pub(super) fn text(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut response =
+        Response::new(Full::new(Bytes::from_static(text.as_bytes())).map_err(BoxError::from).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+fn with_retry_after(mut response: Response<ProxyBody>, seconds: HeaderValue) -> Response<ProxyBody> {
+    response.headers_mut().insert(header::RETRY_AFTER, seconds);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(error: ProxyError) -> (u16, String) {
+        let response = error.into_response(&HeaderValue::from_static("1"));
+        let status = response.status().as_u16();
+        let body = futures_util::FutureExt::now_or_never(response.into_body().collect())
+            .expect("a whole body")
+            .expect("no error")
+            .to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn the_direction_picks_4xx_or_502() {
+        assert_eq!(answer(ErrorKind::Oversize(10).into()).0, 413);
+        assert_eq!(answer(ProxyError::response(ErrorKind::Oversize(10))).0, 502);
+        assert_eq!(answer(ErrorKind::Coding("x".into()).into()).0, 415);
+        assert_eq!(answer(ErrorKind::Binary("image/png".into()).into()).0, 415);
+        assert_eq!(answer(ProxyError::response(ErrorKind::Binary("image/png".into()))).0, 502);
+        assert_eq!(answer(ErrorKind::Path(PathError::EncodedSlash).into()).0, 400);
+    }
+
+    #[test]
+    fn a_refused_json_rpc_call_is_a_json_rpc_error_with_its_id() {
+        let refused = ProxyError::from(ErrorKind::Refused {
+            by: "guard".into(),
+            status: None,
+            message: "no".into(),
+            retry_after: None,
+        })
+        .about(Bytes::from_static(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call"}"#));
+        let (status, body) = answer(refused);
+        assert_eq!(status, 200);
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["id"], 7);
+        assert_eq!(body["error"]["message"], "refused by guard: no");
+        let fault = ProxyError::from(ErrorKind::ClientFault { name: "g".into(), fault: "trap".into() });
+        assert_eq!(answer(fault).0, 422, "a request body an interceptor faulted on is the client's to fix");
+    }
+}

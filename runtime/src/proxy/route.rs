@@ -1,0 +1,230 @@
+//! Routes: a path prefix with its upstream, what it changes in requests, its chains and its rules
+//! for bodies; and the table that picks a request's route from its canonical path.
+
+use super::ProxyError;
+use super::accounting::BodyCounts;
+use super::body::AnyBody;
+use super::error::ErrorKind;
+use super::inspect::BodyRules;
+use super::path::NormalPath;
+use super::upstream::Upstream;
+use crate::chain::Chain;
+use http::header::{HeaderName, HeaderValue};
+use http_body_util::BodyExt as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// A route: a path prefix, its upstream, what it changes in requests, its chains and what its
+/// chains inspect.
+pub(super) struct Route {
+    /// The prefix as configured (the route's name in metrics and logs).
+    pub prefix: String,
+    /// The prefix in canonical spelling without a trailing `/`: what paths are matched against.
+    pub matcher: String,
+    pub upstream: Arc<Upstream>,
+    pub strip_prefix: bool,
+    /// Set on every request (values marked sensitive: HTTP/2 never indexes them).
+    pub set_headers: Vec<(HeaderName, HeaderValue)>,
+    pub remove_headers: Vec<HeaderName>,
+    /// Event streams on this route holding a slot (shared across reloads), and the limit.
+    pub stream_slots: Arc<AtomicUsize>,
+    pub max_streams: usize,
+    /// Event streams and response bodies.
+    pub chain: Chain,
+    /// Request bodies.
+    pub request_chain: Chain,
+    pub rules: BodyRules,
+    pub stats: Arc<RouteStats>,
+}
+
+/// Counters of one route: its event streams (those that pass through its chain) and the bytes
+/// of every response it forwards.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    /// Event streams on the route now.
+    pub active_streams: AtomicU64,
+    /// Event streams it has served.
+    pub streams: AtomicU64,
+    /// Upstream resumptions that succeeded, and attempts that failed.
+    pub reconnects: AtomicU64,
+    /// Resumption attempts that failed.
+    pub failed_reconnects: AtomicU64,
+    /// Streams whose resumption was given up for the cap on reconnects per minute.
+    pub reconnects_capped: AtomicU64,
+    /// Bytes of response bodies sent to clients: encoded events, and the bodies of responses
+    /// that pass through untouched.
+    pub bytes_out: AtomicU64,
+    /// Every body of a guarded route, by direction, outcome and reason.
+    pub bodies: BodyCounts,
+}
+
+impl RouteStats {
+    /// Counts a stream on the route, and as active until the guard is dropped.
+    pub(super) fn stream_started(stats: &Arc<Self>) -> RouteStream {
+        stats.streams.fetch_add(1, Ordering::Relaxed);
+        stats.active_streams.fetch_add(1, Ordering::Relaxed);
+        RouteStream(stats.clone())
+    }
+}
+
+/// One active stream on a route; see [`RouteStats::stream_started`].
+pub(super) struct RouteStream(Arc<RouteStats>);
+
+impl Drop for RouteStream {
+    fn drop(&mut self) {
+        self.0.active_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Route {
+    /// `body`, with its bytes counted as sent on this route.
+    pub(super) fn counted(&self, body: AnyBody) -> AnyBody {
+        let stats = self.stats.clone();
+        body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                stats.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            frame
+        })
+        .boxed_unsync()
+    }
+
+    /// True if the route has a chain in either direction: then every body on it is accounted for.
+    pub(super) fn guarded(&self) -> bool {
+        !self.chain.is_empty() || !self.request_chain.is_empty()
+    }
+
+    /// True if canonical `path` is under this route's prefix (at a `/` boundary).
+    fn matches(&self, path: &str) -> bool {
+        under(&self.matcher, path)
+    }
+
+    /// The path sent upstream for canonical `path`: without the prefix if the route strips it.
+    pub(super) fn upstream_path(&self, path: &str) -> String {
+        match path.strip_prefix(&self.matcher) {
+            Some(rest) if self.strip_prefix && !self.matcher.is_empty() => match rest.starts_with('/') {
+                true => rest.to_string(),
+                false => format!("/{rest}"),
+            },
+            _ => path.to_string(),
+        }
+    }
+
+    /// The route's header changes, after the hop-by-hop headers are gone.
+    pub(super) fn rewrite_headers(&self, headers: &mut http::HeaderMap) {
+        for name in &self.remove_headers {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// True if `path` is `prefix` or below it (`prefix` without a trailing `/`; empty is the root).
+fn under(prefix: &str, path: &str) -> bool {
+    prefix.is_empty() || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The routes of a configuration, longest prefix first.
+#[derive(Default)]
+pub(super) struct Routes(Vec<Route>);
+
+impl Routes {
+    /// The table of `routes` (in any order).
+    pub(super) fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by_key(|r| std::cmp::Reverse(r.matcher.len()));
+        Routes(routes)
+    }
+
+    /// The route of a canonical path: the longest prefix it is under, or none. A path whose `..`
+    /// segments took it out of the route it was written under is refused: `/api/../admin` is
+    /// `/admin` to the upstream, but reads as `/api` to whoever wrote the rules for `/api`.
+    pub(super) fn route_for(&self, path: &NormalPath) -> Result<Option<&Route>, ProxyError> {
+        let route = self.0.iter().find(|r| r.matches(&path.path));
+        if let Some(written) = &path.before_dot_segments {
+            let written_under = self.0.iter().find(|r| r.matches(written));
+            if written_under.map(|r| &r.matcher) != route.map(|r| &r.matcher) {
+                return Err(ErrorKind::ClimbsOutOfRoute(written.clone()).into());
+            }
+        }
+        Ok(route)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.0.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::path::normalise;
+    use crate::proxy::upstream::{UpstreamBase, UpstreamSettings};
+    use std::time::Duration;
+
+    fn route(prefix: &str, strip_prefix: bool) -> Route {
+        let settings = UpstreamSettings {
+            base: UpstreamBase::parse("http://127.0.0.1:9").unwrap(),
+            ca: None,
+            identity: None,
+            http2_only: false,
+            connect_timeout: Duration::from_secs(1),
+            header_timeout: None,
+        };
+        Route {
+            prefix: prefix.to_string(),
+            matcher: normalise(prefix).unwrap().path.trim_end_matches('/').to_string(),
+            upstream: Arc::new(Upstream::new(settings).unwrap()),
+            strip_prefix,
+            set_headers: Vec::new(),
+            remove_headers: Vec::new(),
+            stream_slots: Arc::default(),
+            max_streams: 0,
+            chain: Chain::default(),
+            request_chain: Chain::default(),
+            rules: BodyRules::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    fn table() -> Routes {
+        Routes::new(vec![route("/", false), route("/api/", true), route("/api/admin", false), route("/mcp", false)])
+    }
+
+    fn routed(table: &Routes, raw: &str) -> Result<Option<String>, String> {
+        let normal = normalise(raw).map_err(|e| e.to_string())?;
+        table.route_for(&normal).map(|r| r.map(|r| r.prefix.clone())).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_longest_prefix_at_a_segment_boundary_wins() {
+        let table = table();
+        assert_eq!(routed(&table, "/mcp").unwrap().as_deref(), Some("/mcp"));
+        assert_eq!(routed(&table, "/mcp/x").unwrap().as_deref(), Some("/mcp"));
+        assert_eq!(routed(&table, "/mcpx").unwrap().as_deref(), Some("/"));
+        assert_eq!(routed(&table, "/api/admin/users").unwrap().as_deref(), Some("/api/admin"));
+        assert_eq!(routed(&table, "/api/other").unwrap().as_deref(), Some("/api/"));
+        assert_eq!(routed(&table, "/%6dcp").unwrap().as_deref(), Some("/mcp"), "spelled otherwise");
+        assert_eq!(routed(&table, "//api//admin").unwrap().as_deref(), Some("/api/admin"));
+    }
+
+    #[test]
+    fn dot_segments_may_not_leave_the_route_they_were_written_under() {
+        let table = table();
+        assert_eq!(routed(&table, "/api/x/../y").unwrap().as_deref(), Some("/api/"), "inside the route");
+        assert!(routed(&table, "/api/../mcp").unwrap_err().contains("climbs out"));
+        assert!(routed(&table, "/api/admin/../x").unwrap_err().contains("climbs out"), "to a shorter prefix");
+        assert!(routed(&table, "/api/x/../admin").unwrap_err().contains("climbs out"), "into a longer one");
+        assert!(routed(&table, "/../etc").is_err());
+    }
+
+    #[test]
+    fn stripping_a_prefix_keeps_the_rest_of_the_canonical_path() {
+        let api = route("/api/", true);
+        assert_eq!(api.upstream_path("/api/v1/chat"), "/v1/chat");
+        assert_eq!(api.upstream_path("/api"), "/");
+        assert_eq!(route("/api", false).upstream_path("/api/v1"), "/api/v1");
+        assert_eq!(route("/", true).upstream_path("/x"), "/x");
+    }
+}
