@@ -27,7 +27,7 @@
 
 use super::accounting::{BodyRecord, Direction, Outcome, Reason};
 use super::admission::BufferReservation;
-use super::body::{AnyBody, Holding};
+use super::body::AnyBody;
 use super::charset::{self, CharsetError};
 use super::content::Label;
 use super::error::{ErrorKind, ProxyError};
@@ -283,6 +283,18 @@ pub(super) fn label_utf8(headers: &mut HeaderMap) {
     }
 }
 
+/// Bytes that hold their share of the buffer budget for as long as they live.
+struct Held {
+    bytes: Bytes,
+    _reservation: BufferReservation,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// A body through a chain, whole: what to inspect and how.
 pub(super) struct WholeBody<'a> {
     pub chain: &'a Chain,
@@ -352,7 +364,12 @@ impl WholeBody<'_> {
             let records = stream.as_ref().map(|s| s.records()).unwrap_or_default();
             BodyRecord::new(outcome, reason).bytes(bytes_in, bytes_out).interceptors(records)
         };
-        let refused = |kind: ErrorKind| ProxyError::new(kind, self.direction).about(whole.clone());
+        // A refusal answers a JSON-RPC message with its ids, read from the text as decoded.
+        let judged = match decoded.transcoded {
+            true => Bytes::from(decoded.text.to_string()),
+            false => whole.clone(),
+        };
+        let refused = |kind: ErrorKind| ProxyError::new(kind, self.direction).about(judged.clone());
         match verdict {
             BodyVerdict::Forward(changed) => {
                 let rewritten = changed.is_some() || decoded.transcoded;
@@ -367,7 +384,10 @@ impl WholeBody<'_> {
                 }
                 reservation.set(body.len());
                 let record = record(Outcome::Inspected, Reason::Body, body.len() as u64);
-                (Ok(Holding::wrap(Full::new(body).map_err(super::BoxError::from).boxed_unsync(), reservation)), record)
+                // The bytes keep their reservation until the last of them has been written: a
+                // connection holds a body's bytes after it has taken the body's end.
+                let body = Bytes::from_owner(Held { bytes: body, _reservation: reservation });
+                (Ok(Full::new(body).map_err(super::BoxError::from).boxed_unsync()), record)
             }
             BodyVerdict::Refused { by, status, message, retry_after } => {
                 let error = refused(ErrorKind::Refused { by, status, message, retry_after });

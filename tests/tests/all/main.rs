@@ -9,8 +9,10 @@
 mod admin;
 mod admission;
 mod bodies;
+mod bounds;
 mod budget;
 mod cache;
+mod closed;
 mod guests;
 mod languages;
 mod lifecycle;
