@@ -135,7 +135,7 @@ fn push_byte(segment: &mut String, byte: u8, encoded: bool) -> Result<(), PathEr
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -187,13 +187,13 @@ mod tests {
     }
 
     /// A segment of characters that have one canonical spelling (raw), never `.` or `..`.
-    fn segment() -> impl Strategy<Value = String> {
+    pub(in crate::proxy) fn segment() -> impl Strategy<Value = String> {
         "[a-zA-Z0-9._~:@!$&'()*+,=-]{1,6}".prop_filter("not a dot segment", |s| s != "." && s != "..")
     }
 
-    /// `canonical` spelled another way: some characters percent-encoded (either hex case), `.`
+    /// `segments` spelled another way: some characters percent-encoded (either hex case), `.`
     /// segments, `x/..` pairs and repeated slashes put in.
-    fn respell(segments: &[String], choices: &[u8]) -> String {
+    pub(in crate::proxy) fn respell(segments: &[String], choices: &[u8]) -> String {
         let mut choice = choices.iter().copied().cycle();
         let mut out = String::new();
         for segment in segments {

@@ -219,6 +219,33 @@ mod tests {
         assert!(routed(&table, "/../etc").is_err());
     }
 
+    proptest::proptest! {
+        /// However a path is spelled (any character percent-encoded, `.` and `x/..` segments,
+        /// repeated slashes), the route it gets is the route of its canonical spelling; the one
+        /// other answer is a refusal, when its `..` segments cross out of a route.
+        #[test]
+        fn a_request_gets_the_route_its_canonical_path_gets(
+            segments in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("api".to_string()),
+                    proptest::strategy::Just("admin".to_string()),
+                    proptest::strategy::Just("mcp".to_string()),
+                    crate::proxy::path::tests::segment(),
+                ],
+                0..5,
+            ),
+            choices in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..64),
+        ) {
+            let table = table();
+            let canonical = format!("/{}", segments.join("/"));
+            let spelled = crate::proxy::path::tests::respell(&segments, &choices);
+            match routed(&table, &spelled) {
+                Ok(route) => proptest::prop_assert_eq!(Ok(route), routed(&table, &canonical), "{}", spelled),
+                Err(refused) => proptest::prop_assert!(refused.contains("climbs out"), "{}: {}", spelled, refused),
+            }
+        }
+    }
+
     #[test]
     fn stripping_a_prefix_keeps_the_rest_of_the_canonical_path() {
         let api = route("/api/", true);

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc};
 
-/// Sends one request over HTTP/1.1 or, with `http2`, over HTTP/2 by prior knowledge.
+/// Sends one request over HTTP/1.1 or, with `http2`, over HTTP/2 by prior knowledge (a header
+/// with an empty value is left out).
 async fn send(
     addr: SocketAddr,
     path: &str,
@@ -27,7 +28,7 @@ async fn send(
     http2: bool,
 ) -> (StatusCode, http::HeaderMap, Bytes) {
     let mut request = Request::post(format!("http://{addr}{path}"));
-    for (name, value) in headers {
+    for (name, value) in headers.iter().filter(|(_, value)| !value.is_empty()) {
         request = request.header(*name, *value);
     }
     let client = Client::builder(TokioExecutor::new()).http2_only(http2).build_http();
@@ -188,17 +189,29 @@ async fn a_request_is_judged_by_its_content_not_its_label_nor_its_encoding() {
         ("UTF-32BE", "application/json", utf32be(&secret)),
         ("UTF-16LE with its mark", "application/json", bom(&[0xFF, 0xFE], utf16le(&secret))),
         ("UTF-8 with a mark", "application/json", bom(&[0xEF, 0xBB, 0xBF], secret.clone().into_bytes())),
+        ("no label", "", secret.clone().into_bytes()),
+        ("a label that says text", "text/plain", utf16le(&secret)),
     ];
     for (what, content_type, body) in &cases {
-        // The control: the server itself runs the call as sent.
+        // The control: the server itself runs the call as sent (it reads JSON whatever the
+        // label says, once the label contains `application/json`).
         let (status, _, answer) =
             send(upstream, "/mcp", &[accept, ("content-type", content_type)], body.clone(), false).await;
-        assert!(status.is_success() && marker.ran(), "{what}: the server runs it directly: {answer:?}");
+        if content_type.contains("application/json") {
+            assert!(status.is_success() && marker.ran(), "{what}: the server runs it directly: {answer:?}");
+        }
         let (status, _, answer) =
             send(proxy, "/mcp", &[accept, ("content-type", content_type)], body.clone(), false).await;
         assert_refused(status, &answer, what);
         assert!(!marker.ran(), "{what}: the refused tool ran through the proxy");
     }
+    // Compressed, then in UTF-16: decoded both ways before the chain.
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gzip, &utf16be(&secret)).unwrap();
+    let zipped = [accept, ("content-type", "application/json"), ("content-encoding", "gzip")];
+    let (status, _, answer) = send(proxy, "/mcp", &zipped, gzip.finish().unwrap(), false).await;
+    assert_refused(status, &answer, "gzip of UTF-16BE");
+    assert!(!marker.ran());
     // An allowed call in UTF-16 is decoded, judged, and reaches the server as UTF-8.
     let (status, _, answer) = send(proxy, "/mcp", &MCP_JSON, utf16le(&call("count", json!({"to": 3}))), false).await;
     assert_eq!(status, StatusCode::OK);
@@ -214,7 +227,7 @@ async fn a_request_is_judged_by_its_content_not_its_label_nor_its_encoding() {
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(!marker.ran());
     let metrics = sluicegate::proxy::admin::metrics(&state);
-    for (reason, n) in [("interceptor", cases.len() as u64), ("charset", 1), ("binary", 1)] {
+    for (reason, n) in [("interceptor", cases.len() as u64 + 1), ("charset", 1), ("binary", 1)] {
         let line = format!(
             r#"sluicegate_bodies_total{{route="/mcp",direction="request",outcome="refused",reason="{reason}"}}"#
         );
