@@ -50,7 +50,8 @@ pub(super) enum ErrorKind {
     StreamLimit(StreamLimit),
     #[error("the bytes held for inspection are at limits.max_buffered_bytes")]
     BufferFull,
-    #[error("{0}")]
+    /// With every cause: which certificate check failed, what the connection said.
+    #[error("{}", super::upstream::chain_text(.0))]
     Upstream(UpstreamError),
     #[error("a content coding the proxy cannot decode ({0})")]
     Coding(String),

@@ -226,10 +226,10 @@ impl Proxy {
         body: AnyBody,
     ) -> Result<Response<AnyBody>, ProxyError> {
         let upstream = ctx.upstream.ok_or(ErrorKind::NoRoute)?;
-        let response = upstream.send(Request::from_parts(head, body)).await.map_err(|e| {
-            tracing::debug!(stream_id = ctx.stream_id, "{}", super::upstream::chain_text(&e));
-            ProxyError::response(ErrorKind::Upstream(e))
-        })?;
+        let response = upstream
+            .send(Request::from_parts(head, body))
+            .await
+            .map_err(|e| ProxyError::response(ErrorKind::Upstream(e)))?;
         let (mut head, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut head.headers);
         Ok(Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync()))

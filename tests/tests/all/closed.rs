@@ -393,3 +393,57 @@ async fn a_request_that_makes_an_interceptor_fault_is_refused_alone_and_never_pa
     assert_refused(status, &body, "padded secret under fail-open");
     assert!(!marker.ran(), "the padded call of a refused tool ran");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_rule_passes_binary_content_only_whatever_the_label_says() {
+    let seen: Arc<std::sync::Mutex<Vec<Bytes>>> = Arc::default();
+    let upstream = start_upstream({
+        let seen = seen.clone();
+        move |request: Request<hyper::body::Incoming>| {
+            let seen = seen.clone();
+            async move {
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                seen.lock().unwrap().push(body);
+                full(200, "application/json", "{}")
+            }
+        }
+    })
+    .await;
+    let config = format!(
+        "upstream = \"http://{upstream}\"\n[[route]]\nprefix = \"/\"\npass_media_types = [\"image/*\"]\n\
+         [[route.request_interceptor]]\nspec = \"example:redact\"\n"
+    );
+    let (proxy, state) = start_proxy(&config).await;
+    let png = &b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR ada@example.com"[..];
+    let (status, _, _) = send(proxy, "/upload", &[("content-type", "image/png")], png, false).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(seen.lock().unwrap().pop().as_deref(), Some(png), "binary content passes untouched, by the rule");
+    // Text labelled as an image is text: the rule does not apply to it.
+    let text = "{\"note\":\"mail ada@example.com\"}";
+    let (status, _, _) = send(proxy, "/upload", &[("content-type", "image/png")], text, false).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(seen.lock().unwrap().pop().as_deref(), Some(&b"{\"note\":\"mail [redacted]\"}"[..]));
+    let metrics = sluicegate::proxy::admin::metrics(&state);
+    let counted = |outcome: &str, reason: &str| {
+        let line = format!(
+            r#"sluicegate_bodies_total{{route="/",direction="request",outcome="{outcome}",reason="{reason}"}}"#
+        );
+        metric(&metrics, &line)
+    };
+    assert_eq!((counted("passed", "media_type"), counted("inspected", "body")), (1, 1));
+}
+
+#[test]
+fn a_body_limit_that_a_guest_cannot_hold_is_refused_at_load() {
+    let config = "upstream = \"http://127.0.0.1:9\"\n[limits]\nmax_body_bytes = 8388608\n\
+                  [[route]]\nprefix = \"/\"\n[[route.request_interceptor]]\nspec = \"example:tool-guard\"\n\
+                  config = { allow = \"count\" }\nmax_memory_bytes = 8388608\n";
+    let config = sluicegate::config::ProxyConfig::from_toml(config).unwrap();
+    let listen = "127.0.0.1:0".parse().unwrap();
+    let error = match sluicegate::proxy::Proxy::new(&config, sluicegate_tests::runtime(), listen) {
+        Ok(_) => panic!("a guest of 8 MiB cannot be handed bodies of 8 MiB"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("max_memory_bytes = 8388608 cannot hold"), "{error}");
+    assert!(error.contains("raise max_memory_bytes to 12582912"), "it says what fits: {error}");
+}
