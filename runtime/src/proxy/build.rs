@@ -47,50 +47,25 @@ impl Proxy {
             bail!("no upstream given (--upstream URL, or `upstream` in the config or on a route)");
         }
         let store = lifecycle.store(&config.store).context("[store]")?;
-        let mut routes = Vec::new();
         let mut interceptors = Vec::new();
-        for route in &config.routes {
-            let at = |key: &str| format!("route `{}`: {key}", route.prefix);
-            let upstream = match (&route.upstream, &default_upstream) {
-                // A route with neither its own URL nor its own TLS files shares the default upstream.
-                (None, Some(default)) if route.upstream_ca.is_none() && route.upstream_client_cert.is_none() => {
-                    default.clone()
-                }
-                (url, _) => {
-                    let url = url
-                        .as_deref()
-                        .or(config.upstream.as_deref())
-                        .with_context(|| at("has no upstream (set `upstream` on the route or at the top level)"))?;
-                    upstreams.get(url, Some(route)).with_context(|| at("upstream"))?
-                }
-            };
-            let mut chain = |configs: &[InterceptorConfig]| -> anyhow::Result<Chain> {
-                let links = configs
-                    .iter()
-                    .map(|ic| load(runtime, limits, &store, route, ic))
-                    .collect::<anyhow::Result<Vec<Link>>>()?;
-                interceptors.extend(links.iter().cloned());
-                Ok(Chain::from_links(links))
-            };
-            let chain_of_responses = chain(&route.interceptors)?;
-            let chain_of_requests = chain(&route.request_interceptors)?;
-            routes.push(build_route(config, route, upstream, chain_of_responses, chain_of_requests, &lifecycle)?);
-        }
-        let client_side = Arc::new(listener::ClientSide {
-            tls: match &config.tls {
-                Some(files) => {
-                    let identity = tls::Identity { cert: files.cert.clone(), key: files.key.clone() };
-                    let server = tls::server_config(&identity).context("[tls]")?;
-                    Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
-                }
-                None => None,
-            },
-            max_connections: limits.max_connections,
-            header_read_timeout: limits.header_read_timeout_ms,
-            idle_timeout: limits.client_idle_timeout_ms,
-            max_header_bytes: limits.max_request_header_bytes,
-            retry_after: HeaderValue::from(limits.retry_after_seconds),
-        });
+        let routes = config
+            .routes
+            .iter()
+            .map(|route| {
+                let upstream = upstreams.for_route(route, default_upstream.as_ref())?;
+                let mut chain = |configs: &[InterceptorConfig]| -> anyhow::Result<Chain> {
+                    let links = configs
+                        .iter()
+                        .map(|ic| load(runtime, limits, &store, route, ic))
+                        .collect::<anyhow::Result<Vec<Link>>>()?;
+                    interceptors.extend(links.iter().cloned());
+                    Ok(Chain::from_links(links))
+                };
+                let (responses, requests) = (chain(&route.interceptors)?, chain(&route.request_interceptors)?);
+                build_route(config, route, upstream, responses, requests, &lifecycle)
+            })
+            .collect::<anyhow::Result<Vec<Route>>>()?;
+        let client_side = Arc::new(client_side(config)?);
         let (allowed_hosts, allowed_origins) = allow_lists(config, listen);
         Ok(Proxy {
             default_upstream,
@@ -117,6 +92,27 @@ impl Proxy {
     }
 }
 
+/// How clients are served: TLS, connection limits and timeouts.
+fn client_side(config: &ProxyConfig) -> anyhow::Result<listener::ClientSide> {
+    let limits = &config.limits;
+    let tls = match &config.tls {
+        Some(files) => {
+            let identity = tls::Identity { cert: files.cert.clone(), key: files.key.clone() };
+            let server = tls::server_config(&identity).context("[tls]")?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+        }
+        None => None,
+    };
+    Ok(listener::ClientSide {
+        tls,
+        max_connections: limits.max_connections,
+        header_read_timeout: limits.header_read_timeout_ms,
+        idle_timeout: limits.client_idle_timeout_ms,
+        max_header_bytes: limits.max_request_header_bytes,
+        retry_after: HeaderValue::from(limits.retry_after_seconds),
+    })
+}
+
 /// Every distinct upstream, in order of first use: routes to the same service share one client.
 struct Upstreams<'c> {
     config: &'c ProxyConfig,
@@ -124,6 +120,23 @@ struct Upstreams<'c> {
 }
 
 impl Upstreams<'_> {
+    /// A route's upstream: the default one, unless the route has its own URL or TLS files.
+    fn for_route(&mut self, route: &RouteConfig, default: Option<&Arc<Upstream>>) -> anyhow::Result<Arc<Upstream>> {
+        let at = |key: &str| format!("route `{}`: {key}", route.prefix);
+        match (&route.upstream, default) {
+            (None, Some(default)) if route.upstream_ca.is_none() && route.upstream_client_cert.is_none() => {
+                Ok(default.clone())
+            }
+            (url, _) => {
+                let url = url
+                    .as_deref()
+                    .or(self.config.upstream.as_deref())
+                    .with_context(|| at("has no upstream (set `upstream` on the route or at the top level)"))?;
+                self.get(url, Some(route)).with_context(|| at("upstream"))
+            }
+        }
+    }
+
     /// The upstream at `url`, with `route`'s TLS files (else the top level's).
     fn get(&mut self, url: &str, route: Option<&RouteConfig>) -> anyhow::Result<Arc<Upstream>> {
         let config = self.config;

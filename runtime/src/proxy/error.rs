@@ -142,91 +142,116 @@ impl ProxyError {
 
     /// The answer the client gets. `retry_after` is the `Retry-After` of the proxy's limits.
     pub(super) fn into_response(self, retry_after: &HeaderValue) -> Response<ProxyBody> {
+        let mut response = match self.plain_text() {
+            Some((status, message)) => text(status, message),
+            None => {
+                let (status, kind, message) = self.refusal();
+                // Only what an interceptor judged is answered as JSON-RPC: the proxy's own
+                // refusals happen before any message is read as one.
+                let original = match &*self.kind {
+                    ErrorKind::Refused { .. } | ErrorKind::Fault { .. } | ErrorKind::ClientFault { .. } => {
+                        self.original.as_deref().unwrap_or_default()
+                    }
+                    _ => &[],
+                };
+                refusal_response(status, kind, &message, original)
+            }
+        };
+        let headers = response.headers_mut();
+        match &*self.kind {
+            ErrorKind::ShuttingDown => drop(headers.insert(header::CONNECTION, HeaderValue::from_static("close"))),
+            ErrorKind::StreamLimit(_) | ErrorKind::BufferFull => {
+                headers.insert(header::RETRY_AFTER, retry_after.clone());
+            }
+            ErrorKind::Refused { retry_after: Some(seconds), .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+            }
+            _ => {}
+        }
+        response
+    }
+
+    /// The proxy's own answers about a request (not about a body), as plain text.
+    fn plain_text(&self) -> Option<(StatusCode, &'static str)> {
+        Some(match &*self.kind {
+            ErrorKind::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "sluicegate is shutting down"),
+            ErrorKind::HostOrOrigin(Refusal::InvalidHost) => (StatusCode::MISDIRECTED_REQUEST, "Invalid Host header"),
+            ErrorKind::HostOrOrigin(Refusal::InvalidOrigin) => (StatusCode::FORBIDDEN, "Invalid Origin header"),
+            ErrorKind::Path(_) | ErrorKind::ClimbsOutOfRoute(_) => {
+                (StatusCode::BAD_REQUEST, "sluicegate: the request's path cannot be forwarded as written")
+            }
+            ErrorKind::NoRoute => (StatusCode::NOT_FOUND, "sluicegate: no route for this path"),
+            ErrorKind::StreamLimit(StreamLimit::Proxy) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "sluicegate: too many event streams (limits.max_streams)")
+            }
+            ErrorKind::StreamLimit(StreamLimit::Route) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "sluicegate: too many event streams on this route (max_streams)")
+            }
+            ErrorKind::BufferFull => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "sluicegate: too many bodies are held for inspection now (limits.max_buffered_bytes)",
+            ),
+            ErrorKind::Upstream(e) => (e.status(), e.client_message()),
+            ErrorKind::StartFailed(_) => (StatusCode::BAD_GATEWAY, "sluicegate: an interceptor failed to start"),
+            ErrorKind::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "sluicegate: internal error"),
+            _ => return None,
+        })
+    }
+
+    /// A refused body: its status (4xx for what the client sent, 502 for what the upstream sent),
+    /// the refusal's `type`, and its message.
+    fn refusal(&self) -> (StatusCode, &'static str, String) {
         let request = self.direction == Direction::Request;
         let what = if request { "the request body" } else { "the upstream's response" };
-        // 4xx for what the client sent, 502 for what the upstream sent.
-        let by_direction = |for_request: StatusCode| if request { for_request } else { StatusCode::BAD_GATEWAY };
-        let original = self.original.as_deref().unwrap_or_default();
-        let refuse = |status, kind: &str, message: &str| refusal_response(status, kind, message, &[]);
-        match *self.kind {
-            ErrorKind::ShuttingDown => {
-                let mut response = text(StatusCode::SERVICE_UNAVAILABLE, "sluicegate is shutting down");
-                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                response
-            }
-            ErrorKind::HostOrOrigin(Refusal::InvalidHost) => {
-                text(StatusCode::MISDIRECTED_REQUEST, "Invalid Host header")
-            }
-            ErrorKind::HostOrOrigin(Refusal::InvalidOrigin) => text(StatusCode::FORBIDDEN, "Invalid Origin header"),
-            ErrorKind::Path(_) | ErrorKind::ClimbsOutOfRoute(_) => {
-                text(StatusCode::BAD_REQUEST, "sluicegate: the request's path cannot be forwarded as written")
-            }
-            ErrorKind::NoRoute => text(StatusCode::NOT_FOUND, "sluicegate: no route for this path"),
-            ErrorKind::StreamLimit(limit) => {
-                let message = match limit {
-                    StreamLimit::Proxy => "sluicegate: too many event streams (limits.max_streams)",
-                    StreamLimit::Route => "sluicegate: too many event streams on this route (max_streams)",
-                };
-                with_retry_after(text(StatusCode::SERVICE_UNAVAILABLE, message), retry_after.clone())
-            }
-            ErrorKind::BufferFull => {
-                let message = "sluicegate: too many bodies are held for inspection now (limits.max_buffered_bytes)";
-                with_retry_after(text(StatusCode::SERVICE_UNAVAILABLE, message), retry_after.clone())
-            }
-            ErrorKind::Upstream(e) => text(e.status(), e.client_message()),
-            ErrorKind::Coding(_) => {
-                let message = match request {
-                    true => "sluicegate: the request body's content coding is not supported",
-                    false => "sluicegate: the upstream's response could not be inspected (unknown content coding)",
-                };
-                refuse(by_direction(StatusCode::UNSUPPORTED_MEDIA_TYPE), "unsupported_encoding", message)
-            }
-            ErrorKind::Charset(e) => {
-                let message = format!("sluicegate: {what} could not be inspected: {e}");
-                refuse(by_direction(StatusCode::UNSUPPORTED_MEDIA_TYPE), "unsupported_charset", &message)
-            }
-            ErrorKind::Oversize(limit) => {
-                let message = format!("sluicegate: {what} is larger than the {limit} bytes a guardrail inspects");
-                refuse(by_direction(StatusCode::PAYLOAD_TOO_LARGE), "body_too_large", &message)
-            }
-            ErrorKind::Unreadable(_) => {
-                let message = format!("sluicegate: {what} could not be read");
-                refuse(by_direction(StatusCode::BAD_REQUEST), "body_unreadable", &message)
-            }
-            ErrorKind::NotText(encoding) => {
-                let message = format!("sluicegate: {what} is not {encoding} text, so it could not be inspected");
-                refuse(by_direction(StatusCode::BAD_REQUEST), "invalid_utf8", &message)
-            }
-            ErrorKind::Binary(_) => {
-                let message = format!("sluicegate: {what} is not text, and no rule of this route lets it through");
-                refuse(by_direction(StatusCode::UNSUPPORTED_MEDIA_TYPE), "not_text", &message)
-            }
-            ErrorKind::Refused { by, status, message, retry_after } => {
-                let message = match message.is_empty() {
-                    true => format!("refused by {by}"),
-                    false => format!("refused by {by}: {message}"),
-                };
-                let status = status.unwrap_or(by_direction(StatusCode::FORBIDDEN));
-                let response = refusal_response(status, "refused", &message, original);
-                match retry_after {
-                    Some(seconds) => with_retry_after(response, HeaderValue::from(seconds)),
-                    None => response,
-                }
-            }
-            ErrorKind::Fault { name, .. } => refusal_response(
-                StatusCode::BAD_GATEWAY,
-                "interceptor_error",
-                &format!("interceptor {name} failed"),
-                original,
+        let status = |for_request: StatusCode| if request { for_request } else { StatusCode::BAD_GATEWAY };
+        match &*self.kind {
+            ErrorKind::Coding(_) => (
+                status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+                "unsupported_encoding",
+                match request {
+                    true => "sluicegate: the request body's content coding is not supported".into(),
+                    false => {
+                        "sluicegate: the upstream's response could not be inspected (unknown content coding)".into()
+                    }
+                },
             ),
-            ErrorKind::ClientFault { name, .. } => refusal_response(
+            ErrorKind::Charset(e) => (
+                status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+                "unsupported_charset",
+                format!("sluicegate: {what} could not be inspected: {e}"),
+            ),
+            ErrorKind::Oversize(limit) => (
+                status(StatusCode::PAYLOAD_TOO_LARGE),
+                "body_too_large",
+                format!("sluicegate: {what} is larger than the {limit} bytes a guardrail inspects"),
+            ),
+            ErrorKind::Unreadable(_) => {
+                (status(StatusCode::BAD_REQUEST), "body_unreadable", format!("sluicegate: {what} could not be read"))
+            }
+            ErrorKind::NotText(encoding) => (
+                status(StatusCode::BAD_REQUEST),
+                "invalid_utf8",
+                format!("sluicegate: {what} is not {encoding} text, so it could not be inspected"),
+            ),
+            ErrorKind::Binary(_) => (
+                status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+                "not_text",
+                format!("sluicegate: {what} is not text, and no rule of this route lets it through"),
+            ),
+            ErrorKind::Refused { by, status: chosen, message, .. } => {
+                let message =
+                    if message.is_empty() { format!("refused by {by}") } else { format!("refused by {by}: {message}") };
+                (chosen.unwrap_or(status(StatusCode::FORBIDDEN)), "refused", message)
+            }
+            ErrorKind::ClientFault { name, .. } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "uninspectable",
-                &format!("sluicegate: interceptor {name} could not judge the request body; refused"),
-                original,
+                format!("sluicegate: interceptor {name} could not judge the request body; refused"),
             ),
-            ErrorKind::StartFailed(_) => text(StatusCode::BAD_GATEWAY, "sluicegate: an interceptor failed to start"),
-            ErrorKind::Internal(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "sluicegate: internal error"),
+            ErrorKind::Fault { name, .. } => {
+                (StatusCode::BAD_GATEWAY, "interceptor_error", format!("interceptor {name} failed"))
+            }
+            other => (StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("sluicegate: {other}")),
         }
     }
 }
@@ -237,11 +262,6 @@ pub(super) fn text(status: StatusCode, text: &'static str) -> Response<ProxyBody
         Response::new(Full::new(Bytes::from_static(text.as_bytes())).map_err(BoxError::from).boxed_unsync());
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
-}
-
-fn with_retry_after(mut response: Response<ProxyBody>, seconds: HeaderValue) -> Response<ProxyBody> {
-    response.headers_mut().insert(header::RETRY_AFTER, seconds);
     response
 }
 

@@ -404,7 +404,6 @@ impl EventStream {
             return Reconnect::Stop(EndReason::UpstreamFailed);
         };
         let config = &self.resume.config;
-        let max = config.max_delay_ms;
         if self.reconnects.resumed_at.as_deref() != Some(&last_id[..]) {
             // Progress since the last resumption (or the first failure): a new failure.
             let retry = self.engine.retry_ms().map(|ms| Duration::from_millis(u64::from(ms)).max(config.min_delay_ms));
@@ -413,67 +412,73 @@ impl EventStream {
         } else {
             tracing::debug!(attempts = self.reconnects.attempts, "the last resumption brought no new event");
         }
-        while self.reconnects.attempts < config.max_attempts {
+        while self.reconnects.attempts < self.resume.config.max_attempts {
             self.reconnects.attempts += 1;
-            let attempt = self.reconnects.attempts;
-            if !self.reconnects.within_cap(config.max_per_minute) {
+            if !self.reconnects.within_cap(self.resume.config.max_per_minute) {
                 tracing::warn!(
-                    max_per_minute = config.max_per_minute,
+                    max_per_minute = self.resume.config.max_per_minute,
                     "giving up on the upstream: too many reconnects in the last minute"
                 );
                 self.route.reconnects_capped.fetch_add(1, Ordering::Relaxed);
                 return Reconnect::Stop(EndReason::UpstreamFailed);
             }
-            let wait = jitter(self.reconnects.delay.min(max));
-            self.reconnects.delay = (self.reconnects.delay * 2).min(max);
-            tokio::select! {
-                biased;
-                _ = self.phase.wait_for(|p| *p == Phase::Ending) => return Reconnect::Shutdown,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            let Some(request) = self.resume.request(&last_id) else {
-                tracing::warn!("cannot resume: the last event id is not a valid header value");
-                return Reconnect::Stop(EndReason::UpstreamFailed);
-            };
-            let result = tokio::select! {
-                biased;
-                _ = self.phase.wait_for(|p| *p == Phase::Ending) => return Reconnect::Shutdown,
-                result = self.resume.upstream.send(request) => result,
-            };
-            match result {
-                Ok(response) if response.status() == StatusCode::OK && headers::is_event_stream(response.headers()) => {
-                    match Coding::of(response.headers()) {
-                        Ok(coding) => {
-                            tracing::info!(attempt, last_event_id = %String::from_utf8_lossy(&last_id), "resumed the upstream event stream");
-                            self.engine.resumed();
-                            self.reconnects.resumed_at = Some(last_id);
-                            self.route.reconnects.fetch_add(1, Ordering::Relaxed);
-                            let body = response.into_body().map_err(BoxError::from).boxed_unsync();
-                            return Reconnect::Resumed(coding.decode(body));
-                        }
-                        Err(coding) => tracing::warn!(
-                            attempt,
-                            coding,
-                            "resumption answered in a content coding the proxy cannot decode"
-                        ),
-                    }
-                }
-                Ok(response) if response.status() == StatusCode::NO_CONTENT => {
-                    tracing::info!("the upstream answered 204 to resumption: the stream is over");
-                    return Reconnect::Stop(EndReason::UpstreamClosed);
-                }
-                Ok(response) => {
-                    tracing::warn!(attempt, status = %response.status(), "resumption refused");
-                    if let Some(after) = retry_after(response.headers()) {
-                        self.reconnects.delay = after.max(config.min_delay_ms).min(max);
-                    }
-                }
-                Err(e) => tracing::warn!(attempt, "resumption failed: {}", super::upstream::chain_text(&e)),
+            if let Some(done) = self.attempt(&last_id).await {
+                return done;
             }
             self.route.failed_reconnects.fetch_add(1, Ordering::Relaxed);
         }
-        tracing::warn!(attempts = config.max_attempts, "giving up on the upstream");
+        tracing::warn!(attempts = self.resume.config.max_attempts, "giving up on the upstream");
         Reconnect::Stop(EndReason::UpstreamFailed)
+    }
+
+    /// One attempt, after its delay: how the stream goes on, or `None` if the attempt failed.
+    async fn attempt(&mut self, last_id: &[u8]) -> Option<Reconnect> {
+        let (attempt, config) = (self.reconnects.attempts, &self.resume.config);
+        let wait = jitter(self.reconnects.delay.min(config.max_delay_ms));
+        self.reconnects.delay = (self.reconnects.delay * 2).min(config.max_delay_ms);
+        tokio::select! {
+            biased;
+            _ = self.phase.wait_for(|p| *p == Phase::Ending) => return Some(Reconnect::Shutdown),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let Some(request) = self.resume.request(last_id) else {
+            tracing::warn!("cannot resume: the last event id is not a valid header value");
+            return Some(Reconnect::Stop(EndReason::UpstreamFailed));
+        };
+        let result = tokio::select! {
+            biased;
+            _ = self.phase.wait_for(|p| *p == Phase::Ending) => return Some(Reconnect::Shutdown),
+            result = self.resume.upstream.send(request) => result,
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::warn!(attempt, "resumption failed: {}", super::upstream::chain_text(&e));
+                return None;
+            }
+        };
+        if response.status() == StatusCode::NO_CONTENT {
+            tracing::info!("the upstream answered 204 to resumption: the stream is over");
+            return Some(Reconnect::Stop(EndReason::UpstreamClosed));
+        }
+        if response.status() != StatusCode::OK || !headers::is_event_stream(response.headers()) {
+            tracing::warn!(attempt, status = %response.status(), "resumption refused");
+            if let Some(after) = retry_after(response.headers()) {
+                self.reconnects.delay = after.max(config.min_delay_ms).min(config.max_delay_ms);
+            }
+            return None;
+        }
+        let coding = Coding::of(response.headers())
+            .inspect_err(|coding| {
+                tracing::warn!(attempt, coding, "resumption answered in a content coding the proxy cannot decode")
+            })
+            .ok()?;
+        tracing::info!(attempt, last_event_id = %String::from_utf8_lossy(last_id), "resumed the upstream event stream");
+        self.engine.resumed();
+        self.reconnects.resumed_at = Some(last_id.to_vec());
+        self.route.reconnects.fetch_add(1, Ordering::Relaxed);
+        let body = response.into_body().map_err(BoxError::from).boxed_unsync();
+        Some(Reconnect::Resumed(coding.decode(body)))
     }
 }
 

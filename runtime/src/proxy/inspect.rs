@@ -315,22 +315,83 @@ impl WholeBody<'_> {
         compressed: bool,
         mut reservation: BufferReservation,
     ) -> (Result<AnyBody, ProxyError>, BodyRecord) {
-        let refuse = |kind: ErrorKind, reason: Reason, bytes_in: u64| {
-            let error = ProxyError::new(kind, self.direction);
-            (Err(error), BodyRecord::new(Outcome::Refused, reason).bytes(bytes_in, 0))
+        let whole = match self.read(headers, body, compressed, &mut reservation).await {
+            Ok(whole) => whole,
+            Err(early) => return early,
         };
+        let bytes_in = whole.len() as u64;
+        let decoded = match charset::decode_whole(&whole, self.label.charset()) {
+            Ok(decoded) => decoded,
+            Err(CharsetError::Malformed(encoding)) => {
+                return self.refuse(ErrorKind::NotText(encoding), Reason::InvalidUtf8, bytes_in);
+            }
+            Err(e) => return self.refuse(ErrorKind::Charset(e), Reason::Charset, bytes_in),
+        };
+        let judging = match self.direction {
+            Direction::Request => Judging::ClientBody,
+            Direction::Response => Judging::Upstream,
+        };
+        let (verdict, stream) = super::isolation::chain_call(self.chain.is_slow(), || {
+            run(self.chain, self.context, judging, &decoded.text)
+        });
+        let records = stream.as_ref().map(|s| s.records()).unwrap_or_default();
+        let record = |outcome, reason, bytes_out| {
+            BodyRecord::new(outcome, reason).bytes(bytes_in, bytes_out).interceptors(records)
+        };
+        let body = match verdict {
+            BodyVerdict::Forward(changed) => changed.map(Bytes::from),
+            BodyVerdict::Refused { by, status, message, retry_after } => {
+                let error = self.refused(ErrorKind::Refused { by, status, message, retry_after }, &whole, &decoded);
+                return (Err(error), record(Outcome::Refused, Reason::Interceptor, 0));
+            }
+            BodyVerdict::Faulted(fault) => {
+                let (name, fault_text) = (fault.name.clone(), fault.to_string());
+                let kind = match judging == Judging::ClientBody && fault.content_can_cause() {
+                    true => ErrorKind::ClientFault { name, fault: fault_text },
+                    false => ErrorKind::Fault { name, fault: fault_text },
+                };
+                return (Err(self.refused(kind, &whole, &decoded)), record(Outcome::Refused, Reason::Fault, 0));
+            }
+        };
+        let rewritten = body.is_some() || decoded.transcoded;
+        let body = match body {
+            Some(body) => body,
+            None if decoded.transcoded => Bytes::from(decoded.text.into_owned()),
+            None => whole.clone(),
+        };
+        set_body_headers(headers, body.len(), rewritten);
+        if decoded.transcoded {
+            label_utf8(headers);
+        }
+        reservation.set(body.len());
+        let record = record(Outcome::Inspected, Reason::Body, body.len() as u64);
+        // The bytes keep their reservation until the last of them has been written: a connection
+        // holds a body's bytes after it has taken the body's end.
+        let body = Bytes::from_owner(Held { bytes: body, _reservation: reservation });
+        (Ok(Full::new(body).map_err(super::BoxError::from).boxed_unsync()), record)
+    }
+
+    /// Reads the body whole; `Err` is what happened instead: refused (over the size limit, the
+    /// buffer budget spent, a failed read) or passed (over the size limit, by rule).
+    async fn read(
+        &self,
+        headers: &mut HeaderMap,
+        body: AnyBody,
+        compressed: bool,
+        reservation: &mut BufferReservation,
+    ) -> Result<Bytes, (Result<AnyBody, ProxyError>, BodyRecord)> {
         let rules = self.rules;
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if !compressed && declared.is_some_and(|n| n > rules.max_bytes as u64) && !rules.pass_oversize {
-            return refuse(ErrorKind::Oversize(rules.max_bytes), Reason::Oversize, 0);
+            return Err(self.refuse(ErrorKind::Oversize(rules.max_bytes), Reason::Oversize, 0));
         }
         headers.remove(header::CONTENT_ENCODING);
-        let whole = match collect(body, rules.max_bytes, &mut reservation).await {
-            Collected::Whole(whole) => whole,
+        match collect(body, rules.max_bytes, reservation).await {
+            Collected::Whole(whole) => Ok(whole),
             Collected::Oversize { read, rest } => {
                 let read_bytes = read.iter().map(|b| b.len() as u64).sum();
                 if !rules.pass_oversize {
-                    return refuse(ErrorKind::Oversize(rules.max_bytes), Reason::Oversize, read_bytes);
+                    return Err(self.refuse(ErrorKind::Oversize(rules.max_bytes), Reason::Oversize, read_bytes));
                 }
                 tracing::warn!(
                     stream_id = self.context.stream_id,
@@ -340,67 +401,26 @@ impl WholeBody<'_> {
                 );
                 headers.remove(header::CONTENT_LENGTH);
                 let record = BodyRecord::new(Outcome::Passed, Reason::Oversize).bytes(read_bytes, read_bytes);
-                return (Ok(rejoin(read, rest)), record);
+                Err((Ok(rejoin(read, rest)), record))
             }
-            Collected::BufferFull { read } => return refuse(ErrorKind::BufferFull, Reason::BufferFull, read),
-            Collected::Failed(why) => return refuse(ErrorKind::Unreadable(why), Reason::ReadFailed, 0),
-        };
-        let bytes_in = whole.len() as u64;
-        let decoded = match charset::decode_whole(&whole, self.label.charset()) {
-            Ok(decoded) => decoded,
-            Err(CharsetError::Malformed(encoding)) => {
-                return refuse(ErrorKind::NotText(encoding), Reason::InvalidUtf8, bytes_in);
-            }
-            Err(e) => return refuse(ErrorKind::Charset(e), Reason::Charset, bytes_in),
-        };
-        let judging = match self.direction {
-            Direction::Request => Judging::ClientBody,
-            Direction::Response => Judging::Upstream,
-        };
-        let (verdict, stream) = super::isolation::chain_call(self.chain.is_slow(), || {
-            run(self.chain, self.context, judging, &decoded.text)
-        });
-        let record = |outcome, reason, bytes_out| {
-            let records = stream.as_ref().map(|s| s.records()).unwrap_or_default();
-            BodyRecord::new(outcome, reason).bytes(bytes_in, bytes_out).interceptors(records)
-        };
-        // A refusal answers a JSON-RPC message with its ids, read from the text as decoded.
+            Collected::BufferFull { read } => Err(self.refuse(ErrorKind::BufferFull, Reason::BufferFull, read)),
+            Collected::Failed(why) => Err(self.refuse(ErrorKind::Unreadable(why), Reason::ReadFailed, 0)),
+        }
+    }
+
+    /// A refusal by the proxy, before any interceptor saw the body.
+    fn refuse(&self, kind: ErrorKind, reason: Reason, bytes_in: u64) -> (Result<AnyBody, ProxyError>, BodyRecord) {
+        (Err(ProxyError::new(kind, self.direction)), BodyRecord::new(Outcome::Refused, reason).bytes(bytes_in, 0))
+    }
+
+    /// A refusal of a body the chain judged: it answers a JSON-RPC message with its ids, read from
+    /// the text as decoded.
+    fn refused(&self, kind: ErrorKind, whole: &Bytes, decoded: &charset::Decoded<'_>) -> ProxyError {
         let judged = match decoded.transcoded {
             true => Bytes::from(decoded.text.to_string()),
             false => whole.clone(),
         };
-        let refused = |kind: ErrorKind| ProxyError::new(kind, self.direction).about(judged.clone());
-        match verdict {
-            BodyVerdict::Forward(changed) => {
-                let rewritten = changed.is_some() || decoded.transcoded;
-                let body = match changed {
-                    Some(text) => Bytes::from(text),
-                    None if decoded.transcoded => Bytes::from(decoded.text.into_owned()),
-                    None => whole.clone(),
-                };
-                set_body_headers(headers, body.len(), rewritten);
-                if decoded.transcoded {
-                    label_utf8(headers);
-                }
-                reservation.set(body.len());
-                let record = record(Outcome::Inspected, Reason::Body, body.len() as u64);
-                // The bytes keep their reservation until the last of them has been written: a
-                // connection holds a body's bytes after it has taken the body's end.
-                let body = Bytes::from_owner(Held { bytes: body, _reservation: reservation });
-                (Ok(Full::new(body).map_err(super::BoxError::from).boxed_unsync()), record)
-            }
-            BodyVerdict::Refused { by, status, message, retry_after } => {
-                let error = refused(ErrorKind::Refused { by, status, message, retry_after });
-                (Err(error), record(Outcome::Refused, Reason::Interceptor, 0))
-            }
-            BodyVerdict::Faulted(fault) => {
-                let kind = match judging == Judging::ClientBody && fault.content_can_cause() {
-                    true => ErrorKind::ClientFault { name: fault.name.clone(), fault: fault.to_string() },
-                    false => ErrorKind::Fault { name: fault.name.clone(), fault: fault.to_string() },
-                };
-                (Err(refused(kind)), record(Outcome::Refused, Reason::Fault, 0))
-            }
-        }
+        ProxyError::new(kind, self.direction).about(judged)
     }
 
     fn what(&self) -> &'static str {

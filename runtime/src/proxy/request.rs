@@ -245,27 +245,13 @@ impl Proxy {
         response: Response<AnyBody>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let (mut head, body) = response.into_parts();
-        let chain = ctx.guarded().filter(|r| !r.chain.is_empty());
         let no_body = request.method == http::Method::HEAD
             || head.status.is_informational()
             || head.status == StatusCode::NO_CONTENT
             || head.status == StatusCode::NOT_MODIFIED
             || inspect::is_empty(&body, &head.headers);
-        let Some(route) = chain.filter(|_| !no_body) else {
-            // Passed as it is: an event stream by its label holds a slot.
-            match headers::is_event_stream(&head.headers) {
-                true => self.hold_slot(ctx)?,
-                false => ctx.slot = None,
-            }
-            if ctx.guarded().is_some() {
-                let reason = if no_body { Reason::Empty } else { Reason::NoChain };
-                ctx.response_record = Some(BodyRecord::new(Outcome::Passed, reason));
-            }
-            let body = match ctx.route {
-                Some(route) if !no_body => route.counted(body),
-                _ => body,
-            };
-            return Ok(Response::from_parts(head, self.with_slot(ctx, body)));
+        let Some(route) = ctx.guarded().filter(|r| !r.chain.is_empty() && !no_body) else {
+            return self.pass_response(ctx, head, body, no_body);
         };
         ctx.context.status = head.status.as_u16();
         ctx.context.response_headers = headers::context_pairs(&head.headers);
@@ -303,6 +289,30 @@ impl Proxy {
         };
         self.hold_slot(ctx)?;
         let body = self.event_stream(ctx, route, request, &mut head.headers, body, framing)?;
+        Ok(Response::from_parts(head, self.with_slot(ctx, body)))
+    }
+
+    /// A response that meets no chain (no route, no response chain, or no body): passed as it
+    /// is, counted on a guarded route; an event stream by its label holds a slot.
+    fn pass_response(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        head: http::response::Parts,
+        body: AnyBody,
+        no_body: bool,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        match headers::is_event_stream(&head.headers) {
+            true => self.hold_slot(ctx)?,
+            false => ctx.slot = None,
+        }
+        if ctx.guarded().is_some() {
+            let reason = if no_body { Reason::Empty } else { Reason::NoChain };
+            ctx.response_record = Some(BodyRecord::new(Outcome::Passed, reason));
+        }
+        let body = match ctx.route {
+            Some(route) if !no_body => route.counted(body),
+            _ => body,
+        };
         Ok(Response::from_parts(head, self.with_slot(ctx, body)))
     }
 
