@@ -19,11 +19,7 @@
 //! UTF-16 is decoded by `encoding_rs`; UTF-32 (which the WHATWG Encoding Standard, and so
 //! `encoding_rs`, leaves out) by hand below: four bytes to a scalar value.
 
-use super::BoxError;
-use super::body::AnyBody;
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt as _;
-use http_body_util::{BodyExt as _, BodyStream, StreamBody};
 use std::borrow::Cow;
 
 /// The encoding a text's bytes are in.
@@ -178,37 +174,9 @@ fn utf32_char(little_endian: bool, unit: &[u8]) -> Option<char> {
 /// A text stream (an event stream, JSON lines) as UTF-8: UTF-16 and UTF-32, told by a
 /// byte-order mark or the NUL pattern of the first bytes, are decoded as they arrive (invalid
 /// sequences become U+FFFD, as the event stream rules say); anything else passes untouched, chunk
-/// for chunk.
-pub(super) fn decode_stream(body: AnyBody) -> AnyBody {
-    let state = StreamDecoder { pending: BytesMut::new(), mode: None };
-    let frames = BodyStream::new(body);
-    let decoded = futures_util::stream::unfold((frames, state, false), |(mut frames, mut state, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            match frames.next().await {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        if let Some(out) = state.feed(data, false) {
-                            return Some((Ok(http_body::Frame::data(out)), (frames, state, false)));
-                        }
-                    }
-                    Err(_) => continue, // trailers
-                },
-                Some(Err(e)) => return Some((Err(e), (frames, state, true))),
-                None => {
-                    let out = state.feed(Bytes::new(), true)?;
-                    return Some((Ok(http_body::Frame::data(out)), (frames, state, true)));
-                }
-            }
-        }
-    });
-    StreamBody::new(decoded.map(|r: Result<http_body::Frame<Bytes>, BoxError>| r)).boxed_unsync()
-}
-
-/// The state of [`decode_stream`].
-struct StreamDecoder {
+/// for chunk, without a copy. One per upstream body.
+#[derive(Default)]
+pub(super) struct StreamDecoder {
     /// Bytes held until the encoding can be told (at most three).
     pending: BytesMut,
     mode: Option<Mode>,
@@ -221,8 +189,9 @@ enum Mode {
 }
 
 impl StreamDecoder {
-    /// Takes `data`; returns what is ready to go on (none yet, or nothing at all).
-    fn feed(&mut self, data: Bytes, last: bool) -> Option<Bytes> {
+    /// Takes `data` (`last`: the stream has ended, `data` is empty); returns what is ready to go
+    /// on, if anything.
+    pub(super) fn feed(&mut self, data: Bytes, last: bool) -> Option<Bytes> {
         let data = if self.mode.is_none() {
             self.pending.extend_from_slice(&data);
             let (encoding, mark) = TextEncoding::detect(&self.pending, last)?;
@@ -329,12 +298,35 @@ mod tests {
         assert_eq!(TextEncoding::detect(b"\xEF", true), Some((TextEncoding::Utf8, 0)));
     }
 
+    proptest::proptest! {
+        /// Any bytes, any split: no panic, and a stream decodes to what the whole body decodes to
+        /// when that is valid (a stream replaces what is invalid; a body is refused).
+        #[test]
+        fn any_bytes_decode_the_same_streamed_or_whole(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            split in 1usize..9,
+        ) {
+            let whole = decode_whole(&bytes, None);
+            let mut decoder = StreamDecoder::default();
+            let mut out = Vec::new();
+            for chunk in bytes.chunks(split) {
+                out.extend_from_slice(&decoder.feed(Bytes::copy_from_slice(chunk), false).unwrap_or_default());
+            }
+            out.extend_from_slice(&decoder.feed(Bytes::new(), true).unwrap_or_default());
+            if let Ok(decoded) = whole {
+                // A UTF-8 mark stays in a stream for its parser to drop.
+                let streamed = String::from_utf8_lossy(&out);
+                proptest::prop_assert_eq!(streamed.trim_start_matches('\u{feff}'), decoded.text.as_ref());
+            }
+        }
+    }
+
     #[test]
     fn streams_are_decoded_across_any_split() {
         let text = "data: {\"t\":\"bob@example.com \u{1F600}\"}\n\n";
         for encoded in [utf16le(text), utf16be(text), utf32(text, true), utf32(text, false), text.as_bytes().to_vec()] {
             for split in 1..9 {
-                let mut decoder = StreamDecoder { pending: BytesMut::new(), mode: None };
+                let mut decoder = StreamDecoder::default();
                 let mut out = Vec::new();
                 for chunk in encoded.chunks(split) {
                     out.extend_from_slice(&decoder.feed(Bytes::copy_from_slice(chunk), false).unwrap_or_default());

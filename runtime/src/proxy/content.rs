@@ -286,6 +286,28 @@ mod tests {
         assert_eq!(full(b"caf\xe9 au lait\n"), Some(Shape::Binary), "which is not UTF-8");
     }
 
+    proptest::proptest! {
+        /// Any bytes, any prefix: no panic, and a complete body always gets an answer.
+        #[test]
+        fn any_bytes_get_an_answer(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            cut in 0usize..600,
+        ) {
+            proptest::prop_assert!(sniff(&bytes, true, 1024, None).is_some());
+            let _ = sniff(&bytes[..cut.min(bytes.len())], false, 1024, None);
+        }
+
+        /// Text is never taken for binary, from any prefix of it (a pass rule for binary media
+        /// types can never let text through).
+        #[test]
+        fn text_is_never_binary(text in "\\PC{0,300}", cut in 0usize..1200) {
+            let bytes = text.as_bytes();
+            proptest::prop_assert_ne!(sniff(bytes, true, 1024, None), Some(Shape::Binary));
+            let prefix = &bytes[..cut.min(bytes.len())];
+            proptest::prop_assert_ne!(sniff(prefix, false, 1024, None), Some(Shape::Binary));
+        }
+    }
+
     #[test]
     fn sniffing_waits_for_enough_bytes_and_no_longer() {
         assert_eq!(sniff(b"da", false, 1024, None), None);

@@ -121,6 +121,8 @@ pub(crate) struct EventStream {
     /// Where each encoded batch waits for the client's body to take it.
     outbox: Outbox,
     resume: Resume,
+    /// The upstream body's text as UTF-8 (decoded if it is UTF-16 or UTF-32).
+    text: charset::StreamDecoder,
     /// Where resumption stands: the bounds on reconnects.
     reconnects: Reconnects,
     /// Reaches `Ending` when the stream must end for shutdown.
@@ -153,6 +155,7 @@ impl EventStream {
             engine,
             outbox: Outbox::default(),
             resume,
+            text: charset::StreamDecoder::default(),
             reconnects: Reconnects::default(),
             phase,
             stream_id,
@@ -175,13 +178,16 @@ impl EventStream {
         let _active = self.settings.lifecycle.stream_started();
         let _on_route = RouteStats::stream_started(&self.route);
         tracing::debug!("event stream started");
-        let mut body = charset::decode_stream(body);
+        let mut body = body;
         let end = loop {
             match self.pump(&mut body).await {
                 End::Failed(why) => {
                     tracing::warn!("upstream event stream failed: {why}");
                     match self.reconnect().await {
-                        Reconnect::Resumed(next) => body = charset::decode_stream(next),
+                        Reconnect::Resumed(next) => {
+                            body = next;
+                            self.text = charset::StreamDecoder::default();
+                        }
                         Reconnect::Stop(reason) => break reason,
                         Reconnect::Shutdown => break EndReason::Shutdown,
                     }
@@ -332,11 +338,18 @@ impl EventStream {
         match chunk {
             Chunk::Data(bytes) => {
                 self.bytes_in += bytes.len() as u64;
-                self.engine.feed(bytes);
+                if let Some(text) = self.text.feed(bytes, false) {
+                    self.engine.feed(text);
+                }
                 None
             }
             Chunk::Skip => None,
-            Chunk::Eof => Some(Ending::Eof),
+            Chunk::Eof => {
+                if let Some(rest) = self.text.feed(Bytes::new(), true).filter(|rest| !rest.is_empty()) {
+                    self.engine.feed(rest);
+                }
+                Some(Ending::Eof)
+            }
             Chunk::Failed(why) => Some(Ending::Failed(why)),
         }
     }

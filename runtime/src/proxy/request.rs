@@ -213,7 +213,6 @@ impl Proxy {
         };
         let reservation = self.lifecycle.admission.buffer(self.max_buffered_bytes);
         let (result, record) = whole.inspect(&mut head.headers, body, coding != Coding::Identity, reservation).await;
-        self.count_buffer_refusal(&record);
         ctx.request_record = Some(record);
         Ok((head, result?))
     }
@@ -282,7 +281,6 @@ impl Proxy {
                 let reservation = self.lifecycle.admission.buffer(self.max_buffered_bytes);
                 let compressed = coding != Coding::Identity;
                 let (result, record) = whole.inspect(&mut head.headers, body, compressed, reservation).await;
-                self.count_buffer_refusal(&record);
                 ctx.response_record = Some(record);
                 return Ok(Response::from_parts(head, route.counted(result?)));
             }
@@ -382,6 +380,9 @@ impl Proxy {
         {
             let Some(record) = record else { continue };
             route.stats.bodies.count(direction, record.outcome, record.reason);
+            if record.reason == Reason::BufferFull {
+                self.lifecycle.admission.count_buffer_refusal();
+            }
             if record.streamed {
                 continue;
             }
@@ -429,12 +430,6 @@ impl Proxy {
         match ctx.slot.take() {
             Some(slot) => Holding::wrap(body, slot),
             None => body,
-        }
-    }
-
-    fn count_buffer_refusal(&self, record: &BodyRecord) {
-        if record.reason == Reason::BufferFull {
-            self.lifecycle.admission.count_buffer_refusal();
         }
     }
 }
