@@ -12,7 +12,6 @@ use super::admission::StreamLimit;
 use super::body::ProxyBody;
 use super::charset::CharsetError;
 use super::headers::Refusal;
-use super::inspect::refusal_response;
 use super::path::PathError;
 use super::upstream::UpstreamError;
 use bytes::Bytes;
@@ -46,6 +45,8 @@ pub(super) enum ErrorKind {
     ClimbsOutOfRoute(String),
     #[error("no route for this path")]
     NoRoute,
+    #[error("a request on a connection over limits.max_connections")]
+    ConnectionLimit,
     #[error("an event stream was refused: too many streams at once ({0:?} limit)")]
     StreamLimit(StreamLimit),
     #[error("the bytes held for inspection are at limits.max_buffered_bytes")]
@@ -114,9 +115,11 @@ impl ProxyError {
 
     pub(super) fn source(&self) -> Source {
         match &*self.kind {
-            ErrorKind::ShuttingDown | ErrorKind::StreamLimit(_) | ErrorKind::BufferFull | ErrorKind::Internal(_) => {
-                Source::Proxy
-            }
+            ErrorKind::ShuttingDown
+            | ErrorKind::ConnectionLimit
+            | ErrorKind::StreamLimit(_)
+            | ErrorKind::BufferFull
+            | ErrorKind::Internal(_) => Source::Proxy,
             ErrorKind::Refused { .. }
             | ErrorKind::Fault { .. }
             | ErrorKind::ClientFault { .. }
@@ -160,6 +163,10 @@ impl ProxyError {
         let headers = response.headers_mut();
         match &*self.kind {
             ErrorKind::ShuttingDown => drop(headers.insert(header::CONNECTION, HeaderValue::from_static("close"))),
+            ErrorKind::ConnectionLimit => {
+                headers.insert(header::RETRY_AFTER, retry_after.clone());
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             ErrorKind::StreamLimit(_) | ErrorKind::BufferFull => {
                 headers.insert(header::RETRY_AFTER, retry_after.clone());
             }
@@ -181,6 +188,9 @@ impl ProxyError {
                 (StatusCode::BAD_REQUEST, "sluicegate: the request's path cannot be forwarded as written")
             }
             ErrorKind::NoRoute => (StatusCode::NOT_FOUND, "sluicegate: no route for this path"),
+            ErrorKind::ConnectionLimit => {
+                (StatusCode::SERVICE_UNAVAILABLE, "sluicegate: too many connections (limits.max_connections)")
+            }
             ErrorKind::StreamLimit(StreamLimit::Proxy) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "sluicegate: too many event streams (limits.max_streams)")
             }
@@ -254,6 +264,53 @@ impl ProxyError {
             other => (StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("sluicegate: {other}")),
         }
     }
+}
+
+/// The JSON-RPC error code of a request an interceptor refused (in the range JSON-RPC leaves to
+/// implementations).
+const JSONRPC_REFUSED: i64 = -32001;
+
+/// The ids of a JSON-RPC message (`jsonrpc: "2.0"` with an id) or batch of them; none if the body
+/// is not JSON-RPC or carries no id (a notification).
+fn jsonrpc_ids(body: &[u8]) -> Option<Vec<serde_json::Value>> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id_of = |m: &serde_json::Value| {
+        (m.get("jsonrpc")? == "2.0").then(|| m.get("id").filter(|id| !id.is_null()).cloned()).flatten()
+    };
+    let ids: Vec<_> = match &value {
+        serde_json::Value::Array(items) => items.iter().filter_map(id_of).collect(),
+        single => id_of(single).into_iter().collect(),
+    };
+    (!ids.is_empty()).then_some(ids)
+}
+
+/// The answer to a body that is not forwarded. For a JSON-RPC message with an id (an MCP request,
+/// or the response to one) it is a JSON-RPC error response carrying that id, with status 200, so
+/// an MCP client sees a failed call rather than a broken transport; otherwise `status` with a JSON
+/// error body.
+fn refusal_response(status: StatusCode, kind: &str, message: &str, original: &[u8]) -> Response<ProxyBody> {
+    let (status, body) = match jsonrpc_ids(original) {
+        Some(ids) => {
+            let error = |id: serde_json::Value| serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": JSONRPC_REFUSED, "message": message}});
+            let mut errors: Vec<_> = ids.into_iter().map(error).collect();
+            let body = if errors.len() == 1 && !original.trim_ascii_start().starts_with(b"[") {
+                errors.pop().unwrap_or_default()
+            } else {
+                serde_json::Value::Array(errors)
+            };
+            (StatusCode::OK, body)
+        }
+        None => (status, serde_json::json!({"error": {"type": kind, "message": message}})),
+    };
+    json_response(status, body.to_string().into())
+}
+
+/// A JSON response.
+fn json_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+    let mut response = Response::new(Full::new(body).map_err(BoxError::from).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 /// A plain-text answer.

@@ -34,15 +34,11 @@ use super::error::{ErrorKind, ProxyError};
 use crate::batch::Batch;
 use crate::chain::{Chain, ChainFault, ChainStream, Judging};
 use bytes::{Bytes, BytesMut};
+use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt as _, Full};
 use sluicegate_guest::{EndReason, StreamContext};
-
-/// The JSON-RPC error code of a request an interceptor refused (in the range JSON-RPC leaves to
-/// implementations).
-pub(super) const JSONRPC_REFUSED: i64 = -32001;
 
 /// What a route's chains inspect and what may pass them.
 #[derive(Debug, Clone, Default)]
@@ -205,49 +201,6 @@ fn refusal_message(data: &str) -> String {
 fn refusal_retry_after(data: &str) -> Option<u64> {
     let json: serde_json::Value = serde_json::from_str(data).ok()?;
     json.pointer("/error/retry_after_seconds").or_else(|| json.get("retry_after_seconds"))?.as_u64()
-}
-
-/// The ids of a JSON-RPC message (`jsonrpc: "2.0"` with an id) or batch of them; none if the body
-/// is not JSON-RPC or carries no id (a notification).
-fn jsonrpc_ids(body: &[u8]) -> Option<Vec<serde_json::Value>> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let id_of = |m: &serde_json::Value| {
-        (m.get("jsonrpc")? == "2.0").then(|| m.get("id").filter(|id| !id.is_null()).cloned()).flatten()
-    };
-    let ids: Vec<_> = match &value {
-        serde_json::Value::Array(items) => items.iter().filter_map(id_of).collect(),
-        single => id_of(single).into_iter().collect(),
-    };
-    (!ids.is_empty()).then_some(ids)
-}
-
-/// The answer to a body that is not forwarded. For a JSON-RPC message with an id (an MCP request,
-/// or the response to one) it is a JSON-RPC error response carrying that id, with status 200, so
-/// an MCP client sees a failed call rather than a broken transport; otherwise `status` with a JSON
-/// error body.
-pub(super) fn refusal_response(status: StatusCode, kind: &str, message: &str, original: &[u8]) -> Response<AnyBody> {
-    let (status, body) = match jsonrpc_ids(original) {
-        Some(ids) => {
-            let error = |id: serde_json::Value| serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": JSONRPC_REFUSED, "message": message}});
-            let mut errors: Vec<_> = ids.into_iter().map(error).collect();
-            let body = if errors.len() == 1 && !original.trim_ascii_start().starts_with(b"[") {
-                errors.pop().unwrap_or_default()
-            } else {
-                serde_json::Value::Array(errors)
-            };
-            (StatusCode::OK, body)
-        }
-        None => (status, serde_json::json!({"error": {"type": kind, "message": message}})),
-    };
-    json_response(status, body.to_string().into())
-}
-
-/// A JSON response.
-fn json_response(status: StatusCode, body: Bytes) -> Response<AnyBody> {
-    let mut response = Response::new(Full::new(body).map_err(super::BoxError::from).boxed_unsync());
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
 
 /// Sets the headers of a body sent on whole: its length, identity coding, and no validators or

@@ -13,10 +13,10 @@
 //!   most once a second), counted, and retried after a short pause.
 
 use super::admission::{Admission, ConnectionEvent, ListenerKind};
-use super::error::text as text_response;
+use super::error::{ErrorKind, ProxyError};
 use super::{BoxError, ProxyBody, ProxyHandle};
-use http::header::{self, HeaderValue};
-use http::{Response, StatusCode};
+use http::Response;
+use http::header::HeaderValue;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
@@ -204,10 +204,7 @@ where
         let retry_after = retry_after.clone();
         async move {
             let response = if over_limit {
-                let message = "sluicegate: too many connections (limits.max_connections)";
-                let mut response = over_limit_response(message, &retry_after);
-                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                response
+                ProxyError::from(ErrorKind::ConnectionLimit).into_response(&retry_after)
             } else {
                 proxy.handle(request).await
             };
@@ -303,13 +300,6 @@ impl Activity {
             }
         }
     }
-}
-
-/// 503 for a request over a limit, with `Retry-After`.
-pub(crate) fn over_limit_response(message: &'static str, retry_after: &HeaderValue) -> Response<ProxyBody> {
-    let mut response = text_response(StatusCode::SERVICE_UNAVAILABLE, message);
-    response.headers_mut().insert(header::RETRY_AFTER, retry_after.clone());
-    response
 }
 
 /// Serves the admin endpoints on `listener` until the task is dropped; like the proxy's
