@@ -56,6 +56,43 @@ pub struct ProxyConfig {
     /// forwarded with no interceptors.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// `[upstreams.NAME]`: upstreams that routes (and the top-level `upstream`) name. The
+    /// top-level and per-route URL and TLS keys still work: they make upstreams without a name.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+}
+
+/// A named upstream: where it is and how it is reached.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http://HOST:PORT/PATH`, `https://...`, or `unix:/path/to/socket` (plain HTTP over a Unix
+    /// socket, for local servers).
+    pub url: String,
+    /// Extra CA certificates (PEM) trusted besides the system's roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mTLS, and its key.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// The key of `client_cert` (PEM).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// HTTP/2 only (default: the top-level `upstream_http2`).
+    #[serde(default)]
+    pub http2: Option<bool>,
+    /// Overrides `limits.upstream_connect_timeout_ms`.
+    #[serde(default, with = "millis::optional")]
+    pub connect_timeout_ms: Option<Duration>,
+    /// Overrides `limits.upstream_header_timeout_ms` (0: no limit).
+    #[serde(default, with = "millis::optional")]
+    pub header_timeout_ms: Option<Duration>,
+    /// Headers set on every request to this upstream (`${NAME}` from the environment, never
+    /// logged); a route's own are applied after them.
+    #[serde(default)]
+    pub set_request_headers: BTreeMap<String, String>,
+    /// Headers removed from every request to this upstream.
+    #[serde(default)]
+    pub remove_request_headers: Vec<String>,
 }
 
 /// The proxy's own certificate, for clients (PEM files, read again on every reload).
@@ -328,7 +365,8 @@ pub struct RouteConfig {
     /// Overrides `limits.on_oversize` on this route.
     #[serde(default)]
     pub on_oversize: Option<OversizePolicy>,
-    /// This route's upstream (default: the top-level `upstream`).
+    /// This route's upstream: a URL, or the name of one in `[upstreams]` (default: the top-level
+    /// `upstream`).
     #[serde(default)]
     pub upstream: Option<String>,
     /// Remove the prefix from the path sent upstream (`/openai/v1/x` -> `/v1/x`).
@@ -552,11 +590,23 @@ impl ProxyConfig {
         }
         let pair = |cert: &Option<PathBuf>, key: &Option<PathBuf>, at: &str| match (cert, key) {
             (Some(_), None) | (None, Some(_)) => {
-                bail!("{at}upstream_client_cert and upstream_client_key go together")
+                bail!("{at}a client certificate and its key go together (upstream_client_cert/_key, client_cert/_key)")
             }
             _ => Ok(()),
         };
         pair(&self.upstream_client_cert, &self.upstream_client_key, "")?;
+        for (name, upstream) in &self.upstreams {
+            let at = format!("upstreams.{name}: ");
+            if name.is_empty() || name.contains(':') || name.contains('/') {
+                bail!("upstreams.{name}: a name has no `:` or `/` (it would read as a URL)");
+            }
+            pair(&upstream.client_cert, &upstream.client_key, &at)?;
+            for header in upstream.set_request_headers.keys().chain(&upstream.remove_request_headers) {
+                if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    bail!("{at}`{header}` is not a header name");
+                }
+            }
+        }
         for route in &self.routes {
             pair(&route.upstream_client_cert, &route.upstream_client_key, &format!("route `{}`: ", route.prefix))?;
             for name in route.set_request_headers.keys().chain(&route.remove_request_headers) {

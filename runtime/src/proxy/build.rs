@@ -3,7 +3,7 @@
 //! names the key.
 
 use super::events::StreamSettings;
-use super::headers::AllowList;
+use super::headers::{AllowList, HeaderChanges};
 use super::inspect::BodyRules;
 use super::lifecycle::Lifecycle;
 use super::path;
@@ -11,13 +11,13 @@ use super::route::{Route, Routes};
 use super::upstream::{Upstream, UpstreamBase, UpstreamSettings};
 use super::{Proxy, listener, tls};
 use crate::chain::{BreakerConfig, Chain, Link};
-use crate::config::{InterceptorConfig, LimitsConfig, OversizePolicy, ProxyConfig, RouteConfig};
+use crate::config::{InterceptorConfig, LimitsConfig, OversizePolicy, ProxyConfig, RouteConfig, UpstreamConfig};
 use crate::engine::BatchLimits;
 use crate::host::{Limits, Runtime};
 use crate::spec::Spec;
 use crate::store::SharedStore;
 use anyhow::{Context as _, anyhow, bail};
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use sluicegate_guest::{Config, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -137,15 +137,67 @@ impl Upstreams<'_> {
         }
     }
 
-    /// The upstream at `url`, with `route`'s TLS files (else the top level's).
-    fn get(&mut self, url: &str, route: Option<&RouteConfig>) -> anyhow::Result<Arc<Upstream>> {
+    /// The upstream `reference` names: one of `[upstreams]`, or else a URL, reached with
+    /// `route`'s TLS files (else the top level's). Upstreams with the same settings share one
+    /// client (and its pool).
+    fn get(&mut self, reference: &str, route: Option<&RouteConfig>) -> anyhow::Result<Arc<Upstream>> {
+        let settings = match self.config.upstreams.get(reference) {
+            Some(named) => {
+                if let Some(route) = route.filter(|r| r.upstream_ca.is_some() || r.upstream_client_cert.is_some()) {
+                    bail!(
+                        "route `{}` names upstream `{reference}`: its TLS files go in [upstreams.{reference}]",
+                        route.prefix
+                    );
+                }
+                self.named(named).with_context(|| format!("upstreams.{reference}"))?
+            }
+            None if !reference.contains(':') => {
+                bail!("upstream `{reference}` is neither a name in [upstreams] nor a URL")
+            }
+            None => self.unnamed(reference, route)?,
+        };
+        if let Some(known) = self.known.iter().find(|u| *u.settings() == settings) {
+            return Ok(known.clone());
+        }
+        let upstream = Arc::new(Upstream::new(settings).with_context(|| format!("upstream {reference}"))?);
+        if upstream.settings().headers.sets_any() && !upstream.is_private() {
+            tracing::warn!(
+                upstream = upstream.name(),
+                "set_request_headers are sent to a plain-HTTP upstream: credentials cross the network unencrypted"
+            );
+        }
+        self.known.push(upstream.clone());
+        Ok(upstream)
+    }
+
+    /// The settings of an `[upstreams.NAME]` table.
+    fn named(&self, named: &UpstreamConfig) -> anyhow::Result<UpstreamSettings> {
+        let limits = &self.config.limits;
+        let header_timeout = named.header_timeout_ms.unwrap_or(limits.upstream_header_timeout_ms);
+        Ok(UpstreamSettings {
+            base: UpstreamBase::parse(&named.url)?,
+            ca: named.ca.clone(),
+            identity: named
+                .client_cert
+                .clone()
+                .zip(named.client_key.clone())
+                .map(|(cert, key)| tls::Identity { cert, key }),
+            http2_only: named.http2.unwrap_or(self.config.upstream_http2),
+            connect_timeout: named.connect_timeout_ms.unwrap_or(limits.upstream_connect_timeout_ms),
+            header_timeout: (!header_timeout.is_zero()).then_some(header_timeout),
+            headers: HeaderChanges::new(&named.set_request_headers, &named.remove_request_headers)?,
+        })
+    }
+
+    /// The settings of an upstream given by URL, with `route`'s TLS files or the top level's.
+    fn unnamed(&self, url: &str, route: Option<&RouteConfig>) -> anyhow::Result<UpstreamSettings> {
         let config = self.config;
         let pick = |own: Option<&Option<PathBuf>>, top: &Option<PathBuf>| {
             own.and_then(Option::as_ref).or(top.as_ref()).cloned()
         };
         let cert = pick(route.map(|r| &r.upstream_client_cert), &config.upstream_client_cert);
         let key = pick(route.map(|r| &r.upstream_client_key), &config.upstream_client_key);
-        let settings = UpstreamSettings {
+        Ok(UpstreamSettings {
             base: UpstreamBase::parse(url)?,
             ca: pick(route.map(|r| &r.upstream_ca), &config.upstream_ca),
             identity: cert.zip(key).map(|(cert, key)| tls::Identity { cert, key }),
@@ -153,13 +205,8 @@ impl Upstreams<'_> {
             connect_timeout: config.limits.upstream_connect_timeout_ms,
             header_timeout: (!config.limits.upstream_header_timeout_ms.is_zero())
                 .then_some(config.limits.upstream_header_timeout_ms),
-        };
-        if let Some(known) = self.known.iter().find(|u| *u.settings() == settings) {
-            return Ok(known.clone());
-        }
-        let upstream = Arc::new(Upstream::new(settings).with_context(|| format!("upstream {url}"))?);
-        self.known.push(upstream.clone());
-        Ok(upstream)
+            headers: HeaderChanges::default(),
+        })
     }
 }
 
@@ -226,27 +273,15 @@ fn build_route(
         .path
         .trim_end_matches('/')
         .to_string();
-    let set_headers = route
-        .set_request_headers
-        .iter()
-        .map(|(name, template)| {
-            header_to_set(name, template).with_context(|| at(&format!("set_request_headers.{name}")))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let host = upstream.base().authority().host().trim_start_matches('[').trim_end_matches(']');
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if !set_headers.is_empty() && !upstream.base().is_https() && !loopback {
+    let headers = HeaderChanges::new(&route.set_request_headers, &route.remove_request_headers)
+        .with_context(|| format!("route `{}`", route.prefix))?;
+    if headers.sets_any() && !upstream.is_private() {
         tracing::warn!(
             route = route.prefix,
             upstream = upstream.name(),
             "set_request_headers are sent to a plain-HTTP upstream: credentials cross the network unencrypted"
         );
     }
-    let remove_headers = route
-        .remove_request_headers
-        .iter()
-        .map(|name| HeaderName::from_bytes(name.as_bytes()).with_context(|| at("remove_request_headers")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let rules = BodyRules {
         max_bytes: config.limits.max_body_bytes,
         pass_oversize: route.on_oversize.unwrap_or(config.limits.on_oversize) == OversizePolicy::Pass,
@@ -258,8 +293,7 @@ fn build_route(
         matcher,
         upstream,
         strip_prefix: route.strip_prefix,
-        set_headers,
-        remove_headers,
+        headers,
         stream_slots: lifecycle.admission.route_counter(&route.prefix),
         max_streams: route.max_streams.unwrap_or(0),
         chain,
@@ -267,16 +301,6 @@ fn build_route(
         rules,
         stats: Arc::default(),
     })
-}
-
-/// A header a route sets: its name, and its value with `${NAME}` expanded, marked sensitive.
-fn header_to_set(name: &str, template: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
-    let name = HeaderName::from_bytes(name.as_bytes())?;
-    let value = crate::config::expand_env(template)?;
-    // Never the value in an error: it may hold a credential.
-    let mut value = HeaderValue::from_str(&value).map_err(|_| anyhow!("the value is not a valid header value"))?;
-    value.set_sensitive(true);
-    Ok((name, value))
 }
 
 /// The `Host` and `Origin` allow-lists: as configured, or on a loopback listener the loopback

@@ -155,6 +155,54 @@ pub(super) fn check_host_and_origin(
     Ok(())
 }
 
+/// Headers a route or an upstream sets on every request (replacing the client's; values marked
+/// sensitive, so HTTP/2 never indexes them) and removes from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub(super) struct HeaderChanges {
+    set: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl HeaderChanges {
+    /// The changes of a configuration: `set` values with `${NAME}` expanded from the environment
+    /// now. An error names the header, never a value (it may hold a credential).
+    pub(super) fn new(set: &std::collections::BTreeMap<String, String>, remove: &[String]) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let set = set
+            .iter()
+            .map(|(name, template)| {
+                let at = || format!("set_request_headers.{name}");
+                let name = HeaderName::from_bytes(name.as_bytes()).with_context(at)?;
+                let value = crate::config::expand_env(template).with_context(at)?;
+                let mut value = HeaderValue::from_str(&value)
+                    .map_err(|_| anyhow::anyhow!("{}: the value is not a valid header value", at()))?;
+                value.set_sensitive(true);
+                Ok((name, value))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let remove = remove
+            .iter()
+            .map(|name| HeaderName::from_bytes(name.as_bytes()).context("remove_request_headers"))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(HeaderChanges { set, remove })
+    }
+
+    /// True if it sets any header (a credential, typically).
+    pub(super) fn sets_any(&self) -> bool {
+        !self.set.is_empty()
+    }
+
+    /// Applies the changes, after the hop-by-hop headers are gone.
+    pub(super) fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
 /// `identity`: what the proxy asks the upstream for when an event stream may come back, since it
 /// must read the events.
 pub(super) fn identity() -> HeaderValue {

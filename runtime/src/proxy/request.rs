@@ -166,8 +166,9 @@ impl Proxy {
         if wants_stream {
             ctx.slot = Some(self.stream_slot(ctx.route)?);
         }
+        upstream.settings().headers.apply(&mut head.headers);
         if let Some(route) = ctx.route {
-            route.rewrite_headers(&mut head.headers);
+            route.headers.apply(&mut head.headers);
         }
         head.uri = ctx.upstream_uri.clone();
         head.version = http::Version::HTTP_11;

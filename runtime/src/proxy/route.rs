@@ -5,11 +5,11 @@ use super::ProxyError;
 use super::accounting::BodyCounts;
 use super::body::AnyBody;
 use super::error::ErrorKind;
+use super::headers::HeaderChanges;
 use super::inspect::BodyRules;
 use super::path::NormalPath;
 use super::upstream::Upstream;
 use crate::chain::Chain;
-use http::header::{HeaderName, HeaderValue};
 use http_body_util::BodyExt as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,9 +23,8 @@ pub(super) struct Route {
     pub matcher: String,
     pub upstream: Arc<Upstream>,
     pub strip_prefix: bool,
-    /// Set on every request (values marked sensitive: HTTP/2 never indexes them).
-    pub set_headers: Vec<(HeaderName, HeaderValue)>,
-    pub remove_headers: Vec<HeaderName>,
+    /// Set on and removed from every request (after the upstream's own changes).
+    pub headers: HeaderChanges,
     /// Event streams on this route holding a slot (shared across reloads), and the limit.
     pub stream_slots: Arc<AtomicUsize>,
     pub max_streams: usize,
@@ -109,16 +108,6 @@ impl Route {
             _ => path.to_string(),
         }
     }
-
-    /// The route's header changes, after the hop-by-hop headers are gone.
-    pub(super) fn rewrite_headers(&self, headers: &mut http::HeaderMap) {
-        for name in &self.remove_headers {
-            headers.remove(name);
-        }
-        for (name, value) in &self.set_headers {
-            headers.insert(name.clone(), value.clone());
-        }
-    }
 }
 
 /// True if `path` is `prefix` or below it (`prefix` without a trailing `/`; empty is the root).
@@ -171,14 +160,14 @@ mod tests {
             http2_only: false,
             connect_timeout: Duration::from_secs(1),
             header_timeout: None,
+            headers: HeaderChanges::default(),
         };
         Route {
             prefix: prefix.to_string(),
             matcher: normalise(prefix).unwrap().path.trim_end_matches('/').to_string(),
             upstream: Arc::new(Upstream::new(settings).unwrap()),
             strip_prefix,
-            set_headers: Vec::new(),
-            remove_headers: Vec::new(),
+            headers: HeaderChanges::default(),
             stream_slots: Arc::default(),
             max_streams: 0,
             chain: Chain::default(),

@@ -37,19 +37,47 @@ pub enum UrlError {
     NoHost(String),
     #[error("upstream `{0}` must not have a query")]
     Query(String),
+    #[error("upstream `{0}`: a unix: upstream is a socket path (`unix:/run/server.sock`)")]
+    Socket(String),
 }
 
-/// The upstream's base: scheme, authority and a path prefix that request paths are appended to.
+/// Where an upstream's connections go. A new kind of upstream is a variant here and an arm in
+/// `SocketConnector::call`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// TCP to the URL's host and port (TLS over it for `https://`).
+    Network,
+    /// A Unix domain socket (`unix:/run/server.sock`): HTTP to a local server, such as an MCP
+    /// server that listens on a socket rather than a port.
+    Unix(PathBuf),
+}
+
+/// The upstream's base: scheme, authority and a path prefix that request paths are appended to,
+/// and where its connections go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UpstreamBase {
     scheme: Scheme,
     authority: Authority,
     path: String,
+    endpoint: Endpoint,
 }
 
 impl UpstreamBase {
-    /// Parses an upstream URL such as `http://127.0.0.1:3000` or `https://api.openai.com/v1`.
+    /// Parses an upstream URL such as `http://127.0.0.1:3000`, `https://api.openai.com/v1` or
+    /// `unix:/run/mcp.sock` (plain HTTP over the socket, `Host: localhost`).
     pub fn parse(url: &str) -> Result<Self, UrlError> {
+        if let Some(socket) = url.strip_prefix("unix:") {
+            let socket = socket.strip_prefix("//").unwrap_or(socket);
+            if !socket.starts_with('/') || socket.contains('?') {
+                return Err(UrlError::Socket(url.into()));
+            }
+            return Ok(UpstreamBase {
+                scheme: Scheme::HTTP,
+                authority: Authority::from_static("localhost"),
+                path: String::new(),
+                endpoint: Endpoint::Unix(PathBuf::from(socket)),
+            });
+        }
         let uri: Uri = url.parse().map_err(|_| UrlError::NotUrl(url.into()))?;
         let scheme = uri.scheme().cloned().ok_or_else(|| UrlError::Scheme(url.into()))?;
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
@@ -59,7 +87,8 @@ impl UpstreamBase {
         if uri.query().is_some() {
             return Err(UrlError::Query(url.into()));
         }
-        Ok(UpstreamBase { scheme, authority, path: uri.path().trim_end_matches('/').to_string() })
+        let path = uri.path().trim_end_matches('/').to_string();
+        Ok(UpstreamBase { scheme, authority, path, endpoint: Endpoint::Network })
     }
 
     /// The upstream URI for a path and query (already stripped of a route's prefix if it asks).
@@ -79,9 +108,18 @@ impl UpstreamBase {
         self.scheme == Scheme::HTTPS
     }
 
-    /// `scheme://authority`, as shown in logs and metrics (the path is not part of the name).
+    /// Where its connections go.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// `scheme://authority` (or `unix:PATH`), as shown in logs and metrics (the path is not part
+    /// of the name).
     pub fn name(&self) -> String {
-        format!("{}://{}", self.scheme, self.authority)
+        match &self.endpoint {
+            Endpoint::Network => format!("{}://{}", self.scheme, self.authority),
+            Endpoint::Unix(socket) => format!("unix:{}", socket.display()),
+        }
     }
 }
 
@@ -97,6 +135,8 @@ pub struct UpstreamSettings {
     pub http2_only: bool,
     pub connect_timeout: Duration,
     pub header_timeout: Option<Duration>,
+    /// Headers set on and removed from every request to it (a named upstream's).
+    pub(super) headers: super::headers::HeaderChanges,
 }
 
 /// Counters of one upstream.
@@ -205,65 +245,79 @@ impl UpstreamError {
 #[error("connect timed out after {0:?}")]
 struct ConnectTimedOut(Duration);
 
-/// TCP to an upstream, read through a 64 KiB buffer when TLS runs over it. rustls reads at most
-/// 4 KiB at a time (its record buffer grows in 4 KiB steps), which from a fast upstream is a
-/// syscall per 4 KiB; through the buffer it is one per 64 KiB, for one more copy. Plain HTTP is
-/// read directly (hyper reads into its own large buffer).
-enum Tcp {
+/// A connection to an upstream: TCP, read through a 64 KiB buffer when TLS runs over it, or a
+/// Unix socket. rustls reads at most 4 KiB at a time (its record buffer grows in 4 KiB steps),
+/// which from a fast upstream is a syscall per 4 KiB; through the buffer it is one per 64 KiB,
+/// for one more copy. Plain HTTP is read directly (hyper reads into its own large buffer).
+enum Socket {
     Plain(TokioIo<TcpStream>),
     Buffered(TokioIo<tokio::io::BufReader<TcpStream>>),
+    Unix(TokioIo<tokio::net::UnixStream>),
 }
 
 const TLS_READ_BUFFER: usize = 64 << 10;
 
+/// Opens a [`Socket`] to where the upstream's [`Endpoint`] says.
 #[derive(Clone)]
-struct TcpConnector(HttpConnector);
+struct SocketConnector {
+    tcp: HttpConnector,
+    endpoint: Endpoint,
+}
 
-impl tower_service::Service<Uri> for TcpConnector {
-    type Response = Tcp;
+impl tower_service::Service<Uri> for SocketConnector {
+    type Response = Socket;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Tcp, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Socket, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.0.poll_ready(cx).map_err(Into::into)
+        self.tcp.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
+        if let Endpoint::Unix(path) = &self.endpoint {
+            let path = path.clone();
+            return Box::pin(async move {
+                let stream = tokio::net::UnixStream::connect(&path).await?;
+                Ok(Socket::Unix(TokioIo::new(stream)))
+            });
+        }
         let tls = uri.scheme() == Some(&Scheme::HTTPS);
-        let connecting = self.0.call(uri);
+        let connecting = self.tcp.call(uri);
         Box::pin(async move {
             let io = connecting.await?;
             Ok(match tls {
                 true => {
                     let buffered = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, io.into_inner());
-                    Tcp::Buffered(TokioIo::new(buffered))
+                    Socket::Buffered(TokioIo::new(buffered))
                 }
-                false => Tcp::Plain(io),
+                false => Socket::Plain(io),
             })
         })
     }
 }
 
-impl Connection for Tcp {
+impl Connection for Socket {
     fn connected(&self) -> Connected {
         match self {
-            Tcp::Plain(io) => io.connected(),
-            Tcp::Buffered(io) => io.inner().get_ref().connected(),
+            Socket::Plain(io) => io.connected(),
+            Socket::Buffered(io) => io.inner().get_ref().connected(),
+            Socket::Unix(_) => Connected::new(),
         }
     }
 }
 
-/// Calls `$method` on whichever stream `$self` (a pinned `Tcp`) holds.
+/// Calls `$method` on whichever stream `$self` (a pinned `Socket`) holds.
 macro_rules! on_stream {
     ($self:ident, $method:ident ( $($arg:expr),* )) => {
         match $self.get_mut() {
-            Tcp::Plain(io) => Pin::new(io).$method($($arg),*),
-            Tcp::Buffered(io) => Pin::new(io).$method($($arg),*),
+            Socket::Plain(io) => Pin::new(io).$method($($arg),*),
+            Socket::Buffered(io) => Pin::new(io).$method($($arg),*),
+            Socket::Unix(io) => Pin::new(io).$method($($arg),*),
         }
     };
 }
 
-impl hyper::rt::Read for Tcp {
+impl hyper::rt::Read for Socket {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -273,7 +327,7 @@ impl hyper::rt::Read for Tcp {
     }
 }
 
-impl hyper::rt::Write for Tcp {
+impl hyper::rt::Write for Socket {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         on_stream!(self, poll_write(cx, buf))
     }
@@ -288,8 +342,9 @@ impl hyper::rt::Write for Tcp {
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            Tcp::Plain(io) => io.is_write_vectored(),
-            Tcp::Buffered(io) => io.is_write_vectored(),
+            Socket::Plain(io) => io.is_write_vectored(),
+            Socket::Buffered(io) => io.is_write_vectored(),
+            Socket::Unix(io) => io.is_write_vectored(),
         }
     }
 
@@ -305,12 +360,12 @@ impl hyper::rt::Write for Tcp {
 /// The HTTPS-or-HTTP connector with a deadline on the whole connect and counters.
 #[derive(Clone)]
 struct Connector {
-    inner: HttpsConnector<TcpConnector>,
+    inner: HttpsConnector<SocketConnector>,
     timeout: Duration,
     stats: Arc<UpstreamStats>,
 }
 
-type Stream = MaybeHttpsStream<Tcp>;
+type Stream = MaybeHttpsStream<Socket>;
 
 /// The first TLS error read on a connection. A server that refuses the client's certificate
 /// under TLS 1.3 says so in an alert after the handshake; hyper then fails the request with
@@ -422,9 +477,10 @@ impl Upstream {
         // HTTP/2 only: ALPN offers h2 alone, and the pool knows before the first connection is up
         // that every request can share it (otherwise requests that start together each open a
         // connection of their own, as the kind of connection is learnt only at the handshake).
+        let sockets = SocketConnector { tcp: http, endpoint: settings.base.endpoint.clone() };
         let inner = match settings.http2_only {
-            true => builder.enable_http2().wrap_connector(TcpConnector(http)),
-            false => builder.enable_all_versions().wrap_connector(TcpConnector(http)),
+            true => builder.enable_http2().wrap_connector(sockets),
+            false => builder.enable_all_versions().wrap_connector(sockets),
         };
         let connector = Connector { inner, timeout: settings.connect_timeout, stats: stats.clone() };
         let client = Client::builder(TokioExecutor::new())
@@ -445,6 +501,17 @@ impl Upstream {
     /// `scheme://authority`.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// True if what is sent to it does not cross a network in the clear: HTTPS, a loopback
+    /// address, or a Unix socket.
+    pub(super) fn is_private(&self) -> bool {
+        let base = &self.settings.base;
+        let host = base.authority.host().trim_start_matches('[').trim_end_matches(']');
+        base.is_https()
+            || matches!(base.endpoint, Endpoint::Unix(_))
+            || host == "localhost"
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     pub fn stats(&self) -> &UpstreamStats {

@@ -340,3 +340,87 @@ async fn an_injected_header_from_a_missing_variable_is_a_config_error_that_names
     };
     assert!(error.contains("not a valid header value") && !error.contains("secret-value"), "{error}");
 }
+
+/// Serves HTTP/1.1 on a Unix socket at `path`: an event stream with an address in it, and what
+/// each request's head held.
+async fn serve_on_socket(path: &std::path::Path, seen: Arc<Mutex<Vec<http::request::Parts>>>) {
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    seen.lock().unwrap().push(request.into_parts().0);
+                    async {
+                        Ok::<_, std::convert::Infallible>(full(
+                            200,
+                            "text/event-stream",
+                            "id: 1\ndata: mail ada@example.com\n\n",
+                        ))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(socket);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_upstreams_carry_their_own_headers_and_may_be_unix_sockets() {
+    let socket = files("unix-upstream").join("mcp.sock");
+    let seen: Arc<Mutex<Vec<http::request::Parts>>> = Arc::default();
+    serve_on_socket(&socket, seen.clone()).await;
+    let config = format!(
+        "[upstreams.local]\nurl = \"unix:{}\"\nset_request_headers = {{ x-upstream-key = \"u-key\", x-both = \"upstream\" }}\n\
+         remove_request_headers = [\"x-client-secret\"]\n\
+         [[route]]\nprefix = \"/mcp\"\nupstream = \"local\"\nset_request_headers = {{ x-both = \"route\" }}\n\
+         [[route.interceptor]]\nspec = \"example:redact\"\n",
+        socket.display()
+    );
+    let (proxy, state) = start_proxy(&config).await;
+    let response = get(&format!("http://{proxy}/mcp/%73tream"), &[("x-client-secret", "s")]).await;
+    let events = EventReader::new(response).rest().await;
+    assert_eq!(events.iter().map(data).collect::<Vec<_>>(), ["mail [redacted]"]);
+    let head = seen.lock().unwrap().pop().expect("the socket's server got the request");
+    assert_eq!(head.uri.path(), "/mcp/stream", "the canonical path");
+    assert_eq!(head.headers["host"], "localhost");
+    assert_eq!(head.headers["x-upstream-key"], "u-key");
+    assert_eq!(head.headers["x-both"], "route", "a route's changes come after its upstream's");
+    assert!(!head.headers.contains_key("x-client-secret"));
+    let metrics = sluicegate::proxy::admin::metrics(&state);
+    let upstream = format!("sluicegate_upstream_connections_total{{upstream=\"unix:{}\"}}", socket.display());
+    assert_eq!(metric(&metrics, &upstream), 1, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_upstream_has_its_own_timeouts_and_names_are_checked() {
+    // Accepts, then never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let config = format!("upstream = \"slow\"\n[upstreams.slow]\nurl = \"http://{silent}\"\nheader_timeout_ms = 100\n");
+    let (proxy, _) = start_proxy(&config).await;
+    assert_eq!(get(&format!("http://{proxy}/x"), &[]).await.status(), 504, "the top-level upstream may be a name");
+
+    let refused = |config: &str| {
+        let config = sluicegate::config::ProxyConfig::from_toml(config).unwrap();
+        match sluicegate::proxy::Proxy::new(&config, sluicegate_tests::runtime(), "127.0.0.1:0".parse().unwrap()) {
+            Ok(_) => panic!("accepted: {config:?}"),
+            Err(e) => format!("{e:#}"),
+        }
+    };
+    let unknown = refused("[[route]]\nprefix = \"/a\"\nupstream = \"nowhere\"\n");
+    assert!(unknown.contains("neither a name in [upstreams] nor a URL"), "{unknown}");
+    let misplaced = refused(
+        "[upstreams.x]\nurl = \"https://localhost:1\"\n[[route]]\nprefix = \"/a\"\nupstream = \"x\"\nupstream_ca = \"ca.pem\"\n",
+    );
+    assert!(misplaced.contains("go in [upstreams.x]"), "{misplaced}");
+}
