@@ -8,7 +8,7 @@
 use crate::batch::Batch;
 use crate::bench::sample_events;
 use crate::host::{ComponentShape, Runtime};
-use crate::interceptor::{Interceptor as _, World};
+use crate::interceptor::{Interceptor, World};
 use sluicegate_guest::{Config, EndReason, StreamContext};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -82,7 +82,13 @@ pub fn check(runtime: &Runtime, wasm: &[u8], config: Config) -> Report {
         }
     };
     report.world = Some(interceptor.world());
+    try_a_stream(&interceptor, &mut report);
+    report
+}
 
+/// Opens a stream on `interceptor`, runs a batch of sample events through it and ends it,
+/// timing each step into `report` (or noting what failed).
+fn try_a_stream(interceptor: &dyn Interceptor, report: &mut Report) {
     let context = StreamContext {
         stream_id: "check".into(),
         method: "GET".into(),
@@ -96,11 +102,10 @@ pub fn check(runtime: &Runtime, wasm: &[u8], config: Config) -> Report {
         Ok(stream) => stream,
         Err(fault) => {
             report.problems.push(format!("opening a stream failed (is the configuration right?): {fault}"));
-            return report;
+            return;
         }
     };
     report.open_time = Some(started.elapsed());
-
     let input: Batch = sample_events(16, 200).into_iter().collect();
     let mut output = Batch::default();
     let started = Instant::now();
@@ -114,7 +119,6 @@ pub fn check(runtime: &Runtime, wasm: &[u8], config: Config) -> Report {
     if let Err(fault) = stream.finish(EndReason::UpstreamClosed, &mut Batch::default()) {
         report.problems.push(format!("ending the stream failed: {fault}"));
     }
-    report
 }
 
 /// What the host gives for an import, in a few words.

@@ -532,90 +532,95 @@ impl ProxyConfig {
 
     /// Checks what types alone cannot. `Proxy::build` calls it before it builds anything.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.batch.max_events == 0 {
-            bail!("batch.max_events must be at least 1");
-        }
-        if self.batch.max_bytes == 0 || self.batch.max_bytes > (1 << 30) {
-            bail!("batch.max_bytes must be between 1 and 2^30");
-        }
-        if self.limits.max_event_bytes == 0 || self.limits.max_event_bytes > (1 << 30) {
-            bail!("limits.max_event_bytes must be between 1 and 2^30");
-        }
-        if self.limits.max_body_bytes == 0 || self.limits.max_body_bytes > (1 << 30) {
-            bail!("limits.max_body_bytes must be between 1 and 2^30");
-        }
-        if self.limits.client_buffer_batches == 0 {
-            bail!("limits.client_buffer_batches must be at least 1");
-        }
-        if self.limits.call_deadline_ms.is_zero() {
-            bail!("limits.call_deadline_ms must be at least 1");
-        }
+        self.validate_limits()?;
         let mut prefixes = std::collections::HashSet::new();
         for route in &self.routes {
-            if !route.prefix.starts_with('/') {
-                bail!("route prefix `{}` must start with `/`", route.prefix);
-            }
             if !prefixes.insert(route.prefix.trim_end_matches('/')) {
                 bail!("route prefix `{}` appears twice", route.prefix);
             }
-            for types in route.body_types.iter().chain(&route.pass_media_types) {
-                if !types.contains('/') {
-                    bail!("route `{}`: `{types}` is not a media type (type/subtype)", route.prefix);
-                }
-            }
-            for interceptor in route.interceptors.iter().chain(&route.request_interceptors) {
-                interceptor.entries()?;
-                if interceptor.call_deadline_ms.is_some_and(|d| d.is_zero()) {
-                    bail!("interceptor `{}`: call_deadline_ms must be at least 1", interceptor.spec);
-                }
-            }
+            route.validate()?;
         }
-        if self.limits.retry_after_seconds == 0 {
-            bail!("limits.retry_after_seconds must be at least 1");
-        }
-        if self.limits.upstream_connect_timeout_ms.is_zero() {
-            bail!("limits.upstream_connect_timeout_ms must be at least 1");
-        }
-        if self.limits.header_read_timeout_ms.is_zero() || self.limits.client_idle_timeout_ms.is_zero() {
-            bail!("limits.header_read_timeout_ms and limits.client_idle_timeout_ms must be at least 1");
-        }
-        // Not checked against call_deadline_ms: a store slower than a guest's deadline is a
-        // fault either way (a deadline trap instead of a store fault), and an existing config with
-        // a short deadline must keep loading.
-        if self.store.timeout_ms.is_zero() {
-            bail!("store.timeout_ms must be at least 1");
-        }
-        if !(8 << 10..=1 << 24).contains(&self.limits.max_request_header_bytes) {
-            bail!("limits.max_request_header_bytes must be between 8192 and 16 MiB");
-        }
-        let pair = |cert: &Option<PathBuf>, key: &Option<PathBuf>, at: &str| match (cert, key) {
-            (Some(_), None) | (None, Some(_)) => {
-                bail!("{at}a client certificate and its key go together (upstream_client_cert/_key, client_cert/_key)")
-            }
-            _ => Ok(()),
-        };
-        pair(&self.upstream_client_cert, &self.upstream_client_key, "")?;
+        client_pair(&self.upstream_client_cert, &self.upstream_client_key, "")?;
         for (name, upstream) in &self.upstreams {
             let at = format!("upstreams.{name}: ");
             if name.is_empty() || name.contains(':') || name.contains('/') {
                 bail!("upstreams.{name}: a name has no `:` or `/` (it would read as a URL)");
             }
-            pair(&upstream.client_cert, &upstream.client_key, &at)?;
-            for header in upstream.set_request_headers.keys().chain(&upstream.remove_request_headers) {
-                if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                    bail!("{at}`{header}` is not a header name");
-                }
-            }
-        }
-        for route in &self.routes {
-            pair(&route.upstream_client_cert, &route.upstream_client_key, &format!("route `{}`: ", route.prefix))?;
-            for name in route.set_request_headers.keys().chain(&route.remove_request_headers) {
-                if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    bail!("route `{}`: `{name}` is not a header name", route.prefix);
-                }
-            }
+            client_pair(&upstream.client_cert, &upstream.client_key, &at)?;
+            header_names(upstream.set_request_headers.keys().chain(&upstream.remove_request_headers), &at)?;
         }
         Ok(())
+    }
+
+    /// `[batch]`, `[limits]` and `[store]`: what their types allow but the proxy cannot use.
+    fn validate_limits(&self) -> anyhow::Result<()> {
+        let (batch, limits) = (&self.batch, &self.limits);
+        let between = |value: usize, key: &str| match (1..=1 << 30).contains(&value) {
+            true => Ok(()),
+            false => Err(anyhow::anyhow!("{key} must be between 1 and 2^30")),
+        };
+        between(batch.max_bytes, "batch.max_bytes")?;
+        between(limits.max_event_bytes, "limits.max_event_bytes")?;
+        between(limits.max_body_bytes, "limits.max_body_bytes")?;
+        let at_least_one = [
+            (batch.max_events == 0, "batch.max_events"),
+            (limits.client_buffer_batches == 0, "limits.client_buffer_batches"),
+            (limits.call_deadline_ms.is_zero(), "limits.call_deadline_ms"),
+            (limits.retry_after_seconds == 0, "limits.retry_after_seconds"),
+            (limits.upstream_connect_timeout_ms.is_zero(), "limits.upstream_connect_timeout_ms"),
+            (limits.header_read_timeout_ms.is_zero(), "limits.header_read_timeout_ms"),
+            (limits.client_idle_timeout_ms.is_zero(), "limits.client_idle_timeout_ms"),
+            // Not checked against call_deadline_ms: a store slower than a guest's deadline is a
+            // fault either way (a deadline trap instead of a store fault), and an existing config
+            // with a short deadline must keep loading.
+            (self.store.timeout_ms.is_zero(), "store.timeout_ms"),
+        ];
+        if let Some((_, key)) = at_least_one.iter().find(|(zero, _)| *zero) {
+            bail!("{key} must be at least 1");
+        }
+        if !(8 << 10..=1 << 24).contains(&limits.max_request_header_bytes) {
+            bail!("limits.max_request_header_bytes must be between 8192 and 16 MiB");
+        }
+        Ok(())
+    }
+}
+
+impl RouteConfig {
+    /// What its types allow but a route cannot use.
+    fn validate(&self) -> anyhow::Result<()> {
+        let at = format!("route `{}`: ", self.prefix);
+        if !self.prefix.starts_with('/') {
+            bail!("route prefix `{}` must start with `/`", self.prefix);
+        }
+        for types in self.body_types.iter().chain(&self.pass_media_types) {
+            if !types.contains('/') {
+                bail!("{at}`{types}` is not a media type (type/subtype)");
+            }
+        }
+        for interceptor in self.interceptors.iter().chain(&self.request_interceptors) {
+            interceptor.entries()?;
+            if interceptor.call_deadline_ms.is_some_and(|d| d.is_zero()) {
+                bail!("interceptor `{}`: call_deadline_ms must be at least 1", interceptor.spec);
+            }
+        }
+        client_pair(&self.upstream_client_cert, &self.upstream_client_key, &at)?;
+        header_names(self.set_request_headers.keys().chain(&self.remove_request_headers), &at)
+    }
+}
+
+/// A client certificate and its key: both or neither.
+fn client_pair(cert: &Option<PathBuf>, key: &Option<PathBuf>, at: &str) -> anyhow::Result<()> {
+    if cert.is_some() != key.is_some() {
+        bail!("{at}a client certificate and its key go together (upstream_client_cert/_key, client_cert/_key)");
+    }
+    Ok(())
+}
+
+/// Every name a header name.
+fn header_names<'a>(names: impl Iterator<Item = &'a String>, at: &str) -> anyhow::Result<()> {
+    match names.into_iter().find(|name| http::HeaderName::from_bytes(name.as_bytes()).is_err()) {
+        Some(name) => bail!("{at}`{name}` is not a header name"),
+        None => Ok(()),
     }
 }
 

@@ -230,100 +230,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { interceptors, settings, max_batch_events } => {
-            let runtime = Runtime::new(Limits::default())?;
-            let mut configs = vec![Vec::new(); interceptors.len()];
-            for setting in &settings {
-                let (position, entry) = setting.split_once('.').context("--set takes N.KEY=VALUE")?;
-                let (key, value) = entry.split_once('=').context("--set takes N.KEY=VALUE")?;
-                let n: usize = position
-                    .parse()
-                    .with_context(|| format!("--set {setting}: `{position}` is not a chain position"))?;
-                let slot = configs
-                    .get_mut(n)
-                    .with_context(|| format!("--set {setting}: the chain has {} interceptors", interceptors.len()))?;
-                slot.push((key.to_string(), value.to_string()));
-            }
-            // One run, one process: the store is this process's memory.
-            let store = sluicegate::store::SharedStore::memory();
-            let links = interceptors
-                .iter()
-                .zip(configs)
-                .map(|(spec, config)| {
-                    let scoped = sluicegate_guest::Store::new(Arc::new(store.scoped(&spec.to_string())));
-                    spec.load(&runtime, Config::new(config).with_store(scoped))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let context = StreamContext {
-                stream_id: "stdin".into(),
-                method: "GET".into(),
-                path: "/".into(),
-                status: 200,
-                ..Default::default()
-            };
-            let stream = Chain::new(links).open(&context)?;
-            let limits = BatchLimits { max_events: max_batch_events.max(1), ..BatchLimits::default() };
-            let stats = pipeline::run(std::io::stdin().lock(), std::io::stdout().lock(), stream, limits, 64 * 1024)?;
-            if stats.discarded_tail > 0 {
-                tracing::warn!(bytes = stats.discarded_tail, "discarded an unterminated event at the end of the input");
-            }
-            tracing::debug!(?stats, "done");
-            Ok(())
+            run_stdin(&interceptors, &settings, max_batch_events)
         }
         Command::Serve(args) => tokio_runtime()?.block_on(serve(args)),
         Command::Demo { listen, upstream_only: true, .. } => tokio_runtime()?.block_on(demo_upstream(listen)),
         Command::Demo { listen, once, .. } => tokio_runtime()?.block_on(demo(listen, once)),
-        Command::Bench { interceptor, against, batch_sizes, json } => {
-            let runtime = Runtime::new(Limits::default())?;
-            let specs: Vec<Spec> = std::iter::once(interceptor).chain(against).collect();
-            let subjects = sluicegate::bench::load_subjects(&runtime, &specs)?;
-            let names: Vec<String> = subjects.iter().map(|(n, _)| n.clone()).collect();
-            let sizes: Vec<usize> = batch_sizes.into_iter().filter(|&n| n > 0).collect();
-            let total = sizes.len() * subjects.len();
-            let mut done = 0;
-            let cells = sluicegate::bench::run(&subjects, &sizes, |cell| {
-                done += 1;
-                eprintln!(
-                    "[{done}/{total}] {} at batch {}: {:.1} ns/event",
-                    cell.interceptor, cell.batch_size, cell.ns_per_event
-                );
-            })?;
-            if json {
-                println!("{}", sluicegate::bench::json(&cells));
-            } else {
-                print!("{}", sluicegate::bench::table(&names, &sizes, &cells));
-            }
-            Ok(())
-        }
-        Command::New { name, lang, dir } => {
-            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            cli::scaffold::create(&dir, &name, lang)?;
-            let component = cli::scaffold::artifact(&name, lang);
-            println!("created {}: the {lang} interceptor `{name}`", dir.display());
-            println!("build it:  cd {} && {}", dir.display(), cli::scaffold::build_command(lang));
-            println!("check it:  sluicegate check {}", component.display());
-            println!(
-                "run it:    sluicegate serve --listen 127.0.0.1:8080 --upstream http://127.0.0.1:3000 --interceptor {}",
-                component.display()
-            );
-            Ok(())
-        }
-        Command::Check { file, settings, cache_dir } => {
-            let wasm = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let config = settings
-                .iter()
-                .map(|kv| {
-                    kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).context("--set takes KEY=VALUE")
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let mut runtime = Runtime::new(Limits::default())?;
-            if let Some(dir) = &cache_dir {
-                runtime = runtime.with_disk_cache(dir)?;
-            }
-            let report = sluicegate::check::check(&runtime, &wasm, Config::new(config));
-            print!("{}", sluicegate::check::render(&file.display().to_string(), &report));
-            anyhow::ensure!(report.is_ok(), "{}: {} problem(s)", file.display(), report.problems.len());
-            Ok(())
-        }
+        Command::Bench { interceptor, against, batch_sizes, json } => bench(interceptor, against, batch_sizes, json),
+        Command::New { name, lang, dir } => new_project(&name, lang, dir),
+        Command::Check { file, settings, cache_dir } => check(&file, &settings, cache_dir.as_deref()),
         Command::List => {
             println!("examples (use as example:NAME):");
             for name in sluicegate::examples::names() {
@@ -336,6 +250,102 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `run`: standard input through the chain to standard output.
+fn run_stdin(interceptors: &[Spec], settings: &[String], max_batch_events: usize) -> anyhow::Result<()> {
+    let runtime = Runtime::new(Limits::default())?;
+    let mut configs = vec![Vec::new(); interceptors.len()];
+    for setting in settings {
+        let (position, entry) = setting.split_once('.').context("--set takes N.KEY=VALUE")?;
+        let (key, value) = entry.split_once('=').context("--set takes N.KEY=VALUE")?;
+        let n: usize =
+            position.parse().with_context(|| format!("--set {setting}: `{position}` is not a chain position"))?;
+        let slot = configs
+            .get_mut(n)
+            .with_context(|| format!("--set {setting}: the chain has {} interceptors", interceptors.len()))?;
+        slot.push((key.to_string(), value.to_string()));
+    }
+    // One run, one process: the store is this process's memory.
+    let store = sluicegate::store::SharedStore::memory();
+    let links = interceptors
+        .iter()
+        .zip(configs)
+        .map(|(spec, config)| {
+            let scoped = sluicegate_guest::Store::new(Arc::new(store.scoped(&spec.to_string())));
+            spec.load(&runtime, Config::new(config).with_store(scoped))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let context = StreamContext {
+        stream_id: "stdin".into(),
+        method: "GET".into(),
+        path: "/".into(),
+        status: 200,
+        ..Default::default()
+    };
+    let stream = Chain::new(links).open(&context)?;
+    let limits = BatchLimits { max_events: max_batch_events.max(1), ..BatchLimits::default() };
+    let stats = pipeline::run(std::io::stdin().lock(), std::io::stdout().lock(), stream, limits, 64 * 1024)?;
+    if stats.discarded_tail > 0 {
+        tracing::warn!(bytes = stats.discarded_tail, "discarded an unterminated event at the end of the input");
+    }
+    tracing::debug!(?stats, "done");
+    Ok(())
+}
+
+/// `bench`: ns per event of an interceptor and its counterparts, at several batch sizes.
+fn bench(interceptor: Spec, against: Option<Spec>, batch_sizes: Vec<usize>, json: bool) -> anyhow::Result<()> {
+    let runtime = Runtime::new(Limits::default())?;
+    let specs: Vec<Spec> = std::iter::once(interceptor).chain(against).collect();
+    let subjects = sluicegate::bench::load_subjects(&runtime, &specs)?;
+    let names: Vec<String> = subjects.iter().map(|(n, _)| n.clone()).collect();
+    let sizes: Vec<usize> = batch_sizes.into_iter().filter(|&n| n > 0).collect();
+    let total = sizes.len() * subjects.len();
+    let mut done = 0;
+    let cells = sluicegate::bench::run(&subjects, &sizes, |cell| {
+        done += 1;
+        eprintln!(
+            "[{done}/{total}] {} at batch {}: {:.1} ns/event",
+            cell.interceptor, cell.batch_size, cell.ns_per_event
+        );
+    })?;
+    match json {
+        true => println!("{}", sluicegate::bench::json(&cells)),
+        false => print!("{}", sluicegate::bench::table(&names, &sizes, &cells)),
+    }
+    Ok(())
+}
+
+/// `new`: an interceptor project, and the commands to build, check and serve it.
+fn new_project(name: &str, lang: cli::scaffold::Lang, dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    cli::scaffold::create(&dir, name, lang)?;
+    let component = cli::scaffold::artifact(name, lang);
+    println!("created {}: the {lang} interceptor `{name}`", dir.display());
+    println!("build it:  cd {} && {}", dir.display(), cli::scaffold::build_command(lang));
+    println!("check it:  sluicegate check {}", component.display());
+    println!(
+        "run it:    sluicegate serve --listen 127.0.0.1:8080 --upstream http://127.0.0.1:3000 --interceptor {}",
+        component.display()
+    );
+    Ok(())
+}
+
+/// `check`: what a component is, and what is wrong with it.
+fn check(file: &std::path::Path, settings: &[String], cache_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let config = settings
+        .iter()
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).context("--set takes KEY=VALUE"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut runtime = Runtime::new(Limits::default())?;
+    if let Some(dir) = cache_dir {
+        runtime = runtime.with_disk_cache(dir)?;
+    }
+    let report = sluicegate::check::check(&runtime, &wasm, Config::new(config));
+    print!("{}", sluicegate::check::render(&file.display().to_string(), &report));
+    anyhow::ensure!(report.is_ok(), "{}: {} problem(s)", file.display(), report.problems.len());
+    Ok(())
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -381,19 +391,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         };
         tracing::info!("reloading ({reason})");
-        let (task_args, runtime, current) = (args.clone(), runtime.clone(), handle.current());
-        let built = tokio::task::spawn_blocking(move || {
-            let args = task_args;
-            let config = args.load_config()?;
-            if args.listen.is_none() && config.listen.is_some_and(|l| l != listen) {
-                tracing::warn!(
-                    "`listen` changed in the config file: that takes a restart; still listening on {listen}"
-                );
-            }
-            let proxy = current.successor(&config, &runtime, listen)?;
-            Ok((proxy, config))
-        })
-        .await?;
+        let built = rebuild(&args, &runtime, &handle, listen).await?;
         if let Ok((_, config)) = &built {
             shutdown = config.shutdown.clone();
             watched = FileStamps::new(args.watched_files(config));
@@ -405,6 +403,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.await??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The proxy of the configuration as it is now on disk, built beside the running one (off the I/O
+/// threads: components compile); `Err` inside is a configuration that is refused.
+async fn rebuild(
+    args: &ServeArgs,
+    runtime: &Arc<Runtime>,
+    handle: &ProxyHandle,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<anyhow::Result<(Proxy, sluicegate::config::ProxyConfig)>> {
+    let (args, runtime, current) = (args.clone(), runtime.clone(), handle.current());
+    Ok(tokio::task::spawn_blocking(move || {
+        let config = args.load_config()?;
+        if args.listen.is_none() && config.listen.is_some_and(|l| l != listen) {
+            tracing::warn!("`listen` changed in the config file: that takes a restart; still listening on {listen}");
+        }
+        let proxy = current.successor(&config, &runtime, listen)?;
+        Ok((proxy, config))
+    })
+    .await?)
 }
 
 /// Modification stamps of files, to notice changes by polling (`serve --watch`).

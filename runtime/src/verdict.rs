@@ -131,104 +131,121 @@ pub fn apply(
     if ops.is_empty() || ops == [OP_KEEP, batch_len as u32] {
         return Ok(Applied { unchanged: true, ..Applied::default() });
     }
-    let mut next = 0; // the next input event
+    let mut run = Run { input, bytes, out, next: 0, applied: Applied::default() };
     let mut at = 0; // the current op word
-    let mut ended = false;
-    let mut applied = Applied::default();
     while at < ops.len() {
-        if ended {
+        if run.applied.ended {
             return Err(VerdictError::EndNotLast { at });
         }
-        match ops[at] {
+        at = match ops[at] {
             op @ (OP_KEEP | OP_DROP) => {
                 let count = *ops.get(at + 1).ok_or(VerdictError::Truncated { at })? as usize;
-                if count > batch_len - next {
-                    return Err(VerdictError::Overrun { at, batch_len });
-                }
-                for i in next..next + count {
-                    let e = input.get(i).expect("index checked above");
-                    if op == OP_KEEP {
-                        out.push_ref(&e);
-                    } else if !e.is_comment() && (e.id().is_some() || e.retry().is_some()) {
-                        // Dropping the event keeps the client's resumption point and retry.
-                        out.push_fields(false, None, None, e.id().map(str::as_bytes), e.retry());
-                    }
-                }
-                if op == OP_DROP {
-                    applied.dropped += count as u32;
-                }
-                next += count;
-                at += 2;
+                run.keep_or_drop(op == OP_KEEP, count, at)?;
+                at + 2
             }
             op @ (OP_REPLACE | OP_INSERT) => {
                 let words = ops.get(at + 1..at + 1 + STRIDE).ok_or(VerdictError::Truncated { at })?;
-                let extra = if op == OP_REPLACE { INHERIT_BITS } else { 0 };
-                check_event(words, bytes, extra).map_err(|problem| VerdictError::InvalidEvent { at, problem })?;
-                let span = |w: usize| -> &[u8] {
-                    let start = words[w] as usize;
-                    &bytes[start..start + words[w + 1] as usize]
-                };
-                let fields = words[W_FIELDS];
-                let set = |bit: u32, w: usize| (fields & bit != 0).then(|| span(w));
-                if fields & COMMENT != 0 {
-                    if fields & INHERIT_BITS != 0 {
-                        return Err(VerdictError::ConflictingFields { at });
-                    }
-                    out.push_fields(true, None, Some(span(W_DATA)), None, None);
-                } else if op == OP_INSERT {
-                    let retry = (fields & HAS_RETRY != 0).then(|| words[W_RETRY]);
-                    out.push_fields(false, set(HAS_TYPE, W_TYPE), set(HAS_DATA, W_DATA), set(HAS_ID, W_ID), retry);
-                } else {
-                    let Some(original) = input.get(next) else {
-                        return Err(VerdictError::Overrun { at, batch_len });
-                    };
-                    let both = ((fields & INHERIT_BITS) >> 8) & fields & (HAS_TYPE | HAS_DATA | HAS_ID | HAS_RETRY);
-                    if both != 0 {
-                        return Err(VerdictError::ConflictingFields { at });
-                    }
-                    fn pick<'a>(
-                        fields: u32,
-                        own: Option<&'a [u8]>,
-                        inherit: u32,
-                        theirs: Option<&'a str>,
-                    ) -> Option<&'a [u8]> {
-                        if fields & inherit != 0 { theirs.map(str::as_bytes) } else { own }
-                    }
-                    let retry = if fields & INHERIT_RETRY != 0 {
-                        original.retry()
-                    } else {
-                        (fields & HAS_RETRY != 0).then(|| words[W_RETRY])
-                    };
-                    out.push_fields(
-                        false,
-                        pick(fields, set(HAS_TYPE, W_TYPE), INHERIT_TYPE, original.event_type()),
-                        pick(fields, set(HAS_DATA, W_DATA), INHERIT_DATA, original.data()),
-                        pick(fields, set(HAS_ID, W_ID), INHERIT_ID, original.id()),
-                        retry,
-                    );
-                }
-                if op == OP_REPLACE {
-                    next += 1;
-                    applied.replaced += 1;
-                } else {
-                    applied.inserted += 1;
-                }
-                at += 1 + STRIDE;
+                run.write(op == OP_REPLACE, words, at)?;
+                at + 1 + STRIDE
             }
             OP_END => {
-                ended = true;
-                at += 1;
+                run.applied.ended = true;
+                at + 1
             }
             op => return Err(VerdictError::UnknownOp { at, op }),
-        }
-        if out.byte_len() > max_output {
-            return Err(VerdictError::OutputTooLarge { bytes: out.byte_len(), limit: max_output });
+        };
+        if run.out.byte_len() > max_output {
+            return Err(VerdictError::OutputTooLarge { bytes: run.out.byte_len(), limit: max_output });
         }
     }
-    if next != batch_len {
-        return Err(VerdictError::CountMismatch { consumed: next, batch_len });
+    if run.next != batch_len {
+        return Err(VerdictError::CountMismatch { consumed: run.next, batch_len });
     }
-    Ok(Applied { ended, ..applied })
+    Ok(run.applied)
+}
+
+/// A replacement's field: the original's where the verdict says to inherit it, else its own.
+fn pick<'a>(fields: u32, inherit: u32, own: Option<&'a [u8]>, theirs: Option<&'a str>) -> Option<&'a [u8]> {
+    if fields & inherit != 0 { theirs.map(str::as_bytes) } else { own }
+}
+
+/// One verdict being applied: its input, its bytes, the output so far and the next input event.
+struct Run<'a> {
+    input: BatchView<'a>,
+    bytes: &'a [u8],
+    out: &'a mut Batch,
+    next: usize,
+    applied: Applied,
+}
+
+impl Run<'_> {
+    /// `keep count` or `drop count` (the op at word `at`).
+    fn keep_or_drop(&mut self, keep: bool, count: usize, at: usize) -> Result<(), VerdictError> {
+        let batch_len = self.input.len();
+        if count > batch_len - self.next {
+            return Err(VerdictError::Overrun { at, batch_len });
+        }
+        for i in self.next..self.next + count {
+            let e = self.input.get(i).expect("index checked above");
+            if keep {
+                self.out.push_ref(&e);
+            } else if !e.is_comment() && (e.id().is_some() || e.retry().is_some()) {
+                // Dropping the event keeps the client's resumption point and retry.
+                self.out.push_fields(false, None, None, e.id().map(str::as_bytes), e.retry());
+            }
+        }
+        if !keep {
+            self.applied.dropped += count as u32;
+        }
+        self.next += count;
+        Ok(())
+    }
+
+    /// `replace` (of the next input event) or `insert`, whose event is `words`.
+    fn write(&mut self, replace: bool, words: &[u32], at: usize) -> Result<(), VerdictError> {
+        let bytes = self.bytes;
+        let extra = if replace { INHERIT_BITS } else { 0 };
+        check_event(words, bytes, extra).map_err(|problem| VerdictError::InvalidEvent { at, problem })?;
+        let span = |w: usize| -> &[u8] {
+            let start = words[w] as usize;
+            &bytes[start..start + words[w + 1] as usize]
+        };
+        let fields = words[W_FIELDS];
+        let set = |bit: u32, w: usize| (fields & bit != 0).then(|| span(w));
+        let own_retry = (fields & HAS_RETRY != 0).then(|| words[W_RETRY]);
+        if fields & COMMENT != 0 {
+            if fields & INHERIT_BITS != 0 {
+                return Err(VerdictError::ConflictingFields { at });
+            }
+            self.out.push_fields(true, None, Some(span(W_DATA)), None, None);
+        } else if !replace {
+            self.out.push_fields(false, set(HAS_TYPE, W_TYPE), set(HAS_DATA, W_DATA), set(HAS_ID, W_ID), own_retry);
+        } else {
+            let batch_len = self.input.len();
+            let Some(original) = self.input.get(self.next) else {
+                return Err(VerdictError::Overrun { at, batch_len });
+            };
+            let both = ((fields & INHERIT_BITS) >> 8) & fields & (HAS_TYPE | HAS_DATA | HAS_ID | HAS_RETRY);
+            if both != 0 {
+                return Err(VerdictError::ConflictingFields { at });
+            }
+            let retry = if fields & INHERIT_RETRY != 0 { original.retry() } else { own_retry };
+            self.out.push_fields(
+                false,
+                pick(fields, INHERIT_TYPE, set(HAS_TYPE, W_TYPE), original.event_type()),
+                pick(fields, INHERIT_DATA, set(HAS_DATA, W_DATA), original.data()),
+                pick(fields, INHERIT_ID, set(HAS_ID, W_ID), original.id()),
+                retry,
+            );
+        }
+        if replace {
+            self.next += 1;
+            self.applied.replaced += 1;
+        } else {
+            self.applied.inserted += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Applies the verdict of a `finish` call: it may only insert events and end.

@@ -146,6 +146,27 @@ pub fn metrics(proxy: &Proxy) -> String {
     scrape
         .family("sluicegate_active_streams", GAUGE, "Event streams being served.")
         .sample(&[], proxy.active_streams() as u64);
+    write_interceptors(&mut scrape, proxy);
+    write_routes(&mut scrape, proxy);
+    write_store(&mut scrape, proxy);
+    write_admission(&mut scrape, proxy);
+    write_upstreams(&mut scrape, proxy);
+    scrape
+        .family("sluicegate_guest_streams", GAUGE, "Interceptor stream states alive in guests.")
+        .sample(&[], proxy.live_guest_streams() as u64);
+    let lifecycle = proxy.lifecycle();
+    scrape
+        .family("sluicegate_reloads_total", COUNTER, "Configuration reloads, by result.")
+        .sample(&[("result", "ok")], load(&lifecycle.reloads))
+        .sample(&[("result", "failed")], load(&lifecycle.failed_reloads));
+    if let Some(rss) = resident_bytes(std::process::id()) {
+        scrape.family("process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.").sample(&[], rss);
+    }
+    scrape.render()
+}
+
+/// Every interceptor's counters, traps by kind, circuit state and histograms.
+fn write_interceptors(scrape: &mut Scrape, proxy: &Proxy) {
     // Each link's labels: its interceptor's name and its index in config order.
     let indices: Vec<String> = (0..proxy.links().len()).map(|i| i.to_string()).collect();
     let links: Vec<([(&str, &str); 2], &Link)> = proxy
@@ -180,6 +201,10 @@ pub fn metrics(proxy: &Proxy) -> String {
     for (labels, link) in &links {
         scrape.histogram(labels, &link.stats().call_seconds);
     }
+}
+
+/// Every route's counters, and its bodies by direction, outcome and reason.
+fn write_routes(scrape: &mut Scrape, proxy: &Proxy) {
     for (name, kind, help, read) in ROUTE_COUNTERS {
         scrape.family(name, kind, help);
         for (prefix, stats) in proxy.routes() {
@@ -202,21 +227,6 @@ pub fn metrics(proxy: &Proxy) -> String {
             scrape.sample(&labels, n);
         }
     }
-    write_store(&mut scrape, proxy);
-    write_admission(&mut scrape, proxy);
-    write_upstreams(&mut scrape, proxy);
-    scrape
-        .family("sluicegate_guest_streams", GAUGE, "Interceptor stream states alive in guests.")
-        .sample(&[], proxy.live_guest_streams() as u64);
-    let lifecycle = proxy.lifecycle();
-    scrape
-        .family("sluicegate_reloads_total", COUNTER, "Configuration reloads, by result.")
-        .sample(&[("result", "ok")], load(&lifecycle.reloads))
-        .sample(&[("result", "failed")], load(&lifecycle.failed_reloads));
-    if let Some(rss) = resident_bytes(std::process::id()) {
-        scrape.family("process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.").sample(&[], rss);
-    }
-    scrape.render()
 }
 
 /// The interceptors' store: calls by backend, operation and result; their time; what was

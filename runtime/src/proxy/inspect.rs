@@ -236,6 +236,26 @@ pub(super) fn label_utf8(headers: &mut HeaderMap) {
     }
 }
 
+/// The body a chain judged, sent on whole: its headers set to match (its length; no validators
+/// once rewritten; UTF-8 once transcoded), its bytes holding their reservation of the buffer
+/// budget until the last of them has been written (a connection holds a body's bytes after it
+/// has taken the body's end).
+fn send_on(
+    headers: &mut HeaderMap,
+    body: Bytes,
+    rewritten: bool,
+    transcoded: bool,
+    mut reservation: BufferReservation,
+) -> AnyBody {
+    set_body_headers(headers, body.len(), rewritten);
+    if transcoded {
+        label_utf8(headers);
+    }
+    reservation.set(body.len());
+    let body = Bytes::from_owner(Held { bytes: body, _reservation: reservation });
+    Full::new(body).map_err(super::BoxError::from).boxed_unsync()
+}
+
 /// Bytes that hold their share of the buffer budget for as long as they live.
 struct Held {
     bytes: Bytes,
@@ -312,16 +332,8 @@ impl WholeBody<'_> {
             None if decoded.transcoded => Bytes::from(decoded.text.into_owned()),
             None => whole.clone(),
         };
-        set_body_headers(headers, body.len(), rewritten);
-        if decoded.transcoded {
-            label_utf8(headers);
-        }
-        reservation.set(body.len());
         let record = record(Outcome::Inspected, Reason::Body, body.len() as u64);
-        // The bytes keep their reservation until the last of them has been written: a connection
-        // holds a body's bytes after it has taken the body's end.
-        let body = Bytes::from_owner(Held { bytes: body, _reservation: reservation });
-        (Ok(Full::new(body).map_err(super::BoxError::from).boxed_unsync()), record)
+        (Ok(send_on(headers, body, rewritten, decoded.transcoded, reservation)), record)
     }
 
     /// Reads the body whole; `Err` is what happened instead: refused (over the size limit, the
