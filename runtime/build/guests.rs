@@ -80,9 +80,10 @@ fn ensure_target_installed() {
     }
 }
 
+/// The workspace's root: the nearest ancestor of the building crate that holds `guest-examples`.
 fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    manifest_dir.parent().unwrap().to_path_buf()
+    manifest_dir.ancestors().find(|dir| dir.join("guest-examples").is_dir()).expect("the workspace root").to_path_buf()
 }
 
 /// The target directory the host is being built in: the nearest ancestor of `OUT_DIR` that

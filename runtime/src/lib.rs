@@ -1,5 +1,10 @@
 //! sluicegate: stream Server-Sent Events through sandboxed WebAssembly interceptors, in batches.
 //!
+//! This crate gathers three crates, one per layer, each of which can only use the ones below it:
+//! `sluicegate-contract` (the data: events, batches, codecs, verdicts, configuration),
+//! `sluicegate-host` (interceptors: the wasmtime host, native twins, the store, chains, the engine)
+//! and `sluicegate-proxy` (the reverse proxy); and the `sluicegate` binary.
+//!
 //! The pieces, in the order an event meets them:
 //! - [`event`]: one event-stream block, owned;
 //! - [`sse`]: the spec-exact codec (an incremental parser and an encoder);
@@ -11,26 +16,13 @@
 //! - [`native`] and [`legacy`]: native interceptors, and the per-event contract with its shim;
 //! - [`verdict`]: applying an interceptor's answer, with every check of the contract;
 //! - [`engine`]: one event stream without I/O: parse, batch, chain, remember ids, encode;
-//! - [`check`]: what `sluicegate check` finds wrong with a component.
+//! - [`check`]: what `sluicegate check` finds wrong with a component;
+//! - [`proxy`]: the reverse proxy that runs all of it on the network.
 
-pub mod batch;
-pub mod bench;
-pub mod bindings;
-pub mod chain;
-pub mod check;
-pub mod config;
-pub mod engine;
-pub mod event;
-pub mod examples;
-pub mod host;
-pub mod interceptor;
-pub mod legacy;
-pub mod lines;
-pub mod native;
-pub mod proxy;
-pub mod spec;
-pub mod sse;
-pub mod store;
-pub mod verdict;
+pub use sluicegate_contract::{batch, config, event, lines, sse, verdict};
+pub use sluicegate_host::{
+    bench, bindings, chain, check, engine, examples, host, interceptor, legacy, native, spec, store,
+};
+pub use sluicegate_proxy as proxy;
 
 pub use sluicegate_guest::{Config, EndReason, StreamContext};

@@ -187,13 +187,13 @@ pub(super) mod tests {
     }
 
     /// A segment of characters that have one canonical spelling (raw), never `.` or `..`.
-    pub(in crate::proxy) fn segment() -> impl Strategy<Value = String> {
+    pub(crate) fn segment() -> impl Strategy<Value = String> {
         "[a-zA-Z0-9._~:@!$&'()*+,=-]{1,6}".prop_filter("not a dot segment", |s| s != "." && s != "..")
     }
 
     /// `segments` spelled another way: some characters percent-encoded (either hex case), `.`
     /// segments, `x/..` pairs and repeated slashes put in.
-    pub(in crate::proxy) fn respell(segments: &[String], choices: &[u8]) -> String {
+    pub(crate) fn respell(segments: &[String], choices: &[u8]) -> String {
         let mut choice = choices.iter().copied().cycle();
         let mut out = String::new();
         for segment in segments {

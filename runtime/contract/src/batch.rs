@@ -117,16 +117,6 @@ impl Batch {
         self.push_fields(false, clean(&e.event_type, b"\r\n"), clean(&e.data, b"\r"), clean(&e.id, b"\r\n\0"), retry);
     }
 
-    /// Appends an event straight from [`crate::sse::Parser`], whose output already meets the
-    /// layout's guarantees (UTF-8, no line breaks in types and ids, no NUL in ids, no CR in data,
-    /// retry clamped), so nothing is checked again.
-    pub(crate) fn push_parsed(&mut self, e: &Event) {
-        if e.comment {
-            return self.push_fields(true, None, e.data.as_deref(), None, None);
-        }
-        self.push_fields(false, e.event_type.as_deref(), e.data.as_deref(), e.id.as_deref(), e.retry);
-    }
-
     /// Appends a message event with this data, which must have no CR (the layout's rule for
     /// data); `text` being a `str` makes it UTF-8.
     pub fn push_data(&mut self, text: &str) {

@@ -5,7 +5,7 @@
 
 pub mod batch {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "batch-interceptor",
         // Batches are lowered straight from the host's buffers, without a copy into owned types.
         ownership: Borrowing { duplicate_if_necessary: true },
@@ -14,7 +14,7 @@ pub mod batch {
 
 pub mod event {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "event-interceptor",
         with: {
             "sluicegate:interceptor/host": super::batch::sluicegate::interceptor::host,

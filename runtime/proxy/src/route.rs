@@ -148,8 +148,8 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::path::normalise;
-    use crate::proxy::upstream::{UpstreamBase, UpstreamSettings};
+    use crate::path::normalise;
+    use crate::upstream::{UpstreamBase, UpstreamSettings};
     use std::time::Duration;
 
     fn route(prefix: &str, strip_prefix: bool) -> Route {
@@ -219,7 +219,7 @@ mod tests {
                     proptest::strategy::Just("api".to_string()),
                     proptest::strategy::Just("admin".to_string()),
                     proptest::strategy::Just("mcp".to_string()),
-                    crate::proxy::path::tests::segment(),
+                    crate::path::tests::segment(),
                 ],
                 0..5,
             ),
@@ -227,7 +227,7 @@ mod tests {
         ) {
             let table = table();
             let canonical = format!("/{}", segments.join("/"));
-            let spelled = crate::proxy::path::tests::respell(&segments, &choices);
+            let spelled = crate::path::tests::respell(&segments, &choices);
             match routed(&table, &spelled) {
                 Ok(route) => proptest::prop_assert_eq!(Ok(route), routed(&table, &canonical), "{}", spelled),
                 Err(refused) => proptest::prop_assert!(refused.contains("climbs out"), "{}: {}", spelled, refused),

@@ -195,7 +195,7 @@ impl StreamEngine {
         self.batch.clear();
         let drained = self.fill();
         if drained && let Some(event) = self.tail.take() {
-            self.batch.push_parsed(&event);
+            self.batch.push(&event); // checked again: one event, at the end
         }
         if self.batch.is_empty() {
             return Ok(None);

@@ -13,6 +13,10 @@
 //! - building from a config: `build`; upstreams and TLS: `upstream`, `tls`; connections:
 //!   `listener`; reload and shutdown: `lifecycle`; the admin endpoints: `admin`.
 
+// The layers below, under the names their modules always had in this code.
+use sluicegate_contract::{batch, config, sse};
+use sluicegate_host::{chain, engine, host, interceptor, spec, store};
+
 mod accounting;
 pub mod admin;
 mod admission;
@@ -156,4 +160,35 @@ fn empty_body() -> UpstreamBody {
 /// TLS if configured) until the task is dropped or the proxy starts shutting down.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> anyhow::Result<()> {
     serve_handle(listener, ProxyHandle::new(proxy)).await
+}
+
+/// Entry points for the fuzz targets in `fuzz/`, over what reads untrusted bytes before any
+/// interceptor does: not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The shape the first bytes of a body show, by name (`None`: more bytes are needed).
+    pub fn sniff(prefix: &[u8], complete: bool) -> Option<&'static str> {
+        super::content::sniff(prefix, complete, 4096, None).map(|shape| shape.name())
+    }
+
+    /// A whole body as UTF-8 text, as the chain would get it (`None`: refused).
+    pub fn decode(body: &[u8], charset: Option<&str>) -> Option<String> {
+        super::charset::decode_whole(body, charset).ok().map(|decoded| decoded.text.into_owned())
+    }
+
+    /// A stream's bytes as UTF-8, fed in `chunks`.
+    pub fn decode_stream(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut decoder = super::charset::StreamDecoder::default();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            out.extend_from_slice(&decoder.feed(bytes::Bytes::copy_from_slice(chunk), false).unwrap_or_default());
+        }
+        out.extend_from_slice(&decoder.feed(bytes::Bytes::new(), true).unwrap_or_default());
+        out
+    }
+
+    /// A request path in its canonical spelling (`None`: refused).
+    pub fn normalise(path: &str) -> Option<String> {
+        super::path::normalise(path).ok().map(|normal| normal.path)
+    }
 }

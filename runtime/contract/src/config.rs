@@ -674,7 +674,7 @@ mod tests {
     #[test]
     fn environment_variables_expand_and_a_missing_one_is_named_not_shown() {
         // Cargo sets this for every test process (no set_var: other test threads read the env).
-        assert_eq!(expand_env("Bearer ${CARGO_PKG_NAME}!").unwrap(), "Bearer sluicegate!");
+        assert_eq!(expand_env("Bearer ${CARGO_PKG_NAME}!").unwrap(), "Bearer sluicegate-contract!");
         assert_eq!(expand_env("a$$b$c").unwrap(), "a$b$c");
         let missing = format!("{:#}", expand_env("Bearer ${SLUICEGATE_TEST_NOT_SET}").unwrap_err());
         assert!(missing.contains("SLUICEGATE_TEST_NOT_SET is not set"), "{missing}");
@@ -684,7 +684,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_parses() {
-        let config = ProxyConfig::from_toml(include_str!("../../docs/sluicegate.example.toml")).unwrap();
+        let config = ProxyConfig::from_toml(include_str!("../../../docs/sluicegate.example.toml")).unwrap();
         assert_eq!(config.routes.len(), 2);
         assert_eq!(
             config.routes[1].interceptors[0].entries().unwrap(),
