@@ -1,5 +1,6 @@
 //! An owned batch in the wire layout of `wit/interceptor.wit`: the unit that moves through a
-//! chain of interceptors.
+//! chain of interceptors. Its small accessors are `#[inline]`: the engine and the host, which call
+//! them per event, are other crates.
 
 use crate::event::Event;
 use sluicegate_guest::abi::*;
@@ -22,38 +23,45 @@ impl Batch {
     }
 
     /// Empties the batch, keeping its allocations.
+    #[inline]
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.index.clear();
     }
 
     /// The number of events.
+    #[inline]
     pub fn len(&self) -> usize {
         self.index.len() / STRIDE
     }
 
     /// True if the batch holds no event.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
 
     /// Bytes of field content held.
+    #[inline]
     pub fn byte_len(&self) -> usize {
         self.bytes.len()
     }
 
     /// The field bytes of every event, back to back (the WIT `batch.bytes`).
+    #[inline]
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
     /// The index: eight words per event (the WIT `batch.index`).
+    #[inline]
     pub fn index(&self) -> &[u32] {
         &self.index
     }
 
     /// Borrowed access to the events.
     #[allow(unsafe_code)] // see the SAFETY comment
+    #[inline]
     pub fn view(&self) -> BatchView<'_> {
         // SAFETY: every method that fills a batch maintains the layout.
         unsafe { BatchView::new_unchecked(&self.bytes, &self.index) }
@@ -71,11 +79,13 @@ impl Batch {
     }
 
     /// Where the batch ends now, to [`Batch::rewind`] to.
+    #[inline]
     pub fn mark(&self) -> Mark {
         Mark { bytes: self.bytes.len(), index: self.index.len() }
     }
 
     /// Removes every event appended since `mark` was taken.
+    #[inline]
     pub fn rewind(&mut self, mark: Mark) {
         self.bytes.truncate(mark.bytes);
         self.index.truncate(mark.index);
@@ -125,6 +135,7 @@ impl Batch {
     }
 
     /// Appends a copy of another batch's event.
+    #[inline]
     pub fn push_ref(&mut self, e: &EventRef<'_>) {
         match e.comment() {
             Some(text) => self.push_fields(true, None, Some(text.as_bytes()), None, None),

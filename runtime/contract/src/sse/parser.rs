@@ -210,6 +210,7 @@ impl Parser {
     }
 
     /// Bytes fed but not yet consumed as lines.
+    #[inline]
     pub fn buffered(&self) -> usize {
         self.shared.as_deref().unwrap_or(&self.owned).len() - self.pos
     }
@@ -221,6 +222,7 @@ impl Parser {
 
     /// Appends the next complete event or comment to `batch`; false (and nothing appended) until
     /// more input arrives. This is the proxy's path: the fields go straight into the batch.
+    #[inline]
     pub fn next_into(&mut self, batch: &mut Batch) -> bool {
         if self.parse_into(batch) {
             return true;
