@@ -213,6 +213,11 @@ impl Run<'_> {
         let fields = words[W_FIELDS];
         let set = |bit: u32, w: usize| (fields & bit != 0).then(|| span(w));
         let own_retry = (fields & HAS_RETRY != 0).then(|| words[W_RETRY]);
+        // A replacement needs an event to replace, whatever it becomes (a comment too).
+        let batch_len = self.input.len();
+        if replace && self.next >= batch_len {
+            return Err(VerdictError::Overrun { at, batch_len });
+        }
         if fields & COMMENT != 0 {
             if fields & INHERIT_BITS != 0 {
                 return Err(VerdictError::ConflictingFields { at });
@@ -221,7 +226,6 @@ impl Run<'_> {
         } else if !replace {
             self.out.push_fields(false, set(HAS_TYPE, W_TYPE), set(HAS_DATA, W_DATA), set(HAS_ID, W_ID), own_retry);
         } else {
-            let batch_len = self.input.len();
             let Some(original) = self.input.get(self.next) else {
                 return Err(VerdictError::Overrun { at, batch_len });
             };

@@ -156,6 +156,11 @@ fn invalid_verdicts_are_rejected_precisely() {
     assert_eq!(raw(&[OP_KEEP, 4, 7], &[]), Err(VerdictError::UnknownOp { at: 2, op: 7 }));
     assert_eq!(raw(&[OP_END, OP_KEEP, 4], &[]), Err(VerdictError::EndNotLast { at: 1 }));
     assert_eq!(raw(&[OP_INSERT, HAS_DATA, 0, 0], &[]), Err(VerdictError::Truncated { at: 0 }));
+    // A replacement past the last event, even by a comment, then a keep: refused, not a panic
+    // (the fuzzer found this one).
+    let comment_past_the_end =
+        [vec![OP_KEEP, 4], event_words(OP_REPLACE, COMMENT, [0, 0, 0, 1, 0, 0], 0), vec![OP_KEEP, 1]];
+    assert_eq!(raw(&comment_past_the_end.concat(), b"x"), Err(VerdictError::Overrun { at: 2, batch_len: 4 }));
     let bad = |fields, spans, bytes: &[u8]| {
         raw(&[event_words(OP_INSERT, fields, spans, 0), vec![OP_KEEP, 4]].concat(), bytes)
     };
