@@ -55,6 +55,10 @@ impl TextTransform for RedactText {
         memchr::memchr(b'@', text.as_bytes()).is_none()
     }
 
+    fn prefilter(&self) -> &[u8] {
+        b"@"
+    }
+
     fn step(&self, _: &mut (), pending: &str, last: bool, out: &mut String) -> Flow {
         let cut = if last { pending.len() } else { hold_point(pending) };
         redact_append(&pending[..cut], &self.replacement, out);

@@ -106,6 +106,28 @@ impl Doc {
         })
     }
 
+    /// The members of object `at` (nothing if it is not an object): each key's raw text (escapes
+    /// not decoded) and its value's node, in text order.
+    pub fn members<'d, 't: 'd>(&'d self, text: &'t str, at: usize) -> impl Iterator<Item = (&'t str, usize)> + 'd {
+        let end = if self.nodes[at].kind == Kind::Object { self.nodes[at].next } else { at + 1 };
+        let mut child = at + 1;
+        core::iter::from_fn(move || {
+            if child >= end {
+                return None;
+            }
+            let (key, value) = (self.nodes[child], child + 1);
+            child = self.nodes[value].next;
+            Some((&text[key.start..key.end], value))
+        })
+    }
+
+    /// True if node `at` is the literal `true`.
+    pub fn is_true(&self, text: &str, at: Option<usize>) -> bool {
+        at.is_some_and(|a| {
+            self.nodes[a].kind == Kind::Literal && &text[self.nodes[a].start..self.nodes[a].end] == "true"
+        })
+    }
+
     /// The raw text of string node `at` (escapes not decoded), if it is a string.
     pub fn raw_str<'t>(&self, text: &'t str, at: Option<usize>) -> Option<&'t str> {
         let node = self.nodes[at?];

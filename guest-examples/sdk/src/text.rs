@@ -85,6 +85,13 @@ pub trait TextTransform {
         false
     }
 
+    /// Bytes without which a whole text certainly goes through unchanged (for `redact`: `@`):
+    /// the host's streaming-text engine hands over no whole text without one of them. Empty (the
+    /// default): every whole text is handed over.
+    fn prefilter(&self) -> &[u8] {
+        &[]
+    }
+
     /// Looks at `pending` (the text held so far followed by the new text), writes the
     /// transformed text of what it releases to `out` and says how much that is. With `last`
     /// the channel closes: everything must be released.

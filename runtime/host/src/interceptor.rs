@@ -39,6 +39,9 @@ pub enum World {
     Batch,
     /// `sluicegate:interceptor/event-interceptor`: one call per event, run through the shim.
     Event,
+    /// `sluicegate:interceptor/text-interceptor`: decoded text from the host's streaming-text
+    /// engine, one call per batch.
+    Text,
 }
 
 impl fmt::Display for World {
@@ -46,6 +49,7 @@ impl fmt::Display for World {
         f.write_str(match self {
             World::Batch => "sluicegate:interceptor/batch-interceptor",
             World::Event => "sluicegate:interceptor/event-interceptor",
+            World::Text => "sluicegate:interceptor/text-interceptor",
         })
     }
 }

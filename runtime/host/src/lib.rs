@@ -9,6 +9,8 @@
 //! - [`spec`] and [`examples`]: `example:NAME`, `native:NAME` or a component file, loaded;
 //! - [`chain`]: an ordered list of interceptors that a stream passes through;
 //! - [`engine`]: one event stream without I/O: parse, batch, chain, remember ids, encode;
+//! - [`text`]: the streaming-text engine: every text a model streams, in every format, decoded,
+//!   for guards (native, or guests of the text world);
 //! - [`check`] and [`bench`](mod@bench): `sluicegate check` and `sluicegate bench` as a library.
 
 // The layer below, under the names its modules always had here.
@@ -26,3 +28,4 @@ pub mod legacy;
 pub mod native;
 pub mod spec;
 pub mod store;
+pub mod text;

@@ -1,0 +1,420 @@
+//! Where the text is in each streaming format, and what closes it: the format knowledge of the
+//! whole project, in one place.
+//!
+//! | format | channels (kind) | closes |
+//! |---|---|---|
+//! | OpenAI Chat | `choices[i].delta.content` (content), `.refusal` (refusal), `.reasoning_content` / `.reasoning` (reasoning), `.tool_calls[j].function.arguments` (tool arguments); `logprobs.content[].token` and `top_logprobs[].token` follow the content | the choice's `finish_reason`; `[DONE]` closes all |
+//! | OpenAI Responses | `response.output_text.delta`, `.refusal.delta`, `.function_call_arguments.delta`, `.reasoning_summary_text.delta`, `.reasoning_text.delta` | their `.done`, `content_part.done`, `output_item.done` (the item), `response.completed` / `.incomplete` / `.failed` (all) |
+//! | Anthropic Messages | `content_block_delta` with `text_delta` (content), `input_json_delta` (tool arguments), `thinking_delta` (reasoning) | `content_block_stop`; `message_delta`, `message_stop` close all |
+//! | Gemini (`alt=sse`) | `candidates[i].content.parts[].text` (content; reasoning when `thought`) | the candidate's `finishReason` |
+//! | Ollama (JSON lines) | `message.content` or `response` (content), `message.thinking` or `thinking` (reasoning) | `"done": true` |
+//!
+//! Everything else of an event that is a string value (not a key, not a number, not one of the
+//! structural keys below) is a whole text; an event whose data is not JSON is one raw whole text.
+//! Keys and values are compared decoded, so `"t\u0065xt_delta"` is `text_delta`.
+
+use super::ChannelKind;
+use sluicegate_guest::json::{self, Doc, Kind};
+
+/// Keys whose values are structure, not text a model wrote: never handed to a guard.
+const STRUCTURAL: &[&str] = &[
+    "type",
+    "object",
+    "id",
+    "item_id",
+    "model",
+    "role",
+    "finish_reason",
+    "stop_reason",
+    "finishReason",
+    "done_reason",
+    "status",
+    "system_fingerprint",
+    "jsonrpc",
+    "signature",
+    "created_at",
+    "modelVersion",
+    "responseId",
+    "call_id",
+    "service_tier",
+];
+
+/// The formats recognised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Format {
+    /// No text-bearing event seen yet.
+    #[default]
+    Unknown,
+    Chat,
+    Responses,
+    Anthropic,
+    Gemini,
+    Ollama,
+}
+
+/// What a part of an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Streamed text of the channel `key`.
+    Delta(ChannelKind),
+    /// A text seen whole (a JSON string value), of this kind.
+    Whole(ChannelKind),
+    /// A whole event that is not JSON: its data, raw.
+    Raw,
+    /// A repeat of the content channel `key`'s tokens (logprobs): it follows that text's fate.
+    Echo,
+}
+
+/// A text-bearing part of an event: the contents of a JSON string (or, for `Raw`, all the data).
+#[derive(Debug, Clone)]
+pub(super) struct Part {
+    pub start: usize,
+    pub end: usize,
+    pub role: Role,
+    /// The channel it belongs to or repeats (empty for other whole texts).
+    pub key: String,
+}
+
+/// What closes channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Close {
+    All,
+    /// Every channel whose key starts with this (keys end in `/` where they are prefixes).
+    Prefix(String),
+    /// The channel with this key.
+    Key(String),
+}
+
+impl Close {
+    pub(super) fn covers(&self, key: &str) -> bool {
+        match self {
+            Close::All => true,
+            Close::Prefix(prefix) => key.starts_with(prefix.as_str()),
+            Close::Key(exact) => key == exact,
+        }
+    }
+}
+
+/// What one event holds: its parts in order, and the channels it closes (those that have a
+/// delta in the same event close after it).
+#[derive(Debug, Default)]
+pub(super) struct Found {
+    pub parts: Vec<Part>,
+    pub closes: Vec<Close>,
+}
+
+/// Recognises formats event by event and keeps what their endings need.
+#[derive(Debug, Default)]
+pub(super) struct Classifier {
+    pub format: Format,
+    /// Chat: `"id":…,"object":…,"created":…,"model":…,` of the first chunk.
+    pub chat_meta: Option<String>,
+    /// Responses: the `response` object of `response.created`.
+    pub response: Option<String>,
+    pub sequence: u64,
+    /// Anthropic: blocks started and not stopped; deltas seen.
+    pub open_blocks: Vec<u64>,
+    pub deltas: u64,
+    /// Ollama: `"model":…,` of the first line.
+    pub ollama_meta: Option<String>,
+    doc: Doc,
+    scratch: String,
+}
+
+impl Classifier {
+    /// The parts and closes of one event's data.
+    pub(super) fn classify(&mut self, data: &str) -> Found {
+        let mut found = Found::default();
+        if data == "[DONE]" {
+            self.format = Format::Chat;
+            found.closes.push(Close::All);
+            return found;
+        }
+        let mut doc = std::mem::take(&mut self.doc);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        if doc.parse(data) {
+            let mut event = Event { data, doc: &doc, found: &mut found, claimed: Vec::new(), scratch: &mut scratch };
+            if doc.node(0).kind == Kind::Object {
+                let format = self.recognise(&mut event);
+                if format != Format::Unknown {
+                    self.format = format;
+                }
+            }
+            event.rest_as_wholes(0, None);
+        } else if !data.is_empty() {
+            found.parts.push(Part { start: 0, end: data.len(), role: Role::Raw, key: String::new() });
+        }
+        self.doc = doc;
+        self.scratch = scratch;
+        found.parts.sort_by_key(|p| p.start);
+        found
+    }
+
+    /// The format of a JSON object event, its channels marked in `event`.
+    fn recognise(&mut self, event: &mut Event<'_, '_>) -> Format {
+        let (doc, data) = (event.doc, event.data);
+        if let Some(choices) = doc.get(data, 0, "choices").filter(|&c| doc.node(c).kind == Kind::Array) {
+            self.chat(event, choices);
+            return Format::Chat;
+        }
+        if let Some(candidates) = doc.get(data, 0, "candidates").filter(|&c| doc.node(c).kind == Kind::Array) {
+            gemini(event, candidates);
+            return Format::Gemini;
+        }
+        if doc.is(doc.get(data, 0, "done"), Kind::Literal) {
+            self.ollama(event);
+            return Format::Ollama;
+        }
+        let Some(kind) = event.value(doc.get(data, 0, "type")) else { return Format::Unknown };
+        if kind.starts_with("response.") {
+            self.responses(event, &kind);
+            Format::Responses
+        } else if kind.starts_with("message_") || kind.starts_with("content_block_") || kind == "ping" {
+            self.anthropic(event, &kind);
+            Format::Anthropic
+        } else {
+            Format::Unknown
+        }
+    }
+
+    fn chat(&mut self, event: &mut Event<'_, '_>, choices: usize) {
+        let (doc, data) = (event.doc, event.data);
+        if self.chat_meta.is_none() {
+            self.chat_meta = Some(raw_members(doc, data, 0, &["id", "object", "created", "model"]));
+        }
+        for (position, choice) in doc.items(choices).enumerate() {
+            if doc.node(choice).kind != Kind::Object {
+                continue;
+            }
+            let index = doc.index(data, doc.get(data, choice, "index")).unwrap_or(position as u64);
+            let key = format!("chat/{index}/");
+            if let Some(delta) = doc.get(data, choice, "delta") {
+                event.delta(doc.get(data, delta, "content"), format!("{key}content"), ChannelKind::Content);
+                event.delta(doc.get(data, delta, "refusal"), format!("{key}refusal"), ChannelKind::Refusal);
+                for field in ["reasoning_content", "reasoning"] {
+                    event.delta(doc.get(data, delta, field), format!("{key}reasoning"), ChannelKind::Reasoning);
+                }
+                for (position, call) in
+                    doc.get(data, delta, "tool_calls").into_iter().flat_map(|t| doc.items(t)).enumerate()
+                {
+                    let tool = doc.index(data, doc.get(data, call, "index")).unwrap_or(position as u64);
+                    let arguments = doc.get(data, call, "function").and_then(|f| doc.get(data, f, "arguments"));
+                    event.delta(arguments, format!("{key}tool/{tool}"), ChannelKind::ToolArguments);
+                }
+            }
+            let logprobs = doc.get(data, choice, "logprobs").and_then(|l| doc.get(data, l, "content"));
+            for token in logprobs.into_iter().flat_map(|c| doc.items(c)) {
+                event.echo(doc.get(data, token, "token"), format!("{key}content"));
+                for top in doc.get(data, token, "top_logprobs").into_iter().flat_map(|t| doc.items(t)) {
+                    event.echo(doc.get(data, top, "token"), format!("{key}content"));
+                }
+            }
+            if doc.is(doc.get(data, choice, "finish_reason"), Kind::String) {
+                event.found.closes.push(Close::Prefix(key));
+            }
+        }
+    }
+
+    fn responses(&mut self, event: &mut Event<'_, '_>, kind: &str) {
+        let (doc, data) = (event.doc, event.data);
+        if let Some(n) = doc.index(data, doc.get(data, 0, "sequence_number")) {
+            self.sequence = n;
+        }
+        let item = event.value(doc.get(data, 0, "item_id")).unwrap_or_default();
+        let content = doc.index(data, doc.get(data, 0, "content_index")).unwrap_or(0);
+        let summary = doc.index(data, doc.get(data, 0, "summary_index")).unwrap_or(0);
+        let delta = doc.get(data, 0, "delta");
+        let channel = match kind {
+            "response.output_text.delta" => Some((format!("resp/{item}/text/{content}"), ChannelKind::Content)),
+            "response.refusal.delta" => Some((format!("resp/{item}/refusal/{content}"), ChannelKind::Refusal)),
+            "response.function_call_arguments.delta" => {
+                Some((format!("resp/{item}/arguments"), ChannelKind::ToolArguments))
+            }
+            "response.reasoning_summary_text.delta" => {
+                Some((format!("resp/{item}/summary/{summary}"), ChannelKind::Reasoning))
+            }
+            "response.reasoning_text.delta" => {
+                Some((format!("resp/{item}/reasoning/{content}"), ChannelKind::Reasoning))
+            }
+            _ => None,
+        };
+        if let Some((key, kind)) = channel {
+            event.delta(delta, key, kind);
+            return;
+        }
+        let close = |key: String| vec![Close::Key(key)];
+        let closes = match kind {
+            "response.created" => {
+                if let Some(response) = doc.get(data, 0, "response").filter(|&r| doc.node(r).kind == Kind::Object) {
+                    let node = doc.node(response);
+                    self.response = Some(data[node.start..node.end].to_string());
+                }
+                vec![]
+            }
+            "response.output_text.done" => close(format!("resp/{item}/text/{content}")),
+            "response.refusal.done" => close(format!("resp/{item}/refusal/{content}")),
+            "response.content_part.done" => {
+                [close(format!("resp/{item}/text/{content}")), close(format!("resp/{item}/refusal/{content}"))].concat()
+            }
+            "response.function_call_arguments.done" => close(format!("resp/{item}/arguments")),
+            "response.reasoning_summary_text.done" => close(format!("resp/{item}/summary/{summary}")),
+            "response.reasoning_text.done" => close(format!("resp/{item}/reasoning/{content}")),
+            "response.output_item.done" => {
+                let id = doc.get(data, 0, "item").and_then(|i| event.value(doc.get(data, i, "id")));
+                id.map(|id| vec![Close::Prefix(format!("resp/{id}/"))]).unwrap_or_default()
+            }
+            "response.completed" | "response.incomplete" | "response.failed" => vec![Close::All],
+            _ => vec![],
+        };
+        event.found.closes.extend(closes);
+    }
+
+    fn anthropic(&mut self, event: &mut Event<'_, '_>, kind: &str) {
+        let (doc, data) = (event.doc, event.data);
+        let index = doc.index(data, doc.get(data, 0, "index")).unwrap_or(0);
+        let key = format!("anthropic/{index}");
+        match kind {
+            "content_block_delta" => {
+                let Some(delta) = doc.get(data, 0, "delta") else { return };
+                let (field, kind) = match event.value(doc.get(data, delta, "type")).as_deref() {
+                    Some("text_delta") => ("text", ChannelKind::Content),
+                    Some("input_json_delta") => ("partial_json", ChannelKind::ToolArguments),
+                    Some("thinking_delta") => ("thinking", ChannelKind::Reasoning),
+                    _ => return,
+                };
+                self.deltas += 1;
+                event.delta(doc.get(data, delta, field), key, kind);
+            }
+            "content_block_start" if !self.open_blocks.contains(&index) => self.open_blocks.push(index),
+            "content_block_stop" => {
+                self.open_blocks.retain(|&b| b != index);
+                event.found.closes.push(Close::Prefix(key));
+            }
+            "message_delta" | "message_stop" => event.found.closes.push(Close::All),
+            _ => {}
+        }
+    }
+
+    fn ollama(&mut self, event: &mut Event<'_, '_>) {
+        let (doc, data) = (event.doc, event.data);
+        if self.ollama_meta.is_none() {
+            self.ollama_meta = Some(raw_members(doc, data, 0, &["model", "created_at"]));
+        }
+        let message = doc.get(data, 0, "message");
+        event.delta(message.and_then(|m| doc.get(data, m, "content")), "ollama/content".into(), ChannelKind::Content);
+        event.delta(doc.get(data, 0, "response"), "ollama/content".into(), ChannelKind::Content);
+        event.delta(
+            message.and_then(|m| doc.get(data, m, "thinking")),
+            "ollama/thinking".into(),
+            ChannelKind::Reasoning,
+        );
+        event.delta(doc.get(data, 0, "thinking"), "ollama/thinking".into(), ChannelKind::Reasoning);
+        if doc.is_true(data, doc.get(data, 0, "done")) {
+            event.found.closes.push(Close::All);
+        }
+    }
+}
+
+fn gemini(event: &mut Event<'_, '_>, candidates: usize) {
+    let (doc, data) = (event.doc, event.data);
+    for (position, candidate) in doc.items(candidates).enumerate() {
+        if doc.node(candidate).kind != Kind::Object {
+            continue;
+        }
+        let index = doc.index(data, doc.get(data, candidate, "index")).unwrap_or(position as u64);
+        let parts = doc.get(data, candidate, "content").and_then(|c| doc.get(data, c, "parts"));
+        for part in parts.into_iter().flat_map(|p| doc.items(p)) {
+            let thought = doc.is_true(data, doc.get(data, part, "thought"));
+            let (key, kind) = match thought {
+                true => (format!("gemini/{index}/thought"), ChannelKind::Reasoning),
+                false => (format!("gemini/{index}/text"), ChannelKind::Content),
+            };
+            event.delta(doc.get(data, part, "text"), key, kind);
+        }
+        if doc.is(doc.get(data, candidate, "finishReason"), Kind::String) {
+            event.found.closes.push(Close::Prefix(format!("gemini/{index}/")));
+        }
+    }
+}
+
+/// `"key":value,` for each of `keys` present in object `at`, values as written.
+fn raw_members(doc: &Doc, data: &str, at: usize, keys: &[&str]) -> String {
+    let mut members = String::new();
+    for key in keys {
+        if let Some(value) = doc.get(data, at, key) {
+            let node = doc.node(value);
+            let quoted = usize::from(node.kind == Kind::String);
+            members.push_str(&format!("\"{key}\":{},", &data[node.start - quoted..node.end + quoted]));
+        }
+    }
+    members
+}
+
+/// One event being classified.
+struct Event<'a, 'f> {
+    data: &'a str,
+    doc: &'a Doc,
+    found: &'f mut Found,
+    /// String nodes already given a role.
+    claimed: Vec<usize>,
+    scratch: &'f mut String,
+}
+
+impl Event<'_, '_> {
+    /// The decoded value of string node `at`, if it is one.
+    fn value(&mut self, at: Option<usize>) -> Option<String> {
+        let raw = self.doc.raw_str(self.data, at)?;
+        self.scratch.clear();
+        json::decode(raw, self.scratch);
+        Some(self.scratch.clone())
+    }
+
+    /// String node `at` (if it is one) is streamed text of channel `key`.
+    fn delta(&mut self, at: Option<usize>, key: String, kind: ChannelKind) {
+        self.part(at, key, Role::Delta(kind));
+    }
+
+    /// String node `at` (if it is one) repeats the tokens of channel `key`.
+    fn echo(&mut self, at: Option<usize>, key: String) {
+        self.part(at, key, Role::Echo);
+    }
+
+    fn part(&mut self, at: Option<usize>, key: String, role: Role) {
+        let Some(at) = at.filter(|&a| self.doc.node(a).kind == Kind::String) else { return };
+        let node = self.doc.node(at);
+        self.claimed.push(at);
+        self.found.parts.push(Part { start: node.start, end: node.end, role, key });
+    }
+
+    /// Every string value under node `at` not claimed and not under a structural key, as a
+    /// whole text (`key`: the key it is the value of).
+    fn rest_as_wholes(&mut self, at: usize, key: Option<&str>) {
+        let (doc, data) = (self.doc, self.data);
+        let node = doc.node(at);
+        match node.kind {
+            Kind::String if !self.claimed.contains(&at) && key.is_none_or(|k| !STRUCTURAL.contains(&k)) => {
+                let part = Part {
+                    start: node.start,
+                    end: node.end,
+                    role: Role::Whole(ChannelKind::Other),
+                    key: String::new(),
+                };
+                self.found.parts.push(part);
+            }
+            Kind::Array => {
+                for item in doc.items(at).collect::<Vec<_>>() {
+                    self.rest_as_wholes(item, key);
+                }
+            }
+            Kind::Object => {
+                for (name, value) in doc.members(data, at) {
+                    self.scratch.clear();
+                    json::decode(name, self.scratch);
+                    let name = self.scratch.clone();
+                    self.rest_as_wholes(value, Some(&name));
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! The streaming-text engine: every text a model streams, recognised once, here, in the host,
+//! and handed to a guard as decoded text.
+//!
+//! A model's answer reaches the proxy a token (1-4 characters) per event, in one of several
+//! formats, and a value to hide (an address, a phrase, a key) spans several events. The engine
+//! finds the text-bearing parts of each event by its content ([`formats`]), one *channel* per
+//! streamed text (each choice's content, each tool call's arguments, reasoning, refusals, in
+//! OpenAI Chat, OpenAI Responses, Anthropic Messages, Gemini and Ollama), and, **once per batch**,
+//! hands a [`Judge`] the pending text of every channel that changed (what it held plus what
+//! arrived, JSON escapes decoded) and every *whole* text (an event that repeats a channel's whole
+//! text, or a string value outside the channels). The judge answers each item with how many bytes
+//! it releases and the text to release in their place, or a stop; the engine writes the answers
+//! back into the events, re-encoding only the JSON strings it changed: every other byte, event
+//! name, id and the order are kept.
+//!
+//! Where a batch carries several deltas of one channel, what the judge releases goes out in the
+//! channel's last delta of the batch and the earlier ones go out empty: the batch is one write, so
+//! no text comes later for it. Text held when a channel closes is released in an event inserted
+//! before its closing event, shaped like the channel's last delta (or in the closing event itself
+//! when that is its last delta), and at the end of the stream; never after. Tokens that repeat a
+//! channel's text (`logprobs`) go out only while the channel's text goes out unchanged. A stop ends
+//! the stream the way its format ends an answer cut short ([`endings`]), so the providers' SDKs
+//! finish cleanly and say why.
+//!
+//! The guard never sees keys, numbers or structure: only string values, decoded; the values of
+//! keys that are structure (`type`, `id`, `model`, `role`, `finish_reason`, ...) are left out.
+
+mod endings;
+mod formats;
+mod transform;
+
+pub use transform::{Flow, TextInterceptor, TextTransform, TransformJudge};
+
+use crate::interceptor::{Fault, TrapKind};
+use formats::{Classifier, Role};
+use sluicegate_guest::json;
+use sluicegate_guest::{BatchView, NewEvent, Replacement, VerdictBuilder};
+use std::ops::Range;
+
+/// What kind of text a channel carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChannelKind {
+    /// The answer's text.
+    Content,
+    /// The arguments of a tool call: a JSON text streamed in pieces.
+    ToolArguments,
+    /// Reasoning (thinking, a reasoning summary).
+    Reasoning,
+    /// A refusal's text.
+    Refusal,
+    /// Any other text: a string value outside the channels, an event that is not JSON.
+    Other,
+}
+
+/// Why a guard ended a stream, which picks how each format says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A filter refused the rest (Chat `content_filter`, Anthropic `refusal`, Responses
+    /// `content_filter`, Gemini `SAFETY`).
+    ContentFilter,
+    /// A budget ran out (Chat `length`, Anthropic `max_tokens`, Responses `max_output_tokens`,
+    /// Gemini `MAX_TOKENS`).
+    Length,
+}
+
+/// One text for the judge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The channel: the same number later in the same stream is the same channel. Whole texts
+    /// carry `u32::MAX`.
+    pub channel: u32,
+    /// What the text is.
+    pub kind: ChannelKind,
+    /// For a channel, what it held followed by what arrived; for a whole text, all of it.
+    pub text: String,
+    /// The channel closes with this item: all of it must be released.
+    pub last: bool,
+    /// A text seen whole, not streamed: all of it must be released.
+    pub whole: bool,
+}
+
+/// The judge's answer to one item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The first `count` bytes of the item's text go out as `text`; the rest is held.
+    Release {
+        /// Bytes of the item's text released: a character boundary; all of it when the item is
+        /// `last` or `whole`.
+        count: usize,
+        /// What goes out in their place.
+        text: String,
+    },
+    /// `text` goes out, then the stream ends.
+    Stop {
+        /// What goes out before the end.
+        text: String,
+        /// Why it ends.
+        reason: StopReason,
+    },
+}
+
+/// What judges a stream's texts: a native transform, or a guest of the text world.
+pub trait Judge: Send {
+    /// Answers `items`, one answer each, in order, into `answers` (empty when called).
+    fn judge(&mut self, items: &[Item], answers: &mut Vec<Answer>) -> Result<(), Fault>;
+
+    /// The most bytes a channel may hold after an answer.
+    fn max_held(&self) -> usize;
+
+    /// Bytes without which a whole text passes unchanged (for an address filter, `@`): a whole
+    /// text with none of them is not handed over. Empty: every whole text is.
+    fn prefilter(&self) -> &[u8] {
+        &[]
+    }
+}
+
+/// A streamed text of a stream.
+#[derive(Debug)]
+struct Channel {
+    key: String,
+    kind: ChannelKind,
+    /// Its number for the judge.
+    id: u32,
+    pending: String,
+    /// Where held text is released when the channel closes: its last delta event as written.
+    template: Option<Template>,
+    /// Closed (its pending text is being released): a delta with its key starts a new channel.
+    closed: bool,
+    /// This batch: its last delta span, the event that closes it, its item, what was released.
+    last_span: Option<usize>,
+    closing_at: Option<usize>,
+    item: Option<usize>,
+    released: String,
+    /// This batch's text went out as it came: nothing held before or after, nothing changed.
+    untouched: bool,
+}
+
+/// A release event: the event type, and the data around the channel's text.
+#[derive(Debug, Clone)]
+struct Template {
+    event_type: Option<String>,
+    before: String,
+    after: String,
+}
+
+/// A text-bearing part of an event of the batch.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    event: usize,
+    /// Where the JSON string's contents (or, for a raw event, all its data) lie in the data.
+    start: usize,
+    end: usize,
+    role: Role,
+    /// A delta's or an echo's channel; a whole text's item.
+    owner: usize,
+}
+
+/// Counters a test or benchmark can read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextStats {
+    /// Batches after which some channel held text.
+    pub held_batches: u64,
+    /// The most text one channel held at once, in bytes.
+    pub max_held_bytes: usize,
+    /// Events inserted to release held text before a channel closed.
+    pub release_events: u64,
+}
+
+/// One stream's streaming-text state.
+#[derive(Default)]
+pub struct TextEngine {
+    classifier: Classifier,
+    channels: Vec<Channel>,
+    next_id: u32,
+    spans: Vec<Span>,
+    items: Vec<Item>,
+    answers: Vec<Answer>,
+    stopped: bool,
+    stats: TextStats,
+}
+
+/// An answer that breaks the contract: the judge's fault.
+fn broken(why: String) -> Fault {
+    Fault::Trap { kind: TrapKind::Other, message: format!("a text answer breaks the contract: {why}") }
+}
+
+impl TextEngine {
+    /// A stream whose formats are recognised as they come.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// True once a judge stopped the stream.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// What the engine has seen and done so far.
+    pub fn stats(&self) -> TextStats {
+        self.stats
+    }
+
+    /// The text all channels hold now, in bytes.
+    pub fn held_bytes(&self) -> usize {
+        self.channels.iter().map(|c| c.pending.len()).sum()
+    }
+
+    /// Runs `batch` through `judge` (one call for all its texts); the verdict goes to `out`.
+    pub fn process(
+        &mut self,
+        judge: &mut dyn Judge,
+        batch: BatchView<'_>,
+        out: &mut VerdictBuilder,
+    ) -> Result<(), Fault> {
+        if self.stopped {
+            out.drop_n(batch.len());
+            return Ok(());
+        }
+        self.start_batch();
+        for (at, event) in batch.iter().enumerate() {
+            if let Some(data) = event.data() {
+                self.read_event(at, data, judge.prefilter());
+            }
+        }
+        self.collect_channel_items();
+        let stop = self.call(judge)?;
+        self.write(batch, stop, out);
+        Ok(())
+    }
+
+    /// The stream ends: what the channels still hold is released, in inserted events.
+    pub fn finish(&mut self, judge: &mut dyn Judge, out: &mut VerdictBuilder) -> Result<(), Fault> {
+        if self.stopped {
+            return Ok(());
+        }
+        self.start_batch();
+        for channel in &mut self.channels {
+            channel.closing_at = (!channel.pending.is_empty()).then_some(0);
+            channel.closed = true;
+        }
+        self.collect_channel_items();
+        let stop = self.call(judge)?;
+        for at in 0..self.channels.len() {
+            if self.channels[at].closing_at.is_some() {
+                self.release_event(at, out);
+            }
+        }
+        if let Some((_, reason)) = stop {
+            self.write_ending(reason, out);
+        }
+        Ok(())
+    }
+
+    fn start_batch(&mut self) {
+        self.spans.clear();
+        self.items.clear();
+        self.channels.retain(|c| !c.closed);
+        for channel in &mut self.channels {
+            (channel.last_span, channel.closing_at, channel.item) = (None, None, None);
+            channel.released.clear();
+            channel.untouched = channel.pending.is_empty();
+        }
+    }
+
+    /// Finds the texts of one event: deltas join their channel's pending text, whole texts
+    /// become items of their own.
+    fn read_event(&mut self, at: usize, data: &str, prefilter: &[u8]) {
+        let found = self.classifier.classify(data);
+        for part in found.parts {
+            let raw = &data[part.start..part.end];
+            let owner = match part.role {
+                Role::Delta(kind) => {
+                    let channel = self.channel(&part.key, kind);
+                    decode_into(raw, false, &mut self.channels[channel].pending);
+                    self.channels[channel].last_span = Some(self.spans.len());
+                    channel
+                }
+                Role::Echo => match self.channels.iter().position(|c| c.key == part.key && !c.closed) {
+                    Some(channel) => channel,
+                    None => continue,
+                },
+                Role::Whole(kind) => {
+                    let Some(item) = self.whole_item(raw, false, kind, prefilter) else { continue };
+                    item
+                }
+                Role::Raw => {
+                    let Some(item) = self.whole_item(raw, true, ChannelKind::Other, prefilter) else { continue };
+                    item
+                }
+            };
+            self.spans.push(Span { event: at, start: part.start, end: part.end, role: part.role, owner });
+        }
+        for close in &found.closes {
+            for channel in self.channels.iter_mut().filter(|c| !c.closed && close.covers(&c.key)) {
+                channel.closing_at = Some(at);
+                channel.closed = true;
+            }
+        }
+    }
+
+    /// A whole text as an item, unless the prefilter shows it passes unchanged.
+    fn whole_item(&mut self, raw: &str, is_raw: bool, kind: ChannelKind, prefilter: &[u8]) -> Option<usize> {
+        if !prefilter.is_empty() && !raw.bytes().any(|b| prefilter.contains(&b) || b == b'\\') {
+            return None;
+        }
+        let mut text = String::with_capacity(raw.len());
+        decode_into(raw, is_raw, &mut text);
+        if !prefilter.is_empty() && !text.bytes().any(|b| prefilter.contains(&b)) {
+            return None;
+        }
+        self.items.push(Item { channel: u32::MAX, kind, text, last: true, whole: true });
+        Some(self.items.len() - 1)
+    }
+
+    /// The open channel `key`, or a new one of `kind`.
+    fn channel(&mut self, key: &str, kind: ChannelKind) -> usize {
+        if let Some(at) = self.channels.iter().position(|c| c.key == key && !c.closed) {
+            return at;
+        }
+        let id = self.next_id;
+        self.next_id = (self.next_id + 1) & 0x7fff_ffff;
+        self.channels.push(Channel {
+            key: key.to_string(),
+            kind,
+            id,
+            pending: String::new(),
+            template: None,
+            closed: false,
+            last_span: None,
+            closing_at: None,
+            item: None,
+            released: String::new(),
+            untouched: true,
+        });
+        self.channels.len() - 1
+    }
+
+    /// One item per channel that got text or closes in this batch.
+    fn collect_channel_items(&mut self) {
+        for channel in &mut self.channels {
+            let touched = channel.last_span.is_some() || channel.closing_at.is_some();
+            if !touched || (channel.last_span.is_none() && channel.pending.is_empty()) {
+                continue;
+            }
+            channel.item = Some(self.items.len());
+            let last = channel.closing_at.is_some();
+            self.items.push(Item {
+                channel: channel.id,
+                kind: channel.kind,
+                text: channel.pending.clone(),
+                last,
+                whole: false,
+            });
+        }
+    }
+
+    /// Asks the judge, checks and applies its answers; returns the first stop: the event it
+    /// takes effect at (`usize::MAX`: after the batch) and why.
+    fn call(&mut self, judge: &mut dyn Judge) -> Result<Option<(usize, StopReason)>, Fault> {
+        self.answers.clear();
+        if self.items.is_empty() {
+            return Ok(None);
+        }
+        judge.judge(&self.items, &mut self.answers)?;
+        if self.answers.len() != self.items.len() {
+            return Err(broken(format!("{} answers for {} items", self.answers.len(), self.items.len())));
+        }
+        let max_held = judge.max_held();
+        let mut stop: Option<(usize, StopReason)> = None;
+        for at in 0..self.items.len() {
+            let item = &self.items[at];
+            let (count, reason) = match &self.answers[at] {
+                Answer::Release { count, .. } => (*count, None),
+                Answer::Stop { reason, .. } => (item.text.len(), Some(*reason)),
+            };
+            let all = item.last || item.whole;
+            if count > item.text.len() || !item.text.is_char_boundary(count) || (all && count != item.text.len()) {
+                return Err(broken(format!("released {count} of {} bytes (must all: {all})", item.text.len())));
+            }
+            if item.text.len() - count > max_held {
+                return Err(broken(format!("held {} bytes, over the {max_held} declared", item.text.len() - count)));
+            }
+            let event = match self.channels.iter_mut().find(|c| c.item == Some(at)) {
+                Some(channel) => {
+                    let text = match &mut self.answers[at] {
+                        Answer::Release { text, .. } | Answer::Stop { text, .. } => std::mem::take(text),
+                    };
+                    channel.untouched &= count == channel.pending.len() && text == channel.pending;
+                    channel.pending.drain(..count);
+                    channel.released = text;
+                    self.stats.max_held_bytes = self.stats.max_held_bytes.max(channel.pending.len());
+                    channel.last_span.map(|s| self.spans[s].event).or(channel.closing_at).unwrap_or(usize::MAX)
+                }
+                None => self.spans.iter().find(|s| s.owner == at && is_whole(s.role)).map_or(usize::MAX, |s| s.event),
+            };
+            if let Some(reason) = reason
+                && stop.is_none_or(|(first, _)| event < first)
+            {
+                stop = Some((event, reason));
+            }
+        }
+        if self.channels.iter().any(|c| !c.pending.is_empty()) {
+            self.stats.held_batches += 1;
+        }
+        Ok(stop)
+    }
+
+    /// The verdict for the batch, event by event.
+    fn write(&mut self, batch: BatchView<'_>, stop: Option<(usize, StopReason)>, out: &mut VerdictBuilder) {
+        let mut next_span = 0;
+        for (at, event) in batch.iter().enumerate() {
+            let first = next_span;
+            while next_span < self.spans.len() && self.spans[next_span].event == at {
+                next_span += 1;
+            }
+            if stop.is_some_and(|(event, _)| at > event) {
+                out.drop();
+                continue;
+            }
+            for channel in 0..self.channels.len() {
+                let c = &self.channels[channel];
+                // Held text of a channel that closes without a delta in this batch.
+                if c.closing_at == Some(at) && c.last_span.is_none() {
+                    self.release_event(channel, out);
+                }
+            }
+            let stops_here = stop.filter(|(event, _)| *event == at).map(|(_, reason)| reason);
+            let whole_stop = stops_here.is_some() && self.spans[first..next_span].iter().any(|s| self.stops(s));
+            match event.data() {
+                // A match outside the streamed text cannot be cut out of its event: it goes.
+                _ if whole_stop => out.drop(),
+                Some(data) if next_span > first => match self.render(data, first..next_span, None) {
+                    Some((new, _)) => {
+                        out.replace(&Replacement::data(&new));
+                        self.keep_templates(event.event_type(), data, first..next_span);
+                    }
+                    None => {
+                        out.keep();
+                        self.keep_templates(event.event_type(), data, first..next_span);
+                    }
+                },
+                _ => out.keep(),
+            }
+            if let Some(reason) = stops_here {
+                self.write_ending(reason, out);
+            }
+        }
+        if let Some((usize::MAX, reason)) = stop {
+            self.write_ending(reason, out);
+        }
+    }
+
+    /// True if whole-text span `s` is one whose answer stops the stream.
+    fn stops(&self, s: &Span) -> bool {
+        is_whole(s.role) && matches!(self.answers.get(s.owner), Some(Answer::Stop { .. }))
+    }
+
+    /// The event's data with its spans (`spans`) rewritten, and where `own`'s text went; `None`
+    /// when nothing changed. With `own` (a channel), every delta of the event is left empty and
+    /// the position of the channel's text is returned: the template of a release event.
+    fn render(&self, data: &str, spans: Range<usize>, own: Option<usize>) -> Option<(String, usize)> {
+        let mut new = String::with_capacity(data.len() + 16);
+        let (mut copied, mut changed, mut own_at) = (0, false, 0);
+        for span in &self.spans[spans] {
+            new.push_str(&data[copied..span.start]);
+            let raw = &data[span.start..span.end];
+            let text: Option<&str> = match span.role {
+                Role::Delta(_) if own.is_some() => Some(""),
+                Role::Delta(_) => {
+                    let channel = &self.channels[span.owner];
+                    let last = channel.last_span.is_some_and(|s| std::ptr::eq(&self.spans[s], span));
+                    Some(if last { channel.released.as_str() } else { "" })
+                }
+                Role::Echo if own.is_none() && self.channels[span.owner].untouched => None,
+                Role::Echo => Some(""),
+                Role::Whole(_) | Role::Raw => match self.answers.get(span.owner) {
+                    Some(Answer::Release { text, .. } | Answer::Stop { text, .. }) => Some(text.as_str()),
+                    None => None,
+                },
+            };
+            let is_raw = span.role == Role::Raw;
+            match text {
+                Some(text) if !same_text(raw, text, is_raw) || own.is_some() => {
+                    changed = true;
+                    match is_raw {
+                        true => new.push_str(&text.replace('\r', "\n")),
+                        false => json::encode(text, &mut new),
+                    }
+                }
+                _ => new.push_str(raw),
+            }
+            if own.is_some_and(|c| span.owner == c && matches!(span.role, Role::Delta(_))) {
+                own_at = new.len();
+            }
+            copied = span.end;
+        }
+        new.push_str(&data[copied..]);
+        changed.then_some((new, own_at))
+    }
+
+    /// Remembers, for each channel that still holds text and whose last delta is in this event,
+    /// the event around that delta (with every delta emptied): where its held text is released
+    /// if it closes in a batch without a delta of its own.
+    fn keep_templates(&mut self, event_type: Option<&str>, data: &str, spans: Range<usize>) {
+        for s in spans.clone() {
+            let channel = self.spans[s].owner;
+            let is_last = matches!(self.spans[s].role, Role::Delta(_)) && self.channels[channel].last_span == Some(s);
+            if !is_last || self.channels[channel].pending.is_empty() {
+                continue;
+            }
+            if let Some((new, at)) = self.render(data, spans.clone(), Some(channel)) {
+                let (before, after) = new.split_at(at);
+                self.channels[channel].template = Some(Template {
+                    event_type: event_type.map(str::to_string),
+                    before: before.into(),
+                    after: after.into(),
+                });
+            }
+        }
+    }
+
+    /// Inserts an event that releases what channel `at` was given to release as it closes.
+    fn release_event(&mut self, at: usize, out: &mut VerdictBuilder) {
+        let channel = &self.channels[at];
+        let Some(template) = channel.template.as_ref().filter(|_| !channel.released.is_empty()) else { return };
+        let mut data = String::with_capacity(template.before.len() + channel.released.len() + template.after.len());
+        data.push_str(&template.before);
+        json::encode(&channel.released, &mut data);
+        data.push_str(&template.after);
+        out.insert(&NewEvent { event_type: template.event_type.as_deref(), ..NewEvent::message(&data) });
+        self.stats.release_events += 1;
+    }
+
+    fn write_ending(&mut self, reason: StopReason, out: &mut VerdictBuilder) {
+        self.stopped = true;
+        let open: Vec<&str> = self.channels.iter().filter(|c| !c.closed).map(|c| c.key.as_str()).collect();
+        endings::write(&self.classifier, reason, &open, out);
+        out.end();
+    }
+}
+
+fn is_whole(role: Role) -> bool {
+    matches!(role, Role::Whole(_) | Role::Raw)
+}
+
+/// True if the raw span already says `text` (decoded, for a JSON string).
+fn same_text(raw: &str, text: &str, is_raw: bool) -> bool {
+    if is_raw || !raw.contains('\\') {
+        return raw == text;
+    }
+    let mut decoded = String::with_capacity(raw.len());
+    json::decode(raw, &mut decoded);
+    decoded == text
+}
+
+/// Appends the text of `raw`: a JSON string's contents, decoded; a raw event's data, as it is.
+fn decode_into(raw: &str, is_raw: bool, out: &mut String) {
+    if is_raw || !raw.contains('\\') {
+        out.push_str(raw);
+    } else {
+        json::decode(raw, out);
+    }
+}
+
+#[cfg(test)]
+mod tests;

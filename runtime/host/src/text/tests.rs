@@ -1,0 +1,264 @@
+//! The engine on every format, with the example transforms (`redact`, `deny-phrases`) as judges.
+
+use super::TextInterceptor;
+use crate::batch::Batch;
+use crate::interceptor::Interceptor;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use sluicegate_contract::event::Event;
+use sluicegate_guest::{EndReason, StreamContext};
+
+/// `events` through `interceptor` in batches of the given sizes (cycled), then its end.
+fn run(interceptor: &dyn Interceptor, events: &[Event], sizes: &[usize]) -> Vec<Event> {
+    let mut stream = interceptor.open(&StreamContext::default()).expect("open");
+    let mut out = Vec::new();
+    let mut rest = events;
+    let mut size = sizes.iter().copied().cycle();
+    while !rest.is_empty() {
+        let n = size.next().unwrap_or(1).clamp(1, rest.len());
+        let input: Batch = rest[..n].iter().cloned().collect();
+        rest = &rest[n..];
+        let mut output = Batch::new();
+        let applied = stream.process(&input, &mut output).expect("process");
+        out.extend(if applied.unchanged { input.to_events() } else { output.to_events() });
+        if applied.ended {
+            return out;
+        }
+    }
+    let mut tail = Batch::new();
+    stream.finish(EndReason::UpstreamClosed, &mut tail).expect("finish");
+    out.extend(tail.to_events());
+    out
+}
+
+fn redact() -> TextInterceptor<redact::RedactText> {
+    TextInterceptor::new("native:redact", redact::RedactText::new("[redacted]"), 1 << 20)
+}
+
+fn data(event: &Event) -> Option<&str> {
+    event.data.as_deref().map(|d| std::str::from_utf8(d).unwrap())
+}
+
+fn json_of(event: &Event) -> Option<Value> {
+    serde_json::from_str(data(event)?).ok()
+}
+
+fn message(value: Value) -> Event {
+    Event::message(value.to_string())
+}
+
+fn named(name: &str, value: Value) -> Event {
+    Event::message(value.to_string()).with_type(name.to_string())
+}
+
+/// The text a client reassembles from the values at `path` (a JSON pointer) of every event.
+fn text_at(events: &[Event], path: &str) -> String {
+    events
+        .iter()
+        .filter_map(json_of)
+        .filter_map(|v| v.pointer(path).and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+/// No event's data holds any piece of the address beyond what the replacement shows.
+fn assert_no_address(events: &[Event]) {
+    for event in events {
+        let text = data(event).unwrap_or("");
+        for piece in ["lovelace", "example.com"] {
+            assert!(!text.contains(piece), "`{piece}` leaked in {text}");
+        }
+    }
+}
+
+const TOKENS: &[&str] = &["Mail", " ada", ".", "love", "lace", "@", "example", ".", "com", " now"];
+
+fn chat(field: impl Fn(&str) -> Value) -> Vec<Event> {
+    let mut events: Vec<Event> = TOKENS
+        .iter()
+        .map(|t| message(json!({"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":field(t),"finish_reason":null}]})))
+        .collect();
+    events.push(message(json!({"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})));
+    events.push(Event::message("[DONE]"));
+    events
+}
+
+#[test]
+fn chat_content_tool_arguments_reasoning_and_refusals_are_each_a_channel() {
+    type Delta = fn(&str) -> Value;
+    let cases: [(&str, Delta, &str); 4] = [
+        ("content", |t| json!({"content": t}), "/choices/0/delta/content"),
+        (
+            "tool arguments",
+            |t| json!({"tool_calls":[{"index":0,"function":{"arguments":t}}]}),
+            "/choices/0/delta/tool_calls/0/function/arguments",
+        ),
+        ("reasoning", |t| json!({"reasoning_content": t}), "/choices/0/delta/reasoning_content"),
+        ("refusal", |t| json!({"refusal": t}), "/choices/0/delta/refusal"),
+    ];
+    for (what, field, path) in cases {
+        for sizes in [&[1][..], &[3, 1, 4], &[100]] {
+            let out = run(&redact(), &chat(field), sizes);
+            assert_eq!(text_at(&out, path), "Mail [redacted] now", "{what} in batches {sizes:?}");
+            assert_no_address(&out);
+            assert_eq!(out.last().and_then(data), Some("[DONE]"));
+        }
+    }
+}
+
+#[test]
+fn logprob_tokens_never_spell_what_the_content_hid() {
+    let events = chat(|t| json!({"content": t}));
+    let events: Vec<Event> = events
+        .iter()
+        .map(|e| match json_of(e) {
+            Some(mut v) if v["choices"][0]["delta"]["content"].is_string() => {
+                let token = v["choices"][0]["delta"]["content"].clone();
+                v["choices"][0]["logprobs"] = json!({"content":[{"token": token, "top_logprobs":[{"token": token}]}]});
+                message(v)
+            }
+            _ => e.clone(),
+        })
+        .collect();
+    let out = run(&redact(), &events, &[1]);
+    assert_no_address(&out);
+    assert_eq!(text_at(&out, "/choices/0/delta/content"), "Mail [redacted] now");
+}
+
+#[test]
+fn anthropic_text_tool_input_and_thinking_with_escaped_names() {
+    let kinds = [("text_delta", "text"), ("input_json_delta", "partial_json"), ("thinking_delta", "thinking")];
+    for (kind, field) in kinds {
+        // The type written with an escape is still that type.
+        let escaped = kind.replacen('e', "\\u0065", 1);
+        let mut events = vec![named(
+            "content_block_start",
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        )];
+        for t in TOKENS {
+            let delta = format!(
+                r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"{escaped}","{field}":{}}}}}"#,
+                json!(t)
+            );
+            events.push(Event::message(delta).with_type("content_block_delta"));
+        }
+        events.push(named("content_block_stop", json!({"type":"content_block_stop","index":0})));
+        events.push(named("message_stop", json!({"type":"message_stop"})));
+        let out = run(&redact(), &events, &[2]);
+        assert_eq!(text_at(&out, &format!("/delta/{field}")), "Mail [redacted] now", "{kind}");
+        assert_no_address(&out);
+    }
+}
+
+#[test]
+fn responses_deltas_arguments_and_the_texts_they_repeat() {
+    let mut events = vec![named(
+        "response.created",
+        json!({"type":"response.created","sequence_number":0,"response":{"id":"r","status":"in_progress","output":[]}}),
+    )];
+    for (n, t) in TOKENS.iter().enumerate() {
+        events.push(named("response.function_call_arguments.delta", json!({"type":"response.function_call_arguments.delta","item_id":"fc_1","output_index":0,"delta":t,"sequence_number":n+1})));
+    }
+    let whole: String = TOKENS.concat();
+    events.push(named(
+        "response.function_call_arguments.done",
+        json!({"type":"response.function_call_arguments.done","item_id":"fc_1","arguments":whole,"sequence_number":20}),
+    ));
+    events.push(named("response.completed", json!({"type":"response.completed","response":{"output":[{"type":"function_call","arguments":whole}]},"sequence_number":21})));
+    let out = run(&redact(), &events, &[3]);
+    assert_eq!(text_at(&out, "/delta"), "Mail [redacted] now");
+    assert_eq!(text_at(&out, "/arguments"), "Mail [redacted] now");
+    assert_no_address(&out);
+}
+
+#[test]
+fn gemini_parts_and_ollama_lines() {
+    let gemini: Vec<Event> = TOKENS
+        .iter()
+        .map(|t| message(json!({"candidates":[{"content":{"parts":[{"text":t}],"role":"model"},"index":0}]})))
+        .chain([message(json!({"candidates":[{"content":{"parts":[{"text":""}]},"finishReason":"STOP","index":0}]}))])
+        .collect();
+    let out = run(&redact(), &gemini, &[1]);
+    assert_eq!(text_at(&out, "/candidates/0/content/parts/0/text"), "Mail [redacted] now");
+    assert_no_address(&out);
+
+    let ollama: Vec<Event> = TOKENS
+        .iter()
+        .map(|t| message(json!({"model":"m","message":{"role":"assistant","content":t},"done":false})))
+        .chain([message(json!({"model":"m","message":{"role":"assistant","content":""},"done":true}))])
+        .collect();
+    let out = run(&redact(), &ollama, &[2]);
+    assert_eq!(text_at(&out, "/message/content"), "Mail [redacted] now");
+    assert_no_address(&out);
+}
+
+#[test]
+fn escaped_addresses_in_other_messages_are_found_decoded() {
+    let mcp = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"write to bob\u0040example\u002ecom"}]}}"#;
+    let out = run(&redact(), &[Event::message(mcp)], &[1]);
+    let v = json_of(&out[0]).unwrap();
+    assert_eq!(v["result"]["content"][0]["text"], "write to [redacted]");
+    assert_eq!(v["id"], 1, "structure and numbers are kept");
+}
+
+#[test]
+fn a_stop_ends_each_format_its_own_way() {
+    let deny =
+        TextInterceptor::new("native:deny-phrases", deny_phrases::PhraseFilter::new(["secret plan"]).unwrap(), 1 << 20);
+    let tokens = ["The", " secret", " plan", " is", " out"];
+    // Responses whose response.created has no incomplete_details.
+    let mut events = vec![named(
+        "response.created",
+        json!({"type":"response.created","sequence_number":0,"response":{"id":"r","status":"in_progress"}}),
+    )];
+    for (n, t) in tokens.iter().enumerate() {
+        events.push(named("response.output_text.delta", json!({"type":"response.output_text.delta","item_id":"m","content_index":0,"delta":t,"sequence_number":n+1})));
+    }
+    let out = run(&deny, &events, &[1]);
+    let last = json_of(out.last().unwrap()).unwrap();
+    assert_eq!(
+        (last["type"].as_str(), last["response"]["incomplete_details"]["reason"].as_str()),
+        (Some("response.incomplete"), Some("content_filter"))
+    );
+    assert!(!text_at(&out, "/delta").contains("secret"), "no part of the phrase goes out");
+
+    let chat: Vec<Event> =
+        tokens.iter().map(|t| message(json!({"id":"c","choices":[{"index":0,"delta":{"content":t}}]}))).collect();
+    let out = run(&deny, &chat, &[2]);
+    assert_eq!(out.last().and_then(data), Some("[DONE]"));
+    let reasons: Vec<Value> =
+        out.iter().filter_map(json_of).map(|v| v["choices"][0]["finish_reason"].clone()).collect();
+    assert!(reasons.contains(&json!("content_filter")), "{reasons:?}");
+}
+
+proptest! {
+    /// Any split of a text into deltas and any batching: the client's text is the transform of
+    /// the whole text, and no event carries a piece of an address.
+    #[test]
+    fn any_split_and_batching_gives_the_whole_texts_answer(
+        cuts in proptest::collection::vec(1usize..6, 1..40),
+        sizes in proptest::collection::vec(1usize..7, 1..5),
+    ) {
+        let text = "Reach ada.lovelace@example.com or grace.hopper@example.com, then stop.";
+        let mut deltas = Vec::new();
+        let mut rest = text;
+        for cut in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let at = (*cut).min(rest.len());
+            deltas.push(&rest[..at]);
+            rest = &rest[at..];
+        }
+        let events: Vec<Event> = deltas
+            .iter()
+            .map(|t| message(json!({"choices":[{"index":0,"delta":{"content":t}}]})))
+            .chain([message(json!({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}))])
+            .collect();
+        let out = run(&redact(), &events, &sizes);
+        prop_assert_eq!(text_at(&out, "/choices/0/delta/content"), "Reach [redacted] or [redacted], then stop.");
+        for event in &out {
+            let text = data(event).unwrap_or("");
+            prop_assert!(!text.contains("lovelace") && !text.contains("hopper"), "{}", text);
+        }
+    }
+}
