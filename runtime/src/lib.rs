@@ -12,7 +12,8 @@
 //! - [`batch`]: events in the wire layout of the WIT contract, one buffer per batch;
 //! - [`chain`]: an ordered list of [`interceptor::Interceptor`]s that a stream passes through;
 //! - [`bindings`]: the WIT contract's types and calls, generated for the host;
-//! - [`host`]: the wasmtime host that runs component interceptors (both worlds);
+//! - [`host`]: the wasmtime host that runs component interceptors (all three worlds);
+//! - [`text`]: the streaming-text engine: every text a model streams, found and decoded for guards;
 //! - [`native`] and [`legacy`]: native interceptors, and the per-event contract with its shim;
 //! - [`verdict`]: applying an interceptor's answer, with every check of the contract;
 //! - [`engine`]: one event stream without I/O: parse, batch, chain, remember ids, encode;
@@ -21,7 +22,7 @@
 
 pub use sluicegate_contract::{batch, config, event, lines, sse, verdict};
 pub use sluicegate_host::{
-    bench, bindings, chain, check, engine, examples, host, interceptor, legacy, native, spec, store,
+    bench, bindings, chain, check, engine, examples, host, interceptor, legacy, native, spec, store, text,
 };
 pub use sluicegate_proxy as proxy;
 

@@ -8,8 +8,10 @@
 use deny_phrases::PhraseFilter;
 use redact::RedactText;
 use sluicegate::batch::Batch;
-use sluicegate_guest::VerdictBuilder;
-use sluicegate_guest::text::{TextStream, TextTransform};
+use sluicegate::text::{GuardJudge, TextEngine};
+use sluicegate_guest::text::{FromConfig, PerChannel, TextTransform};
+use sluicegate_guest::{StreamContext, VerdictBuilder};
+use std::sync::Arc;
 
 const WITH_ADDRESSES: &str = "Thanks for reaching out! You can contact our support team at support@example.com, \
     or write to jane.doe@corp.example.org for billing questions. Our office hours are 9am to 5pm, Monday \
@@ -19,9 +21,14 @@ const WITHOUT_AT: &str = "The weather in Paris will stay mild this week, with li
     sunny spells from Thursday onwards. Temperatures range from 9 to 16 degrees, and the wind stays light. \
     Pack a light jacket and an umbrella, and check the forecast again before the weekend. ";
 
-fn report<T: TextTransform<Channel = ()>>(label: &str, transform: &T, answer: &str) {
+fn report<T>(label: &str, transform: &T, answer: &str)
+where
+    T: TextTransform + FromConfig + Clone + Send + Sync + 'static,
+    T::Channel: Send,
+{
     let chunks: Vec<sluicegate::sse::Event> = sluicegate_benches::token_chunks(answer);
-    let mut stream = TextStream::new();
+    let mut judge = GuardJudge::new(Arc::new(PerChannel(transform.clone())), &StreamContext::default());
+    let mut stream = TextEngine::new();
     let mut verdict = VerdictBuilder::new();
     // (input bytes that have arrived, input bytes released) after each event.
     let mut arrived = 0;
@@ -29,7 +36,7 @@ fn report<T: TextTransform<Channel = ()>>(label: &str, transform: &T, answer: &s
     for chunk in &chunks {
         let input: Batch = std::iter::once(chunk.clone()).collect();
         verdict.clear();
-        stream.process_batch(transform, input.view(), &mut verdict);
+        stream.process(&mut judge, input.view(), &mut verdict).expect("the examples keep their contract");
         arrived += sluicegate_benches::chunk_text(chunk).len();
         timeline.push((arrived, arrived - stream.held_bytes()));
     }
@@ -47,8 +54,8 @@ fn report<T: TextTransform<Channel = ()>>(label: &str, transform: &T, answer: &s
     println!(
         "{label:<40} {:>4} events, {:>3} with text held ({:>4.1}%), delay in tokens p50 {} p99 {} max {}, most held {} bytes",
         chunks.len(),
-        stats.held_events,
-        100.0 * stats.held_events as f64 / chunks.len() as f64,
+        stats.held_batches,
+        100.0 * stats.held_batches as f64 / chunks.len() as f64,
         at(0.5),
         at(0.99),
         delays.last().unwrap(),

@@ -12,12 +12,13 @@
 //! stream the same way.
 
 use sluicegate_guest::Config;
-use sluicegate_guest::text::{Flow, FromConfig, StopReason, TextInterceptor, TextTransform};
+use sluicegate_guest::text::{Flow, FromConfig, PerChannel, StopReason, TextTransform};
 
 /// The interceptor: [`PhraseFilter`] over every stream's text.
-pub type DenyPhrases = TextInterceptor<PhraseFilter>;
+pub type DenyPhrases = PerChannel<PhraseFilter>;
 
 /// The phrase matcher as a streaming text transform.
+#[derive(Debug, Clone)]
 pub struct PhraseFilter {
     phrases: Vec<String>,
     longest: usize,
@@ -84,4 +85,4 @@ impl FromConfig for PhraseFilter {
 }
 
 #[cfg(target_arch = "wasm32")]
-sluicegate_guest::export!(DenyPhrases);
+sluicegate_guest::export_text!(DenyPhrases);

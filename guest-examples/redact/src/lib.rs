@@ -3,27 +3,27 @@
 //!
 //! Addresses are found with a small byte scanner, not a regex: local part
 //! `[A-Za-z0-9._%+-]+`, then `@`, then dot-separated labels of `[A-Za-z0-9-]` ending in an
-//! alphabetic top-level label of two or more letters. Matches are ASCII and are replaced by
-//! ASCII, so the data stays valid UTF-8; inside JSON strings, a backslash escape that touches
-//! an address (`\n`, `\u00e9`) is left intact, so JSON data stays valid JSON with the default
-//! replacement. Addresses written with JSON escapes (`\u0040` for `@`) are not recognised.
+//! alphabetic top-level label of two or more letters.
 //!
-//! Streamed text (OpenAI Chat and Responses deltas, Anthropic text deltas) goes through the
-//! SDK's streaming-text layer: a trailing run of characters that could still become part of an
-//! address is held back (at most [`scan::MAX_HELD`] bytes) and released, redacted or not, with
-//! a later event or before the channel closes. Every other event's data is scanned on its own.
+//! A guard of the text world: the host's streaming-text engine hands it decoded text (every
+//! channel a model streams, in every format the host knows, and every other string value), so
+//! an address written with JSON escapes (`\u0040`) or split over deltas is found all the same.
+//! Of a channel's pending text, the trailing run of characters that could still become part of
+//! an address is held back (at most [`scan::MAX_HELD`] bytes) and released, redacted or not,
+//! with a later delta or before the channel closes.
 
 use sluicegate_guest::Config;
-use sluicegate_guest::text::{Flow, FromConfig, TextInterceptor, TextTransform};
+use sluicegate_guest::text::{Flow, FromConfig, PerChannel, TextTransform};
 
 mod scan;
 
 pub use scan::{MAX_HELD, find_emails, hold_point, redact_append, redact_into};
 
 /// The interceptor: [`RedactText`] over every stream's text.
-pub type Redact = TextInterceptor<RedactText>;
+pub type Redact = PerChannel<RedactText>;
 
 /// The redactor as a streaming text transform.
+#[derive(Debug, Clone)]
 pub struct RedactText {
     replacement: String,
 }
@@ -51,10 +51,6 @@ impl TextTransform for RedactText {
         MAX_HELD
     }
 
-    fn passes(&self, text: &str) -> bool {
-        memchr::memchr(b'@', text.as_bytes()).is_none()
-    }
-
     fn prefilter(&self) -> &[u8] {
         b"@"
     }
@@ -67,4 +63,4 @@ impl TextTransform for RedactText {
 }
 
 #[cfg(target_arch = "wasm32")]
-sluicegate_guest::export!(Redact);
+sluicegate_guest::export_text!(Redact);

@@ -1,5 +1,6 @@
 //! The glue between the generated component bindings and [`Interceptor`]. Used by [`export!`].
 
+use crate::text::{Answer, ChannelKind, Item, StopReason, TextGuard};
 use crate::{BatchView, Config, EndReason, Interceptor, StreamContext, VerdictBuilder};
 
 pub mod bindings {
@@ -12,16 +13,39 @@ pub mod bindings {
     });
 }
 
+/// The text world's bindings: its imports are the batch world's, so one set of glue serves both.
+pub mod text_bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "text-interceptor",
+        pub_export_macro: true,
+        export_macro_name: "__export_text_interceptor",
+        default_bindings_module: "sluicegate_guest::guest::text_bindings",
+        with: {
+            "sluicegate:interceptor/host@0.1.2": super::bindings::sluicegate::interceptor::host,
+            "sluicegate:interceptor/store@0.1.2": super::bindings::sluicegate::interceptor::store,
+            "sluicegate:interceptor/types@0.1.2": super::bindings::sluicegate::interceptor::types,
+        },
+    });
+}
+
 use bindings::exports::sluicegate::interceptor::batch as wit;
 use bindings::sluicegate::interceptor::host;
 use bindings::sluicegate::interceptor::store as wit_store;
+use text_bindings::exports::sluicegate::interceptor::text as wit_text;
 
 /// Builds the interceptor from the configuration the host holds for it. A configuration error
 /// is logged and then traps: the host reports the interceptor as faulty.
 pub fn load<T: Interceptor>() -> T {
+    build(T::new)
+}
+
+/// Builds a guard or an interceptor from the host's configuration: a configuration error is
+/// logged and then traps, and the host reports the interceptor as faulty.
+fn build<T>(new: impl FnOnce(&Config) -> Result<T, String>) -> T {
     let store = crate::Store::new(std::sync::Arc::new(HostStore));
     let config = Config::new(host::config_entries()).with_store(store);
-    match T::new(&config) {
+    match new(&config) {
         Ok(it) => it,
         Err(message) => {
             host::log(host::Level::Error, &format!("invalid configuration: {message}"));
@@ -30,8 +54,8 @@ pub fn load<T: Interceptor>() -> T {
     }
 }
 
-pub fn open<T: Interceptor>(it: &T, context: wit::StreamContext) -> T::Stream {
-    it.open(&StreamContext {
+fn context_of(context: wit::StreamContext) -> StreamContext {
+    StreamContext {
         stream_id: context.stream_id,
         method: context.method,
         path: context.path,
@@ -39,7 +63,21 @@ pub fn open<T: Interceptor>(it: &T, context: wit::StreamContext) -> T::Stream {
         request_headers: context.request_headers,
         status: context.status,
         response_headers: context.response_headers,
-    })
+    }
+}
+
+fn reason_of(reason: wit::EndReason) -> EndReason {
+    match reason {
+        wit::EndReason::UpstreamClosed => EndReason::UpstreamClosed,
+        wit::EndReason::UpstreamFailed => EndReason::UpstreamFailed,
+        wit::EndReason::ClientGone => EndReason::ClientGone,
+        wit::EndReason::EndedByInterceptor => EndReason::EndedByInterceptor,
+        wit::EndReason::Shutdown => EndReason::Shutdown,
+    }
+}
+
+pub fn open<T: Interceptor>(it: &T, context: wit::StreamContext) -> T::Stream {
+    it.open(&context_of(context))
 }
 
 pub fn process<T: Interceptor>(it: &T, stream: &mut T::Stream, batch: wit::Batch) -> wit::Verdict {
@@ -55,18 +93,82 @@ pub fn process<T: Interceptor>(it: &T, stream: &mut T::Stream, batch: wit::Batch
 }
 
 pub fn finish<T: Interceptor>(it: &T, stream: &mut T::Stream, reason: wit::EndReason) -> wit::Verdict {
-    let reason = match reason {
-        wit::EndReason::UpstreamClosed => EndReason::UpstreamClosed,
-        wit::EndReason::UpstreamFailed => EndReason::UpstreamFailed,
-        wit::EndReason::ClientGone => EndReason::ClientGone,
-        wit::EndReason::EndedByInterceptor => EndReason::EndedByInterceptor,
-        wit::EndReason::Shutdown => EndReason::Shutdown,
-    };
+    let reason = reason_of(reason);
     let mut out = VerdictBuilder::new();
     it.finish(stream, reason, &mut out);
     out.complete(0);
     let (ops, bytes) = out.take();
     wit::Verdict { ops, bytes }
+}
+
+/// Builds a text guard from its configuration (see [`load`]).
+pub fn load_text<G: TextGuard>() -> G {
+    build(G::new)
+}
+
+pub fn text_settings<G: TextGuard>(guard: &G) -> wit_text::Settings {
+    wit_text::Settings {
+        max_held: u32::try_from(guard.max_held()).unwrap_or(crate::abi::MAX_WORD).min(crate::abi::MAX_WORD),
+        prefilter: String::from_utf8_lossy(guard.prefilter()).into_owned(),
+    }
+}
+
+pub fn text_open<G: TextGuard>(guard: &G, context: wit::StreamContext) -> G::Stream {
+    guard.open(&context_of(context))
+}
+
+pub fn text_admit<G: TextGuard>(guard: &G, stream: &mut G::Stream) -> Option<wit_text::Refusal> {
+    guard.admit(stream).map(|r| wit_text::Refusal {
+        status: r.status,
+        error_type: r.error_type,
+        message: r.message,
+        retry_after_seconds: r.retry_after_seconds,
+    })
+}
+
+pub fn text_process<G: TextGuard>(
+    guard: &G,
+    stream: &mut G::Stream,
+    items: Vec<wit_text::Item>,
+) -> Vec<wit_text::Answer> {
+    let items: Vec<Item> = items
+        .into_iter()
+        .map(|i| Item {
+            channel: i.channel,
+            kind: match i.kind {
+                wit_text::Kind::Content => ChannelKind::Content,
+                wit_text::Kind::ToolArguments => ChannelKind::ToolArguments,
+                wit_text::Kind::Reasoning => ChannelKind::Reasoning,
+                wit_text::Kind::Refusal => ChannelKind::Refusal,
+                wit_text::Kind::Other => ChannelKind::Other,
+            },
+            text: i.text,
+            last: i.last,
+            pieces: i.pieces,
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(items.len());
+    guard.process(stream, &items, &mut answers);
+    answers
+        .into_iter()
+        .map(|a| match a {
+            // A count past 2^31 cannot be a valid answer: the host refuses it either way.
+            Answer::Release { count, text } => {
+                wit_text::Answer::Release(wit_text::Release { count: u32::try_from(count).unwrap_or(u32::MAX), text })
+            }
+            Answer::Stop { text, reason } => wit_text::Answer::Stop(wit_text::Stop {
+                text,
+                reason: match reason {
+                    StopReason::ContentFilter => wit_text::StopReason::ContentFilter,
+                    StopReason::Length => wit_text::StopReason::Length,
+                },
+            }),
+        })
+        .collect()
+}
+
+pub fn text_finish<G: TextGuard>(guard: &G, stream: &mut G::Stream, reason: wit::EndReason, tokens: Option<u32>) {
+    guard.finish(stream, reason_of(reason), tokens.map(u64::from));
 }
 
 /// Writes a line to the proxy's log.
@@ -110,6 +212,50 @@ macro_rules! export {
             }
 
     $crate::guest::bindings::__export_batch_interceptor!(__Component with_types_in $crate::guest::bindings);
+        };
+    };
+}
+
+/// Exports a [`TextGuard`] (for a [`crate::text::TextTransform`], `PerChannel<T>`) as the
+/// component's `text-interceptor` world.
+#[macro_export]
+macro_rules! export_text {
+    ($guard:ty) => {
+        const _: () = {
+            use $crate::guest::text_bindings::exports::sluicegate::interceptor::text as __wit;
+
+            fn __guard() -> &'static $guard {
+                static GUARD: ::std::sync::OnceLock<$guard> = ::std::sync::OnceLock::new();
+                GUARD.get_or_init($crate::guest::load_text::<$guard>)
+            }
+
+            struct __Stream(::core::cell::RefCell<<$guard as $crate::text::TextGuard>::Stream>);
+
+            impl __wit::GuestStreamState for __Stream {
+                fn new(context: __wit::StreamContext) -> Self {
+                    __Stream(::core::cell::RefCell::new($crate::guest::text_open(__guard(), context)))
+                }
+                fn admit(&self) -> Option<__wit::Refusal> {
+                    $crate::guest::text_admit(__guard(), &mut self.0.borrow_mut())
+                }
+                fn process(&self, items: ::std::vec::Vec<__wit::Item>) -> ::std::vec::Vec<__wit::Answer> {
+                    $crate::guest::text_process(__guard(), &mut self.0.borrow_mut(), items)
+                }
+                fn finish(&self, reason: __wit::EndReason, tokens: Option<u32>) {
+                    $crate::guest::text_finish(__guard(), &mut self.0.borrow_mut(), reason, tokens)
+                }
+            }
+
+            struct __Component;
+
+            impl __wit::Guest for __Component {
+                type StreamState = __Stream;
+                fn describe() -> __wit::Settings {
+                    $crate::guest::text_settings(__guard())
+                }
+            }
+
+            $crate::guest::text_bindings::__export_text_interceptor!(__Component with_types_in $crate::guest::text_bindings);
         };
     };
 }

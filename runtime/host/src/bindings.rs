@@ -1,5 +1,5 @@
-//! Host bindings generated from `wit/interceptor.wit`, one module per world. The event world
-//! reuses the batch world's `host` and `types` interfaces so that one `Host` impl serves both.
+//! Host bindings generated from `wit/interceptor.wit`, one module per world. The text and event
+//! worlds reuse the batch world's imported interfaces so that one `Host` impl serves all three.
 //! (The generated items carry the WIT's own docs where it has them, not on every item.)
 #![allow(missing_docs)]
 
@@ -9,6 +9,20 @@ pub mod batch {
         world: "batch-interceptor",
         // Batches are lowered straight from the host's buffers, without a copy into owned types.
         ownership: Borrowing { duplicate_if_necessary: true },
+    });
+}
+
+pub mod text {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "text-interceptor",
+        // Items are lowered straight from the engine's strings.
+        ownership: Borrowing { duplicate_if_necessary: true },
+        with: {
+            "sluicegate:interceptor/host": super::batch::sluicegate::interceptor::host,
+            "sluicegate:interceptor/store": super::batch::sluicegate::interceptor::store,
+            "sluicegate:interceptor/types": super::batch::sluicegate::interceptor::types,
+        },
     });
 }
 

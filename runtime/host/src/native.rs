@@ -1,11 +1,13 @@
-//! Native interceptors: Rust types that implement [`sluicegate_guest::Interceptor`] run in the
-//! proxy's own process, with the same batch layout and the same verdict checks as a guest. The
-//! only difference left is the sandbox boundary, which is what a guest-against-native
+//! Native interceptors: Rust types that implement [`sluicegate_guest::Interceptor`] (or, for the
+//! text world, [`sluicegate_guest::text::TextGuard`] on the host's streaming-text engine) run in
+//! the proxy's own process, with the same batch layout and the same verdict checks as a guest.
+//! The only difference left is the sandbox boundary, which is what a guest-against-native
 //! comparison measures.
 
 use crate::batch::Batch;
 use crate::interceptor::{Fault, Interceptor, InterceptorStream, TrapKind, World};
 use crate::legacy::{self, PerEvent};
+use crate::text::TextInterceptor;
 use crate::verdict::{Applied, apply, apply_finish};
 use sluicegate_guest::{Config, EndReason, StreamContext, VerdictBuilder};
 use std::any::Any;
@@ -21,12 +23,16 @@ pub fn by_name(name: &str, config: &Config, max_output: usize) -> Result<Arc<dyn
     let label = format!("native:{name}");
     Ok(match name {
         "passthrough" => Arc::new(Native::<passthrough::Passthrough>::new(label, config, max_output)?),
-        "redact" => Arc::new(Native::<redact::Redact>::new(label, config, max_output)?),
+        "redact" => Arc::new(TextInterceptor::<redact::Redact>::from_config(label, config, max_output)?),
         "drop" => Arc::new(Native::<drop::Drop>::new(label, config, max_output)?),
         "summary" => Arc::new(Native::<summary::Summary>::new(label, config, max_output)?),
-        "deny-phrases" => Arc::new(Native::<deny_phrases::DenyPhrases>::new(label, config, max_output)?),
+        "deny-phrases" => {
+            Arc::new(TextInterceptor::<deny_phrases::DenyPhrases>::from_config(label, config, max_output)?)
+        }
         "tool-guard" => Arc::new(Native::<tool_guard::ToolGuard>::new(label, config, max_output)?),
-        "token-budget" => Arc::new(Native::<token_budget::TokenBudget>::new(label, config, max_output)?),
+        "token-budget" => {
+            Arc::new(TextInterceptor::<token_budget::TokenBudget>::from_config(label, config, max_output)?)
+        }
         "legacy-passthrough" => Arc::new(Native::<PerEvent<legacy::Passthrough>>::new(label, config, max_output)?),
         _ => {
             return Err(format!("no native interceptor named `{name}` (known: {})", NAMES.join(", ")));

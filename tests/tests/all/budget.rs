@@ -51,7 +51,7 @@ fn ends_for_length(format: Format, out: &[Event]) -> bool {
 #[test]
 fn a_budget_cuts_each_format_mid_stream_the_same_way_in_guest_and_native() {
     let deltas = tokens(ANSWER);
-    let estimate: i64 = deltas.iter().map(|d| token_budget::estimate(d)).sum();
+    let estimate: i64 = token_budget::estimate_of(&deltas);
     let budget = estimate / 2;
     for format in FORMATS {
         let events = parse_all(stream(format, &deltas, false).as_bytes());
@@ -80,7 +80,7 @@ fn a_stream_within_its_budget_is_untouched_and_the_providers_count_settles_the_c
         let out =
             run_chain(&Chain::new(vec![budget_link("example:token-budget", 10_000, &store)]), &batches_of(&events, 3));
         assert_eq!(out, events, "{format:?}: nothing changed");
-        let estimate: i64 = deltas.iter().map(|d| token_budget::estimate(d)).sum();
+        let estimate: i64 = token_budget::estimate_of(&deltas);
         // Anthropic's stream reports its output tokens (the fixture: one per delta); the others
         // are charged the estimate.
         let expected = if format == Format::Anthropic { deltas.len() as i64 } else { estimate };
@@ -104,7 +104,7 @@ fn a_whole_answer_is_charged_the_usage_it_reports() {
 #[test]
 fn charges_are_exact_when_many_streams_of_one_key_run_at_once() {
     let deltas = tokens(ANSWER);
-    let per_stream: i64 = deltas.iter().map(|d| token_budget::estimate(d)).sum();
+    let per_stream: i64 = token_budget::estimate_of(&deltas);
     let events = parse_all(stream(Format::Chat, &deltas, false).as_bytes());
     for spec in ["example:token-budget", "native:token-budget"] {
         let store = SharedStore::memory();
@@ -129,7 +129,7 @@ fn charges_are_exact_when_many_streams_of_one_key_run_at_once() {
 #[test]
 fn the_tenant_is_the_first_key_header_present() {
     let deltas = tokens(ANSWER);
-    let per_stream: i64 = deltas.iter().map(|d| token_budget::estimate(d)).sum();
+    let per_stream: i64 = token_budget::estimate_of(&deltas);
     let events = parse_all(stream(Format::Chat, &deltas, false).as_bytes());
     let openai = ("authorization", "sha256:0a");
     let anthropic = ("x-api-key", "sha256:0b");
@@ -181,7 +181,7 @@ fn a_component_built_for_the_0_1_0_contract_still_loads_and_runs() {
 async fn real_sdks_see_a_budget_cut_a_stream_cleanly_then_get_429_with_retry_after() {
     let python = tokio::task::spawn_blocking(python).await.unwrap();
     let upstream = crate::llm_sdks::start_llm_upstream().await;
-    let estimate: i64 = tokens(ANSWER).iter().map(|d| token_budget::estimate(d)).sum();
+    let estimate: i64 = token_budget::estimate_of(&tokens(ANSWER));
     // One and a half answers: the first stream of a key is whole, the second is cut.
     let budget = estimate * 3 / 2;
     let chain = format!("spec = \"example:token-budget\"\nconfig = {{ tokens = {budget}, window_seconds = 600 }}\n");

@@ -231,7 +231,7 @@ fn assert_budget_same_as_rust(component: &Path) {
     let spec = component.to_str().unwrap();
     let answer = "Write to alice.smith@example.com, \"bob\" or caf\u{e9}\n\u{1f600} and then some more words";
     let deltas = sluicegate_tests::llm::tokens(answer);
-    let estimate: i64 = deltas.iter().map(|d| token_budget::estimate(d)).sum();
+    let estimate: i64 = token_budget::estimate_of(&deltas);
     let refusal = parse_all(b"data: {\"model\":\"m\",\"stream\":true}\n\n");
     let mut cut = 0;
     for format in sluicegate_tests::llm::FORMATS {

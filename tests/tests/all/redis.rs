@@ -12,7 +12,7 @@ use sluicegate_tests::redis::Redis;
 use std::path::Path;
 
 fn estimate(text: &str) -> i64 {
-    tokens(text).iter().map(|d| token_budget::estimate(d)).sum()
+    token_budget::estimate_of(&tokens(text))
 }
 
 fn replica(name: &str, config: &str) -> Serving {

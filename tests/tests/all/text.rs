@@ -1,4 +1,4 @@
-//! The streaming-text layer (`sluicegate_guest::text`) and the guardrails built on it
+//! The host's streaming-text engine (`sluicegate::text`) and the guardrails built on it
 //! (`redact`, `deny-phrases`), on token-split streams of every format: for any split of a text
 //! into deltas and any batching, the client reassembles exactly the transform of the whole text,
 //! the layer never holds more than the transform's bound, and events keep their order, names,
@@ -10,11 +10,13 @@ use redact::{MAX_HELD, RedactText, redact_into};
 use serde_json::Value;
 use sluicegate::batch::Batch;
 use sluicegate::sse::Event;
+use sluicegate::text::{GuardJudge, TextEngine};
 use sluicegate::verdict::{apply, apply_finish};
-use sluicegate_guest::VerdictBuilder;
-use sluicegate_guest::text::{TextStream, TextTransform};
+use sluicegate_guest::text::{FromConfig, PerChannel, TextTransform};
+use sluicegate_guest::{StreamContext, VerdictBuilder};
 use sluicegate_tests::llm::{FORMATS, Format, repeated_texts, stream, text_of, tokens};
 use sluicegate_tests::parse_all;
+use std::sync::Arc;
 
 /// What a run of the layer produced.
 struct Run {
@@ -25,17 +27,22 @@ struct Run {
     max_held: usize,
 }
 
-/// Runs `batches` through a [`TextStream`] with `transform`, applying each verdict with the
-/// runtime's own verdict code.
-fn run<T: TextTransform<Channel = ()>>(transform: &T, batches: &[Vec<Event>]) -> Run {
-    let mut stream = TextStream::new();
+/// Runs `batches` through the engine with `transform` as the judge, applying each verdict with
+/// the runtime's own verdict code. A fault (a transform that breaks its contract) is an error.
+fn try_run<T>(transform: T, batches: &[Vec<Event>]) -> Result<Run, sluicegate::interceptor::Fault>
+where
+    T: TextTransform + FromConfig + Send + Sync + 'static,
+    T::Channel: Send,
+{
+    let mut engine = TextEngine::new();
+    let mut judge = GuardJudge::new(Arc::new(PerChannel(transform)), &StreamContext::default());
     let mut verdict = VerdictBuilder::new();
     let mut run = Run { events: Vec::new(), held: Vec::new(), held_events: 0, max_held: 0 };
     let mut output = Batch::new();
     for events in batches {
         let input: Batch = events.iter().cloned().collect();
         verdict.clear();
-        stream.process_batch(transform, input.view(), &mut verdict);
+        engine.process(&mut judge, input.view(), &mut verdict)?;
         verdict.complete(input.len());
         let applied = apply(input.view(), verdict.ops(), verdict.bytes(), &mut output, usize::MAX);
         if applied.expect("a valid verdict").unchanged {
@@ -43,19 +50,27 @@ fn run<T: TextTransform<Channel = ()>>(transform: &T, batches: &[Vec<Event>]) ->
         } else {
             run.events.extend(output.to_events());
         }
-        run.held.push(stream.held_bytes());
-        if stream.is_stopped() {
+        run.held.push(engine.held_bytes());
+        if engine.is_stopped() {
             break;
         }
     }
     verdict.clear();
-    stream.finish(transform, &mut verdict);
+    engine.finish(&mut judge, &mut verdict)?;
     verdict.complete(0);
     apply_finish(verdict.ops(), verdict.bytes(), &mut output, usize::MAX).expect("a valid finish verdict");
     run.events.extend(output.to_events());
-    let stats = stream.stats();
-    (run.held_events, run.max_held) = (stats.held_events, stats.max_held_bytes);
-    run
+    let stats = engine.stats();
+    (run.held_events, run.max_held) = (stats.held_batches, stats.max_held_bytes);
+    Ok(run)
+}
+
+fn run<T>(transform: &T, batches: &[Vec<Event>]) -> Run
+where
+    T: TextTransform + FromConfig + Clone + Send + Sync + 'static,
+    T::Channel: Send,
+{
+    try_run(transform.clone(), batches).expect("no fault")
 }
 
 fn redacted(text: &str) -> String {
@@ -302,12 +317,11 @@ fn deny_phrases_ends_other_streams_with_an_error_event() {
     assert_eq!(json(&out.events[2]).unwrap()["error"]["type"], "content_filter");
 }
 
-/// A transform that breaks its contract (declares it holds nothing, then holds everything) is not
-/// trusted with the text: the layer releases each delta through it as a whole text at once, so
-/// nothing stays held and nothing is lost. (It passes text through unchanged, since the layer also
-/// gives it each event's JSON around the text.)
+/// A transform that breaks its contract (declares it holds nothing, then holds everything) is
+/// not trusted with the text: its answer is a fault of the guard, which the link's fault policy
+/// handles (fail-closed ends the stream), and nothing it held is released unjudged.
 #[test]
-fn a_transform_that_holds_past_its_bound_is_released_through_whole() {
+fn a_transform_that_holds_past_its_bound_is_a_fault() {
     struct Hoarder;
     impl TextTransform for Hoarder {
         type Channel = ();
@@ -322,11 +336,15 @@ fn a_transform_that_holds_past_its_bound_is_released_through_whole() {
             sluicegate_guest::text::Flow::Continue(pending.len())
         }
     }
+    impl FromConfig for Hoarder {
+        fn from_config(_: &sluicegate_guest::Config) -> Result<Self, String> {
+            Ok(Hoarder)
+        }
+    }
     let deltas: Vec<String> = ["mail", " ann", "@", "example", ".org"].map(String::from).to_vec();
     for format in FORMATS {
         let input = parse_all(stream(format, &deltas, false).as_bytes());
-        let out = run(&Hoarder, &batches(&input, 2));
-        assert_eq!(text_of(format, &out.events), "mail ann@example.org", "{format:?}");
-        assert!(out.held.iter().all(|&h| h == 0), "{format:?}: nothing stays held");
+        let fault = try_run(Hoarder, &batches(&input, 2)).err().expect("a fault");
+        assert!(fault.to_string().contains("over the 0 declared"), "{format:?}: {fault}");
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod cache;
 mod inert_io;
+mod text_guest;
 mod traps;
 mod wasi;
 
@@ -28,6 +29,7 @@ use crate::verdict::{Applied, apply, apply_finish};
 use anyhow::bail;
 use bindings::batch::{BatchInterceptor, BatchInterceptorPre};
 use bindings::event::{EventInterceptor, EventInterceptorPre};
+use bindings::text::{TextInterceptor as TextGuest, TextInterceptorPre};
 use sluicegate_guest::{Config, EndReason, StreamContext, VerdictBuilder};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -187,16 +189,19 @@ impl Runtime {
             .with_context(|| format!("{name}: the component imports something sluicegate does not provide"))?;
         let pre = if let Ok(pre) = BatchInterceptorPre::new(pre.clone()) {
             Pre::Batch(pre)
+        } else if let Ok(pre) = TextInterceptorPre::new(pre.clone()) {
+            Pre::Text(pre)
         } else if let Ok(pre) = EventInterceptorPre::new(pre) {
             Pre::Event(pre)
         } else {
             let exports: Vec<String> =
                 component.component_type().exports(&self.engine).map(|(n, _)| n.to_string()).collect();
             bail!(
-                "{name}: the component implements neither interceptor world: it should export \
-                 `sluicegate:interceptor/batch@0.1.x` ({}) or `sluicegate:interceptor/event@0.1.x` ({}), \
-                 but it exports [{}]",
+                "{name}: the component implements no interceptor world: it should export \
+                 `sluicegate:interceptor/batch@0.1.x` ({}), `sluicegate:interceptor/text@0.1.x` ({}) \
+                 or `sluicegate:interceptor/event@0.1.x` ({}), but it exports [{}]",
                 World::Batch,
+                World::Text,
                 World::Event,
                 exports.join(", ")
             );
@@ -356,11 +361,14 @@ fn to_wit_error(e: crate::store::StoreError) -> wit_store::Error {
 
 enum Pre {
     Batch(BatchInterceptorPre<HostState>),
+    Text(TextInterceptorPre<HostState>),
     Event(EventInterceptorPre<HostState>),
 }
 
 enum Guest {
     Batch(BatchInterceptor),
+    /// A text guard, and what it declared when instantiated.
+    Text(TextGuest, text_guest::Settings),
     Event(EventInterceptor),
 }
 
@@ -420,6 +428,11 @@ impl Shared {
         store.set_epoch_deadline(self.deadline_ticks());
         let guest = match &self.pre {
             Pre::Batch(pre) => Guest::Batch(pre.instantiate(&mut store)?),
+            Pre::Text(pre) => {
+                let guest = pre.instantiate(&mut store)?;
+                let settings = guest.sluicegate_interceptor_text().call_describe(&mut store)?;
+                Guest::Text(guest, text_guest::Settings::from(settings))
+            }
             Pre::Event(pre) => Guest::Event(pre.instantiate(&mut store)?),
         };
         Ok(Live { store, guest })
@@ -432,6 +445,7 @@ impl Shared {
     fn pre_engine(&self) -> &Engine {
         match &self.pre {
             Pre::Batch(pre) => pre.engine(),
+            Pre::Text(pre) => pre.engine(),
             Pre::Event(pre) => pre.engine(),
         }
     }
@@ -450,6 +464,7 @@ impl Interceptor for ComponentInterceptor {
     fn world(&self) -> World {
         match self.shared.pre {
             Pre::Batch(_) => World::Batch,
+            Pre::Text(_) => World::Text,
             Pre::Event(_) => World::Event,
         }
     }
@@ -471,20 +486,25 @@ impl Interceptor for ComponentInterceptor {
         let live = slot.live.as_mut().expect("instantiated above");
         live.store.set_epoch_deadline(ticks);
         crate::store::clear_unavailable();
+        let (request_headers, response_headers) =
+            (borrow_pairs(&context.request_headers), borrow_pairs(&context.response_headers));
+        let ctx = bindings::StreamContext {
+            stream_id: &context.stream_id,
+            method: &context.method,
+            path: &context.path,
+            query: &context.query,
+            request_headers: &request_headers,
+            status: context.status,
+            response_headers: &response_headers,
+        };
+        let mut settings = None;
         let constructed = match &live.guest {
             Guest::Batch(guest) => {
-                let (request_headers, response_headers) =
-                    (borrow_pairs(&context.request_headers), borrow_pairs(&context.response_headers));
-                let ctx = bindings::StreamContext {
-                    stream_id: &context.stream_id,
-                    method: &context.method,
-                    path: &context.path,
-                    query: &context.query,
-                    request_headers: &request_headers,
-                    status: context.status,
-                    response_headers: &response_headers,
-                };
                 guest.sluicegate_interceptor_batch().stream_state().call_constructor(&mut live.store, ctx).map(Some)
+            }
+            Guest::Text(guest, declared) => {
+                settings = Some(declared.clone());
+                guest.sluicegate_interceptor_text().stream_state().call_constructor(&mut live.store, ctx).map(Some)
             }
             Guest::Event(_) => Ok(None),
         };
@@ -507,13 +527,17 @@ impl Interceptor for ComponentInterceptor {
         }
         drop(slot);
         shared.live.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(ComponentStream {
+        let stream = ComponentStream {
             shared: shared.clone(),
             slot: slot_index,
             generation,
             resource,
             verdict: VerdictBuilder::new(),
-        }))
+        };
+        Ok(match settings {
+            Some(settings) => text_guest::open(stream, settings, context, shared.limits.max_output_bytes),
+            None => Box::new(stream),
+        })
     }
 }
 
@@ -580,6 +604,7 @@ impl InterceptorStream for ComponentStream {
         let max_output = self.shared.limits.max_output_bytes;
         let view = input.view();
         let verdict = self.with_live(|live, resource, scratch| match &live.guest {
+            Guest::Text(..) => unreachable!("a text guard's streams are the engine's (text_guest)"),
             Guest::Batch(guest) => {
                 let batch = bindings::Batch { bytes: input.bytes(), index: input.index() };
                 let resource = resource.expect("a batch stream has a resource");

@@ -117,6 +117,8 @@ pub(super) struct Classifier {
     pub deltas: u64,
     /// Ollama: `"model":…,` of the first line.
     pub ollama_meta: Option<String>,
+    /// The most output tokens the provider reported in its usage figures so far.
+    pub output_tokens: Option<u64>,
     doc: Doc,
     scratch: String,
 }
@@ -139,6 +141,15 @@ impl Classifier {
                 if format != Format::Unknown {
                     self.format = format;
                 }
+            } else if doc.node(0).kind == Kind::Array {
+                // Gemini without `alt=sse`: one JSON array of the same objects, read in order.
+                for element in doc.items(0).collect::<Vec<_>>() {
+                    if let Some(candidates) = doc.get(data, element, "candidates") {
+                        self.format = Format::Gemini;
+                        gemini(&mut event, candidates);
+                        self.usage(&doc, data, doc.get(data, element, "usageMetadata"), "candidatesTokenCount");
+                    }
+                }
             }
             event.rest_as_wholes(0, None);
         } else if !data.is_empty() {
@@ -155,14 +166,17 @@ impl Classifier {
         let (doc, data) = (event.doc, event.data);
         if let Some(choices) = doc.get(data, 0, "choices").filter(|&c| doc.node(c).kind == Kind::Array) {
             self.chat(event, choices);
+            self.usage(doc, data, doc.get(data, 0, "usage"), "completion_tokens");
             return Format::Chat;
         }
         if let Some(candidates) = doc.get(data, 0, "candidates").filter(|&c| doc.node(c).kind == Kind::Array) {
             gemini(event, candidates);
+            self.usage(doc, data, doc.get(data, 0, "usageMetadata"), "candidatesTokenCount");
             return Format::Gemini;
         }
         if doc.is(doc.get(data, 0, "done"), Kind::Literal) {
             self.ollama(event);
+            self.usage(doc, data, Some(0), "eval_count");
             return Format::Ollama;
         }
         let Some(kind) = event.value(doc.get(data, 0, "type")) else { return Format::Unknown };
@@ -174,6 +188,14 @@ impl Classifier {
             Format::Anthropic
         } else {
             Format::Unknown
+        }
+    }
+
+    /// Notes the number under `field` of usage object `usage` (if both are there).
+    fn usage(&mut self, doc: &Doc, data: &str, usage: Option<usize>, field: &str) {
+        let Some(usage) = usage.filter(|&u| doc.node(u).kind == Kind::Object) else { return };
+        if let Some(n) = doc.index(data, doc.get(data, usage, field)) {
+            self.output_tokens = Some(self.output_tokens.map_or(n, |m| m.max(n)));
         }
     }
 
@@ -263,7 +285,11 @@ impl Classifier {
                 let id = doc.get(data, 0, "item").and_then(|i| event.value(doc.get(data, i, "id")));
                 id.map(|id| vec![Close::Prefix(format!("resp/{id}/"))]).unwrap_or_default()
             }
-            "response.completed" | "response.incomplete" | "response.failed" => vec![Close::All],
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                let response = doc.get(data, 0, "response");
+                self.usage(doc, data, response.and_then(|r| doc.get(data, r, "usage")), "output_tokens");
+                vec![Close::All]
+            }
             _ => vec![],
         };
         event.found.closes.extend(closes);
@@ -290,7 +316,10 @@ impl Classifier {
                 self.open_blocks.retain(|&b| b != index);
                 event.found.closes.push(Close::Prefix(key));
             }
-            "message_delta" | "message_stop" => event.found.closes.push(Close::All),
+            "message_delta" | "message_stop" => {
+                self.usage(doc, data, doc.get(data, 0, "usage"), "output_tokens");
+                event.found.closes.push(Close::All);
+            }
             _ => {}
         }
     }

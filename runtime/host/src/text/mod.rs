@@ -27,77 +27,18 @@
 
 mod endings;
 mod formats;
-mod transform;
+mod guard;
 
-pub use transform::{Flow, TextInterceptor, TextTransform, TransformJudge};
+pub(crate) use guard::TextStreamState;
+pub use guard::{GuardJudge, TextInterceptor};
+pub use sluicegate_guest::text::{Answer, ChannelKind, Item, Refusal, StopReason};
 
 use crate::interceptor::{Fault, TrapKind};
 use formats::{Classifier, Role};
+use sluicegate_guest::EndReason;
 use sluicegate_guest::json;
 use sluicegate_guest::{BatchView, NewEvent, Replacement, VerdictBuilder};
 use std::ops::Range;
-
-/// What kind of text a channel carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChannelKind {
-    /// The answer's text.
-    Content,
-    /// The arguments of a tool call: a JSON text streamed in pieces.
-    ToolArguments,
-    /// Reasoning (thinking, a reasoning summary).
-    Reasoning,
-    /// A refusal's text.
-    Refusal,
-    /// Any other text: a string value outside the channels, an event that is not JSON.
-    Other,
-}
-
-/// Why a guard ended a stream, which picks how each format says so.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// A filter refused the rest (Chat `content_filter`, Anthropic `refusal`, Responses
-    /// `content_filter`, Gemini `SAFETY`).
-    ContentFilter,
-    /// A budget ran out (Chat `length`, Anthropic `max_tokens`, Responses `max_output_tokens`,
-    /// Gemini `MAX_TOKENS`).
-    Length,
-}
-
-/// One text for the judge.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Item {
-    /// The channel: the same number later in the same stream is the same channel. Whole texts
-    /// carry `u32::MAX`.
-    pub channel: u32,
-    /// What the text is.
-    pub kind: ChannelKind,
-    /// For a channel, what it held followed by what arrived; for a whole text, all of it.
-    pub text: String,
-    /// The channel closes with this item: all of it must be released.
-    pub last: bool,
-    /// A text seen whole, not streamed: all of it must be released.
-    pub whole: bool,
-}
-
-/// The judge's answer to one item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// The first `count` bytes of the item's text go out as `text`; the rest is held.
-    Release {
-        /// Bytes of the item's text released: a character boundary; all of it when the item is
-        /// `last` or `whole`.
-        count: usize,
-        /// What goes out in their place.
-        text: String,
-    },
-    /// `text` goes out, then the stream ends.
-    Stop {
-        /// What goes out before the end.
-        text: String,
-        /// Why it ends.
-        reason: StopReason,
-    },
-}
 
 /// What judges a stream's texts: a native transform, or a guest of the text world.
 pub trait Judge: Send {
@@ -112,6 +53,17 @@ pub trait Judge: Send {
     fn prefilter(&self) -> &[u8] {
         &[]
     }
+
+    /// A request, before its texts: a refusal answers the client instead of sending it on.
+    fn admit(&mut self) -> Result<Option<Refusal>, Fault> {
+        Ok(None)
+    }
+
+    /// The stream ended; `output_tokens`: what the provider reported the answer cost.
+    fn finish(&mut self, reason: EndReason, output_tokens: Option<u64>) -> Result<(), Fault> {
+        let _ = (reason, output_tokens);
+        Ok(())
+    }
 }
 
 /// A streamed text of a stream.
@@ -124,6 +76,8 @@ struct Channel {
     pending: String,
     /// Where held text is released when the channel closes: its last delta event as written.
     template: Option<Template>,
+    /// Deltas of this batch.
+    pieces: u32,
     /// Closed (its pending text is being released): a delta with its key starts a new channel.
     closed: bool,
     /// This batch: its last delta span, the event that closes it, its item, what was released.
@@ -131,6 +85,10 @@ struct Channel {
     closing_at: Option<usize>,
     item: Option<usize>,
     released: String,
+    /// This batch's deltas: where each one's text ends in `pending` (the first also carries what
+    /// was held before), and then the part of `released` each goes out with.
+    segment_ends: Vec<usize>,
+    parts: Vec<String>,
     /// This batch's text went out as it came: nothing held before or after, nothing changed.
     untouched: bool,
 }
@@ -153,6 +111,8 @@ struct Span {
     role: Role,
     /// A delta's or an echo's channel; a whole text's item.
     owner: usize,
+    /// A delta's place among its channel's deltas of the batch.
+    segment: usize,
 }
 
 /// Counters a test or benchmark can read.
@@ -198,6 +158,11 @@ impl TextEngine {
     /// What the engine has seen and done so far.
     pub fn stats(&self) -> TextStats {
         self.stats
+    }
+
+    /// The most output tokens the provider reported in the stream's usage figures, if it did.
+    pub fn output_tokens(&self) -> Option<u64> {
+        self.classifier.output_tokens
     }
 
     /// The text all channels hold now, in bytes.
@@ -258,6 +223,9 @@ impl TextEngine {
         for channel in &mut self.channels {
             (channel.last_span, channel.closing_at, channel.item) = (None, None, None);
             channel.released.clear();
+            channel.segment_ends.clear();
+            channel.parts.clear();
+            channel.pieces = 0;
             channel.untouched = channel.pending.is_empty();
         }
     }
@@ -271,8 +239,11 @@ impl TextEngine {
             let owner = match part.role {
                 Role::Delta(kind) => {
                     let channel = self.channel(&part.key, kind);
-                    decode_into(raw, false, &mut self.channels[channel].pending);
-                    self.channels[channel].last_span = Some(self.spans.len());
+                    let c = &mut self.channels[channel];
+                    decode_into(raw, false, &mut c.pending);
+                    c.segment_ends.push(c.pending.len());
+                    c.last_span = Some(self.spans.len());
+                    c.pieces += u32::from(!raw.is_empty());
                     channel
                 }
                 Role::Echo => match self.channels.iter().position(|c| c.key == part.key && !c.closed) {
@@ -288,7 +259,11 @@ impl TextEngine {
                     item
                 }
             };
-            self.spans.push(Span { event: at, start: part.start, end: part.end, role: part.role, owner });
+            let segment = match part.role {
+                Role::Delta(_) => self.channels[owner].segment_ends.len() - 1,
+                _ => 0,
+            };
+            self.spans.push(Span { event: at, start: part.start, end: part.end, role: part.role, owner, segment });
         }
         for close in &found.closes {
             for channel in self.channels.iter_mut().filter(|c| !c.closed && close.covers(&c.key)) {
@@ -308,7 +283,7 @@ impl TextEngine {
         if !prefilter.is_empty() && !text.bytes().any(|b| prefilter.contains(&b)) {
             return None;
         }
-        self.items.push(Item { channel: u32::MAX, kind, text, last: true, whole: true });
+        self.items.push(Item { channel: 0, kind, text, last: true, pieces: 0 });
         Some(self.items.len() - 1)
     }
 
@@ -317,19 +292,23 @@ impl TextEngine {
         if let Some(at) = self.channels.iter().position(|c| c.key == key && !c.closed) {
             return at;
         }
+        // Numbered from 1 (0 is a whole text), below 2^31 as the contract keeps every integer.
+        self.next_id = self.next_id % 0x7fff_ffff + 1;
         let id = self.next_id;
-        self.next_id = (self.next_id + 1) & 0x7fff_ffff;
         self.channels.push(Channel {
             key: key.to_string(),
             kind,
             id,
             pending: String::new(),
             template: None,
+            pieces: 0,
             closed: false,
             last_span: None,
             closing_at: None,
             item: None,
             released: String::new(),
+            segment_ends: Vec::new(),
+            parts: Vec::new(),
             untouched: true,
         });
         self.channels.len() - 1
@@ -349,7 +328,7 @@ impl TextEngine {
                 kind: channel.kind,
                 text: channel.pending.clone(),
                 last,
-                whole: false,
+                pieces: channel.pieces,
             });
         }
     }
@@ -373,23 +352,31 @@ impl TextEngine {
                 Answer::Release { count, .. } => (*count, None),
                 Answer::Stop { reason, .. } => (item.text.len(), Some(*reason)),
             };
-            let all = item.last || item.whole;
+            let all = item.last;
             if count > item.text.len() || !item.text.is_char_boundary(count) || (all && count != item.text.len()) {
                 return Err(broken(format!("released {count} of {} bytes (must all: {all})", item.text.len())));
             }
             if item.text.len() - count > max_held {
                 return Err(broken(format!("held {} bytes, over the {max_held} declared", item.text.len() - count)));
             }
-            let event = match self.channels.iter_mut().find(|c| c.item == Some(at)) {
-                Some(channel) => {
+            let event = match self.channels.iter().position(|c| c.item == Some(at)) {
+                Some(index) => {
+                    let channel = &mut self.channels[index];
                     let text = match &mut self.answers[at] {
                         Answer::Release { text, .. } | Answer::Stop { text, .. } => std::mem::take(text),
                     };
                     channel.untouched &= count == channel.pending.len() && text == channel.pending;
+                    let (parts, differs) = split_release(&channel.pending[..count], &text, &channel.segment_ends);
+                    channel.parts = parts;
                     channel.pending.drain(..count);
                     channel.released = text;
                     self.stats.max_held_bytes = self.stats.max_held_bytes.max(channel.pending.len());
-                    channel.last_span.map(|s| self.spans[s].event).or(channel.closing_at).unwrap_or(usize::MAX)
+                    // A stop takes effect at the delta where the text stops going out as it came.
+                    let delta = self
+                        .spans
+                        .iter()
+                        .find(|s| s.owner == index && matches!(s.role, Role::Delta(_)) && s.segment == differs);
+                    delta.map(|s| s.event).or(self.channels[index].closing_at).unwrap_or(usize::MAX)
                 }
                 None => self.spans.iter().find(|s| s.owner == at && is_whole(s.role)).map_or(usize::MAX, |s| s.event),
             };
@@ -468,8 +455,7 @@ impl TextEngine {
                 Role::Delta(_) if own.is_some() => Some(""),
                 Role::Delta(_) => {
                     let channel = &self.channels[span.owner];
-                    let last = channel.last_span.is_some_and(|s| std::ptr::eq(&self.spans[s], span));
-                    Some(if last { channel.released.as_str() } else { "" })
+                    Some(channel.parts.get(span.segment).map_or("", String::as_str))
                 }
                 Role::Echo if own.is_none() && self.channels[span.owner].untouched => None,
                 Role::Echo => Some(""),
@@ -537,6 +523,33 @@ impl TextEngine {
         endings::write(&self.classifier, reason, &open, out);
         out.end();
     }
+}
+
+/// Where a channel's release goes among its deltas of the batch: the text it released unchanged
+/// (`kept`, the released part of its pending text, as far as `text` agrees with it) stays in the
+/// delta it came in (held text from before in the first), and what differs, from the first byte
+/// that does, goes in the delta where that byte was; later deltas go out empty. So a guard that
+/// changes nothing changes no event, and one that masks a value moves only that value.
+/// Also returns the delta where the text first differs (or the last one).
+fn split_release(kept: &str, text: &str, segment_ends: &[usize]) -> (Vec<String>, usize) {
+    let mut same = kept.bytes().zip(text.bytes()).take_while(|(a, b)| a == b).count();
+    while !kept.is_char_boundary(same) || !text.is_char_boundary(same) {
+        same -= 1;
+    }
+    let mut parts = Vec::with_capacity(segment_ends.len());
+    let mut start = 0;
+    let mut differs = None;
+    for (at, &end) in segment_ends.iter().enumerate() {
+        let (from, to) = (start.min(same), end.min(same));
+        let mut part = text[from..to].to_string();
+        if differs.is_none() && (end > same || at + 1 == segment_ends.len()) {
+            part.push_str(&text[same..]);
+            differs = Some(at);
+        }
+        parts.push(part);
+        start = end;
+    }
+    (parts, differs.unwrap_or(0))
 }
 
 fn is_whole(role: Role) -> bool {

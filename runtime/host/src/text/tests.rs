@@ -6,6 +6,7 @@ use crate::interceptor::Interceptor;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use sluicegate_contract::event::Event;
+use sluicegate_guest::text::PerChannel;
 use sluicegate_guest::{EndReason, StreamContext};
 
 /// `events` through `interceptor` in batches of the given sizes (cycled), then its end.
@@ -31,8 +32,8 @@ fn run(interceptor: &dyn Interceptor, events: &[Event], sizes: &[usize]) -> Vec<
     out
 }
 
-fn redact() -> TextInterceptor<redact::RedactText> {
-    TextInterceptor::new("native:redact", redact::RedactText::new("[redacted]"), 1 << 20)
+fn redact() -> TextInterceptor<redact::Redact> {
+    TextInterceptor::new("native:redact", PerChannel(redact::RedactText::new("[redacted]")), 1 << 20)
 }
 
 fn data(event: &Event) -> Option<&str> {
@@ -202,8 +203,11 @@ fn escaped_addresses_in_other_messages_are_found_decoded() {
 
 #[test]
 fn a_stop_ends_each_format_its_own_way() {
-    let deny =
-        TextInterceptor::new("native:deny-phrases", deny_phrases::PhraseFilter::new(["secret plan"]).unwrap(), 1 << 20);
+    let deny = TextInterceptor::new(
+        "native:deny-phrases",
+        PerChannel(deny_phrases::PhraseFilter::new(["secret plan"]).unwrap()),
+        1 << 20,
+    );
     let tokens = ["The", " secret", " plan", " is", " out"];
     // Responses whose response.created has no incomplete_details.
     let mut events = vec![named(
