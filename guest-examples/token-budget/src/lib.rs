@@ -24,8 +24,11 @@
 //! corrected to that figure at its end. A key whose count cannot be read as a number ends the
 //! stream the same way (fail closed); an unreachable store is a fault the host's policy handles.
 //!
-//! A stream learns of other streams' charges with each of its own increments, so with many
+//! The budget is checked once per batch (the text world hands a batch's text over in one call):
+//! the batch during which the budget runs out goes out whole, and the stream ends at its next
+//! text. A stream learns of other streams' charges with each of its own increments, so with many
 //! streams of one key the total can pass the budget by at most about one batch per live stream.
+//! (Models stream a token per write, so a live stream's batches are a few tokens.)
 //!
 //! On a request (the request chain: stream status 0) it refuses a key whose budget is used up
 //! with 429 and `Retry-After` (the window's remaining time); other requests pass unchanged.

@@ -60,7 +60,7 @@ fn content_tag(path: &Path) -> String {
     format!("{:08x}", hash as u32)
 }
 
-/// The Python examples, built once per test run: `drop.wasm` and `redact.wasm`.
+/// The Python examples, built once per test run: `NAME.wasm` for each.
 fn python_guests() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -139,6 +139,24 @@ fn streams() -> Vec<Vec<u8>> {
         .as_bytes()
         .to_vec(),
     );
+    // Tool-call arguments, reasoning and a Gemini answer, split across events, and an MCP result
+    // with an escaped address: the channels only the host's engine knows.
+    streams.push(
+        concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"the secret\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\" plan: ask zed@\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"to\\\":\\\"ann@exa\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"end.org\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"mple.com\\\"}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]\n\n",
+            "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"mail caf\\u00e9+1\"}],\"role\":\"model\"},\"index\":0}]}\n\n",
+            "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"@mail.example.org\"}],\"role\":\"model\"},\"finishReason\":\"STOP\",\"index\":0}]}\n\n",
+            "event: message\nid: 9\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"bob\\u0040example.com\"}]}}\n\n",
+        )
+        .as_bytes()
+        .to_vec(),
+    );
     streams
 }
 
@@ -146,6 +164,7 @@ fn configs(name: &str) -> Vec<Vec<(&'static str, &'static str)>> {
     match name {
         "drop" => vec![vec![], vec![("types", "ping, message,heartbeat")]],
         "redact" => vec![vec![], vec![("replacement", "<\u{e9}mail>")]],
+        "deny-phrases" => vec![vec![("phrases", "secret plan, caf\u{e9}+1")], vec![("phrases", "ZED@END")]],
         _ => unreachable!(),
     }
 }
@@ -183,7 +202,7 @@ fn python_examples_match_the_rust_ones() {
     if skipped("Python guests") {
         return;
     }
-    for name in ["drop", "redact"] {
+    for name in ["drop", "redact", "deny-phrases"] {
         assert_same_as_rust(&python_guests().join(format!("{name}.wasm")), name);
     }
 }
@@ -193,7 +212,7 @@ fn javascript_examples_match_the_rust_ones_with_both_toolchains() {
     if skipped("JavaScript guests") {
         return;
     }
-    for name in ["drop", "redact"] {
+    for name in ["drop", "redact", "deny-phrases"] {
         for engine in ["spidermonkey", "quickjs"] {
             assert_same_as_rust(&js_guests().join(format!("{name}.{engine}.wasm")), name);
         }
@@ -255,12 +274,14 @@ fn assert_budget_same_as_rust(component: &Path) {
                         "{spec} vs example:token-budget: {format:?}, ids {ids}, budget {budget}, batch {size}"
                     );
                     assert!(rust.1.is_some(), "the stream was charged to the header's key");
-                    cut += usize::from(rust.0 != events);
+                    // The budget is checked per batch: a stream that arrives in one batch is
+                    // charged, and only the next one is cut.
+                    cut += usize::from(rust.0 != events && size < 64);
                 }
             }
         }
     }
-    assert_eq!(cut, 3 * 2 * 3, "every stream over its budget was cut, and none within it");
+    assert_eq!(cut, 3 * 2 * 2, "every stream over its budget in several batches was cut, and none within it");
 }
 
 #[test]
