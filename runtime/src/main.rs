@@ -239,14 +239,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::New { name, lang, dir } => new_project(&name, lang, dir),
         Command::Check { file, settings, cache_dir } => check(&file, &settings, cache_dir.as_deref()),
         Command::List => {
+            let show = |name: &str| {
+                let (what, keys) = sluicegate::examples::describe(name);
+                println!("  {name:<20} {what}");
+                if !keys.is_empty() {
+                    println!("  {:<20} config: {keys}", "");
+                }
+            };
             println!("examples (use as example:NAME):");
-            for name in sluicegate::examples::names() {
-                println!("  {name}");
-            }
-            println!("native interceptors (use as native:NAME):");
-            for name in sluicegate::native::NAMES {
-                println!("  {name}");
-            }
+            sluicegate::examples::names().for_each(show);
+            println!("native interceptors (use as native:NAME), the same work without the sandbox:");
+            sluicegate::native::NAMES.iter().copied().for_each(show);
             Ok(())
         }
     }

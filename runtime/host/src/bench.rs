@@ -32,22 +32,7 @@ pub fn sample_events(n: usize, size: usize) -> Vec<Event> {
         .collect()
 }
 
-/// `text` split the way a model's tokens split it: before every space, around `.`, `@`, `,`, `!`
-/// and `;`, and into pieces of at most six characters. For benchmarks and tests of streamed text.
-pub fn tokens(text: &str) -> Vec<String> {
-    const PUNCTUATION: &str = ".@,!;";
-    let mut tokens: Vec<String> = Vec::new();
-    for c in text.chars() {
-        let cut = tokens.last().is_none_or(|t| {
-            c == ' ' || PUNCTUATION.contains(c) || t.ends_with(|p| PUNCTUATION.contains(p)) || t.chars().count() >= 6
-        });
-        if cut {
-            tokens.push(String::new());
-        }
-        tokens.last_mut().expect("a token was just pushed").push(c);
-    }
-    tokens
-}
+pub use crate::text::samples::tokens;
 
 /// One measured cell.
 #[derive(Debug, Clone)]

@@ -3,7 +3,9 @@
 //!
 //! The check compiles the component, lists its imports and exports, detects its world, opens a
 //! stream (instantiating it and running its constructor with the given configuration), sends it
-//! one batch of sample events and ends the stream, timing each step.
+//! one batch of sample events and ends the stream, timing each step. A guard of the text world is
+//! also run over random splits of sample texts in every format: a split that changes what the
+//! client gets breaks its contract, and the smallest such split is reported.
 
 use crate::batch::Batch;
 use crate::bench::sample_events;
@@ -28,6 +30,9 @@ pub struct Report {
     pub open_time: Option<Duration>,
     /// The sample batch: events in, events out, how long the call took.
     pub sample: Option<(usize, usize, Duration)>,
+    /// A text guard kept its contract over this many random splits of each sample text, in
+    /// every format.
+    pub text_contract: Option<usize>,
     /// Everything wrong, each a sentence. Empty: the component is ready to serve.
     pub problems: Vec<String>,
 }
@@ -83,8 +88,17 @@ pub fn check(runtime: &Runtime, wasm: &[u8], config: Config) -> Report {
     };
     report.world = Some(interceptor.world());
     try_a_stream(&interceptor, &mut report);
+    if report.is_ok() && interceptor.world() == World::Text {
+        match crate::text::contract::find_break(&interceptor, SPLITS) {
+            Some(broken) => report.problems.push(format!("the text contract breaks: {broken}")),
+            None => report.text_contract = Some(SPLITS),
+        }
+    }
     report
 }
+
+/// Random splits of each sample text `check` tries a text guard on, per format.
+const SPLITS: usize = 12;
 
 /// Opens a stream on `interceptor`, runs a batch of sample events through it and ends it,
 /// timing each step into `report` (or noting what failed).
@@ -127,6 +141,7 @@ fn describe_import(name: &str) -> &'static str {
     match interface {
         "sluicegate:interceptor/host" => "log lines and configuration",
         "sluicegate:interceptor/types" => "the contract's types",
+        "sluicegate:interceptor/store" => "counters and values shared across streams (and replicas, with `[store] url`)",
         "wasi:cli/stdout" | "wasi:cli/stderr" => "to the proxy's log, line by line, rate-limited",
         "wasi:cli/stdin" => "empty",
         "wasi:cli/environment" => "no variables, no arguments",
@@ -172,6 +187,13 @@ pub fn render(file: &str, report: &Report) -> String {
             "  sample batch: {inp} events in, {out} out, in {:.1} us ({:.0} ns/event, first call)",
             t.as_secs_f64() * 1e6,
             t.as_nanos() as f64 / inp as f64
+        );
+    }
+    if let Some(splits) = report.text_contract {
+        let _ = writeln!(
+            s,
+            "  text contract: kept over {splits} random splits of each sample text in each format ({})",
+            crate::text::samples::Format::ALL.map(|f| f.name()).join(", ")
         );
     }
     if report.is_ok() {

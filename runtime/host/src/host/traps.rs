@@ -61,7 +61,17 @@ impl ResourceLimiter for GuestLimits {
 
 /// A failed call as a fault: its kind, and wasmtime's message with the guest's backtrace.
 pub(super) fn fault_of(error: &wasmtime::Error) -> Fault {
-    Fault::Trap { kind: kind_of(error), message: format!("{error:#}") }
+    let kind = kind_of(error);
+    let message = match kind {
+        // Say which setting to change: the trap alone says only "interrupt".
+        TrapKind::Deadline => format!(
+            "the call ran past its CPU deadline (`call_deadline_ms`: `[limits]` for every \
+             interceptor, or on this one's `[[route.interceptor]]` table; or smaller batches: \
+             `[batch] max_events`, `--max-batch-events` for `run`): {error:#}"
+        ),
+        _ => format!("{error:#}"),
+    };
+    Fault::Trap { kind, message }
 }
 
 /// Why a call failed: the trap code wasmtime attached to the error, or the limit it hit.

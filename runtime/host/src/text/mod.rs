@@ -27,7 +27,9 @@
 
 mod endings;
 mod formats;
+pub mod contract;
 mod guard;
+pub mod samples;
 
 pub(crate) use guard::TextStreamState;
 pub use guard::{GuardJudge, TextInterceptor};
