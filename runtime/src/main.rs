@@ -188,6 +188,10 @@ enum Command {
         /// The language to write it in.
         #[arg(long, value_enum)]
         lang: cli::scaffold::Lang,
+        /// The contract: `batch` (every event: keep, drop, rewrite, insert) or `text` (a guard
+        /// over the text a model streams, which the host finds and decodes in every format).
+        #[arg(long, value_enum, default_value = "batch")]
+        world: cli::scaffold::World,
         /// Where to create it (default: ./NAME).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -236,7 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { listen, upstream_only: true, .. } => tokio_runtime()?.block_on(demo_upstream(listen)),
         Command::Demo { listen, once, .. } => tokio_runtime()?.block_on(demo(listen, once)),
         Command::Bench { interceptor, against, batch_sizes, json } => bench(interceptor, against, batch_sizes, json),
-        Command::New { name, lang, dir } => new_project(&name, lang, dir),
+        Command::New { name, lang, world, dir } => new_project(&name, lang, world, dir),
         Command::Check { file, settings, cache_dir } => check(&file, &settings, cache_dir.as_deref()),
         Command::List => {
             let show = |name: &str| {
@@ -320,9 +324,14 @@ fn bench(interceptor: Spec, against: Option<Spec>, batch_sizes: Vec<usize>, json
 }
 
 /// `new`: an interceptor project, and the commands to build, check and serve it.
-fn new_project(name: &str, lang: cli::scaffold::Lang, dir: Option<PathBuf>) -> anyhow::Result<()> {
+fn new_project(
+    name: &str,
+    lang: cli::scaffold::Lang,
+    world: cli::scaffold::World,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
-    cli::scaffold::create(&dir, name, lang)?;
+    cli::scaffold::create(&dir, name, lang, world)?;
     let component = cli::scaffold::artifact(name, lang);
     println!("created {}: the {lang} interceptor `{name}`", dir.display());
     println!("build it:  cd {} && {}", dir.display(), cli::scaffold::build_command(lang));

@@ -24,12 +24,16 @@ fn run_build(dir: &Path, command: &str) {
     );
 }
 
-/// The tutorial for `lang`, as written: new, build, check, serve, fetch.
-fn tutorial(lang: &str) {
-    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tutorial-{lang}"));
+/// The tutorial for `lang` in `world`, as written: new, build, check, serve, fetch.
+fn tutorial(lang: &str, world: &str) {
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tutorial-{lang}-{world}"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
-    let new = Command::new(BIN).args(["new", "masker", "--lang", lang]).current_dir(&work).output().unwrap();
+    let new = Command::new(BIN)
+        .args(["new", "masker", "--lang", lang, "--world", world])
+        .current_dir(&work)
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&new.stdout).into_owned();
     assert!(new.status.success(), "{said}{}", String::from_utf8_lossy(&new.stderr));
 
@@ -60,7 +64,12 @@ fn tutorial(lang: &str) {
     let (status, after) = get(&proxy, "/llm");
     assert!(status.contains("200"), "{status}");
     assert!(before.contains("event: ping") && before.contains(" report\""), "the demo stream changed:\n{before}");
-    assert!(!after.contains("event: ping"), "{lang}: pings are dropped:\n{after}");
+    if world == "batch" {
+        assert!(!after.contains("event: ping"), "{lang}: pings are dropped:\n{after}");
+    } else {
+        assert!(report.contains("text contract: kept"), "{lang}: check tried the guard on splits:\n{report}");
+        assert_eq!(after.matches("event: ping").count(), before.matches("event: ping").count(), "{lang}: text only");
+    }
     assert!(
         after.contains("\"text\":\" ******\"") && !after.contains("report"),
         "{lang}: the word is masked:\n{after}"
@@ -82,20 +91,39 @@ fn skipped(lang: &str) -> bool {
 
 #[test]
 fn rust_tutorial() {
-    tutorial("rust");
+    tutorial("rust", "batch");
+}
+
+#[test]
+fn rust_text_guard_tutorial() {
+    tutorial("rust", "text");
 }
 
 #[test]
 fn python_tutorial() {
     if !skipped("Python") {
-        tutorial("python");
+        tutorial("python", "batch");
+    }
+}
+
+#[test]
+fn python_text_guard_tutorial() {
+    if !skipped("Python") {
+        tutorial("python", "text");
     }
 }
 
 #[test]
 fn javascript_tutorial() {
     if !skipped("JavaScript") {
-        tutorial("js");
+        tutorial("js", "batch");
+    }
+}
+
+#[test]
+fn javascript_text_guard_tutorial() {
+    if !skipped("JavaScript") {
+        tutorial("js", "text");
     }
 }
 

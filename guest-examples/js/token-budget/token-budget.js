@@ -39,14 +39,14 @@ function count(value) {
   return n === undefined || n > I64_MAX || n < -I64_MAX - 1n ? Number.MAX_SAFE_INTEGER : Number(n);
 }
 
-/** (the key's total, seconds left); a value that is not a count, or a failed read, counts as spent. */
+/** (the key's total, seconds left); a value that is not a count counts as spent; a failed read gives undefined. */
 function read(key) {
   let entry;
   try {
     entry = store.get(key);
   } catch (e) {
     if (!(e instanceof StoreError)) throw e;
-    return [Number.MAX_SAFE_INTEGER, 0]; // unavailable: also a fault the host applies the policy to
+    return [undefined, 0]; // unavailable: a fault the host applies the policy to; read again later
   }
   return entry === undefined ? [0, 0] : [count(entry.value), entry.expiresIn];
 }
@@ -72,13 +72,13 @@ class TokenBudget extends TextGuard {
   }
   admit(account) {
     const [used, expiresIn] = read(account.key);
-    if (used < this.tokens) return undefined;
+    if (used !== undefined && used < this.tokens) return undefined;
     return new Refusal(429, "budget_exhausted", "the token budget of this key is used up", Math.max(expiresIn, 1));
   }
   process(account, items) {
-    if (account.used === undefined) account.used = read(account.key)[0];
+    if (account.used === undefined) account.used = read(account.key)[0]; // a failed read: again next batch
     const before = estimate(account.bytes, account.deltas);
-    let left = this.tokens - account.used;
+    let left = this.tokens - (account.used ?? Number.MAX_SAFE_INTEGER);
     const answers = items.map((item) => {
       const text = item.text;
       if (item.channel === 0 || text.length === 0) return [text.length, text];

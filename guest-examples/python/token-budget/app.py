@@ -47,12 +47,12 @@ def _positive(config, name, default, bound):
 
 
 def _read(key):
-    """(the key's total, seconds left); a value that is not a count, or a failed read, counts
-    as spent (an unavailable store is also a fault the host applies the policy to)."""
+    """(the key's total, seconds left); a value that is not a count counts as spent; a failed
+    read gives None (it is a fault the host applies the policy to)."""
     try:
         entry = sg.store.get(key)
     except sg.StoreError:
-        return I64_MAX, 0
+        return None, 0
     if entry is None:
         return 0, 0
     number = _integer(entry[0])
@@ -89,15 +89,15 @@ class TokenBudget(st.TextGuard):
 
     def admit(self, account):
         used, expires_in = _read(account.key)
-        if used < self.tokens:
+        if used is not None and used < self.tokens:
             return None
         return st.Refusal(429, "budget_exhausted", "the token budget of this key is used up", max(expires_in, 1))
 
     def process(self, account, items):
         if account.used is None:
-            account.used = _read(account.key)[0]
+            account.used = _read(account.key)[0]  # a failed read: read again next batch
         before = estimate(account.size, account.deltas)
-        left = self.tokens - account.used
+        left = self.tokens - (I64_MAX if account.used is None else account.used)
         answers = []
         for item in items:
             text = item.text

@@ -95,14 +95,12 @@ impl TokenBudget {
         if let Some(used) = account.used {
             return used;
         }
-        // An unavailable store is a fault the host applies the policy to; a value that is not a
-        // count fails closed.
-        let used = match self.store.get(&account.key) {
-            Ok(entry) => entry.map_or(0, |e| e.value.parse().unwrap_or(i64::MAX)),
+        // A value that is not a count fails closed. A failed read is a fault the host applies the
+        // policy to (under fail-open this batch passes); it is read again with the next batch.
+        match self.store.get(&account.key) {
+            Ok(entry) => *account.used.insert(entry.map_or(0, |e| e.value.parse().unwrap_or(i64::MAX))),
             Err(_) => i64::MAX,
-        };
-        account.used = Some(used);
-        used
+        }
     }
 
     /// Adds `tokens` to the key's total (one store call for the whole batch).
@@ -165,7 +163,8 @@ impl TextGuard for TokenBudget {
     fn admit(&self, account: &mut Account) -> Option<Refusal> {
         let (used, expires_in) = match self.store.get(&account.key) {
             Ok(entry) => entry.map_or((0, 0), |e| (e.value.parse().unwrap_or(i64::MAX), e.expires_in)),
-            Err(_) => (i64::MAX, 0),
+            // A fault the host applies the policy to, whatever this answers.
+            Err(_) => return None,
         };
         (used >= self.tokens).then(|| Refusal {
             status: 429,

@@ -79,6 +79,7 @@ pub fn check(runtime: &Runtime, wasm: &[u8], config: Config) -> Report {
     if !report.problems.is_empty() {
         return report;
     }
+    let config_values: Vec<String> = config.entries().iter().map(|(_, v)| v.clone()).collect();
     let interceptor = match runtime.load("check", wasm, config) {
         Ok(interceptor) => interceptor,
         Err(e) => {
@@ -89,7 +90,7 @@ pub fn check(runtime: &Runtime, wasm: &[u8], config: Config) -> Report {
     report.world = Some(interceptor.world());
     try_a_stream(&interceptor, &mut report);
     if report.is_ok() && interceptor.world() == World::Text {
-        match crate::text::contract::find_break(&interceptor, SPLITS) {
+        match crate::text::contract::find_break(&interceptor, SPLITS, &config_values) {
             Some(broken) => report.problems.push(format!("the text contract breaks: {broken}")),
             None => report.text_contract = Some(SPLITS),
         }
@@ -141,7 +142,9 @@ fn describe_import(name: &str) -> &'static str {
     match interface {
         "sluicegate:interceptor/host" => "log lines and configuration",
         "sluicegate:interceptor/types" => "the contract's types",
-        "sluicegate:interceptor/store" => "counters and values shared across streams (and replicas, with `[store] url`)",
+        "sluicegate:interceptor/store" => {
+            "counters and values shared across streams (and replicas, with `[store] url`)"
+        }
         "wasi:cli/stdout" | "wasi:cli/stderr" => "to the proxy's log, line by line, rate-limited",
         "wasi:cli/stdin" => "empty",
         "wasi:cli/environment" => "no variables, no arguments",

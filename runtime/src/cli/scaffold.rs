@@ -1,4 +1,4 @@
-//! `sluicegate new NAME --lang rust|python|js`: a working interceptor project, from templates
+//! `sluicegate new NAME --lang rust|python|js [--world batch|text]`: a working interceptor project, from templates
 //! (`runtime/templates/`) and the SDKs and WIT contract of this repository, embedded at build
 //! time so the binary alone can create a project.
 
@@ -23,15 +23,51 @@ impl std::fmt::Display for Lang {
     }
 }
 
+/// The world a new project implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum World {
+    /// `batch-interceptor`: every event of a batch, to keep, drop, rewrite or insert.
+    Batch,
+    /// `text-interceptor`: a guard over the text a model streams, found and decoded by the host.
+    Text,
+}
+
+impl World {
+    fn wit_name(self) -> &'static str {
+        match self {
+            World::Batch => "batch-interceptor",
+            World::Text => "text-interceptor",
+        }
+    }
+}
+
 const WIT: &str = include_str!("../../../wit/interceptor.wit");
 
-/// (path in the project, content); `{{name}}` and `{{crate}}` are filled in.
-fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
+/// The author's file for `lang` in `world`, and where it goes.
+fn source(lang: Lang, world: World) -> (&'static str, &'static str) {
+    match (lang, world) {
+        (Lang::Rust, World::Batch) => ("src/lib.rs", include_str!("../../templates/rust/lib.rs")),
+        (Lang::Rust, World::Text) => ("src/lib.rs", include_str!("../../templates/rust/lib_text.rs")),
+        (Lang::Python, World::Batch) => ("app.py", include_str!("../../templates/python/app.py")),
+        (Lang::Python, World::Text) => ("app.py", include_str!("../../templates/python/app_text.py")),
+        (Lang::Js, World::Batch) => ("interceptor.js", include_str!("../../templates/js/interceptor.js")),
+        (Lang::Js, World::Text) => ("interceptor.js", include_str!("../../templates/js/interceptor_text.js")),
+    }
+}
+
+/// (path in the project, content); `{{name}}`, `{{crate}}`, `{{world}}` and `{{entry}}` are
+/// filled in.
+fn files(lang: Lang, world: World) -> Vec<(&'static str, &'static str)> {
+    let mut files = vec![source(lang, world)];
+    files.extend(common_files(lang));
+    files
+}
+
+fn common_files(lang: Lang) -> Vec<(&'static str, &'static str)> {
     match lang {
         Lang::Rust => vec![
             ("Cargo.toml", include_str!("../../templates/rust/Cargo.toml")),
             (".cargo/config.toml", include_str!("../../templates/rust/config.toml")),
-            ("src/lib.rs", include_str!("../../templates/rust/lib.rs")),
             ("README.md", include_str!("../../templates/rust/README.md")),
             (".gitignore", include_str!("../../templates/rust/gitignore")),
             ("sluicegate-guest/Cargo.toml", include_str!("../../templates/rust/sdk-Cargo.toml")),
@@ -46,18 +82,17 @@ fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
             ("sluicegate-guest/src/store.rs", include_str!("../../../guest-examples/sdk/src/store.rs")),
         ],
         Lang::Python => vec![
-            ("app.py", include_str!("../../templates/python/app.py")),
             ("build.sh", include_str!("../../templates/python/build.sh")),
             ("README.md", include_str!("../../templates/python/README.md")),
             (".gitignore", include_str!("../../templates/python/gitignore")),
             ("requirements.txt", include_str!("../../../guest-examples/python/requirements.txt")),
             ("sluicegate_guest.py", include_str!("../../../guest-examples/python/sdk/sluicegate_guest.py")),
             ("batch.py", include_str!("../../../guest-examples/python/sdk/batch.py")),
+            ("text.py", include_str!("../../../guest-examples/python/sdk/text.py")),
             ("sluicegate_text.py", include_str!("../../../guest-examples/python/sdk/sluicegate_text.py")),
             ("wit/interceptor.wit", WIT),
         ],
         Lang::Js => vec![
-            ("interceptor.js", include_str!("../../templates/js/interceptor.js")),
             ("build.sh", include_str!("../../templates/js/build.sh")),
             ("README.md", include_str!("../../templates/js/README.md")),
             (".gitignore", include_str!("../../templates/js/gitignore")),
@@ -88,7 +123,7 @@ pub(crate) fn build_command(lang: Lang) -> &'static str {
 }
 
 /// Creates project `name` in `dir` (which must not exist yet) and returns its files' paths.
-pub(crate) fn create(dir: &Path, name: &str, lang: Lang) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn create(dir: &Path, name: &str, lang: Lang, world: World) -> anyhow::Result<Vec<PathBuf>> {
     let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     ensure!(valid, "`{name}` is not a usable name: use lower-case letters, digits and `-`, starting with a letter");
@@ -96,8 +131,15 @@ pub(crate) fn create(dir: &Path, name: &str, lang: Lang) -> anyhow::Result<Vec<P
         bail!("{} already exists; choose another name or --dir", dir.display());
     }
     let mut written = Vec::new();
-    for (path, template) in files(lang) {
-        let mut content = template.replace("{{name}}", name).replace("{{crate}}", &name.replace('-', "_"));
+    // componentize-py starts from the author's `app` in the batch world, and from the SDK's glue
+    // (which imports `app`) in the text world.
+    let entry = if world == World::Text { "text" } else { "app" };
+    for (path, template) in files(lang, world) {
+        let mut content = template
+            .replace("{{name}}", name)
+            .replace("{{crate}}", &name.replace('-', "_"))
+            .replace("{{world}}", world.wit_name())
+            .replace("{{entry}}", entry);
         if path == "package-lock.json" {
             // The examples' lockfile: the same toolchain, under the examples' package name.
             content = content.replace("sluicegate-js-examples", name);
@@ -121,7 +163,7 @@ mod tests {
     #[test]
     fn the_rust_template_carries_every_file_of_the_sdk() {
         let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-examples/sdk/src");
-        let carried: Vec<&str> = files(Lang::Rust).into_iter().map(|(path, _)| path).collect();
+        let carried: Vec<&str> = files(Lang::Rust, World::Text).into_iter().map(|(path, _)| path).collect();
         for entry in std::fs::read_dir(sdk).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
             let path = format!("sluicegate-guest/src/{name}");

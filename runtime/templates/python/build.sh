@@ -6,5 +6,5 @@ if [ ! -x .venv/bin/componentize-py ]; then
     python3 -m venv .venv
     .venv/bin/pip install -q -r requirements.txt
 fi
-.venv/bin/componentize-py -q -d wit -w batch-interceptor componentize app -p . -o {{name}}.wasm
+.venv/bin/componentize-py -q -d wit -w {{world}} componentize {{entry}} -p . -o {{name}}.wasm
 echo "built {{name}}.wasm"

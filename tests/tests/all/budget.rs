@@ -234,3 +234,39 @@ async fn real_sdks_see_a_budget_cut_a_stream_cleanly_then_get_429_with_retry_aft
 fn sdk_base(proxy: std::net::SocketAddr, prefix: &str, api: &str) -> String {
     if api == "anthropic" { format!("http://{proxy}{prefix}") } else { format!("http://{proxy}{prefix}/v1") }
 }
+
+/// A store that cannot be reached.
+struct Down;
+
+impl Backend for Down {
+    fn get(&self, _: &str) -> Result<Option<sluicegate_guest::store::Entry>, sluicegate_guest::StoreError> {
+        Err(sluicegate_guest::StoreError::Unavailable("down".into()))
+    }
+    fn increment(&self, _: &str, _: i64, _: u32) -> Result<i64, sluicegate_guest::StoreError> {
+        Err(sluicegate_guest::StoreError::Unavailable("down".into()))
+    }
+    fn compare_and_set(&self, _: &str, _: Option<&str>, _: &str, _: u32) -> Result<bool, sluicegate_guest::StoreError> {
+        Err(sluicegate_guest::StoreError::Unavailable("down".into()))
+    }
+}
+
+#[test]
+fn an_unreachable_store_under_fail_open_lets_the_stream_through_unmetered() {
+    let deltas = tokens(ANSWER);
+    let store = SharedStore::over(Arc::new(Down), "down");
+    for spec in ["example:token-budget", "native:token-budget"] {
+        for format in FORMATS {
+            let events = parse_all(stream(format, &deltas, false).as_bytes());
+            let config = config_of(&[("tokens", "1000")]).with_store(Store::new(Arc::new(store.scoped("budget"))));
+            let link = spec.parse::<Spec>().unwrap().load(runtime(), config).unwrap();
+            let link =
+                sluicegate::chain::Link::new(link, sluicegate::config::FaultPolicy::FailOpen, Default::default());
+            let chain = Chain::from_links(vec![link]);
+            let request = parse_all(b"data: {\"model\":\"m\",\"stream\":true}\n\n");
+            let context = sluicegate::StreamContext { status: 0, ..sluicegate_tests::context() };
+            assert_eq!(run_chain_in(&chain, &context, std::slice::from_ref(&request)), request, "{spec}: admitted");
+            let out = run_chain(&chain, &batches_of(&events, 1));
+            assert_eq!(text_of(format, &out), ANSWER, "{spec}, {format:?}");
+        }
+    }
+}

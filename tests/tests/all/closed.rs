@@ -309,9 +309,7 @@ async fn json_lines_stream_through_the_chain_line_by_line() {
             let label = if request.uri().path() == "/labelled" { "application/x-ndjson" } else { "text/plain" };
             let (tx, response) = streamed(label);
             tokio::spawn(async move {
-                let line = |n: u32| {
-                    Bytes::from(format!("{{\"message\":{{\"content\":\"mail ada{n}@example.com\"}},\"done\":false}}\n"))
-                };
+                let line = |n: u32| Bytes::from(format!("{{\"note\":\"mail ada{n}@example.com\"}}\n"));
                 tx.send(Ok(line(1))).await.unwrap();
                 tx.send(Ok(line(2))).await.unwrap();
                 gate.lock().await.recv().await;
@@ -324,7 +322,7 @@ async fn json_lines_stream_through_the_chain_line_by_line() {
     .await;
     let (proxy, state) =
         start_proxy(&sluicegate_tests::net::config_with_chain(upstream, &["example:redact"], "")).await;
-    let line = "{\"message\":{\"content\":\"mail [redacted]\"},\"done\":false}\n";
+    let line = "{\"note\":\"mail [redacted]\"}\n";
     for path in ["/labelled", "/unlabelled"] {
         let response = sluicegate_tests::net::get(&format!("http://{proxy}{path}"), &[]).await;
         assert_eq!(response.headers().get("content-length"), None, "{path}: streamed, not read whole");

@@ -161,7 +161,7 @@ async fn a_redis_that_stops_is_a_fault_under_each_policy_and_service_resumes_whe
     let closed = call(&python, base(&proxy, "/closed", "chat"), "chat", "sk-1").await;
     assert_eq!(closed["status"], 502, "fail-closed: the request is refused while the budget cannot be read: {closed}");
     let open = call(&python, base(&proxy, "/open", "chat"), "chat", "sk-1").await;
-    assert_eq!(open["deltas"], ANSWER, "fail-open: the stream passes unmetered: {open}");
+    assert_eq!(open["deltas"], ANSWER, "fail-open: the stream passes unmetered: {open}\n{}", proxy.log());
     let text = metrics(&proxy).await;
     assert!(
         metric(&text, "sluicegate_store_calls_total{backend=\"redis\",op=\"get\",result=\"unavailable\"}") > 0,

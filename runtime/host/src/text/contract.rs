@@ -37,13 +37,21 @@ impl std::fmt::Display for Break {
     }
 }
 
-/// Texts a guard is tried on: the sample answer, and words that each hold a typical value.
-fn texts() -> Vec<String> {
-    vec![
+/// Texts a guard is tried on: the sample answer, words that each hold a typical value, and a
+/// sentence with the values of the guard's configuration (each comma-separated part), so what it
+/// was configured to find is in the texts.
+fn texts(config_values: &[String]) -> Vec<String> {
+    let mut texts = vec![
         samples::ANSWER.to_string(),
         "mail bob@example.com, task-abc-123 or sk-ant-REDACTME now".to_string(),
         "caf\u{e9} \u{1f600} a.b+c@mail.example.org.".to_string(),
-    ]
+    ];
+    let parts: Vec<&str> =
+        config_values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|p| !p.is_empty()).collect();
+    if !parts.is_empty() {
+        texts.push(format!("as noted: {} and more", parts.join(", then ")));
+    }
+    texts
 }
 
 /// The client's text from `pieces` in `format`, each event its own batch; a fault is the text.
@@ -98,10 +106,10 @@ fn cut(text: &str, cuts: &[usize]) -> Vec<String> {
 
 /// The first break found over `tries` random splits of each text in each format, shrunk to the
 /// fewest cuts that still break; `None` when the guard keeps the contract on all of them.
-pub fn find_break(interceptor: &dyn Interceptor, tries: usize) -> Option<Break> {
+pub fn find_break(interceptor: &dyn Interceptor, tries: usize, config_values: &[String]) -> Option<Break> {
     let mut splits = Splits(0x9e37_79b9_7f4a_7c15);
     for format in Format::ALL {
-        for text in texts() {
+        for text in texts(config_values) {
             let whole = run(interceptor, format, std::slice::from_ref(&text));
             let length = text.chars().count();
             for _ in 0..tries {
@@ -164,7 +172,7 @@ mod tests {
     #[test]
     fn a_careless_hold_back_is_found_with_its_smallest_split() {
         let careless = TextInterceptor::new("careless", PerChannel(Careless), 1 << 20);
-        let found = find_break(&careless, 20).expect("the careless rule breaks");
+        let found = find_break(&careless, 20, &[]).expect("the careless rule breaks");
         assert_eq!(found.pieces.len(), 2, "one cut shows it: {found}");
         assert!(found.whole.contains("[id]") && !found.got.contains("[id]-"), "{found}");
     }
@@ -172,9 +180,9 @@ mod tests {
     #[test]
     fn the_examples_keep_the_contract() {
         let redact = TextInterceptor::new("redact", PerChannel(redact::RedactText::new("[r]")), 1 << 20);
-        assert_eq!(find_break(&redact, 10), None);
+        assert_eq!(find_break(&redact, 10, &[]), None);
         let phrases = deny_phrases::PhraseFilter::new(["secret plan", "task-abc"]).unwrap();
         let deny = TextInterceptor::new("deny", PerChannel(phrases), 1 << 20);
-        assert_eq!(find_break(&deny, 10), None);
+        assert_eq!(find_break(&deny, 10, &["secret plan, task-abc".to_string()]), None);
     }
 }

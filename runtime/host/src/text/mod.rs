@@ -25,9 +25,9 @@
 //! The guard never sees keys, numbers or structure: only string values, decoded; the values of
 //! keys that are structure (`type`, `id`, `model`, `role`, `finish_reason`, ...) are left out.
 
+pub mod contract;
 mod endings;
 mod formats;
-pub mod contract;
 mod guard;
 pub mod samples;
 

@@ -101,9 +101,7 @@ fn responses(deltas: &[String]) -> Vec<Event> {
                "parallel_tool_calls": true, "tool_choice": "auto", "tools": [], "text": {"format": {"type": "text"}}})
     };
     let part = |text: &str| json!({"type": "output_text", "text": text, "annotations": []});
-    let item = |status: &str, content: Value| {
-        json!({"id": "msg_1", "type": "message", "status": status, "role": "assistant", "content": content})
-    };
+    let item = |status: &str, content: Value| json!({"id": "msg_1", "type": "message", "status": status, "role": "assistant", "content": content});
     let with = |mut base: Value, key: &str, value: Value| {
         base[key] = value;
         base
