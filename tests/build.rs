@@ -16,6 +16,7 @@ fn main() {
             ("legacy-redact", "legacy_redact"),
             ("unlinkable", "unlinkable"),
             ("v0-1-0", "v0_1_0"),
+            ("v0-1-1", "v0_1_1"),
         ],
         "test_guests.rs",
         "TEST_GUESTS",

@@ -2,7 +2,10 @@
 """What each guest language costs: component size, compile time, instantiation (first stream)
 and ns/event at batch sizes 1 and 64, measured with `sluicegate check` and `sluicegate bench`.
 
-    python3 benches/scripts/languages.py [RUNS] > languages.md
+    python3 benches/scripts/languages.py [RUNS] [EVENTS] > languages.md
+
+With EVENTS (a sample of `sluicegate bench --events`, e.g. `openai-chat`) the guards over text
+(`redact`) are measured on whole streams of that format's real chunks instead of synthetic events.
 
 Uses target/release/sluicegate, the Rust examples built into it, and the Python and JavaScript
 examples as the tests build them (target/tmp/python-guests, target/tmp/js-guests: run
@@ -18,6 +21,7 @@ import sys
 
 BIN = "target/release/sluicegate"
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+EVENTS = sys.argv[2] if len(sys.argv) > 2 else None
 SUBJECTS = [
     ("Rust", "target/guests/wasm32-wasip2/guest/{name}.wasm"),
     ("Python (componentize-py)", "target/tmp/python-guests/{name}.wasm"),
@@ -36,7 +40,8 @@ def check(path):
 
 def bench(path, name):
     out = subprocess.run(
-        [BIN, "bench", "-i", path, "--against", f"native:{name}", "--batch-sizes", "1,64", "--json"],
+        [BIN, "bench", "-i", path, "--against", f"native:{name}", "--batch-sizes", "1,64", "--json"]
+        + (["--events", EVENTS] if EVENTS else []),
         capture_output=True, text=True, check=True,
     ).stdout
     cells = json.loads(out)["results"]
@@ -45,7 +50,7 @@ def bench(path, name):
 
 print("| interceptor | language (toolchain) | size | compile | first stream | ns/event, batch 1 | ns/event, batch 64 | native twin, batch 64 |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
-for name in ["redact", "drop"]:
+for name in ["redact"] if EVENTS else ["redact", "drop"]:
     for language, pattern in SUBJECTS:
         path = pattern.format(name=name)
         checks = [check(path) for _ in range(RUNS)]

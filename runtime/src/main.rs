@@ -178,6 +178,11 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Measure on whole streams of real chunks instead of synthetic events: a built-in sample
+        /// (`openai-chat`, `openai-responses`, `anthropic`, `gemini`, `ollama`) or a file of
+        /// Server-Sent Events. Guards over streamed text should be measured this way.
+        #[arg(long, value_name = "SAMPLE|FILE")]
+        events: Option<String>,
     },
     /// Lists the example guests and native interceptors built into this binary.
     List,
@@ -239,7 +244,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => tokio_runtime()?.block_on(serve(args)),
         Command::Demo { listen, upstream_only: true, .. } => tokio_runtime()?.block_on(demo_upstream(listen)),
         Command::Demo { listen, once, .. } => tokio_runtime()?.block_on(demo(listen, once)),
-        Command::Bench { interceptor, against, batch_sizes, json } => bench(interceptor, against, batch_sizes, json),
+        Command::Bench { interceptor, against, batch_sizes, json, events } => {
+            bench(interceptor, against, batch_sizes, json, events.as_deref())
+        }
         Command::New { name, lang, world, dir } => new_project(&name, lang, world, dir),
         Command::Check { file, settings, cache_dir } => check(&file, &settings, cache_dir.as_deref()),
         Command::List => {
@@ -301,7 +308,14 @@ fn run_stdin(interceptors: &[Spec], settings: &[String], max_batch_events: usize
 }
 
 /// `bench`: ns per event of an interceptor and its counterparts, at several batch sizes.
-fn bench(interceptor: Spec, against: Option<Spec>, batch_sizes: Vec<usize>, json: bool) -> anyhow::Result<()> {
+fn bench(
+    interceptor: Spec,
+    against: Option<Spec>,
+    batch_sizes: Vec<usize>,
+    json: bool,
+    events: Option<&str>,
+) -> anyhow::Result<()> {
+    let events = events.map_or(Ok(sluicegate::bench::Events::Synthetic), sluicegate::bench::Events::from_source)?;
     let runtime = Runtime::new(Limits::default())?;
     let specs: Vec<Spec> = std::iter::once(interceptor).chain(against).collect();
     let subjects = sluicegate::bench::load_subjects(&runtime, &specs)?;
@@ -309,7 +323,7 @@ fn bench(interceptor: Spec, against: Option<Spec>, batch_sizes: Vec<usize>, json
     let sizes: Vec<usize> = batch_sizes.into_iter().filter(|&n| n > 0).collect();
     let total = sizes.len() * subjects.len();
     let mut done = 0;
-    let cells = sluicegate::bench::run(&subjects, &sizes, |cell| {
+    let cells = sluicegate::bench::run(&subjects, &sizes, &events, |cell| {
         done += 1;
         eprintln!(
             "[{done}/{total}] {} at batch {}: {:.1} ns/event",
@@ -317,7 +331,7 @@ fn bench(interceptor: Spec, against: Option<Spec>, batch_sizes: Vec<usize>, json
         );
     })?;
     match json {
-        true => println!("{}", sluicegate::bench::json(&cells)),
+        true => println!("{}", sluicegate::bench::json(&cells, events.event_bytes())),
         false => print!("{}", sluicegate::bench::table(&names, &sizes, &cells)),
     }
     Ok(())

@@ -1,11 +1,13 @@
 """Calls an LLM API through the proxy with the provider's own Python SDK, the way an application
 does, and prints what the application would see, as JSON on stdout.
 
-    python client.py BASE_URL chat|responses|anthropic [stream|whole]
+    python client.py BASE_URL chat|responses|anthropic [stream|whole|tools]
 
 `stream` (the default) reads the answer as it streams: the text the deltas add up to, the SDK's
 final object where it has one, and how the answer ended. `whole` makes the same call without
-streaming. With SLUICEGATE_NO_KEY=1 the SDK sends no key at all (the proxy injects the provider's);
+streaming. `tools` streams an answer with reasoning and a tool call (model `tools-test`) and
+prints every channel the application reads: the text, the reasoning, the tool call's arguments as
+streamed and as the SDK's final object holds them. With SLUICEGATE_NO_KEY=1 the SDK sends no key at all (the proxy injects the provider's);
 otherwise it sends SLUICEGATE_API_KEY, or a placeholder that the test upstreams ignore. An error
 status from the API (a 429 for a spent budget, say) prints {"status": ..., "retry_after": ...}.
 """
@@ -29,8 +31,68 @@ def refused(error):
     sys.exit(0)
 
 
+def tools():
+    """Every channel of a streamed answer with reasoning and a tool call, as the SDK gives them."""
+    if api == "chat":
+        import openai
+
+        client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=30)
+        text, reasoning, arguments, ended = "", "", "", None
+        for chunk in client.chat.completions.create(model="tools-test", messages=messages, stream=True):
+            for choice in chunk.choices:
+                delta = choice.delta
+                text += delta.content or ""
+                # Not in the SDK's model: OpenAI-compatible servers' reasoning field.
+                reasoning += getattr(delta, "reasoning_content", None) or ""
+                for call in delta.tool_calls or []:
+                    arguments += call.function.arguments or ""
+                ended = choice.finish_reason or ended
+        return {"text": text, "reasoning": reasoning, "arguments": arguments, "ended": ended}
+    if api == "responses":
+        import openai
+
+        client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=30)
+        seen = {"text": "", "reasoning": "", "arguments": "", "final_arguments": None, "done_arguments": None}
+        for event in client.responses.create(model="tools-test", input="Who do I write to?", stream=True):
+            if event.type == "response.output_text.delta":
+                seen["text"] += event.delta
+            elif event.type == "response.reasoning_summary_text.delta":
+                seen["reasoning"] += event.delta
+            elif event.type == "response.function_call_arguments.delta":
+                seen["arguments"] += event.delta
+            elif event.type == "response.function_call_arguments.done":
+                seen["done_arguments"] = event.arguments
+            elif event.type == "response.completed":
+                calls = [item for item in event.response.output if item.type == "function_call"]
+                seen["final_arguments"] = calls[0].arguments if calls else None
+                seen["ended"] = "completed"
+        return seen
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=base_url, api_key=api_key, max_retries=0, timeout=30)
+    seen = {"text": "", "reasoning": "", "arguments": ""}
+    with client.messages.stream(model="tools-test", max_tokens=1024, messages=messages) as stream:
+        for event in stream:
+            if event.type == "content_block_delta":
+                delta = event.delta
+                if delta.type == "text_delta":
+                    seen["text"] += delta.text
+                elif delta.type == "thinking_delta":
+                    seen["reasoning"] += delta.thinking
+                elif delta.type == "input_json_delta":
+                    seen["arguments"] += delta.partial_json
+        message = stream.get_final_message()
+    seen["final_input"] = next(block.input for block in message.content if block.type == "tool_use")
+    seen["final_reasoning"] = next(block.thinking for block in message.content if block.type == "thinking")
+    seen["ended"] = message.stop_reason
+    return seen
+
+
 def call():
     global seen
+    if mode == "tools":
+        seen = tools()
+        return
     if api in ("chat", "responses"):
         import openai
 

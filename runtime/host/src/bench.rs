@@ -1,8 +1,11 @@
 //! `sluicegate bench`: ns per event for a user's interceptor, at several batch sizes, next to a
 //! counterpart (a native or example interceptor) on the same events.
 //!
-//! Each cell is timed in short rounds (a warm-up, then five rounds of ~150 ms); the median round
-//! is reported. It is a quick comparison for authors; the criterion benches in `benches/` are the
+//! By default the events are synthetic (one batch, again and again, in one stream); with
+//! `--events` they are whole streams of a provider's real chunks (a built-in sample per format,
+//! or a file), which is what a guard over streamed text must be measured on: synthetic events
+//! carry no text the host's engine follows. Each cell is timed in short rounds (a warm-up, then
+//! five rounds of ~150 ms); the median round is reported. It is a quick comparison for authors; the criterion benches in `benches/` are the
 //! careful measurement.
 
 use crate::batch::Batch;
@@ -45,6 +48,78 @@ pub struct Cell {
     pub ns_per_event: f64,
 }
 
+/// What the events measured are.
+#[derive(Debug, Clone, Default)]
+pub enum Events {
+    /// The same batch of ~200-byte synthetic events, again and again, in one stream: the cost of
+    /// the boundary and of the interceptor's own work, without a format's text to follow.
+    #[default]
+    Synthetic,
+    /// Whole streams of these events (a provider's real chunks), each opened, sent in batches and
+    /// finished, again and again: what a guard over streamed text costs on what it will meet.
+    Streams(Vec<Event>),
+}
+
+impl Events {
+    /// `openai-chat`, `openai-responses`, `anthropic`, `gemini` or `ollama` (a built-in answer in
+    /// that format, a token per event), or a file of Server-Sent Events.
+    pub fn from_source(source: &str) -> anyhow::Result<Events> {
+        use crate::text::samples::{self, Format};
+        if let Some(format) = Format::ALL.into_iter().find(|f| f.name() == source) {
+            // The sample answer five times over: ~300 token events, enough for every batch size.
+            let answer = [samples::ANSWER; 5].join(" ");
+            return Ok(Events::Streams(samples::stream(format, &samples::tokens(&answer))));
+        }
+        let bytes = std::fs::read(source).map_err(|e| {
+            let names = Format::ALL.map(|f| f.name()).join(", ");
+            anyhow::anyhow!("--events {source}: not a sample ({names}) and not a readable file: {e}")
+        })?;
+        let mut parser = crate::sse::Parser::new();
+        parser.feed(&bytes);
+        let mut events: Vec<Event> = std::iter::from_fn(|| parser.next()).collect();
+        events.extend(parser.finish());
+        anyhow::ensure!(!events.is_empty(), "--events {source}: no events in the file");
+        Ok(Events::Streams(events))
+    }
+
+    /// How many bytes an event carries on average (for the JSON report).
+    pub fn event_bytes(&self) -> usize {
+        match self {
+            Events::Synthetic => 200,
+            Events::Streams(events) => {
+                events.iter().map(|e| e.data.as_ref().map_or(0, |d| d.len())).sum::<usize>() / events.len().max(1)
+            }
+        }
+    }
+}
+
+/// Times `interceptor` on whole streams of `events` in batches of `batch_size`; ns per event,
+/// median of rounds.
+pub fn measure_streams(interceptor: &Arc<dyn Interceptor>, events: &[Event], batch_size: usize) -> anyhow::Result<f64> {
+    let batches: Vec<Batch> = events.chunks(batch_size).map(|c| c.iter().cloned().collect()).collect();
+    let context = StreamContext { stream_id: "bench".into(), status: 200, ..Default::default() };
+    let mut output = Batch::new();
+    let mut round = |length: Duration| -> anyhow::Result<f64> {
+        let start = Instant::now();
+        let mut streams = 0u64;
+        while start.elapsed() < length {
+            let mut stream = interceptor.open(&context)?;
+            for batch in &batches {
+                if stream.process(batch, &mut output)?.ended {
+                    break;
+                }
+            }
+            stream.finish(sluicegate_guest::EndReason::UpstreamClosed, &mut output)?;
+            streams += 1;
+        }
+        Ok(start.elapsed().as_nanos() as f64 / (streams as f64 * events.len() as f64))
+    };
+    round(Duration::from_millis(50))?;
+    let mut rounds = (0..5).map(|_| round(Duration::from_millis(150))).collect::<anyhow::Result<Vec<f64>>>()?;
+    rounds.sort_by(f64::total_cmp);
+    Ok(rounds[2])
+}
+
 /// Times `interceptor` on batches of `batch_size` ~200-byte events; ns per event, median of rounds.
 pub fn measure(interceptor: &Arc<dyn Interceptor>, batch_size: usize) -> anyhow::Result<f64> {
     let mut stream: Box<dyn InterceptorStream> =
@@ -72,12 +147,16 @@ pub fn measure(interceptor: &Arc<dyn Interceptor>, batch_size: usize) -> anyhow:
 pub fn run(
     subjects: &[(String, Arc<dyn Interceptor>)],
     sizes: &[usize],
+    events: &Events,
     mut progress: impl FnMut(&Cell),
 ) -> anyhow::Result<Vec<Cell>> {
     let mut cells = Vec::new();
     for &batch_size in sizes {
         for (name, interceptor) in subjects {
-            let ns_per_event = measure(interceptor, batch_size)?;
+            let ns_per_event = match events {
+                Events::Synthetic => measure(interceptor, batch_size)?,
+                Events::Streams(events) => measure_streams(interceptor, events, batch_size)?,
+            };
             let cell = Cell { interceptor: name.clone(), batch_size, ns_per_event };
             progress(&cell);
             cells.push(cell);
@@ -118,7 +197,7 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// The results as JSON.
-pub fn json(cells: &[Cell]) -> String {
+pub fn json(cells: &[Cell], event_bytes: usize) -> String {
     let rows: Vec<serde_json::Value> = cells
         .iter()
         .map(|c| {
@@ -127,7 +206,7 @@ pub fn json(cells: &[Cell]) -> String {
             serde_json::json!({ "interceptor": c.interceptor, "batch_size": c.batch_size, "ns_per_event": ns })
         })
         .collect();
-    serde_json::json!({ "unit": "ns/event", "event_bytes": 200, "results": rows }).to_string()
+    serde_json::json!({ "unit": "ns/event", "event_bytes": event_bytes, "results": rows }).to_string()
 }
 
 /// Loads the subjects: the interceptor under test, then its counterpart if any.

@@ -1,7 +1,7 @@
 //! Token budgets across streams: `example:token-budget` and its native twin on the host store,
 //! in the engine (every format, cut mid-stream; charges exact under concurrency), through the
-//! proxy with the providers' real SDKs (a stream cut cleanly, then 429), and a component built
-//! for the 0.1.0 WIT still loading on the 0.1.1 host. Two replicas on one Redis:
+//! proxy with the providers' real SDKs (a stream cut cleanly, then 429), and components built
+//! for the 0.1.0 and 0.1.1 WIT still loading on the 0.1.2 host. Two replicas on one Redis:
 //! `tests/tests/redis.rs`.
 
 use crate::llm_sdks::{ANSWER, python, sdk_with};
@@ -175,6 +175,22 @@ fn a_component_built_for_the_0_1_0_contract_still_loads_and_runs() {
     assert!(out[1].comment);
     assert_eq!(out[0].id.as_deref(), Some(&b"1"[..]), "the id is kept");
     assert_eq!(out[2].event_type.as_deref(), Some(&b"x"[..]));
+}
+
+/// 0.1.2 added the text world: a batch-world component built for 0.1.1 still loads, and its store
+/// import still reaches the host's store.
+#[test]
+fn a_component_built_for_the_0_1_1_contract_still_loads_and_uses_the_store() {
+    let store = SharedStore::memory();
+    let config = config_of(&[]).with_store(Store::new(Arc::new(store.scoped("counted"))));
+    let counted: Arc<dyn sluicegate::interceptor::Interceptor> =
+        Arc::new(runtime().load("v0-1-1", sluicegate_tests::test_guest("v0-1-1"), config).unwrap());
+    assert_eq!(counted.world(), sluicegate::interceptor::World::Batch);
+    let events = parse_all(b"id: 1\ndata: hello\n\n: note\n\ndata: world\n\n");
+    let out = run_chain(&Chain::new(vec![counted]), &[events[..2].to_vec(), events[2..].to_vec()]);
+    let data: Vec<_> = out.iter().filter_map(|e| e.data.as_deref()).map(String::from_utf8_lossy).collect();
+    assert_eq!(data, ["1: hello", " note", "2: world"], "each batch counted in the host's store");
+    assert_eq!(store.scoped("counted").get("batches").unwrap().map(|e| e.value), Some("2".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

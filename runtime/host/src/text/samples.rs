@@ -197,4 +197,4 @@ pub fn tokens(text: &str) -> Vec<String> {
 /// A realistic answer for samples: addresses, phrases, keys, punctuation and non-ASCII text.
 pub const ANSWER: &str = "Thanks for reaching out! Write to support@example.com or jane.doe@corp.example.org, \
     and quote ticket TCK-204811 (caf\u{e9}, \u{1f600}). Our office hours are 9am to 5pm, Monday through Friday; \
-    for urgent matters call +1 415 555 0100, and never share the secret plan or a key such as sk-test-1234.";
+    for urgent matters call +1 415 555 0100, and never share the internal roadmap or a key such as sk-test-1234.";

@@ -266,3 +266,45 @@ proptest! {
         }
     }
 }
+
+/// deny-phrases on every format, its answer split token by token in batches of 1 and 3: no part
+/// of the phrase reaches the client, the text before it does, and the stream ends with the
+/// format's own "filtered" ending.
+#[test]
+fn deny_phrases_ends_every_format_with_its_own_reason() {
+    use super::samples::{self, Format};
+    let deny = TextInterceptor::new(
+        "native:deny-phrases",
+        PerChannel(deny_phrases::PhraseFilter::new(["secret plan"]).unwrap()),
+        1 << 20,
+    );
+    let deltas = samples::tokens("Here is the secret plan for you");
+    for format in Format::ALL {
+        for sizes in [&[1][..], &[3]] {
+            let out = run(&deny, &samples::stream(format, &deltas), sizes);
+            assert_eq!(samples::text_of(format, &out), "Here is the ", "{format:?} {sizes:?}");
+            let last = out.iter().rev().find_map(json_of).unwrap_or_default();
+            let said =
+                |path: &str| out.iter().filter_map(json_of).any(|v| v.pointer(path) == Some(&json!(reason(format))));
+            let ended = match format {
+                Format::Chat => said("/choices/0/finish_reason") && out.last().and_then(data) == Some("[DONE]"),
+                Format::Responses => {
+                    last.pointer("/response/incomplete_details/reason") == Some(&json!("content_filter"))
+                }
+                Format::Anthropic => said("/delta/stop_reason") && last["type"] == "message_stop",
+                Format::Gemini => said("/candidates/0/finishReason"),
+                Format::Ollama => last["done"] == true && last["done_reason"] == "content_filter",
+            };
+            assert!(ended, "{format:?} {sizes:?}: {out:?}");
+        }
+    }
+}
+
+fn reason(format: super::samples::Format) -> &'static str {
+    use super::samples::Format;
+    match format {
+        Format::Anthropic => "refusal",
+        Format::Gemini => "SAFETY",
+        _ => "content_filter",
+    }
+}
