@@ -103,6 +103,32 @@ pub(super) struct Found {
     pub closes: Vec<Close>,
 }
 
+/// A delta event's bytes around its text. An event with the same bytes around a plain string (no
+/// quote, backslash or control character in it) parses to the same document with another string
+/// there, so it is the same channel's delta: a token stream's chunks are recognised by two
+/// comparisons instead of a parse (the bytes around a chunk's text stay the same in OpenAI Chat
+/// and Anthropic streams).
+#[derive(Debug)]
+struct Shape {
+    prefix: String,
+    suffix: String,
+    format: Format,
+    kind: ChannelKind,
+    key: String,
+}
+
+impl Shape {
+    /// Where the text is in `data`, if `data` has this shape.
+    fn text_in(&self, data: &str) -> Option<(usize, usize)> {
+        let (start, end) = (self.prefix.len(), data.len().checked_sub(self.suffix.len())?);
+        let plain = start <= end
+            && data.starts_with(&self.prefix)
+            && data.ends_with(&self.suffix)
+            && !data.as_bytes()[start..end].iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        plain.then_some((start, end))
+    }
+}
+
 /// Recognises formats event by event and keeps what their endings need.
 #[derive(Debug, Default)]
 pub(super) struct Classifier {
@@ -119,6 +145,8 @@ pub(super) struct Classifier {
     pub ollama_meta: Option<String>,
     /// The most output tokens the provider reported in its usage figures so far.
     pub output_tokens: Option<u64>,
+    /// The last event that was one delta and nothing else, as the bytes around its string.
+    shape: Option<Shape>,
     doc: Doc,
     scratch: String,
 }
@@ -126,6 +154,28 @@ pub(super) struct Classifier {
 impl Classifier {
     /// The parts and closes of one event's data.
     pub(super) fn classify(&mut self, data: &str) -> Found {
+        if let Some(shape) = &self.shape
+            && let Some((start, end)) = shape.text_in(data)
+        {
+            self.format = shape.format;
+            if shape.format == Format::Anthropic {
+                self.deltas += 1;
+            }
+            let part = Part { start, end, role: Role::Delta(shape.kind), key: shape.key.clone() };
+            return Found { parts: vec![part], closes: Vec::new() };
+        }
+        let found = self.parse(data);
+        if let [Part { start, end, role: Role::Delta(kind), key }] = found.parts.as_slice()
+            && found.closes.is_empty()
+        {
+            let (prefix, suffix) = (&data[..*start], &data[*end..]);
+            self.shape = Some(Shape { prefix: prefix.into(), suffix: suffix.into(), format: self.format, kind: *kind, key: key.clone() });
+        }
+        found
+    }
+
+    /// [`Classifier::classify`] by parsing the event.
+    fn parse(&mut self, data: &str) -> Found {
         let mut found = Found::default();
         if data == "[DONE]" {
             self.format = Format::Chat;
@@ -211,24 +261,24 @@ impl Classifier {
             let index = doc.index(data, doc.get(data, choice, "index")).unwrap_or(position as u64);
             let key = format!("chat/{index}/");
             if let Some(delta) = doc.get(data, choice, "delta") {
-                event.delta(doc.get(data, delta, "content"), format!("{key}content"), ChannelKind::Content);
-                event.delta(doc.get(data, delta, "refusal"), format!("{key}refusal"), ChannelKind::Refusal);
+                event.delta(doc.get(data, delta, "content"), || format!("{key}content"), ChannelKind::Content);
+                event.delta(doc.get(data, delta, "refusal"), || format!("{key}refusal"), ChannelKind::Refusal);
                 for field in ["reasoning_content", "reasoning"] {
-                    event.delta(doc.get(data, delta, field), format!("{key}reasoning"), ChannelKind::Reasoning);
+                    event.delta(doc.get(data, delta, field), || format!("{key}reasoning"), ChannelKind::Reasoning);
                 }
                 for (position, call) in
                     doc.get(data, delta, "tool_calls").into_iter().flat_map(|t| doc.items(t)).enumerate()
                 {
                     let tool = doc.index(data, doc.get(data, call, "index")).unwrap_or(position as u64);
                     let arguments = doc.get(data, call, "function").and_then(|f| doc.get(data, f, "arguments"));
-                    event.delta(arguments, format!("{key}tool/{tool}"), ChannelKind::ToolArguments);
+                    event.delta(arguments, || format!("{key}tool/{tool}"), ChannelKind::ToolArguments);
                 }
             }
             let logprobs = doc.get(data, choice, "logprobs").and_then(|l| doc.get(data, l, "content"));
             for token in logprobs.into_iter().flat_map(|c| doc.items(c)) {
-                event.echo(doc.get(data, token, "token"), format!("{key}content"));
+                event.echo(doc.get(data, token, "token"), || format!("{key}content"));
                 for top in doc.get(data, token, "top_logprobs").into_iter().flat_map(|t| doc.items(t)) {
-                    event.echo(doc.get(data, top, "token"), format!("{key}content"));
+                    event.echo(doc.get(data, top, "token"), || format!("{key}content"));
                 }
             }
             if doc.is(doc.get(data, choice, "finish_reason"), Kind::String) {
@@ -261,7 +311,7 @@ impl Classifier {
             _ => None,
         };
         if let Some((key, kind)) = channel {
-            event.delta(delta, key, kind);
+            event.delta(delta, || key, kind);
             return;
         }
         let close = |key: String| vec![Close::Key(key)];
@@ -309,7 +359,7 @@ impl Classifier {
                     _ => return,
                 };
                 self.deltas += 1;
-                event.delta(doc.get(data, delta, field), key, kind);
+                event.delta(doc.get(data, delta, field), || key, kind);
             }
             "content_block_start" if !self.open_blocks.contains(&index) => self.open_blocks.push(index),
             "content_block_stop" => {
@@ -330,14 +380,14 @@ impl Classifier {
             self.ollama_meta = Some(raw_members(doc, data, 0, &["model", "created_at"]));
         }
         let message = doc.get(data, 0, "message");
-        event.delta(message.and_then(|m| doc.get(data, m, "content")), "ollama/content".into(), ChannelKind::Content);
-        event.delta(doc.get(data, 0, "response"), "ollama/content".into(), ChannelKind::Content);
+        event.delta(message.and_then(|m| doc.get(data, m, "content")), || "ollama/content".into(), ChannelKind::Content);
+        event.delta(doc.get(data, 0, "response"), || "ollama/content".into(), ChannelKind::Content);
         event.delta(
             message.and_then(|m| doc.get(data, m, "thinking")),
-            "ollama/thinking".into(),
+            || "ollama/thinking".into(),
             ChannelKind::Reasoning,
         );
-        event.delta(doc.get(data, 0, "thinking"), "ollama/thinking".into(), ChannelKind::Reasoning);
+        event.delta(doc.get(data, 0, "thinking"), || "ollama/thinking".into(), ChannelKind::Reasoning);
         if doc.is_true(data, doc.get(data, 0, "done")) {
             event.found.closes.push(Close::All);
         }
@@ -358,7 +408,7 @@ fn gemini(event: &mut Event<'_, '_>, candidates: usize) {
                 true => (format!("gemini/{index}/thought"), ChannelKind::Reasoning),
                 false => (format!("gemini/{index}/text"), ChannelKind::Content),
             };
-            event.delta(doc.get(data, part, "text"), key, kind);
+            event.delta(doc.get(data, part, "text"), || key, kind);
         }
         if doc.is(doc.get(data, candidate, "finishReason"), Kind::String) {
             event.found.closes.push(Close::Prefix(format!("gemini/{index}/")));
@@ -389,30 +439,33 @@ struct Event<'a, 'f> {
     scratch: &'f mut String,
 }
 
-impl Event<'_, '_> {
-    /// The decoded value of string node `at`, if it is one.
-    fn value(&mut self, at: Option<usize>) -> Option<String> {
+impl<'a> Event<'a, '_> {
+    /// The decoded value of string node `at`, if it is one (borrowed when it has no escape).
+    fn value(&mut self, at: Option<usize>) -> Option<std::borrow::Cow<'a, str>> {
         let raw = self.doc.raw_str(self.data, at)?;
+        if !raw.contains('\\') {
+            return Some(raw.into());
+        }
         self.scratch.clear();
         json::decode(raw, self.scratch);
-        Some(self.scratch.clone())
+        Some(self.scratch.clone().into())
     }
 
-    /// String node `at` (if it is one) is streamed text of channel `key`.
-    fn delta(&mut self, at: Option<usize>, key: String, kind: ChannelKind) {
+    /// String node `at` (if it is one) is streamed text of channel `key` (made only if it is).
+    fn delta(&mut self, at: Option<usize>, key: impl FnOnce() -> String, kind: ChannelKind) {
         self.part(at, key, Role::Delta(kind));
     }
 
     /// String node `at` (if it is one) repeats the tokens of channel `key`.
-    fn echo(&mut self, at: Option<usize>, key: String) {
+    fn echo(&mut self, at: Option<usize>, key: impl FnOnce() -> String) {
         self.part(at, key, Role::Echo);
     }
 
-    fn part(&mut self, at: Option<usize>, key: String, role: Role) {
+    fn part(&mut self, at: Option<usize>, key: impl FnOnce() -> String, role: Role) {
         let Some(at) = at.filter(|&a| self.doc.node(a).kind == Kind::String) else { return };
         let node = self.doc.node(at);
         self.claimed.push(at);
-        self.found.parts.push(Part { start: node.start, end: node.end, role, key });
+        self.found.parts.push(Part { start: node.start, end: node.end, role, key: key() });
     }
 
     /// Every string value under node `at` not claimed and not under a structural key, as a
@@ -431,16 +484,20 @@ impl Event<'_, '_> {
                 self.found.parts.push(part);
             }
             Kind::Array => {
-                for item in doc.items(at).collect::<Vec<_>>() {
+                for item in doc.items(at) {
                     self.rest_as_wholes(item, key);
                 }
             }
             Kind::Object => {
                 for (name, value) in doc.members(data, at) {
-                    self.scratch.clear();
-                    json::decode(name, self.scratch);
-                    let name = self.scratch.clone();
-                    self.rest_as_wholes(value, Some(&name));
+                    if name.contains('\\') {
+                        self.scratch.clear();
+                        json::decode(name, self.scratch);
+                        let name = self.scratch.clone();
+                        self.rest_as_wholes(value, Some(&name));
+                    } else {
+                        self.rest_as_wholes(value, Some(name));
+                    }
                 }
             }
             _ => {}

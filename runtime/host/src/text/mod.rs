@@ -95,10 +95,10 @@ struct Channel {
     untouched: bool,
 }
 
-/// A release event: the event type, and the data around the channel's text.
-#[derive(Debug, Clone)]
+/// A release event: the event type (empty: none), and the data around the channel's text.
+#[derive(Debug, Clone, Default)]
 struct Template {
-    event_type: Option<String>,
+    event_type: String,
     before: String,
     after: String,
 }
@@ -496,14 +496,27 @@ impl TextEngine {
             if !is_last || self.channels[channel].pending.is_empty() {
                 continue;
             }
-            if let Some((new, at)) = self.render(data, spans.clone(), Some(channel)) {
-                let (before, after) = new.split_at(at);
-                self.channels[channel].template = Some(Template {
-                    event_type: event_type.map(str::to_string),
-                    before: before.into(),
-                    after: after.into(),
-                });
-            }
+            // The usual event holds this one delta and nothing else: its bytes around the text,
+            // into the buffers of the last template (no allocation once they are big enough).
+            let one = (spans.len() == 1).then(|| (&data[..self.spans[s].start], &data[self.spans[s].end..]));
+            let rendered;
+            let (before, after) = match one {
+                Some(parts) => parts,
+                None => match self.render(data, spans.clone(), Some(channel)) {
+                    Some((new, at)) => {
+                        rendered = new;
+                        rendered.split_at(at)
+                    }
+                    None => continue,
+                },
+            };
+            let template = self.channels[channel].template.get_or_insert_with(Template::default);
+            template.event_type.clear();
+            template.event_type.push_str(event_type.unwrap_or(""));
+            template.before.clear();
+            template.before.push_str(before);
+            template.after.clear();
+            template.after.push_str(after);
         }
     }
 
@@ -515,7 +528,8 @@ impl TextEngine {
         data.push_str(&template.before);
         json::encode(&channel.released, &mut data);
         data.push_str(&template.after);
-        out.insert(&NewEvent { event_type: template.event_type.as_deref(), ..NewEvent::message(&data) });
+        let event_type = Some(template.event_type.as_str()).filter(|t| !t.is_empty());
+        out.insert(&NewEvent { event_type, ..NewEvent::message(&data) });
         self.stats.release_events += 1;
     }
 

@@ -308,3 +308,128 @@ fn reason(format: super::samples::Format) -> &'static str {
         _ => "content_filter",
     }
 }
+
+/// A stream shape for the property test: its events for some deltas, and where a client reads
+/// each delta's text back (a JSON pointer, and the event type that carries it, if any).
+struct Shape {
+    name: &'static str,
+    events: fn(&[String]) -> Vec<Event>,
+    read: fn(&Value) -> Option<String>,
+}
+
+fn shapes() -> Vec<Shape> {
+    use super::samples::{self, Format};
+    fn chat(deltas: &[String], delta: fn(&str) -> Value) -> Vec<Event> {
+        let mut events: Vec<Event> =
+            deltas.iter().map(|d| message(json!({"id":"c","choices":[{"index":0,"delta":delta(d)}]}))).collect();
+        events.push(message(json!({"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})));
+        events
+    }
+    fn typed(deltas: &[String], name: &str, delta: fn(&str) -> Value, done: Value) -> Vec<Event> {
+        let mut events: Vec<Event> = deltas.iter().map(|d| named(name, delta(d))).collect();
+        let name = done["type"].as_str().unwrap().to_string();
+        events.push(named(&name, done));
+        events
+    }
+    vec![
+        Shape { name: "openai-chat", events: |d| samples::stream(Format::Chat, d), read: |v| Some(samples::text_of(Format::Chat, &[message(v.clone())])) },
+        Shape { name: "openai-responses", events: |d| samples::stream(Format::Responses, d), read: |v| {
+            (v["type"] == "response.output_text.delta").then(|| v["delta"].as_str().unwrap().into())
+        } },
+        Shape { name: "anthropic", events: |d| samples::stream(Format::Anthropic, d), read: |v| Some(samples::text_of(Format::Anthropic, &[message(v.clone())])) },
+        Shape { name: "gemini", events: |d| samples::stream(Format::Gemini, d), read: |v| Some(samples::text_of(Format::Gemini, &[message(v.clone())])) },
+        Shape { name: "ollama", events: |d| samples::stream(Format::Ollama, d), read: |v| Some(samples::text_of(Format::Ollama, &[message(v.clone())])) },
+        Shape {
+            name: "chat tool arguments",
+            events: |d| chat(d, |t| json!({"tool_calls":[{"index":0,"function":{"arguments":t}}]})),
+            read: |v| v.pointer("/choices/0/delta/tool_calls/0/function/arguments")?.as_str().map(Into::into),
+        },
+        Shape {
+            name: "chat reasoning",
+            events: |d| chat(d, |t| json!({"reasoning_content": t})),
+            read: |v| v.pointer("/choices/0/delta/reasoning_content")?.as_str().map(Into::into),
+        },
+        Shape {
+            name: "responses arguments",
+            events: |d| typed(d, "response.function_call_arguments.delta",
+                |t| json!({"type":"response.function_call_arguments.delta","item_id":"fc","delta":t}),
+                json!({"type":"response.output_item.done","item":{"id":"fc","type":"function_call"}})),
+            read: |v| (v["type"] == "response.function_call_arguments.delta").then(|| v["delta"].as_str().unwrap().into()),
+        },
+        Shape {
+            name: "responses reasoning summary",
+            events: |d| typed(d, "response.reasoning_summary_text.delta",
+                |t| json!({"type":"response.reasoning_summary_text.delta","item_id":"rs","summary_index":0,"delta":t}),
+                json!({"type":"response.completed","response":{"id":"r"}})),
+            read: |v| (v["type"] == "response.reasoning_summary_text.delta").then(|| v["delta"].as_str().unwrap().into()),
+        },
+        Shape {
+            name: "anthropic tool input",
+            events: |d| typed(d, "content_block_delta",
+                |t| json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":t}}),
+                json!({"type":"content_block_stop","index":1})),
+            read: |v| v.pointer("/delta/partial_json")?.as_str().map(Into::into),
+        },
+        Shape {
+            name: "anthropic thinking",
+            events: |d| typed(d, "content_block_delta",
+                |t| json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":t}}),
+                json!({"type":"message_stop"})),
+            read: |v| v.pointer("/delta/thinking")?.as_str().map(Into::into),
+        },
+    ]
+}
+
+fn address_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        3 => "[a-z]{1,6}",
+        1 => prop::sample::select(vec![" ", ".", "@", "-", "\"", "\\", "\u{e9}", "\u{1f600}", "\n"]).prop_map(String::from),
+        2 => prop::sample::select(vec!["ann@example.com", "a.b+c@mail.example.org", "x@y", "@z.io"]).prop_map(String::from),
+    ];
+    prop::collection::vec(piece, 1..20).prop_map(|p| p.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Every format and channel kind, any text, any split into deltas, any batching: what the
+    /// client reassembles is the transform of the whole text; the events keep their order and ids
+    /// (each input event's id comes out once, in order, and nothing else carries one); every
+    /// output event that was JSON is JSON. (A guard that held past its bound would be a fault,
+    /// which `run` turns into a failure.)
+    #[test]
+    fn every_format_and_channel_kind_gives_the_whole_texts_answer(
+        shape in 0usize..11,
+        text in address_text(),
+        cuts in proptest::collection::vec(1usize..5, 1..30),
+        sizes in proptest::collection::vec(1usize..7, 1..4),
+    ) {
+        let shape = &shapes()[shape];
+        let chars: Vec<char> = text.chars().collect();
+        let mut deltas = Vec::new();
+        let mut at = 0;
+        for cut in cuts.iter().cycle() {
+            if at >= chars.len() {
+                break;
+            }
+            let end = (at + cut).min(chars.len());
+            deltas.push(chars[at..end].iter().collect::<String>());
+            at = end;
+        }
+        let input: Vec<Event> =
+            (shape.events)(&deltas).into_iter().enumerate().map(|(i, e)| e.with_id(i.to_string())).collect();
+        let out = run(&redact(), &input, &sizes);
+        let mut whole = String::new();
+        redact::redact_append(&text, "[redacted]", &mut whole);
+        let got: String = out.iter().filter_map(json_of).filter_map(|v| (shape.read)(&v)).collect();
+        prop_assert_eq!(got, whole, "{}", shape.name);
+        let ids: Vec<_> = out.iter().filter_map(|e| e.id.clone()).collect();
+        let expected: Vec<_> = input.iter().filter_map(|e| e.id.clone()).collect();
+        prop_assert_eq!(ids, expected, "{}: ids in order, once each", shape.name);
+        for event in &out {
+            if let Some(d) = data(event).filter(|d| *d != "[DONE]") {
+                prop_assert!(serde_json::from_str::<Value>(d).is_ok(), "{}: not JSON: {}", shape.name, d);
+            }
+        }
+    }
+}
