@@ -134,8 +134,10 @@ export function utf8Length(text) {
 function answer(itemText, a) {
   if (a instanceof Stop) return { tag: "stop", val: { text: a.text, reason: a.reason } };
   const [released, text] = a;
-  const count = released >= itemText.length ? utf8Length(itemText) : utf8Length(itemText.slice(0, released));
-  return { tag: "release", val: { count, text } };
+  const kept = released >= itemText.length ? itemText : itemText.slice(0, released);
+  const count = utf8Length(kept);
+  // Text that goes out as it came is not sent back.
+  return text === kept ? { tag: "keep", val: count } : { tag: "release", val: { count, text } };
 }
 
 function exportWith(makeGuard) {

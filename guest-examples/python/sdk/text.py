@@ -28,8 +28,14 @@ def _answer(item_text, answer):
     if isinstance(answer, st.Stop):
         return wit.Answer_Stop(wit.Stop(text=answer.text, reason=_REASONS[answer.reason]))
     released, text = answer
-    count = _utf8_len(item_text) if released >= len(item_text) else _utf8_len(item_text[:released])
-    return wit.Answer_Release(wit.Release(count=count, text=text))
+    if released >= len(item_text):
+        count = _utf8_len(item_text)
+        # Text that goes out as it came is not sent back.
+        return wit.Answer_Keep(count) if text == item_text else wit.Answer_Release(wit.Release(count=count, text=text))
+    kept = item_text[:released]
+    if text == kept:
+        return wit.Answer_Keep(_utf8_len(kept))
+    return wit.Answer_Release(wit.Release(count=_utf8_len(kept), text=text))
 
 
 class Text(exports.Text):

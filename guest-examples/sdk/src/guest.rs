@@ -156,6 +156,7 @@ pub fn text_process<G: TextGuard>(
             Answer::Release { count, text } => {
                 wit_text::Answer::Release(wit_text::Release { count: u32::try_from(count).unwrap_or(u32::MAX), text })
             }
+            Answer::Keep { count } => wit_text::Answer::Keep(u32::try_from(count).unwrap_or(u32::MAX)),
             Answer::Stop { text, reason } => wit_text::Answer::Stop(wit_text::Stop {
                 text,
                 reason: match reason {

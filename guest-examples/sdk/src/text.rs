@@ -81,6 +81,12 @@ pub enum Answer {
         /// What goes out in their place.
         text: String,
     },
+    /// The first `count` bytes go out as they are: [`Answer::Release`] with the same text,
+    /// cheaper (nothing is copied back).
+    Keep {
+        /// Bytes released: a character boundary; all of them when the item is `last`.
+        count: usize,
+    },
     /// `text` goes out, then the stream ends.
     Stop {
         /// What goes out before the end.
@@ -202,7 +208,7 @@ where
     T: TextTransform + FromConfig + Send + Sync + 'static,
     T::Channel: Send,
 {
-    type Stream = HashMap<u32, T::Channel>;
+    type Stream = Channels<T::Channel>;
 
     fn new(config: &Config) -> Result<Self, String> {
         T::from_config(config).map(PerChannel)
@@ -217,7 +223,7 @@ where
     }
 
     fn open(&self, _context: &StreamContext) -> Self::Stream {
-        HashMap::new()
+        Channels { states: HashMap::new(), scratch: String::new() }
     }
 
     fn process(&self, channels: &mut Self::Stream, items: &[Item], answers: &mut Vec<Answer>) {
@@ -227,21 +233,30 @@ where
     }
 }
 
+/// A stream's channel states for [`PerChannel`], by channel number, and a buffer for answers.
+pub struct Channels<C> {
+    states: HashMap<u32, C>,
+    scratch: String,
+}
+
 /// One item through a transform.
-pub fn answer<T: TextTransform>(transform: &T, channels: &mut HashMap<u32, T::Channel>, item: &Item) -> Answer {
-    let mut text = String::new();
+pub fn answer<T: TextTransform>(transform: &T, channels: &mut Channels<T::Channel>, item: &Item) -> Answer {
+    let text = &mut channels.scratch;
+    text.clear();
     let flow = if item.is_whole() {
-        transform.whole(&item.text, &mut text)
+        transform.whole(&item.text, text)
     } else {
-        let channel = channels.entry(item.channel).or_default();
-        let flow = transform.step(channel, &item.text, item.last, &mut text);
+        let channel = channels.states.entry(item.channel).or_default();
+        let flow = transform.step(channel, &item.text, item.last, text);
         if item.last {
-            channels.remove(&item.channel);
+            channels.states.remove(&item.channel);
         }
         flow
     };
     match flow {
-        Flow::Continue(count) => Answer::Release { count, text },
-        Flow::Stop(reason) => Answer::Stop { text, reason },
+        // Text released as it came is not copied (the usual answer of a filter).
+        Flow::Continue(count) if item.text.get(..count) == Some(text.as_str()) => Answer::Keep { count },
+        Flow::Continue(count) => Answer::Release { count, text: text.clone() },
+        Flow::Stop(reason) => Answer::Stop { text: text.clone(), reason },
     }
 }

@@ -178,9 +178,9 @@ impl TextGuard for TokenBudget {
         let before = estimate(account.bytes, account.deltas);
         let mut left = self.tokens - self.used(account);
         for item in items {
-            let text = item.text.clone();
+            let text = &item.text;
             if item.is_whole() || text.is_empty() {
-                answers.push(Answer::Release { count: text.len(), text });
+                answers.push(Answer::Keep { count: text.len() });
             } else if left <= 0 {
                 answers.push(Answer::Stop { text: String::new(), reason: StopReason::Length });
             } else {
@@ -188,7 +188,7 @@ impl TextGuard for TokenBudget {
                 (account.bytes, account.deltas) =
                     (account.bytes + text.len() as u64, account.deltas + u64::from(item.pieces));
                 left -= estimate(account.bytes, account.deltas) - was;
-                answers.push(Answer::Release { count: text.len(), text });
+                answers.push(Answer::Keep { count: text.len() });
             }
         }
         let counted = estimate(account.bytes, account.deltas) - before;

@@ -48,6 +48,7 @@ fn kind(kind: ChannelKind) -> wit::Kind {
 fn answer(answer: wit::Answer) -> Answer {
     match answer {
         wit::Answer::Release(r) => Answer::Release { count: r.count as usize, text: r.text },
+        wit::Answer::Keep(count) => Answer::Keep { count: count as usize },
         wit::Answer::Stop(s) => Answer::Stop {
             text: s.text,
             reason: match s.reason {

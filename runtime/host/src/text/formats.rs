@@ -15,6 +15,7 @@
 
 use super::ChannelKind;
 use sluicegate_guest::json::{self, Doc, Kind};
+use std::sync::Arc;
 
 /// Keys whose values are structure, not text a model wrote: never handed to a guard.
 const STRUCTURAL: &[&str] = &[
@@ -71,8 +72,9 @@ pub(super) struct Part {
     pub start: usize,
     pub end: usize,
     pub role: Role,
-    /// The channel it belongs to or repeats (empty for other whole texts).
-    pub key: String,
+    /// The channel it belongs to or repeats (empty for other whole texts); shared (an `Arc`), since a
+    /// token stream names the same channel in every event.
+    pub key: Arc<str>,
 }
 
 /// What closes channels.
@@ -114,7 +116,7 @@ struct Shape {
     suffix: String,
     format: Format,
     kind: ChannelKind,
-    key: String,
+    key: Arc<str>,
 }
 
 impl Shape {
@@ -153,7 +155,10 @@ pub(super) struct Classifier {
 
 impl Classifier {
     /// The parts and closes of one event's data.
-    pub(super) fn classify(&mut self, data: &str) -> Found {
+    /// The parts and closes of one event's data, into `found` (emptied first).
+    pub(super) fn classify(&mut self, data: &str, found: &mut Found) {
+        found.parts.clear();
+        found.closes.clear();
         if let Some(shape) = &self.shape
             && let Some((start, end)) = shape.text_in(data)
         {
@@ -161,31 +166,35 @@ impl Classifier {
             if shape.format == Format::Anthropic {
                 self.deltas += 1;
             }
-            let part = Part { start, end, role: Role::Delta(shape.kind), key: shape.key.clone() };
-            return Found { parts: vec![part], closes: Vec::new() };
+            found.parts.push(Part { start, end, role: Role::Delta(shape.kind), key: shape.key.clone() });
+            return;
         }
-        let found = self.parse(data);
+        self.parse(data, found);
         if let [Part { start, end, role: Role::Delta(kind), key }] = found.parts.as_slice()
             && found.closes.is_empty()
         {
             let (prefix, suffix) = (&data[..*start], &data[*end..]);
-            self.shape = Some(Shape { prefix: prefix.into(), suffix: suffix.into(), format: self.format, kind: *kind, key: key.clone() });
+            self.shape = Some(Shape {
+                prefix: prefix.into(),
+                suffix: suffix.into(),
+                format: self.format,
+                kind: *kind,
+                key: key.clone(),
+            });
         }
-        found
     }
 
     /// [`Classifier::classify`] by parsing the event.
-    fn parse(&mut self, data: &str) -> Found {
-        let mut found = Found::default();
+    fn parse(&mut self, data: &str, found: &mut Found) {
         if data == "[DONE]" {
             self.format = Format::Chat;
             found.closes.push(Close::All);
-            return found;
+            return;
         }
         let mut doc = std::mem::take(&mut self.doc);
         let mut scratch = std::mem::take(&mut self.scratch);
         if doc.parse(data) {
-            let mut event = Event { data, doc: &doc, found: &mut found, claimed: Vec::new(), scratch: &mut scratch };
+            let mut event = Event { data, doc: &doc, found, claimed: Vec::new(), scratch: &mut scratch };
             if doc.node(0).kind == Kind::Object {
                 let format = self.recognise(&mut event);
                 if format != Format::Unknown {
@@ -203,12 +212,11 @@ impl Classifier {
             }
             event.rest_as_wholes(0, None);
         } else if !data.is_empty() {
-            found.parts.push(Part { start: 0, end: data.len(), role: Role::Raw, key: String::new() });
+            found.parts.push(Part { start: 0, end: data.len(), role: Role::Raw, key: Arc::from("") });
         }
         self.doc = doc;
         self.scratch = scratch;
         found.parts.sort_by_key(|p| p.start);
-        found
     }
 
     /// The format of a JSON object event, its channels marked in `event`.
@@ -380,7 +388,11 @@ impl Classifier {
             self.ollama_meta = Some(raw_members(doc, data, 0, &["model", "created_at"]));
         }
         let message = doc.get(data, 0, "message");
-        event.delta(message.and_then(|m| doc.get(data, m, "content")), || "ollama/content".into(), ChannelKind::Content);
+        event.delta(
+            message.and_then(|m| doc.get(data, m, "content")),
+            || "ollama/content".into(),
+            ChannelKind::Content,
+        );
         event.delta(doc.get(data, 0, "response"), || "ollama/content".into(), ChannelKind::Content);
         event.delta(
             message.and_then(|m| doc.get(data, m, "thinking")),
@@ -465,7 +477,7 @@ impl<'a> Event<'a, '_> {
         let Some(at) = at.filter(|&a| self.doc.node(a).kind == Kind::String) else { return };
         let node = self.doc.node(at);
         self.claimed.push(at);
-        self.found.parts.push(Part { start: node.start, end: node.end, role, key: key() });
+        self.found.parts.push(Part { start: node.start, end: node.end, role, key: key().into() });
     }
 
     /// Every string value under node `at` not claimed and not under a structural key, as a
@@ -479,7 +491,7 @@ impl<'a> Event<'a, '_> {
                     start: node.start,
                     end: node.end,
                     role: Role::Whole(ChannelKind::Other),
-                    key: String::new(),
+                    key: Arc::from(""),
                 };
                 self.found.parts.push(part);
             }

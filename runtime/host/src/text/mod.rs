@@ -36,11 +36,12 @@ pub use guard::{GuardJudge, TextInterceptor};
 pub use sluicegate_guest::text::{Answer, ChannelKind, Item, Refusal, StopReason};
 
 use crate::interceptor::{Fault, TrapKind};
-use formats::{Classifier, Role};
+use formats::{Classifier, Found, Role};
 use sluicegate_guest::EndReason;
 use sluicegate_guest::json;
 use sluicegate_guest::{BatchView, NewEvent, Replacement, VerdictBuilder};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// What judges a stream's texts: a native transform, or a guest of the text world.
 pub trait Judge: Send {
@@ -71,7 +72,7 @@ pub trait Judge: Send {
 /// A streamed text of a stream.
 #[derive(Debug)]
 struct Channel {
-    key: String,
+    key: Arc<str>,
     kind: ChannelKind,
     /// Its number for the judge.
     id: u32,
@@ -90,7 +91,7 @@ struct Channel {
     /// This batch's deltas: where each one's text ends in `pending` (the first also carries what
     /// was held before), and then the part of `released` each goes out with.
     segment_ends: Vec<usize>,
-    parts: Vec<String>,
+    parts: Vec<Range<usize>>,
     /// This batch's text went out as it came: nothing held before or after, nothing changed.
     untouched: bool,
 }
@@ -132,6 +133,10 @@ pub struct TextStats {
 #[derive(Default)]
 pub struct TextEngine {
     classifier: Classifier,
+    /// The parts of the event being read (its buffers reused).
+    found: Found,
+    /// Buffers of past items, for the next ones.
+    spare_texts: Vec<String>,
     channels: Vec<Channel>,
     next_id: u32,
     spans: Vec<Span>,
@@ -220,7 +225,8 @@ impl TextEngine {
 
     fn start_batch(&mut self) {
         self.spans.clear();
-        self.items.clear();
+        // The items' buffers are kept for the next batch's items.
+        self.spare_texts.extend(self.items.drain(..).map(|item| item.text));
         self.channels.retain(|c| !c.closed);
         for channel in &mut self.channels {
             (channel.last_span, channel.closing_at, channel.item) = (None, None, None);
@@ -235,8 +241,9 @@ impl TextEngine {
     /// Finds the texts of one event: deltas join their channel's pending text, whole texts
     /// become items of their own.
     fn read_event(&mut self, at: usize, data: &str, prefilter: &[u8]) {
-        let found = self.classifier.classify(data);
-        for part in found.parts {
+        let mut found = std::mem::take(&mut self.found);
+        self.classifier.classify(data, &mut found);
+        for part in &found.parts {
             let raw = &data[part.start..part.end];
             let owner = match part.role {
                 Role::Delta(kind) => {
@@ -273,6 +280,7 @@ impl TextEngine {
                 channel.closed = true;
             }
         }
+        self.found = found;
     }
 
     /// A whole text as an item, unless the prefilter shows it passes unchanged.
@@ -280,9 +288,11 @@ impl TextEngine {
         if !prefilter.is_empty() && !raw.bytes().any(|b| prefilter.contains(&b) || b == b'\\') {
             return None;
         }
-        let mut text = String::with_capacity(raw.len());
+        let mut text = self.spare_texts.pop().unwrap_or_default();
+        text.clear();
         decode_into(raw, is_raw, &mut text);
         if !prefilter.is_empty() && !text.bytes().any(|b| prefilter.contains(&b)) {
+            self.spare_texts.push(text);
             return None;
         }
         self.items.push(Item { channel: 0, kind, text, last: true, pieces: 0 });
@@ -290,15 +300,15 @@ impl TextEngine {
     }
 
     /// The open channel `key`, or a new one of `kind`.
-    fn channel(&mut self, key: &str, kind: ChannelKind) -> usize {
-        if let Some(at) = self.channels.iter().position(|c| c.key == key && !c.closed) {
+    fn channel(&mut self, key: &Arc<str>, kind: ChannelKind) -> usize {
+        if let Some(at) = self.channels.iter().position(|c| c.key == *key && !c.closed) {
             return at;
         }
         // Numbered from 1 (0 is a whole text), below 2^31 as the contract keeps every integer.
         self.next_id = self.next_id % 0x7fff_ffff + 1;
         let id = self.next_id;
         self.channels.push(Channel {
-            key: key.to_string(),
+            key: key.clone(),
             kind,
             id,
             pending: String::new(),
@@ -325,13 +335,10 @@ impl TextEngine {
             }
             channel.item = Some(self.items.len());
             let last = channel.closing_at.is_some();
-            self.items.push(Item {
-                channel: channel.id,
-                kind: channel.kind,
-                text: channel.pending.clone(),
-                last,
-                pieces: channel.pieces,
-            });
+            let mut text = self.spare_texts.pop().unwrap_or_default();
+            text.clear();
+            text.push_str(&channel.pending);
+            self.items.push(Item { channel: channel.id, kind: channel.kind, text, last, pieces: channel.pieces });
         }
     }
 
@@ -351,7 +358,7 @@ impl TextEngine {
         for at in 0..self.items.len() {
             let item = &self.items[at];
             let (count, reason) = match &self.answers[at] {
-                Answer::Release { count, .. } => (*count, None),
+                Answer::Release { count, .. } | Answer::Keep { count } => (*count, None),
                 Answer::Stop { reason, .. } => (item.text.len(), Some(*reason)),
             };
             let all = item.last;
@@ -364,14 +371,20 @@ impl TextEngine {
             let event = match self.channels.iter().position(|c| c.item == Some(at)) {
                 Some(index) => {
                     let channel = &mut self.channels[index];
-                    let text = match &mut self.answers[at] {
-                        Answer::Release { text, .. } | Answer::Stop { text, .. } => std::mem::take(text),
-                    };
-                    channel.untouched &= count == channel.pending.len() && text == channel.pending;
-                    let (parts, differs) = split_release(&channel.pending[..count], &text, &channel.segment_ends);
-                    channel.parts = parts;
+                    match &mut self.answers[at] {
+                        // The buffers trade places: no copy, and the channel's old one is reused.
+                        Answer::Release { text, .. } | Answer::Stop { text, .. } => {
+                            std::mem::swap(&mut channel.released, text);
+                        }
+                        Answer::Keep { .. } => {
+                            channel.released.clear();
+                            channel.released.push_str(&channel.pending[..count]);
+                        }
+                    }
+                    let kept = &channel.pending[..count];
+                    channel.untouched &= count == channel.pending.len() && channel.released == kept;
+                    let differs = split_release(kept, &channel.released, &channel.segment_ends, &mut channel.parts);
                     channel.pending.drain(..count);
-                    channel.released = text;
                     self.stats.max_held_bytes = self.stats.max_held_bytes.max(channel.pending.len());
                     // A stop takes effect at the delta where the text stops going out as it came.
                     let delta = self
@@ -448,34 +461,20 @@ impl TextEngine {
     /// when nothing changed. With `own` (a channel), every delta of the event is left empty and
     /// the position of the channel's text is returned: the template of a release event.
     fn render(&self, data: &str, spans: Range<usize>, own: Option<usize>) -> Option<(String, usize)> {
+        // Most events of a token stream go out as they came: find that out before copying.
+        if own.is_none() && self.spans[spans.clone()].iter().all(|span| !self.changes(data, span, None)) {
+            return None;
+        }
         let mut new = String::with_capacity(data.len() + 16);
-        let (mut copied, mut changed, mut own_at) = (0, false, 0);
+        let (mut copied, mut own_at) = (0, 0);
         for span in &self.spans[spans] {
             new.push_str(&data[copied..span.start]);
-            let raw = &data[span.start..span.end];
-            let text: Option<&str> = match span.role {
-                Role::Delta(_) if own.is_some() => Some(""),
-                Role::Delta(_) => {
-                    let channel = &self.channels[span.owner];
-                    Some(channel.parts.get(span.segment).map_or("", String::as_str))
-                }
-                Role::Echo if own.is_none() && self.channels[span.owner].untouched => None,
-                Role::Echo => Some(""),
-                Role::Whole(_) | Role::Raw => match self.answers.get(span.owner) {
-                    Some(Answer::Release { text, .. } | Answer::Stop { text, .. }) => Some(text.as_str()),
-                    None => None,
+            match self.text_of(span, own) {
+                Some(text) if own.is_some() || self.changes(data, span, Some(text)) => match span.role == Role::Raw {
+                    true => new.push_str(&text.replace('\r', "\n")),
+                    false => json::encode(text, &mut new),
                 },
-            };
-            let is_raw = span.role == Role::Raw;
-            match text {
-                Some(text) if !same_text(raw, text, is_raw) || own.is_some() => {
-                    changed = true;
-                    match is_raw {
-                        true => new.push_str(&text.replace('\r', "\n")),
-                        false => json::encode(text, &mut new),
-                    }
-                }
-                _ => new.push_str(raw),
+                _ => new.push_str(&data[span.start..span.end]),
             }
             if own.is_some_and(|c| span.owner == c && matches!(span.role, Role::Delta(_))) {
                 own_at = new.len();
@@ -483,7 +482,33 @@ impl TextEngine {
             copied = span.end;
         }
         new.push_str(&data[copied..]);
-        changed.then_some((new, own_at))
+        Some((new, own_at))
+    }
+
+    /// What goes out in place of `span` (`None`: its bytes as they are); with `own` (rendering a
+    /// release template), every delta is empty.
+    fn text_of(&self, span: &Span, own: Option<usize>) -> Option<&str> {
+        match span.role {
+            Role::Delta(_) if own.is_some() => Some(""),
+            Role::Delta(_) => {
+                let channel = &self.channels[span.owner];
+                Some(channel.parts.get(span.segment).map_or("", |part| &channel.released[part.clone()]))
+            }
+            Role::Echo if own.is_none() && self.channels[span.owner].untouched => None,
+            Role::Echo => Some(""),
+            Role::Whole(_) | Role::Raw => match self.answers.get(span.owner) {
+                Some(Answer::Release { text, .. } | Answer::Stop { text, .. }) => Some(text.as_str()),
+                Some(Answer::Keep { .. }) | None => None,
+            },
+        }
+    }
+
+    /// True if `span` of `data` goes out changed (given its new text, if known).
+    fn changes(&self, data: &str, span: &Span, text: Option<&str>) -> bool {
+        match text.or_else(|| self.text_of(span, None)) {
+            Some(text) => !same_text(&data[span.start..span.end], text, span.role == Role::Raw),
+            None => false,
+        }
     }
 
     /// Remembers, for each channel that still holds text and whose last delta is in this event,
@@ -535,37 +560,48 @@ impl TextEngine {
 
     fn write_ending(&mut self, reason: StopReason, out: &mut VerdictBuilder) {
         self.stopped = true;
-        let open: Vec<&str> = self.channels.iter().filter(|c| !c.closed).map(|c| c.key.as_str()).collect();
+        let open: Vec<&str> = self.channels.iter().filter(|c| !c.closed).map(|c| &*c.key).collect();
         endings::write(&self.classifier, reason, &open, out);
         out.end();
     }
 }
 
-/// Where a channel's release goes among its deltas of the batch: the text it released unchanged
-/// (`kept`, the released part of its pending text, as far as `text` agrees with it) stays in the
-/// delta it came in (held text from before in the first), and what differs, from the first byte
-/// that does, goes in the delta where that byte was; later deltas go out empty. So a guard that
-/// changes nothing changes no event, and one that masks a value moves only that value.
-/// Also returns the delta where the text first differs (or the last one).
-fn split_release(kept: &str, text: &str, segment_ends: &[usize]) -> (Vec<String>, usize) {
-    let mut same = kept.bytes().zip(text.bytes()).take_while(|(a, b)| a == b).count();
-    while !kept.is_char_boundary(same) || !text.is_char_boundary(same) {
-        same -= 1;
+/// Where a channel's release goes among its deltas of the batch. `kept` is the pending text it
+/// released (held text from before first), `text` what goes out in its place. The text they
+/// share at the start and at the end stays in the delta it came in; what differs (a mask, a cut)
+/// goes, whole, in the delta where the difference starts, and the deltas inside it go out empty.
+/// So a guard that changes nothing changes no event, and one that masks a value moves only that
+/// value. Each part is a range of `text`; returns the delta where the text first differs (or the
+/// last one).
+fn split_release(kept: &str, text: &str, segment_ends: &[usize], parts: &mut Vec<Range<usize>>) -> usize {
+    let (k, t) = (kept.as_bytes(), text.as_bytes());
+    let mut prefix = k.iter().zip(t).take_while(|(a, b)| a == b).count();
+    while !kept.is_char_boundary(prefix) || !text.is_char_boundary(prefix) {
+        prefix -= 1;
     }
-    let mut parts = Vec::with_capacity(segment_ends.len());
-    let mut start = 0;
-    let mut differs = None;
-    for (at, &end) in segment_ends.iter().enumerate() {
-        let (from, to) = (start.min(same), end.min(same));
-        let mut part = text[from..to].to_string();
-        if differs.is_none() && (end > same || at + 1 == segment_ends.len()) {
-            part.push_str(&text[same..]);
-            differs = Some(at);
+    let mut suffix = k[prefix..].iter().rev().zip(t[prefix..].iter().rev()).take_while(|(a, b)| a == b).count();
+    while !kept.is_char_boundary(k.len() - suffix) || !text.is_char_boundary(t.len() - suffix) {
+        suffix -= 1;
+    }
+    let (tail_in_kept, tail_in_text) = (k.len() - suffix, t.len() - suffix);
+    // A boundary of the deltas in `kept`, where it falls in `text`.
+    let map = |at: usize| {
+        let at = at.min(k.len());
+        if at <= prefix {
+            at
+        } else if at >= tail_in_kept {
+            at - tail_in_kept + tail_in_text
+        } else {
+            tail_in_text
         }
-        parts.push(part);
+    };
+    parts.clear();
+    let mut start = 0;
+    for &end in segment_ends {
+        parts.push(map(start)..map(end));
         start = end;
     }
-    (parts, differs.unwrap_or(0))
+    segment_ends.iter().position(|&end| end > prefix).unwrap_or(segment_ends.len().saturating_sub(1))
 }
 
 fn is_whole(role: Role) -> bool {

@@ -332,13 +332,31 @@ fn shapes() -> Vec<Shape> {
         events
     }
     vec![
-        Shape { name: "openai-chat", events: |d| samples::stream(Format::Chat, d), read: |v| Some(samples::text_of(Format::Chat, &[message(v.clone())])) },
-        Shape { name: "openai-responses", events: |d| samples::stream(Format::Responses, d), read: |v| {
-            (v["type"] == "response.output_text.delta").then(|| v["delta"].as_str().unwrap().into())
-        } },
-        Shape { name: "anthropic", events: |d| samples::stream(Format::Anthropic, d), read: |v| Some(samples::text_of(Format::Anthropic, &[message(v.clone())])) },
-        Shape { name: "gemini", events: |d| samples::stream(Format::Gemini, d), read: |v| Some(samples::text_of(Format::Gemini, &[message(v.clone())])) },
-        Shape { name: "ollama", events: |d| samples::stream(Format::Ollama, d), read: |v| Some(samples::text_of(Format::Ollama, &[message(v.clone())])) },
+        Shape {
+            name: "openai-chat",
+            events: |d| samples::stream(Format::Chat, d),
+            read: |v| Some(samples::text_of(Format::Chat, &[message(v.clone())])),
+        },
+        Shape {
+            name: "openai-responses",
+            events: |d| samples::stream(Format::Responses, d),
+            read: |v| (v["type"] == "response.output_text.delta").then(|| v["delta"].as_str().unwrap().into()),
+        },
+        Shape {
+            name: "anthropic",
+            events: |d| samples::stream(Format::Anthropic, d),
+            read: |v| Some(samples::text_of(Format::Anthropic, &[message(v.clone())])),
+        },
+        Shape {
+            name: "gemini",
+            events: |d| samples::stream(Format::Gemini, d),
+            read: |v| Some(samples::text_of(Format::Gemini, &[message(v.clone())])),
+        },
+        Shape {
+            name: "ollama",
+            events: |d| samples::stream(Format::Ollama, d),
+            read: |v| Some(samples::text_of(Format::Ollama, &[message(v.clone())])),
+        },
         Shape {
             name: "chat tool arguments",
             events: |d| chat(d, |t| json!({"tool_calls":[{"index":0,"function":{"arguments":t}}]})),
@@ -351,30 +369,54 @@ fn shapes() -> Vec<Shape> {
         },
         Shape {
             name: "responses arguments",
-            events: |d| typed(d, "response.function_call_arguments.delta",
-                |t| json!({"type":"response.function_call_arguments.delta","item_id":"fc","delta":t}),
-                json!({"type":"response.output_item.done","item":{"id":"fc","type":"function_call"}})),
-            read: |v| (v["type"] == "response.function_call_arguments.delta").then(|| v["delta"].as_str().unwrap().into()),
+            events: |d| {
+                typed(
+                    d,
+                    "response.function_call_arguments.delta",
+                    |t| json!({"type":"response.function_call_arguments.delta","item_id":"fc","delta":t}),
+                    json!({"type":"response.output_item.done","item":{"id":"fc","type":"function_call"}}),
+                )
+            },
+            read: |v| {
+                (v["type"] == "response.function_call_arguments.delta").then(|| v["delta"].as_str().unwrap().into())
+            },
         },
         Shape {
             name: "responses reasoning summary",
-            events: |d| typed(d, "response.reasoning_summary_text.delta",
-                |t| json!({"type":"response.reasoning_summary_text.delta","item_id":"rs","summary_index":0,"delta":t}),
-                json!({"type":"response.completed","response":{"id":"r"}})),
-            read: |v| (v["type"] == "response.reasoning_summary_text.delta").then(|| v["delta"].as_str().unwrap().into()),
+            events: |d| {
+                typed(
+                    d,
+                    "response.reasoning_summary_text.delta",
+                    |t| json!({"type":"response.reasoning_summary_text.delta","item_id":"rs","summary_index":0,"delta":t}),
+                    json!({"type":"response.completed","response":{"id":"r"}}),
+                )
+            },
+            read: |v| {
+                (v["type"] == "response.reasoning_summary_text.delta").then(|| v["delta"].as_str().unwrap().into())
+            },
         },
         Shape {
             name: "anthropic tool input",
-            events: |d| typed(d, "content_block_delta",
-                |t| json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":t}}),
-                json!({"type":"content_block_stop","index":1})),
+            events: |d| {
+                typed(
+                    d,
+                    "content_block_delta",
+                    |t| json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":t}}),
+                    json!({"type":"content_block_stop","index":1}),
+                )
+            },
             read: |v| v.pointer("/delta/partial_json")?.as_str().map(Into::into),
         },
         Shape {
             name: "anthropic thinking",
-            events: |d| typed(d, "content_block_delta",
-                |t| json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":t}}),
-                json!({"type":"message_stop"})),
+            events: |d| {
+                typed(
+                    d,
+                    "content_block_delta",
+                    |t| json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":t}}),
+                    json!({"type":"message_stop"}),
+                )
+            },
             read: |v| v.pointer("/delta/thinking")?.as_str().map(Into::into),
         },
     ]
