@@ -15,7 +15,9 @@ fuzz_target!(|text: &str| {
         // serde_json refuses numbers beyond f64 and lone surrogates in `\u` escapes, which JSON's
         // grammar allows (and Python's parser, which MCP servers use, accepts): not disagreements.
         if let Err(e) = serde_json::from_str::<serde_json::Value>(text) {
-            let allowed = ["number out of range", "surrogate", "unexpected end of hex escape"].iter().any(|why| e.to_string().contains(why));
+            let allowed = ["number out of range", "surrogate", "unexpected end of hex escape"]
+                .iter()
+                .any(|why| e.to_string().contains(why));
             assert!(allowed, "accepted, but not JSON ({e}): {text:?}");
         }
         let mut pending: Vec<usize> = doc.root().into_iter().collect();

@@ -1,10 +1,10 @@
 //! A JSON scanner that records where every value lies in the text, for rewrites that change one
 //! string and leave every other byte as it was.
 //!
-//! Written by hand rather than taken from a JSON crate because the streaming-text layer needs
-//! byte spans of values (a parser that builds values throws them away), it runs once per event
-//! inside the sandbox (so no allocation once warm), and the Python and JavaScript SDKs port the
-//! same rules line for line so that all three agree byte for byte. It accepts exactly RFC 8259
+//! Written by hand rather than taken from a JSON crate because the host's streaming-text engine
+//! (and tool-guard, inside the sandbox) needs byte spans of values (a parser that builds values
+//! throws them away) and runs it once per event, with no allocation once warm. It is the one JSON
+//! scanner: guests in other languages see decoded text and never parse. It accepts exactly RFC 8259
 //! JSON (no trailing commas, no comments, no leading zeros) nested at most [`MAX_DEPTH`] deep.
 //! Where a key repeats, [`Doc::get`] answers with its last value, as the clients' parsers do.
 
