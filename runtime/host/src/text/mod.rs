@@ -3,7 +3,7 @@
 //!
 //! A model's answer reaches the proxy a token (1-4 characters) per event, in one of several
 //! formats, and a value to hide (an address, a phrase, a key) spans several events. The engine
-//! finds the text-bearing parts of each event by its content ([`formats`]), one *channel* per
+//! finds the text-bearing parts of each event by its content (`formats.rs`), one *channel* per
 //! streamed text (each choice's content, each tool call's arguments, reasoning, refusals, in
 //! OpenAI Chat, OpenAI Responses, Anthropic Messages, Gemini and Ollama), and, **once per batch**,
 //! hands a [`Judge`] the pending text of every channel that changed (what it held plus what
@@ -19,7 +19,7 @@
 //! before its closing event, shaped like the channel's last delta (or in the closing event itself
 //! when that is its last delta), and at the end of the stream; never after. Tokens that repeat a
 //! channel's text (`logprobs`) go out only while the channel's text goes out unchanged. A stop ends
-//! the stream the way its format ends an answer cut short ([`endings`]), so the providers' SDKs
+//! the stream the way its format ends an answer cut short (`endings.rs`), so the providers' SDKs
 //! finish cleanly and say why.
 //!
 //! The guard never sees keys, numbers or structure: only string values, decoded; the values of
