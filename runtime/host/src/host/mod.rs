@@ -486,28 +486,7 @@ impl Interceptor for ComponentInterceptor {
         let live = slot.live.as_mut().expect("instantiated above");
         live.store.set_epoch_deadline(ticks);
         crate::store::clear_unavailable();
-        let (request_headers, response_headers) =
-            (borrow_pairs(&context.request_headers), borrow_pairs(&context.response_headers));
-        let ctx = bindings::StreamContext {
-            stream_id: &context.stream_id,
-            method: &context.method,
-            path: &context.path,
-            query: &context.query,
-            request_headers: &request_headers,
-            status: context.status,
-            response_headers: &response_headers,
-        };
-        let mut settings = None;
-        let constructed = match &live.guest {
-            Guest::Batch(guest) => {
-                guest.sluicegate_interceptor_batch().stream_state().call_constructor(&mut live.store, ctx).map(Some)
-            }
-            Guest::Text(guest, declared) => {
-                settings = Some(declared.clone());
-                guest.sluicegate_interceptor_text().stream_state().call_constructor(&mut live.store, ctx).map(Some)
-            }
-            Guest::Event(_) => Ok(None),
-        };
+        let (constructed, settings) = construct(live, context);
         let resource = match constructed {
             Ok(resource) => resource,
             Err(trap) => {
@@ -538,6 +517,35 @@ impl Interceptor for ComponentInterceptor {
             Some(settings) => text_guest::open(stream, settings, context, shared.limits.max_output_bytes),
             None => Box::new(stream),
         })
+    }
+}
+
+/// Creates the guest's state for a stream on `live` (none for a per-event guest), and what a
+/// text guard declared.
+fn construct(
+    live: &mut Live,
+    context: &StreamContext,
+) -> (wasmtime::Result<Option<ResourceAny>>, Option<text_guest::Settings>) {
+    let (request_headers, response_headers) =
+        (borrow_pairs(&context.request_headers), borrow_pairs(&context.response_headers));
+    let ctx = bindings::StreamContext {
+        stream_id: &context.stream_id,
+        method: &context.method,
+        path: &context.path,
+        query: &context.query,
+        request_headers: &request_headers,
+        status: context.status,
+        response_headers: &response_headers,
+    };
+    match &live.guest {
+        Guest::Batch(guest) => {
+            (guest.sluicegate_interceptor_batch().stream_state().call_constructor(&mut live.store, ctx).map(Some), None)
+        }
+        Guest::Text(guest, declared) => (
+            guest.sluicegate_interceptor_text().stream_state().call_constructor(&mut live.store, ctx).map(Some),
+            Some(declared.clone()),
+        ),
+        Guest::Event(_) => (Ok(None), None),
     }
 }
 

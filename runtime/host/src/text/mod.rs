@@ -369,30 +369,7 @@ impl TextEngine {
                 return Err(broken(format!("held {} bytes, over the {max_held} declared", item.text.len() - count)));
             }
             let event = match self.channels.iter().position(|c| c.item == Some(at)) {
-                Some(index) => {
-                    let channel = &mut self.channels[index];
-                    match &mut self.answers[at] {
-                        // The buffers trade places: no copy, and the channel's old one is reused.
-                        Answer::Release { text, .. } | Answer::Stop { text, .. } => {
-                            std::mem::swap(&mut channel.released, text);
-                        }
-                        Answer::Keep { .. } => {
-                            channel.released.clear();
-                            channel.released.push_str(&channel.pending[..count]);
-                        }
-                    }
-                    let kept = &channel.pending[..count];
-                    channel.untouched &= count == channel.pending.len() && channel.released == kept;
-                    let differs = split_release(kept, &channel.released, &channel.segment_ends, &mut channel.parts);
-                    channel.pending.drain(..count);
-                    self.stats.max_held_bytes = self.stats.max_held_bytes.max(channel.pending.len());
-                    // A stop takes effect at the delta where the text stops going out as it came.
-                    let delta = self
-                        .spans
-                        .iter()
-                        .find(|s| s.owner == index && matches!(s.role, Role::Delta(_)) && s.segment == differs);
-                    delta.map(|s| s.event).or(self.channels[index].closing_at).unwrap_or(usize::MAX)
-                }
+                Some(index) => self.take_release(index, at, count),
                 None => self.spans.iter().find(|s| s.owner == at && is_whole(s.role)).map_or(usize::MAX, |s| s.event),
             };
             if let Some(reason) = reason
@@ -405,6 +382,29 @@ impl TextEngine {
             self.stats.held_batches += 1;
         }
         Ok(stop)
+    }
+
+    /// Gives channel `index` the answer to its item `at`, which releases `count` bytes; returns
+    /// the event a stop in it takes effect at.
+    fn take_release(&mut self, index: usize, at: usize, count: usize) -> usize {
+        let channel = &mut self.channels[index];
+        match &mut self.answers[at] {
+            // The buffers trade places: no copy, and the channel's old one is reused.
+            Answer::Release { text, .. } | Answer::Stop { text, .. } => std::mem::swap(&mut channel.released, text),
+            Answer::Keep { .. } => {
+                channel.released.clear();
+                channel.released.push_str(&channel.pending[..count]);
+            }
+        }
+        let kept = &channel.pending[..count];
+        channel.untouched &= count == channel.pending.len() && channel.released == kept;
+        let differs = split_release(kept, &channel.released, &channel.segment_ends, &mut channel.parts);
+        channel.pending.drain(..count);
+        self.stats.max_held_bytes = self.stats.max_held_bytes.max(channel.pending.len());
+        // A stop takes effect at the delta where the text stops going out as it came.
+        let delta =
+            self.spans.iter().find(|s| s.owner == index && matches!(s.role, Role::Delta(_)) && s.segment == differs);
+        delta.map(|s| s.event).or(self.channels[index].closing_at).unwrap_or(usize::MAX)
     }
 
     /// The verdict for the batch, event by event.
