@@ -6,26 +6,12 @@
 
 import { TextTransform, exportTransform } from "../sdk/sluicegate-text.js";
 
-const AT = 0x40, DOT = 0x2e, DASH = 0x2d, BACKSLASH = 0x5c, U = 0x75;
+const AT = 0x40, DOT = 0x2e, DASH = 0x2d;
 const isAlnum = (c) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
 const isAlpha = (c) => (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
-const isHex = (c) => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66);
 // local part: [A-Za-z0-9._%+-]
 const isLocal = (c) => isAlnum(c) || c === DOT || c === 0x5f || c === 0x25 || c === 0x2b || c === DASH;
 const isDomain = (c) => isAlnum(c) || c === DOT || c === DASH;
-
-// If the local part starting at `start` follows an odd run of backslashes, its first characters
-// are what the backslash escapes (`\n`, `\u00e9`): returns where the address really starts (as
-// the Rust scanner, which also reads raw JSON elsewhere).
-function skipEscape(text, floor, start, at) {
-  let k = start;
-  while (k > floor && text.charCodeAt(k - 1) === BACKSLASH) k--;
-  if ((start - k) % 2 === 0) return start;
-  let hex4 = start + 5 <= text.length;
-  for (let i = 1; hex4 && i <= 4; i++) hex4 = isHex(text.charCodeAt(start + i));
-  const skip = text.charCodeAt(start) === U && hex4 ? 5 : 1;
-  return Math.min(start + skip, at);
-}
 
 // Calls found(start, end) for each e-mail address in `text`, in order, without overlaps.
 export function findEmails(text, found) {
@@ -37,7 +23,6 @@ export function findEmails(text, found) {
     from = at + 1;
     let start = at;
     while (start > floor && isLocal(text.charCodeAt(start - 1))) start--;
-    start = skipEscape(text, floor, start, at);
     while (start < at && text.charCodeAt(start) === DOT) start++;
     if (start === at) continue;
     let end = at + 1;
@@ -76,7 +61,7 @@ export function holdPoint(text) {
   let start = text.length;
   while (start > 0) {
     const c = text.charCodeAt(start - 1);
-    if (!(isLocal(c) || c === AT || c === BACKSLASH)) break; // local covers every domain character
+    if (!(isLocal(c) || c === AT)) break; // local covers every domain character
     start--;
   }
   return text.length - Math.min(text.length - start, MAX_HELD);

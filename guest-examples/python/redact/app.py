@@ -9,22 +9,7 @@ import sluicegate_text as st
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 LOCAL = frozenset(_ALNUM + "._%+-")
 DOMAIN = frozenset(_ALNUM + ".-")
-HEX = frozenset("0123456789abcdefABCDEF")
 ALPHA = frozenset(_ALNUM[:52])
-
-
-def skip_escape(text, floor, start, at):
-    """If the local part starting at `start` follows an odd run of backslashes, its first
-    characters are what the backslash escapes (`\\n`, `\\u00e9`): returns where the address
-    really starts. (As the Rust scanner, which also reads raw JSON elsewhere.)"""
-    k = start
-    while k > floor and text[k - 1] == "\\":
-        k -= 1
-    if (start - k) % 2 == 0:
-        return start
-    hex4 = text[start + 1 : start + 5]
-    skip = 5 if text[start] == "u" and len(hex4) == 4 and all(c in HEX for c in hex4) else 1
-    return min(start + skip, at)
 
 
 def find_emails(text):
@@ -40,7 +25,6 @@ def find_emails(text):
         start = at
         while start > floor and text[start - 1] in LOCAL:
             start -= 1
-        start = skip_escape(text, floor, start, at)
         while start < at and text[start] == ".":
             start += 1
         if start == at:
@@ -77,7 +61,7 @@ def redact(text, replacement):
 
 # At most 64 bytes before the `@` and 255 after it (RFC 5321).
 MAX_HELD = 64 + 1 + 255
-_MAY_CONTINUE = LOCAL | {"@", "\\"}  # LOCAL covers every DOMAIN character
+_MAY_CONTINUE = LOCAL | {"@"}  # LOCAL covers every DOMAIN character
 
 
 def hold_point(text):

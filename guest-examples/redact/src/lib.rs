@@ -17,7 +17,7 @@ use sluicegate_guest::text::{Flow, FromConfig, PerChannel, TextTransform};
 
 mod scan;
 
-pub use scan::{MAX_HELD, find_emails, hold_point, redact_append, redact_into};
+pub use scan::{MAX_HELD, find_emails, find_emails_in_json, hold_point, redact_append, redact_into, redact_json_into};
 
 /// The interceptor: [`RedactText`] over every stream's text.
 pub type Redact = PerChannel<RedactText>;

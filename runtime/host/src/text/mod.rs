@@ -137,6 +137,8 @@ pub struct TextEngine {
     found: Found,
     /// Buffers of past items, for the next ones.
     spare_texts: Vec<String>,
+    /// The buffer a changed event's data is written into before it is copied into the verdict.
+    rendered: String,
     channels: Vec<Channel>,
     next_id: u32,
     spans: Vec<Span>,
@@ -431,16 +433,15 @@ impl TextEngine {
             match event.data() {
                 // A match outside the streamed text cannot be cut out of its event: it goes.
                 _ if whole_stop => out.drop(),
-                Some(data) if next_span > first => match self.render(data, first..next_span, None) {
-                    Some((new, _)) => {
-                        out.replace(&Replacement::data(&new));
-                        self.keep_templates(event.event_type(), data, first..next_span);
+                Some(data) if next_span > first => {
+                    let mut rendered = std::mem::take(&mut self.rendered);
+                    match self.render(data, first..next_span, None, &mut rendered) {
+                        Some(_) => out.replace(&Replacement::data(&rendered)),
+                        None => out.keep(),
                     }
-                    None => {
-                        out.keep();
-                        self.keep_templates(event.event_type(), data, first..next_span);
-                    }
-                },
+                    self.rendered = rendered;
+                    self.keep_templates(event.event_type(), data, first..next_span);
+                }
                 _ => out.keep(),
             }
             if let Some(reason) = stops_here {
@@ -457,22 +458,22 @@ impl TextEngine {
         is_whole(s.role) && matches!(self.answers.get(s.owner), Some(Answer::Stop { .. }))
     }
 
-    /// The event's data with its spans (`spans`) rewritten, and where `own`'s text went; `None`
-    /// when nothing changed. With `own` (a channel), every delta of the event is left empty and
+    /// Writes the event's data with its spans (`spans`) rewritten into `new` and returns where
+    /// `own`'s text went; `None` when nothing changed. With `own` (a channel), every delta of the event is left empty and
     /// the position of the channel's text is returned: the template of a release event.
-    fn render(&self, data: &str, spans: Range<usize>, own: Option<usize>) -> Option<(String, usize)> {
+    fn render(&self, data: &str, spans: Range<usize>, own: Option<usize>, new: &mut String) -> Option<usize> {
         // Most events of a token stream go out as they came: find that out before copying.
         if own.is_none() && self.spans[spans.clone()].iter().all(|span| !self.changes(data, span, None)) {
             return None;
         }
-        let mut new = String::with_capacity(data.len() + 16);
+        new.clear();
         let (mut copied, mut own_at) = (0, 0);
         for span in &self.spans[spans] {
             new.push_str(&data[copied..span.start]);
             match self.text_of(span, own) {
                 Some(text) if own.is_some() || self.changes(data, span, Some(text)) => match span.role == Role::Raw {
                     true => new.push_str(&text.replace('\r', "\n")),
-                    false => json::encode(text, &mut new),
+                    false => json::encode(text, new),
                 },
                 _ => new.push_str(&data[span.start..span.end]),
             }
@@ -482,7 +483,7 @@ impl TextEngine {
             copied = span.end;
         }
         new.push_str(&data[copied..]);
-        Some((new, own_at))
+        Some(own_at)
     }
 
     /// What goes out in place of `span` (`None`: its bytes as they are); with `own` (rendering a
@@ -524,14 +525,11 @@ impl TextEngine {
             // The usual event holds this one delta and nothing else: its bytes around the text,
             // into the buffers of the last template (no allocation once they are big enough).
             let one = (spans.len() == 1).then(|| (&data[..self.spans[s].start], &data[self.spans[s].end..]));
-            let rendered;
+            let mut rendered = String::new();
             let (before, after) = match one {
                 Some(parts) => parts,
-                None => match self.render(data, spans.clone(), Some(channel)) {
-                    Some((new, at)) => {
-                        rendered = new;
-                        rendered.split_at(at)
-                    }
+                None => match self.render(data, spans.clone(), Some(channel), &mut rendered) {
+                    Some(at) => rendered.split_at(at),
                     None => continue,
                 },
             };

@@ -26,7 +26,7 @@ mod component {
             }
             let mut out = String::new();
             match event.data.as_deref() {
-                Some(data) if scan::redact_into(data, "[redacted]", &mut out) => {
+                Some(data) if scan::redact_json_into(data, "[redacted]", &mut out) => {
                     Action::Replace(vec![Event { data: Some(out), ..event }])
                 }
                 _ => Action::Keep,
