@@ -288,17 +288,24 @@ fn base_url(proxy: SocketAddr, prefix: &str, api: &str) -> String {
     if api == "anthropic" { format!("http://{proxy}{prefix}") } else { format!("http://{proxy}{prefix}/v1") }
 }
 
+/// A config with `upstream` and two routes: `/redact` (the guest) and `/native-redact` (its twin).
+fn redact_routes(upstream: SocketAddr) -> String {
+    format!(
+        "upstream = \"http://{upstream}\"\n\
+         [[route]]\nprefix = \"/redact\"\n[[route.interceptor]]\nspec = \"example:redact\"\n\
+         [[route]]\nprefix = \"/native-redact\"\n[[route.interceptor]]\nspec = \"native:redact\"\n"
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_llm_sdks_see_redacted_and_refused_token_streams() {
     let python = tokio::task::spawn_blocking(python).await.unwrap();
     let upstream = start_llm_upstream().await;
     let config = format!(
-        "upstream = \"http://{upstream}\"\n\
-         [[route]]\nprefix = \"/redact\"\n[[route.interceptor]]\nspec = \"example:redact\"\n\
-         [[route]]\nprefix = \"/native-redact\"\n[[route.interceptor]]\nspec = \"native:redact\"\n\
-         [[route]]\nprefix = \"/deny\"\n[[route.interceptor]]\nspec = \"example:deny-phrases\"\n\
+        "{}[[route]]\nprefix = \"/deny\"\n[[route.interceptor]]\nspec = \"example:deny-phrases\"\n\
          config = {{ phrases = \"Secret Plan, never said\" }}\n\
-         [[route]]\nprefix = \"/\"\n"
+         [[route]]\nprefix = \"/\"\n",
+        redact_routes(upstream)
     );
     let (proxy, _) = start_proxy(&config).await;
     let redacted = "Hello! Write to [redacted] or [redacted] about the secret plan, then wait for [redacted]";
@@ -344,11 +351,7 @@ async fn real_llm_sdks_see_redacted_and_refused_token_streams() {
 async fn real_llm_sdks_without_streaming_see_redacted_bodies() {
     let python = tokio::task::spawn_blocking(python).await.unwrap();
     let upstream = start_llm_upstream().await;
-    let config = format!(
-        "upstream = \"http://{upstream}\"\n\
-         [[route]]\nprefix = \"/redact\"\n[[route.interceptor]]\nspec = \"example:redact\"\n\
-         [[route]]\nprefix = \"/native-redact\"\n[[route.interceptor]]\nspec = \"native:redact\"\n"
-    );
+    let config = redact_routes(upstream);
     let (proxy, _) = start_proxy(&config).await;
     let redacted = "Hello! Write to [redacted] or [redacted] about the secret plan, then wait for [redacted]";
     for api in ["chat", "responses", "anthropic"] {
@@ -374,12 +377,7 @@ async fn real_llm_sdks_without_streaming_see_redacted_bodies() {
 async fn real_llm_sdks_see_tool_arguments_and_reasoning_redacted() {
     let python = tokio::task::spawn_blocking(python).await.unwrap();
     let upstream = start_llm_upstream().await;
-    let config = format!(
-        "upstream = \"http://{upstream}\"\n\
-         [[route]]\nprefix = \"/redact\"\n[[route.interceptor]]\nspec = \"example:redact\"\n\
-         [[route]]\nprefix = \"/native-redact\"\n[[route.interceptor]]\nspec = \"native:redact\"\n\
-         [[route]]\nprefix = \"/\"\n"
-    );
+    let config = format!("{}[[route]]\nprefix = \"/\"\n", redact_routes(upstream));
     let (proxy, _) = start_proxy(&config).await;
     let arguments = r#"{"to":"[redacted]","cc":"[redacted]","subject":"the plan"}"#;
     let reasoning = "The user wants to reach [redacted], so I will call send_mail";
