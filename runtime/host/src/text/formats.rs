@@ -17,7 +17,8 @@ use super::ChannelKind;
 use sluicegate_guest::json::{self, Doc, Kind};
 use std::sync::Arc;
 
-/// Keys whose values are structure, not text a model wrote: never handed to a guard.
+/// Keys whose values are structure, not text a model wrote, in the formats recognised here: not
+/// handed to a guard there. In any other JSON (MCP messages, bodies) every string value is.
 const STRUCTURAL: &[&str] = &[
     "type",
     "object",
@@ -51,6 +52,11 @@ pub(super) enum Format {
     Anthropic,
     Gemini,
     Ollama,
+}
+
+/// True if `key` is one of the [`STRUCTURAL`] keys.
+fn is_structural(key: Option<&str>) -> bool {
+    key.is_some_and(|k| STRUCTURAL.contains(&k))
 }
 
 /// What a part of an event is.
@@ -195,22 +201,26 @@ impl Classifier {
         let mut scratch = std::mem::take(&mut self.scratch);
         if doc.parse(data) {
             let mut event = Event { data, doc: &doc, found, claimed: Vec::new(), scratch: &mut scratch };
+            // Whether this event is of a format whose structural keys are known.
+            let mut known = false;
             if doc.node(0).kind == Kind::Object {
                 let format = self.recognise(&mut event);
                 if format != Format::Unknown {
                     self.format = format;
+                    known = true;
                 }
             } else if doc.node(0).kind == Kind::Array {
                 // Gemini without `alt=sse`: one JSON array of the same objects, read in order.
                 for element in doc.items(0).collect::<Vec<_>>() {
                     if let Some(candidates) = doc.get(data, element, "candidates") {
                         self.format = Format::Gemini;
+                        known = true;
                         gemini(&mut event, candidates);
                         self.usage(&doc, data, doc.get(data, element, "usageMetadata"), "candidatesTokenCount");
                     }
                 }
             }
-            event.rest_as_wholes(0, None);
+            event.rest_as_wholes(0, None, known);
         } else if !data.is_empty() {
             found.parts.push(Part { start: 0, end: data.len(), role: Role::Raw, key: Arc::from("") });
         }
@@ -482,11 +492,13 @@ impl<'a> Event<'a, '_> {
 
     /// Every string value under node `at` not claimed and not under a structural key, as a
     /// whole text (`key`: the key it is the value of).
-    fn rest_as_wholes(&mut self, at: usize, key: Option<&str>) {
+    /// (With `known`, the event is of a recognised format and its structural keys' values are
+    /// left out.)
+    fn rest_as_wholes(&mut self, at: usize, key: Option<&str>, known: bool) {
         let (doc, data) = (self.doc, self.data);
         let node = doc.node(at);
         match node.kind {
-            Kind::String if !self.claimed.contains(&at) && key.is_none_or(|k| !STRUCTURAL.contains(&k)) => {
+            Kind::String if !(self.claimed.contains(&at) || known && is_structural(key)) => {
                 let part = Part {
                     start: node.start,
                     end: node.end,
@@ -497,7 +509,7 @@ impl<'a> Event<'a, '_> {
             }
             Kind::Array => {
                 for item in doc.items(at) {
-                    self.rest_as_wholes(item, key);
+                    self.rest_as_wholes(item, key, known);
                 }
             }
             Kind::Object => {
@@ -506,9 +518,9 @@ impl<'a> Event<'a, '_> {
                         self.scratch.clear();
                         json::decode(name, self.scratch);
                         let name = self.scratch.clone();
-                        self.rest_as_wholes(value, Some(&name));
+                        self.rest_as_wholes(value, Some(&name), known);
                     } else {
-                        self.rest_as_wholes(value, Some(name));
+                        self.rest_as_wholes(value, Some(name), known);
                     }
                 }
             }

@@ -475,3 +475,20 @@ proptest! {
         }
     }
 }
+
+/// Outside the formats whose structure is known, no key name hides a value: an address under
+/// `id`, `type` or `model` of an MCP message or a JSON body is judged like any other text.
+#[test]
+fn no_key_name_hides_a_value_outside_the_known_formats() {
+    let mcp = r#"{"jsonrpc":"2.0","id":"bob@example.com","result":{"type":"ann@example.com","model":"x","status":"eve@example.org"}}"#;
+    let out = run(&redact(), &[Event::message(mcp)], &[1]);
+    let v = json_of(&out[0]).unwrap();
+    assert_eq!(
+        (&v["id"], &v["result"]["type"], &v["result"]["status"], &v["jsonrpc"]),
+        (&json!("[redacted]"), &json!("[redacted]"), &json!("[redacted]"), &json!("2.0"))
+    );
+    // In a recognised format the structural keys are the provider's: left alone.
+    let chunk =
+        r#"{"id":"c1","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"content":"hi "}}]}"#;
+    assert_eq!(run(&redact(), &[Event::message(chunk)], &[1]), vec![Event::message(chunk)]);
+}
