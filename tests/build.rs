@@ -17,6 +17,7 @@ fn main() {
             ("unlinkable", "unlinkable"),
             ("v0-1-0", "v0_1_0"),
             ("v0-1-1", "v0_1_1"),
+            ("v0-1-2", "v0_1_2"),
         ],
         "test_guests.rs",
         "TEST_GUESTS",

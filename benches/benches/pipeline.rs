@@ -78,6 +78,10 @@ fn token_stream(c: &mut Criterion) {
             ("redact", "example:redact"),
             ("native-passthrough", "native:passthrough"),
             ("native-redact", "native:redact"),
+            // Every built-in detector of the patterns guard (issue 25's goal: at most 2x
+            // passthrough as a guest, 1.5x native).
+            ("patterns", "example:patterns"),
+            ("native-patterns", "native:patterns"),
         ] {
             let link = spec.parse::<Spec>().unwrap().load(&runtime, Config::default()).unwrap();
             let stream = Chain::new(vec![link]).open(&StreamContext::default()).unwrap();

@@ -16,7 +16,7 @@ mkdirSync(out, { recursive: true });
 
 // `drop` is a batch-world interceptor; the guards over text are text-world ones.
 const worlds = { drop: "batch-interceptor", redact: "text-interceptor", "deny-phrases": "text-interceptor",
-  "token-budget": "text-interceptor" };
+  "token-budget": "text-interceptor", bsn: "text-interceptor" };
 for (const [name, world] of Object.entries(worlds)) {
   // ComponentizeJS resolves imports from the working directory; the guest does no HTTP, so the
   // wasi:http imports that it adds by default are left out.

@@ -7,7 +7,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=$(mkdir -p "${1:-$here/dist}" && cd "${1:-$here/dist}" && pwd)
 tool=${COMPONENTIZE_PY:-componentize-py}
 for entry in drop:batch-interceptor redact:text-interceptor deny-phrases:text-interceptor \
-    token-budget:text-interceptor; do
+    token-budget:text-interceptor bsn:text-interceptor; do
     name=${entry%%:*}
     world=${entry#*:}
     # The entry module: the author's `app` for the batch world; for the text world the SDK's

@@ -28,6 +28,7 @@ fn main() {
             ("deny-phrases", "deny_phrases"),
             ("tool-guard", "tool_guard"),
             ("token-budget", "token_budget"),
+            ("patterns", "patterns"),
         ],
         "examples.rs",
         "EXAMPLES",

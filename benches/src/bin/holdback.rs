@@ -6,11 +6,12 @@
 //! `cargo run --release -p sluicegate-benches --bin holdback`
 
 use deny_phrases::PhraseFilter;
+use patterns::Patterns;
 use redact::RedactText;
 use sluicegate::batch::Batch;
 use sluicegate::text::{GuardJudge, TextEngine};
 use sluicegate_guest::text::{FromConfig, PerChannel, TextTransform};
-use sluicegate_guest::{StreamContext, VerdictBuilder};
+use sluicegate_guest::{Config, StreamContext, VerdictBuilder};
 use std::sync::Arc;
 
 const WITH_ADDRESSES: &str = "Thanks for reaching out! You can contact our support team at support@example.com, \
@@ -21,13 +22,18 @@ const WITHOUT_AT: &str = "The weather in Paris will stay mild this week, with li
     sunny spells from Thursday onwards. Temperatures range from 9 to 16 degrees, and the wind stays light. \
     Pack a light jacket and an umbrella, and check the forecast again before the weekend. ";
 
-fn report<T>(label: &str, transform: &T, answer: &str)
+const WITH_VALUES: &str = "Here is what I found. Reach Ann at ann.lee@example.com or +44 20 7946 0958; her card \
+    4111 1111 1111 1111 and IBAN GB82 WEST 1234 5698 7654 32 are on file, SSN 123-45-6789. The build host is \
+    10.0.0.12 (fe80::1ff:fe23:4567:890a), the deploy key sk-proj-abcdefghijklmnopqrstuvwx1234 and the AWS id \
+    AKIAABCDEFGHIJKLMNOP. Rotate them today, and tell the team once it is done. ";
+
+fn report<T>(label: &str, transform: &Arc<PerChannel<T>>, answer: &str)
 where
-    T: TextTransform + FromConfig + Clone + Send + Sync + 'static,
+    T: TextTransform + FromConfig + Send + Sync + 'static,
     T::Channel: Send,
 {
     let chunks: Vec<sluicegate::sse::Event> = sluicegate_benches::token_chunks(answer);
-    let mut judge = GuardJudge::new(Arc::new(PerChannel(transform.clone())), &StreamContext::default());
+    let mut judge = GuardJudge::new(transform.clone(), &StreamContext::default());
     let mut stream = TextEngine::new();
     let mut verdict = VerdictBuilder::new();
     // (input bytes that have arrived, input bytes released) after each event.
@@ -64,10 +70,21 @@ where
 }
 
 fn main() {
-    let redact = RedactText::new("[redacted]");
+    let redact = Arc::new(PerChannel(RedactText::new("[redacted]")));
     report("redact, answer with addresses", &redact, WITH_ADDRESSES);
     report("redact, answer without `@`", &redact, WITHOUT_AT);
-    let phrases = PhraseFilter::new(["secret plan", "internal use only"]).unwrap();
+    let phrases = Arc::new(PerChannel(PhraseFilter::new(["secret plan", "internal use only"]).unwrap()));
     report("deny-phrases, answer with addresses", &phrases, WITH_ADDRESSES);
     report("deny-phrases, answer without `@`", &phrases, WITHOUT_AT);
+    // Every built-in detector.
+    let patterns = Arc::new(PerChannel(Patterns::from_config(&Config::default()).expect("the built-ins compile")));
+    report("patterns, answer with addresses", &patterns, WITH_ADDRESSES);
+    report("patterns, answer without `@`", &patterns, WITHOUT_AT);
+    report("patterns, answer with every detector's values", &patterns, WITH_VALUES);
+    // Without `email`, a word is no longer a possible start of a match.
+    let others = "private-key, jwt, api-key, iban, card, ssn, phone, ipv6, ipv4";
+    let config = Config::new([("detect".to_string(), others.to_string())]);
+    let patterns = Arc::new(PerChannel(Patterns::from_config(&config).expect("the built-ins compile")));
+    report("patterns without email, answer without `@`", &patterns, WITHOUT_AT);
+    report("patterns without email, with values", &patterns, WITH_VALUES);
 }

@@ -9,8 +9,8 @@
 // documented in the WIT file; this module gives them names. Field values are Uint8Array views
 // into the batch (valid UTF-8, as the host guarantees): decode only what you need.
 
-import { configEntries, log as hostLog } from "sluicegate:interceptor/host@0.1.2";
-import * as wit from "sluicegate:interceptor/store@0.1.2";
+import { configEntries, log as hostLog } from "sluicegate:interceptor/host@0.1.3";
+import * as wit from "sluicegate:interceptor/store@0.1.3";
 
 // The wire layout (wit/interceptor.wit, `batch` and `verdict`).
 export const STRIDE = 8;

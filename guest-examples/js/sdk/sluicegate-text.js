@@ -12,7 +12,16 @@
 //   `export const text = exportGuard(MyGuard);`.
 // Build for the `text-interceptor` world (see docs/tutorial-javascript.md).
 
-import { configEntries } from "sluicegate:interceptor/host@0.1.2";
+import { configEntries, count as hostCount } from "sluicegate:interceptor/host@0.1.3";
+
+/**
+ * Adds `n` to this guard's count `name` for the stream being answered (WIT 0.1.3): it shows in
+ * the stream's enforcement record and in `/metrics` (`sluicegate_interceptor_counted_total`).
+ * Name what was found (`"bsn"`), never the text that was found.
+ */
+export function count(name, n = 1) {
+  hostCount(name, n);
+}
 
 export const CONTENT_FILTER = "content-filter";
 export const LENGTH = "length";

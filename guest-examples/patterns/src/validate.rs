@@ -1,5 +1,6 @@
 //! Checks that tell a value from random characters of the same shape: a card number's Luhn digit,
-//! an IBAN's mod-97 remainder.
+//! an IBAN's mod-97 remainder, the number ranges SSNs are never issued in, a phone number's
+//! length, an IPv6 address's grammar.
 
 /// True if the digits of `text` (spaces and dashes ignored) pass the Luhn check.
 pub fn luhn(text: &str) -> bool {
@@ -36,6 +37,25 @@ pub fn iban(text: &str) -> bool {
     remainder == 1
 }
 
+/// True unless `text` (`AAA-GG-SSSS`) is in a range never issued: area 000, 666 or 9xx,
+/// group 00, serial 0000.
+pub fn ssn(text: &str) -> bool {
+    let (area, group, serial) = (&text[..3], &text[4..6], &text[7..]);
+    area != "000" && area != "666" && !area.starts_with('9') && group != "00" && serial != "0000"
+}
+
+/// True if `text` has 8 to 15 digits (E.164 allows 15) and not all of them the same.
+pub fn phone(text: &str) -> bool {
+    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_digit).collect();
+    (8..=15).contains(&digits.len()) && digits.iter().any(|d| *d != digits[0])
+}
+
+/// True if `text` is an IPv6 address with a digit in it (so that `add::cafe`, a path in some
+/// programming language, is not one).
+pub fn ipv6(text: &str) -> bool {
+    text.bytes().any(|b| b.is_ascii_digit()) && text.parse::<std::net::Ipv6Addr>().is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +77,15 @@ mod tests {
         assert!(!iban("GB82 WEST 1234 5698 7654 33"));
         assert!(!iban("DE89370400440532013001"));
         assert!(!iban("XX00"));
+    }
+
+    #[test]
+    fn unissued_ssns_phone_lengths_and_ipv6_grammar() {
+        assert!(ssn("123-45-6789") && !ssn("000-12-3456") && !ssn("666-12-3456") && !ssn("912-12-3456"));
+        assert!(!ssn("123-00-6789") && !ssn("123-45-0000"));
+        assert!(phone("+44 20 7946 0958") && phone("(555) 234-5678"));
+        assert!(!phone("+1 2345") && !phone("0000 0000") && !phone("+1234567890123456"));
+        assert!(ipv6("2001:db8::ff00:42:8329") && ipv6("fe80::1"));
+        assert!(!ipv6("add::cafe") && !ipv6("12:30:45") && !ipv6("1::2::3"));
     }
 }

@@ -22,9 +22,9 @@ pub mod text_bindings {
         export_macro_name: "__export_text_interceptor",
         default_bindings_module: "sluicegate_guest::guest::text_bindings",
         with: {
-            "sluicegate:interceptor/host@0.1.2": super::bindings::sluicegate::interceptor::host,
-            "sluicegate:interceptor/store@0.1.2": super::bindings::sluicegate::interceptor::store,
-            "sluicegate:interceptor/types@0.1.2": super::bindings::sluicegate::interceptor::types,
+            "sluicegate:interceptor/host@0.1.3": super::bindings::sluicegate::interceptor::host,
+            "sluicegate:interceptor/store@0.1.3": super::bindings::sluicegate::interceptor::store,
+            "sluicegate:interceptor/types@0.1.3": super::bindings::sluicegate::interceptor::types,
         },
     });
 }

@@ -29,12 +29,14 @@
 
 pub mod abi;
 mod batch;
+pub mod count;
 pub mod json;
 pub mod store;
 pub mod text;
 mod verdict;
 
 pub use batch::{BatchView, EventRef, LayoutError, Problem, check_event};
+pub use count::count;
 pub use store::{Store, StoreError};
 pub use verdict::{Field, NewEvent, Replacement, VerdictBuilder};
 

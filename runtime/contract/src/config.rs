@@ -685,9 +685,11 @@ mod tests {
     #[test]
     fn the_documented_example_parses() {
         let config = ProxyConfig::from_toml(include_str!("../../../docs/sluicegate.example.toml")).unwrap();
-        assert_eq!(config.routes.len(), 2);
+        assert_eq!(config.routes.len(), 3);
+        let patterns = config.routes[1].interceptors[0].entries().unwrap();
+        assert!(patterns.contains(&("pattern.ticket".into(), "TCK-[0-9]{6}".into())), "{patterns:?}");
         assert_eq!(
-            config.routes[1].interceptors[0].entries().unwrap(),
+            config.routes[2].interceptors[0].entries().unwrap(),
             vec![("types".into(), "ping,heartbeat".into())]
         );
         let defaults = ProxyConfig::default();

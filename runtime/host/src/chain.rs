@@ -8,7 +8,7 @@ use crate::interceptor::{Fault, Interceptor, InterceptorStream, TrapKind};
 use prometheus::{Histogram, HistogramOpts};
 use serde::Serialize;
 use sluicegate_guest::{EndReason, StreamContext};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,6 +82,8 @@ pub struct LinkStats {
     /// How long its calls take lately, in nanoseconds: the last call's time if longer, else a
     /// decaying average, so one slow call marks it slow at once (see [`ChainStream::is_slow`]).
     pub recent_call_nanos: AtomicU64,
+    /// What it counted, by name (`sluicegate_interceptor_counted_total`).
+    pub counted: crate::counts::Counted,
 }
 
 fn any_slow(links: &[Link]) -> bool {
@@ -131,6 +133,7 @@ impl Default for LinkStats {
                 &[1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 0.1],
             ),
             recent_call_nanos: AtomicU64::new(0),
+            counted: Default::default(),
         }
     }
 }
@@ -426,6 +429,9 @@ pub struct LinkRecord {
     pub bypassed: u64,
     /// It ended the stream (or refused the body).
     pub ended: bool,
+    /// What it counted, by name (a detector's matches); left out when empty.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, u64>,
 }
 
 /// One stream's state in every interceptor of a chain.
@@ -482,6 +488,7 @@ impl ChainStream {
                 FaultPolicy::FailClosed => Err(self.chain_fault(i, Fault::CircuitOpen)),
             };
         }
+        crate::counts::clear();
         if self.streams[i].is_none() {
             match link.interceptor.open(&self.context) {
                 Ok(stream) => self.streams[i] = Some(stream),
@@ -507,6 +514,7 @@ impl ChainStream {
                 stats.modified.fetch_add(applied.replaced.into(), Ordering::Relaxed);
                 stats.injected.fetch_add(applied.inserted.into(), Ordering::Relaxed);
                 let record = &mut self.records[i];
+                crate::counts::take(&stats.counted, &mut record.counts);
                 record.batches += 1;
                 record.events_in += batch.len() as u64;
                 record.events_out += out as u64;
@@ -536,6 +544,7 @@ impl ChainStream {
     /// Counts a fault, feeds the breaker, and applies the policy: `Ok` means go on without this
     /// interceptor's output.
     fn fault(&mut self, i: usize, fault: Fault) -> Result<(), ChainFault> {
+        crate::counts::clear();
         let link = &self.links[i];
         link.stats.record(&fault);
         self.records[i].faults += 1;
@@ -577,8 +586,10 @@ impl ChainStream {
                 self.run(i, &mut tail)?;
             }
             let Some(stream) = self.streams[i].as_mut() else { continue };
+            crate::counts::clear();
             match stream.finish(reason, &mut added) {
                 Ok(applied) => {
+                    crate::counts::take(&self.links[i].stats.counted, &mut self.records[i].counts);
                     self.records[i].injected += u64::from(applied.inserted);
                     tail.extend_from(added.view());
                 }

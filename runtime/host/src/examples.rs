@@ -32,6 +32,10 @@ pub fn describe(name: &str) -> (&'static str, &'static str) {
             "text world: output tokens per API key and window, in the store; 429 once spent",
             "tokens (required), window_seconds (3600), key_header (`authorization`)",
         ),
+        "patterns" => (
+            "text world: PII and secrets (e-mail, phone, card, IBAN, SSN, IP, API keys, JWT, private keys) and your own patterns, masked, dropped or stopped, exact across deltas",
+            "detect (default all), action (mask|drop|stop), replacement, cap, pattern.NAME, action.NAME, replacement.NAME, cap.NAME",
+        ),
         "tool-guard" => ("which MCP tools a client may see and call", "allow or deny (comma-separated tool names)"),
         _ => ("", ""),
     }

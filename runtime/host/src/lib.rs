@@ -20,6 +20,7 @@ pub mod bench;
 pub mod bindings;
 pub mod chain;
 pub mod check;
+pub mod counts;
 pub mod engine;
 pub mod examples;
 pub mod host;

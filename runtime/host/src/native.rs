@@ -15,8 +15,17 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 /// The names `native:NAME` accepts: the native twins of the example guests.
-pub const NAMES: &[&str] =
-    &["passthrough", "legacy-passthrough", "redact", "drop", "summary", "deny-phrases", "tool-guard", "token-budget"];
+pub const NAMES: &[&str] = &[
+    "passthrough",
+    "legacy-passthrough",
+    "redact",
+    "drop",
+    "summary",
+    "deny-phrases",
+    "tool-guard",
+    "token-budget",
+    "patterns",
+];
 
 /// Builds the native twin called `name` with `config`.
 pub fn by_name(name: &str, config: &Config, max_output: usize) -> Result<Arc<dyn Interceptor>, String> {
@@ -33,6 +42,7 @@ pub fn by_name(name: &str, config: &Config, max_output: usize) -> Result<Arc<dyn
         "token-budget" => {
             Arc::new(TextInterceptor::<token_budget::TokenBudget>::from_config(label, config, max_output)?)
         }
+        "patterns" => Arc::new(TextInterceptor::<patterns::PatternsGuard>::from_config(label, config, max_output)?),
         "legacy-passthrough" => Arc::new(Native::<PerEvent<legacy::Passthrough>>::new(label, config, max_output)?),
         _ => {
             return Err(format!("no native interceptor named `{name}` (known: {})", NAMES.join(", ")));

@@ -191,6 +191,16 @@ fn write_interceptors(scrape: &mut Scrape, proxy: &Proxy) {
             scrape.sample(&[*interceptor, *index, ("kind", kind.name())], link.stats().traps_of(kind));
         }
     }
+    scrape.family(
+        "sluicegate_interceptor_counted_total",
+        COUNTER,
+        "What an interceptor counted, by name (a detector's matches masked, dropped or stopped).",
+    );
+    for ([interceptor, index], link) in &links {
+        for (name, n) in link.stats().counted.snapshot() {
+            scrape.sample(&[*interceptor, *index, ("name", &name)], n);
+        }
+    }
     scrape.family("sluicegate_interceptor_circuit_open", GAUGE, "1 while an interceptor's circuit is open.");
     for (labels, link) in &links {
         scrape.sample(labels, u64::from(link.circuit_open()));
@@ -341,6 +351,9 @@ pub fn status_json(proxy: &Proxy) -> String {
                 "modified": load(&s.modified),
                 "injected": load(&s.injected),
                 "faults": s.faults(),
+                "counted": serde_json::Map::from_iter(
+                    s.counted.snapshot().into_iter().map(|(name, n)| (name, serde_json::Value::from(n)))
+                ),
             })
         })
         .collect();

@@ -80,6 +80,7 @@ fn common_files(lang: Lang) -> Vec<(&'static str, &'static str)> {
             ("sluicegate-guest/src/json.rs", include_str!("../../../guest-examples/sdk/src/json.rs")),
             ("sluicegate-guest/src/text.rs", include_str!("../../../guest-examples/sdk/src/text.rs")),
             ("sluicegate-guest/src/store.rs", include_str!("../../../guest-examples/sdk/src/store.rs")),
+            ("sluicegate-guest/src/count.rs", include_str!("../../../guest-examples/sdk/src/count.rs")),
         ],
         Lang::Python => vec![
             ("build.sh", include_str!("../../templates/python/build.sh")),

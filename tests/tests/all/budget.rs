@@ -286,3 +286,14 @@ fn an_unreachable_store_under_fail_open_lets_the_stream_through_unmetered() {
         }
     }
 }
+
+/// 0.1.3 added the host's `count`: a text guard built for 0.1.2 still loads and judges text.
+#[test]
+fn a_text_guard_built_for_the_0_1_2_contract_still_loads() {
+    let upper: Arc<dyn sluicegate::interceptor::Interceptor> =
+        Arc::new(runtime().load("v0-1-2", sluicegate_tests::test_guest("v0-1-2"), config_of(&[])).unwrap());
+    assert_eq!(upper.world(), sluicegate::interceptor::World::Text);
+    let events = parse_all(stream(Format::Chat, &tokens("write to bob, please"), false).as_bytes());
+    let out = run_chain(&Chain::new(vec![upper]), &batches_of(&events, 3));
+    assert_eq!(text_of(Format::Chat, &out), "WRITE TO BOB, PLEASE");
+}

@@ -36,6 +36,16 @@ fn configs_for(name: &str) -> Vec<Vec<(&'static str, &'static str)>> {
         "tool-guard" => vec![vec![("allow", "count")], vec![("deny", "lookup")]],
         // `tokens` is required: one budget the sample stream overruns, one it does not.
         "token-budget" => vec![vec![("tokens", "12")], vec![("tokens", "100000"), ("window_seconds", "60")]],
+        // Every built-in detector; then a few, dropping, with an operator's pattern that stops.
+        "patterns" => vec![
+            vec![],
+            vec![
+                ("detect", "email, phone"),
+                ("action", "drop"),
+                ("pattern.ticket", "TCK-[0-9]{6}"),
+                ("action.ticket", "stop"),
+            ],
+        ],
         _ => vec![vec![]],
     }
 }
@@ -56,7 +66,7 @@ fn every_example_guest_matches_its_native_twin() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 8, "every example is checked");
+    assert_eq!(checked, 9, "every example is checked");
 }
 
 #[test]
@@ -177,7 +187,7 @@ fn worlds_are_detected() {
     for name in examples::names() {
         let expected = match name {
             _ if name.starts_with("legacy") => World::Event,
-            "redact" | "deny-phrases" | "token-budget" => World::Text,
+            "redact" | "deny-phrases" | "token-budget" | "patterns" => World::Text,
             _ => World::Batch,
         };
         assert_eq!(load(&format!("example:{name}"), &configs_for(name)[0]).world(), expected, "{name}");

@@ -295,21 +295,56 @@ fn python_and_javascript_budgets_match_the_rust_one_on_the_host_store() {
     }
 }
 
-/// A foreign-language guest with a configuration it refuses: the interceptor faults (fail-closed
-/// by default) instead of running with a wrong setting.
+/// A foreign-language guest with a configuration it refuses: loading it fails (a text guard
+/// starts one instance at load), so the proxy does not start, or reload, with a wrong setting.
 #[test]
-fn a_refused_configuration_is_a_fault() {
+fn a_refused_configuration_stops_the_load() {
     if skipped("Python and JavaScript guests") {
         return;
     }
     let components = [python_guests().join("redact.wasm"), js_guests().join("redact.quickjs.wasm")];
     for component in components {
         let spec = component.to_str().unwrap();
-        let chain = chain_of(spec, &[("replacement", "a\rb")]);
-        let opened = chain.open(&context());
-        let batch = parse_all(b"data: bob@example.com\n\n").into_iter().collect();
-        let fault = opened.and_then(|mut stream| stream.process(&mut { batch }).map(|_| ()));
-        assert!(fault.is_err(), "{spec}: a CR in `replacement` must be refused");
+        let loaded = spec.parse::<Spec>().unwrap().load(runtime(), config_of(&[("replacement", "a\rb")]));
+        let error = format!("{:#}", loaded.err().unwrap_or_else(|| panic!("{spec}: a CR in `replacement` loaded")));
+        assert!(error.contains("did not start"), "{spec}: {error}");
+    }
+}
+
+/// The guides' custom detector, a rule no regular expression can express (Dutch citizen service
+/// numbers: nine digits that pass the eleven test), in Python and in JavaScript on the text
+/// world: numbers split token by token in an OpenAI Chat stream are masked at every batching,
+/// look-alikes are not, and each masked number is counted in the stream's record.
+#[test]
+fn custom_detectors_in_python_and_javascript_mask_split_numbers_and_count_them() {
+    use sluicegate_tests::llm::{Format, stream, text_of, tokens};
+    if skipped("Python and JavaScript guests") {
+        return;
+    }
+    let text = "BSN 111222333 and 123456782, not 1234567890 or 111222334; last 999999990";
+    let masked = "BSN [bsn] and [bsn], not 1234567890 or 111222334; last [bsn]";
+    let events = parse_all(stream(Format::Chat, &tokens(text), false).as_bytes());
+    let components = [
+        python_guests().join("bsn.wasm"),
+        js_guests().join("bsn.quickjs.wasm"),
+        js_guests().join("bsn.spidermonkey.wasm"),
+    ];
+    for component in components {
+        let spec = component.to_str().unwrap();
+        let chain = chain_of(spec, &[]);
+        for size in [1, 3, 64] {
+            let mut stream = chain.open(&context()).expect("open");
+            let mut out = Vec::new();
+            for events in batches_of(&events, size) {
+                let mut batch: sluicegate::batch::Batch = events.into_iter().collect();
+                assert!(!stream.process(&mut batch).expect("process"), "{spec}: nothing ends the stream");
+                out.extend(batch.to_events());
+            }
+            out.extend(stream.finish(sluicegate_guest::EndReason::UpstreamClosed).expect("finish").to_events());
+            assert_eq!(text_of(Format::Chat, &out), masked, "{spec}, batch {size}");
+            let counts = &stream.records()[0].counts;
+            assert_eq!(counts.get("bsn"), Some(&3), "{spec}, batch {size}: {counts:?}");
+        }
     }
 }
 

@@ -74,13 +74,18 @@ async fn answer_llm(request: http::Request<hyper::body::Incoming>) -> http::Resp
         } else {
             return full(404, "text/plain", "no such API");
         };
+        // Routes under `/pii/` get an answer with a value of every detector of `patterns`.
+        let (answer, reasoning, arguments) = match path.contains("/pii/") {
+            true => (crate::patterns::ANSWER, crate::patterns::REASONING, crate::patterns::ARGUMENTS),
+            false => (ANSWER, REASONING, ARGUMENTS),
+        };
         if !streaming {
-            return full(200, "application/json", whole_answer(format, ANSWER));
+            return full(200, "application/json", whole_answer(format, answer));
         }
         let tools = serde_json::from_slice::<Value>(&body).is_ok_and(|b| b["model"] == "tools-test");
         let events = match tools {
-            true => tool_stream(format),
-            false => parse_all(stream(format, &tokens(ANSWER), false).as_bytes()),
+            true => tool_stream(format, reasoning, arguments),
+            false => parse_all(stream(format, &tokens(answer), false).as_bytes()),
         };
         let (tx, response) = streamed("text/event-stream");
         tokio::spawn(async move {
@@ -103,9 +108,9 @@ async fn answer_llm(request: http::Request<hyper::body::Incoming>) -> http::Resp
 pub(crate) const REASONING: &str = "The user wants to reach alice.smith@example.com, so I will call send_mail";
 pub(crate) const ARGUMENTS: &str = r#"{"to":"ops+1@mail.example.org","cc":"bob@x.io","subject":"the plan"}"#;
 
-/// A streamed answer with reasoning, a tool call and a little text, in `format`, each value
-/// split the way a model's tokens split it.
-fn tool_stream(format: Format) -> Vec<sluicegate::sse::Event> {
+/// A streamed answer with `reasoning`, a tool call with `arguments` and a little text, in
+/// `format`, each value split the way a model's tokens split it.
+fn tool_stream(format: Format, reasoning_text: &str, arguments_text: &str) -> Vec<sluicegate::sse::Event> {
     let event = |name: Option<&str>, data: Value| {
         let event = sluicegate::sse::Event::message(data.to_string());
         match name {
@@ -113,7 +118,7 @@ fn tool_stream(format: Format) -> Vec<sluicegate::sse::Event> {
             None => event,
         }
     };
-    let (reasoning, arguments, text) = (tokens(REASONING), tokens(ARGUMENTS), tokens("Sending it now."));
+    let (reasoning, arguments, text) = (tokens(reasoning_text), tokens(arguments_text), tokens("Sending it now."));
     let mut events = Vec::new();
     match format {
         Format::Chat => {
@@ -164,9 +169,9 @@ fn tool_stream(format: Format) -> Vec<sluicegate::sse::Event> {
             }
             push(
                 "response.reasoning_summary_text.done",
-                json!({"item_id": "rs_1", "output_index": 0, "summary_index": 0, "text": REASONING}),
+                json!({"item_id": "rs_1", "output_index": 0, "summary_index": 0, "text": reasoning_text}),
             );
-            push("response.output_item.done", json!({"output_index": 0, "item": reasoning_item(REASONING)}));
+            push("response.output_item.done", json!({"output_index": 0, "item": reasoning_item(reasoning_text)}));
             push("response.output_item.added", json!({"output_index": 1, "item": call_item("in_progress", "")}));
             for a in &arguments {
                 push(
@@ -176,10 +181,13 @@ fn tool_stream(format: Format) -> Vec<sluicegate::sse::Event> {
             }
             push(
                 "response.function_call_arguments.done",
-                json!({"item_id": "fc_1", "output_index": 1, "arguments": ARGUMENTS}),
+                json!({"item_id": "fc_1", "output_index": 1, "arguments": arguments_text}),
             );
-            push("response.output_item.done", json!({"output_index": 1, "item": call_item("completed", ARGUMENTS)}));
-            let output = json!([reasoning_item(REASONING), call_item("completed", ARGUMENTS)]);
+            push(
+                "response.output_item.done",
+                json!({"output_index": 1, "item": call_item("completed", arguments_text)}),
+            );
+            let output = json!([reasoning_item(reasoning_text), call_item("completed", arguments_text)]);
             push("response.completed", json!({"response": response("completed", output)}));
         }
         Format::Anthropic => {
@@ -257,7 +265,7 @@ async fn sdk(python: &Path, base_url: String, api: &'static str) -> Value {
 }
 
 /// The SDK's view of one call, `stream`ed or `whole`.
-async fn sdk_in(python: &Path, base_url: String, api: &'static str, mode: &'static str) -> Value {
+pub(crate) async fn sdk_in(python: &Path, base_url: String, api: &'static str, mode: &'static str) -> Value {
     sdk_with(python, base_url, api, mode, &[]).await
 }
 
@@ -282,7 +290,7 @@ pub(crate) async fn sdk_with(
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-fn base_url(proxy: SocketAddr, prefix: &str, api: &str) -> String {
+pub(crate) fn base_url(proxy: SocketAddr, prefix: &str, api: &str) -> String {
     // The OpenAI SDK appends `/chat/completions` or `/responses` to its base URL, Anthropic's
     // appends `/v1/messages`.
     if api == "anthropic" { format!("http://{proxy}{prefix}") } else { format!("http://{proxy}{prefix}/v1") }

@@ -18,6 +18,7 @@ mod languages;
 mod lifecycle;
 mod llm_sdks;
 mod mcp;
+mod patterns;
 mod proxy;
 mod redis;
 mod sandbox;

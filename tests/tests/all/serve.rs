@@ -58,7 +58,7 @@ async fn a_crowd_of_silent_connections_under_a_low_descriptor_limit_neither_wedg
     let (_, metrics) = text_of(&format!("http://{admin}/metrics")).await;
     let timed_out = metric(&metrics, "sluicegate_connections_closed_total{reason=\"header_timeout\"}");
     assert!(timed_out + refused >= 300, "every crowd connection is accounted for: {timed_out} + {refused}");
-    assert!(proxy.log().contains("close to the open file limit"), "{}", proxy.log());
+    proxy.wait_for_line("close to the open file limit", std::time::Duration::from_secs(10));
 
     // The admin listener has no reserve: a crowd on it runs the process out of descriptors. Its
     // accept fails, is counted and retried, and it answers again once the crowd leaves.

@@ -207,18 +207,24 @@ impl Runtime {
             );
         };
         let slots = (0..limits.instances_per_interceptor.max(1)).map(|_| Mutex::new(Slot::default())).collect();
-        Ok(ComponentInterceptor {
-            shared: Arc::new(Shared {
-                name: name.into(),
-                pre,
-                config: Arc::new(config),
-                log_budget: Arc::new(wasi::LogBudget::new(limits.log_lines_per_second)),
-                limits,
-                slots,
-                next_slot: AtomicUsize::new(0),
-                live: AtomicUsize::new(0),
-            }),
-        })
+        let shared = Arc::new(Shared {
+            name: name.into(),
+            pre,
+            config: Arc::new(config),
+            log_budget: Arc::new(wasi::LogBudget::new(limits.log_lines_per_second)),
+            limits,
+            slots,
+            next_slot: AtomicUsize::new(0),
+            live: AtomicUsize::new(0),
+        });
+        if let Pre::Text(_) = shared.pre {
+            // A text guard builds itself from its configuration when it declares its settings:
+            // start its first instance now, so that a bad configuration stops the start (or the
+            // reload), not the first stream.
+            let live = shared.instantiate().map_err(|e| e.context(format!("{name}: the guard did not start")))?;
+            shared.lock(0).live = Some(live);
+        }
+        Ok(ComponentInterceptor { shared })
     }
 }
 
@@ -294,6 +300,9 @@ pub struct HostState {
     config: Arc<Config>,
     name: Arc<str>,
     limits: traps::GuestLimits,
+    /// The guest's last error line: what it said before failing to start (its configuration's
+    /// fault, in the SDKs), put in the load error.
+    last_error: Option<String>,
 }
 
 impl WasiView for HostState {
@@ -311,7 +320,10 @@ impl bindings::batch::sluicegate::interceptor::host::Host for HostState {
             Level::Debug => tracing::debug!(interceptor = name, "{message}"),
             Level::Info => tracing::info!(interceptor = name, "{message}"),
             Level::Warn => tracing::warn!(interceptor = name, "{message}"),
-            Level::Error => tracing::error!(interceptor = name, "{message}"),
+            Level::Error => {
+                tracing::error!(interceptor = name, "{message}");
+                self.last_error = Some(message);
+            }
         }
     }
 
@@ -321,6 +333,12 @@ impl bindings::batch::sluicegate::interceptor::host::Host for HostState {
 
     fn config_entries(&mut self) -> Vec<(String, String)> {
         self.config.entries().to_vec()
+    }
+
+    /// Into the same per-thread tally as a native interceptor's counts; the chain takes it
+    /// after the call (see [`crate::counts`]).
+    fn count(&mut self, name: String, n: u32) {
+        sluicegate_guest::count(&name, n);
     }
 }
 
@@ -421,21 +439,27 @@ impl Shared {
                 table_elements: self.limits.max_table_elements,
                 instances: 64,
             },
+            last_error: None,
         };
         let mut store = Store::new(self.pre_engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
         let guest = match &self.pre {
-            Pre::Batch(pre) => Guest::Batch(pre.instantiate(&mut store)?),
-            Pre::Text(pre) => {
-                let guest = pre.instantiate(&mut store)?;
+            Pre::Batch(pre) => pre.instantiate(&mut store).map(Guest::Batch),
+            Pre::Text(pre) => pre.instantiate(&mut store).and_then(|guest| {
                 let settings = guest.sluicegate_interceptor_text().call_describe(&mut store)?;
-                Guest::Text(guest, text_guest::Settings::from(settings))
-            }
-            Pre::Event(pre) => Guest::Event(pre.instantiate(&mut store)?),
+                Ok(Guest::Text(guest, text_guest::Settings::from(settings)))
+            }),
+            Pre::Event(pre) => pre.instantiate(&mut store).map(Guest::Event),
         };
-        Ok(Live { store, guest })
+        match guest {
+            Ok(guest) => Ok(Live { store, guest }),
+            Err(e) => match store.data_mut().last_error.take() {
+                Some(said) => Err(anyhow::Error::from(e).context(format!("the guest said: {said}"))),
+                None => Err(e.into()),
+            },
+        }
     }
 
     fn deadline_ticks(&self) -> u64 {
