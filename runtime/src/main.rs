@@ -392,7 +392,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = Arc::new(runtime);
     let handle = ProxyHandle::new(Arc::new(Proxy::new(&config, &runtime, listen)?));
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let server = sluicegate::proxy::workers::Server::start(listen, &config, &handle).await?;
     if let Some(admin) = args.admin {
         let admin_listener = TcpListener::bind(admin).await.with_context(|| format!("admin listener on {admin}"))?;
         tracing::info!(admin = %admin_listener.local_addr()?, "serving /metrics, /healthz and /readyz");
@@ -404,8 +404,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown = config.shutdown.clone();
     let scheme = if config.tls.is_some() { "https" } else { "http" };
-    tracing::info!(listen = %format!("{scheme}://{}", listener.local_addr()?), upstream = config.upstream.as_deref().unwrap_or(""), routes = config.routes.len(), "sluicegate is serving");
-    let server = tokio::spawn(sluicegate::proxy::serve_handle(listener, handle.clone()));
+    tracing::info!(listen = %format!("{scheme}://{}", server.local_addr()), upstream = config.upstream.as_deref().unwrap_or(""), routes = config.routes.len(), threads = %server.describe(), "sluicegate is serving");
     loop {
         let reason = tokio::select! {
             _ = hangup.recv() => "SIGHUP",
@@ -426,7 +425,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let lifecycle = handle.lifecycle();
     lifecycle.shut_down(shutdown.drain_ms, shutdown.finish_ms).await;
-    server.await??;
+    server.stop().await?;
     tracing::info!("stopped");
     Ok(())
 }

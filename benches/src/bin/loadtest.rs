@@ -9,6 +9,9 @@
 //! cargo run --release -p sluicegate-benches --bin loadtest -- streams --streams 1000 --rate 10 --chain none --chain example:passthrough --chain example:redact
 //! ```
 //!
+//! A chain written `SPEC@shared` (`none@shared`, `example:redact@shared`) runs the proxy with
+//! `[threads] model = "shared"` instead of the default per-core workers.
+//!
 //! Where Debian's `nginx` is installed (`/usr/sbin/nginx`), `throughput` and `streams` measure it
 //! beside sluicegate (`proxy_buffering off`, HTTP/1.1 with keep-alive to the upstream, two worker
 //! processes as sluicegate has two worker threads): it is what a user would pick instead.
@@ -178,19 +181,34 @@ fn respond(request: &Request<Incoming>) -> Response<Body> {
     Response::builder().header("content-type", "text/event-stream").body(body).unwrap()
 }
 
-/// The proxy role: what `sluicegate serve` runs, with `chain` on every path.
+/// The proxy role: what `sluicegate serve` runs (its threads included), with `chain` on every
+/// path. A chain written `SPEC@shared` runs in the shared thread pool instead of per-core
+/// workers (`[threads] model`), to compare the two in one run.
 async fn proxy(upstream_port: &str, chain: &[String]) -> anyhow::Result<()> {
     let mut config =
         format!("upstream = \"http://127.0.0.1:{upstream_port}\"\nupstream_http2 = true\n[[route]]\nprefix = \"/\"\n");
-    for spec in chain.iter().filter(|s| *s != "none") {
-        config.push_str(&format!("[[route.interceptor]]\nspec = \"{spec}\"\n"));
+    let mut model = "per-core";
+    for spec in chain {
+        let spec = match spec.strip_suffix("@shared") {
+            Some(spec) => {
+                model = "shared";
+                spec
+            }
+            None => spec.as_str(),
+        };
+        if spec != "none" {
+            config.push_str(&format!("[[route.interceptor]]\nspec = \"{spec}\"\n"));
+        }
     }
+    config.push_str(&format!("[threads]\nmodel = \"{model}\"\n"));
     let config = sluicegate::config::ProxyConfig::from_toml(&config)?;
     let runtime = sluicegate::host::Runtime::new(sluicegate::host::Limits::from(&config.limits))?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let proxy = Arc::new(sluicegate::proxy::Proxy::new(&config, &runtime, listener.local_addr()?)?);
-    println!("ready {}", listener.local_addr()?.port());
-    sluicegate::proxy::serve(listener, proxy).await
+    let listen = "127.0.0.1:0".parse()?;
+    let handle =
+        sluicegate::proxy::ProxyHandle::new(Arc::new(sluicegate::proxy::Proxy::new(&config, &runtime, listen)?));
+    let server = sluicegate::proxy::workers::Server::start(listen, &config, &handle).await?;
+    println!("ready {}", server.local_addr().port());
+    std::future::pending().await
 }
 
 /// The proxy role in front of `url` (http:// with HTTP/2 by prior knowledge, or https:// with

@@ -50,6 +50,9 @@ pub struct ProxyConfig {
     pub security: SecurityConfig,
     /// `[shutdown]`: how long live streams get to end.
     pub shutdown: ShutdownConfig,
+    /// `[threads]`: how the proxy's work is spread over threads (read at start; a reload keeps
+    /// the threads it started with).
+    pub threads: ThreadsConfig,
     /// `[store]`: where interceptors keep state shared across streams and replicas.
     pub store: StoreConfig,
     /// Routes by path prefix; the longest matching prefix wins. A request that matches none is
@@ -142,6 +145,39 @@ impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig { drain_ms: Duration::from_secs(20), finish_ms: Duration::from_secs(5) }
     }
+}
+
+/// How the proxy's work is spread over threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThreadsConfig {
+    /// `per-core` or `shared`; absent: `per-core`, unless the store is a Redis server (its calls
+    /// wait on the calling thread, which `shared` hands over to another).
+    pub model: Option<ThreadModel>,
+    /// Worker threads; 0 (the default): one per core the process may run on.
+    pub count: usize,
+}
+
+impl ThreadsConfig {
+    /// The model in effect for a store configured as `store`.
+    pub fn model_for(&self, store: &StoreConfig) -> ThreadModel {
+        self.model.unwrap_or(match store.url {
+            Some(_) => ThreadModel::Shared,
+            None => ThreadModel::PerCore,
+        })
+    }
+}
+
+/// How connections are placed on threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThreadModel {
+    /// One single-threaded runtime per worker, each accepting on its own `SO_REUSEPORT`
+    /// listener: a connection, its streams and their upstream connections stay on the thread that
+    /// accepted it, so an event wakes no other thread.
+    PerCore,
+    /// One work-stealing pool: tasks move to idle threads, at the cost of cross-thread wake-ups.
+    Shared,
 }
 
 /// How events are grouped into batches.
@@ -716,6 +752,20 @@ mod tests {
         let err = |text: &str| format!("{:#}", ProxyConfig::from_toml(text).unwrap_err());
         assert!(err("[limits]\ncall_deadline_ms = -1").contains("cannot be negative"));
         assert!(err("[limits]\ncall_deadline_ms = \"soon\"").contains("`soon` is not a duration"));
+    }
+
+    #[test]
+    fn threads_default_to_per_core_unless_the_store_waits_on_the_thread() {
+        let model = |text: &str| {
+            let config = ProxyConfig::from_toml(text).unwrap();
+            config.threads.model_for(&config.store)
+        };
+        assert_eq!(model(""), ThreadModel::PerCore);
+        assert_eq!(model("[store]\nurl = \"redis://127.0.0.1:6379\""), ThreadModel::Shared);
+        assert_eq!(model("[threads]\nmodel = \"per-core\"\n[store]\nurl = \"redis://r\""), ThreadModel::PerCore);
+        assert_eq!(model("[threads]\nmodel = \"shared\"\ncount = 3"), ThreadModel::Shared);
+        let err = format!("{:#}", ProxyConfig::from_toml("[threads]\nmodel = \"per-thread\"").unwrap_err());
+        assert!(err.contains("unknown variant `per-thread`"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::{BoxError, Phase, Proxy, ProxyBody, ProxyHandle, RouteStats};
 use crate::chain::{Link, LinkStats};
+use crate::config::ThreadModel;
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -293,6 +294,16 @@ fn write_admission(scrape: &mut Scrape, proxy: &Proxy) {
             named = Some(name);
         }
         scrape.sample(&[("reason", reason)], admission.connection_events(event));
+    }
+    if let Some(threads) = proxy.lifecycle().running_threads().filter(|t| t.model == ThreadModel::PerCore) {
+        scrape.family(
+            "sluicegate_worker_connections_total",
+            COUNTER,
+            "Client connections accepted, by per-core worker.",
+        );
+        for worker in 0..threads.count.min(super::admission::COUNTED_WORKERS) {
+            scrape.sample(&[("worker", &worker.to_string())], admission.worker_connections(worker));
+        }
     }
     scrape.family("sluicegate_accept_errors_total", COUNTER, "Failed accepts (out of descriptors, typically).");
     for listener in [ListenerKind::Proxy, ListenerKind::Admin] {

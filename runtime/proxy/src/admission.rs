@@ -80,6 +80,9 @@ impl ListenerKind {
     }
 }
 
+/// Workers whose accepted connections are counted one by one.
+pub(crate) const COUNTED_WORKERS: usize = 32; // (`Default` is derived for arrays up to 32)
+
 /// Counts and limits that outlive a configuration.
 #[derive(Debug, Default)]
 pub struct Admission {
@@ -92,6 +95,8 @@ pub struct Admission {
     /// Client connections open now, and accepted in all.
     pub(crate) connections: AtomicUsize,
     pub(crate) connections_total: AtomicU64,
+    /// Connections accepted by each per-core worker (the last slot takes any beyond it).
+    worker_connections: [AtomicU64; COUNTED_WORKERS],
     connection_events: [AtomicU64; ConnectionEvent::ALL.len()],
     accept_errors: [AtomicU64; 2],
     /// Bytes of bodies held for inspection now, and bodies refused for the budget.
@@ -201,6 +206,16 @@ impl Admission {
 
     pub fn connections_total(&self) -> u64 {
         self.connections_total.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection accepted by worker `worker`.
+    pub(crate) fn count_worker_connection(&self, worker: usize) {
+        self.worker_connections[worker.min(COUNTED_WORKERS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections accepted by worker `worker` (see `workers`).
+    pub fn worker_connections(&self, worker: usize) -> u64 {
+        self.worker_connections.get(worker).map_or(0, |n| n.load(Ordering::Relaxed))
     }
 }
 

@@ -38,7 +38,7 @@ impl Proxy {
     ) -> anyhow::Result<Self> {
         config.validate()?;
         let limits = &config.limits;
-        let mut upstreams = Upstreams { config, known: Vec::new() };
+        let mut upstreams = Upstreams { config, known: Vec::new(), pools: lifecycle.threads(config).pools() };
         let default_upstream = match &config.upstream {
             Some(url) => Some(upstreams.get(url, None)?),
             None => None,
@@ -117,6 +117,8 @@ fn client_side(config: &ProxyConfig) -> anyhow::Result<listener::ClientSide> {
 struct Upstreams<'c> {
     config: &'c ProxyConfig,
     known: Vec<Arc<Upstream>>,
+    /// Connection pools per upstream: one per worker thread.
+    pools: usize,
 }
 
 impl Upstreams<'_> {
@@ -159,7 +161,7 @@ impl Upstreams<'_> {
         if let Some(known) = self.known.iter().find(|u| *u.settings() == settings) {
             return Ok(known.clone());
         }
-        let upstream = Arc::new(Upstream::new(settings).with_context(|| format!("upstream {reference}"))?);
+        let upstream = Arc::new(Upstream::new(settings, self.pools).with_context(|| format!("upstream {reference}"))?);
         if upstream.settings().headers.sets_any() && !upstream.is_private() {
             tracing::warn!(
                 upstream = upstream.name(),

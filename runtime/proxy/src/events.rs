@@ -28,12 +28,14 @@
 use super::accounting::{Direction, EnforcementRecord, Outcome, Reason};
 use super::body::AnyBody;
 use super::coding::Coding;
+use super::isolation::SharedEngine;
 use super::route::RouteStats;
 use super::upstream::Upstream;
 use super::{BoxError, Lifecycle, Phase, UpstreamBody, charset, empty_body, headers};
+use crate::chain::ChainFault;
 use crate::chain::ChainStream;
 use crate::config::ReconnectConfig;
-use crate::engine::{BatchLimits, Framing, StreamEngine};
+use crate::engine::{BatchLimits, Framing, Output, StreamEngine};
 use crate::sse::{self, Event};
 use bytes::Bytes;
 use futures_util::FutureExt as _;
@@ -117,7 +119,7 @@ pub(crate) struct EventStream {
     settings: StreamSettings,
     route: Arc<RouteStats>,
     /// Parse, batch, chain, ids, encode: everything but the I/O.
-    engine: StreamEngine,
+    engine: SharedEngine,
     /// Where each encoded batch waits for the client's body to take it.
     outbox: Outbox,
     resume: Resume,
@@ -152,7 +154,7 @@ impl EventStream {
         EventStream {
             settings,
             route,
-            engine,
+            engine: SharedEngine::new(engine),
             outbox: Outbox::default(),
             resume,
             text: charset::StreamDecoder::default(),
@@ -203,7 +205,7 @@ impl EventStream {
             }
         };
         drop(body); // cancels the upstream request if it is still open
-        let tail = self.end(end);
+        let tail = self.end(end).await;
         self.send(tail).await;
         if end == EndReason::UpstreamFailed {
             // Cut off and not resumed: say so, then end the client's body abnormally.
@@ -221,7 +223,7 @@ impl EventStream {
     /// object the interceptor errors use, or, in JSON lines, an `{"error":...}` line.
     fn error_bytes(&self, kind: &str, message: &str) -> Vec<u8> {
         let mut bytes = Vec::new();
-        match self.engine.framing() {
+        match self.engine.get().framing() {
             Framing::EventStream => {
                 let data = serde_json::json!({"type": "error", "error": {"type": kind, "message": message}});
                 sse::encode_event(&mut bytes, &Event::message(data.to_string()).with_type("error"));
@@ -235,9 +237,15 @@ impl EventStream {
     }
 
     /// Finishes the chain (its tail, to send, is returned) and logs the stream's record.
-    fn end(&mut self, end: EndReason) -> Vec<u8> {
+    async fn end(&mut self, end: EndReason) -> Vec<u8> {
+        let tail = self.engine.call(move |engine| engine.finish(end)).await;
+        self.ended(end, tail)
+    }
+
+    /// Logs the end of the stream, once the chain has been finished with `tail`.
+    fn ended(&mut self, end: EndReason, tail: Result<Output, ChainFault>) -> Vec<u8> {
         self.done = true;
-        let skipped = self.engine.oversized();
+        let skipped = self.engine.get().oversized();
         if skipped > 0 {
             tracing::warn!(
                 events = skipped,
@@ -245,8 +253,7 @@ impl EventStream {
                 "dropped upstream events over the size limit"
             );
         }
-        let engine = &mut self.engine;
-        let tail = match super::isolation::chain_call(engine.is_slow(), || engine.finish(end)) {
+        let tail = match tail {
             Ok(tail) => tail.bytes,
             Err(fault) => {
                 tracing::error!("{fault} while finishing the stream");
@@ -266,11 +273,12 @@ impl EventStream {
     }
 
     fn log_record(&self, end: &'static str, outcome: Outcome, reason: Reason) {
+        let engine = self.engine.get();
         EnforcementRecord {
             stream_id: &self.stream_id,
             route: &self.route_prefix,
             direction: Direction::Response,
-            kind: match self.engine.framing() {
+            kind: match engine.framing() {
                 Framing::EventStream => "event_stream",
                 Framing::Lines => "lines",
             },
@@ -280,7 +288,7 @@ impl EventStream {
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
             duration: self.started.elapsed(),
-            interceptors: self.engine.records(),
+            interceptors: engine.records(),
         }
         .log();
     }
@@ -296,7 +304,7 @@ impl EventStream {
             };
             let mut last = self.take(first);
             // Take what else has already arrived, without waiting: that is the batch.
-            while last.is_none() && self.engine.buffered() < self.settings.batch.max_bytes {
+            while last.is_none() && self.engine.get().buffered() < self.settings.batch.max_bytes {
                 match body.frame().now_or_never() {
                     Some(frame) => last = self.take(to_chunk(frame)),
                     None => break,
@@ -315,7 +323,7 @@ impl EventStream {
                     if let Some(end) = self.flush().await {
                         return end;
                     }
-                    let discarded = self.engine.end_input();
+                    let discarded = self.engine.get().end_input();
                     if discarded > 0 {
                         tracing::debug!(bytes = discarded, "discarded an unterminated event at the end of the stream");
                     }
@@ -326,7 +334,7 @@ impl EventStream {
                     if let Some(end) = self.flush().await {
                         return end;
                     }
-                    self.engine.abandon_partial();
+                    self.engine.get().abandon_partial();
                     return End::Failed(why);
                 }
             }
@@ -339,14 +347,14 @@ impl EventStream {
             Chunk::Data(bytes) => {
                 self.bytes_in += bytes.len() as u64;
                 if let Some(text) = self.text.feed(bytes, false) {
-                    self.engine.feed(text);
+                    self.engine.get().feed(text);
                 }
                 None
             }
             Chunk::Skip => None,
             Chunk::Eof => {
                 if let Some(rest) = self.text.feed(Bytes::new(), true).filter(|rest| !rest.is_empty()) {
-                    self.engine.feed(rest);
+                    self.engine.get().feed(rest);
                 }
                 Some(Ending::Eof)
             }
@@ -358,7 +366,7 @@ impl EventStream {
     /// or failure of the body if it comes first.
     async fn linger(&mut self, body: &mut AnyBody) -> Option<Ending> {
         let deadline = tokio::time::Instant::now() + self.settings.linger;
-        while self.engine.buffered() < self.settings.batch.max_bytes {
+        while self.engine.get().buffered() < self.settings.batch.max_bytes {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return None,
                 frame = body.frame() => {
@@ -374,8 +382,7 @@ impl EventStream {
     /// Sends every complete event the engine holds, batch by batch, each as one chunk.
     async fn flush(&mut self) -> Option<End> {
         loop {
-            let engine = &mut self.engine;
-            let out = match super::isolation::chain_call(engine.is_slow(), || engine.next_batch()) {
+            let out = match self.engine.call(StreamEngine::next_batch).await {
                 Ok(Some(out)) => out,
                 Ok(None) => return None,
                 Err(fault) => {
@@ -412,14 +419,15 @@ impl EventStream {
         if !self.resume.allowed {
             return Reconnect::Stop(EndReason::UpstreamFailed);
         }
-        let Some(last_id) = self.engine.last_id().map(<[u8]>::to_vec) else {
+        let Some(last_id) = self.engine.get().last_id().map(<[u8]>::to_vec) else {
             tracing::warn!("cannot resume: the upstream sent no event id");
             return Reconnect::Stop(EndReason::UpstreamFailed);
         };
         let config = &self.resume.config;
         if self.reconnects.resumed_at.as_deref() != Some(&last_id[..]) {
             // Progress since the last resumption (or the first failure): a new failure.
-            let retry = self.engine.retry_ms().map(|ms| Duration::from_millis(u64::from(ms)).max(config.min_delay_ms));
+            let retry =
+                self.engine.get().retry_ms().map(|ms| Duration::from_millis(u64::from(ms)).max(config.min_delay_ms));
             self.reconnects.attempts = 0;
             self.reconnects.delay = retry.unwrap_or(config.initial_delay_ms);
         } else {
@@ -487,7 +495,7 @@ impl EventStream {
             })
             .ok()?;
         tracing::info!(attempt, last_event_id = %String::from_utf8_lossy(last_id), "resumed the upstream event stream");
-        self.engine.resumed();
+        self.engine.get().resumed();
         self.reconnects.resumed_at = Some(last_id.to_vec());
         self.route.reconnects.fetch_add(1, Ordering::Relaxed);
         let body = response.into_body().map_err(BoxError::from).boxed_unsync();
@@ -536,7 +544,8 @@ impl Drop for EventStream {
     /// chain still hears how the stream ended, and the record is still logged.
     fn drop(&mut self) {
         if !self.done {
-            self.end(EndReason::ClientGone);
+            let tail = self.engine.call_now(|engine| engine.finish(EndReason::ClientGone));
+            self.ended(EndReason::ClientGone, tail);
         }
     }
 }

@@ -31,6 +31,7 @@ use super::body::AnyBody;
 use super::charset::{self, CharsetError};
 use super::content::Label;
 use super::error::{ErrorKind, ProxyError};
+use super::isolation::{Placement, off_thread};
 use crate::batch::Batch;
 use crate::chain::{Chain, ChainFault, ChainStream, Judging};
 use bytes::{Bytes, BytesMut};
@@ -304,9 +305,13 @@ impl WholeBody<'_> {
             Direction::Request => Judging::ClientBody,
             Direction::Response => Judging::Upstream,
         };
-        let (verdict, stream) = super::isolation::chain_call(self.chain.is_slow(), || {
-            run(self.chain, self.context, judging, &decoded.text)
-        });
+        let (verdict, stream) = match Placement::of(self.chain.is_slow()) {
+            Placement::OffThread => {
+                let (chain, context, text) = (self.chain.clone(), self.context.clone(), decoded.text.to_string());
+                off_thread(move || run(&chain, &context, judging, &text)).await
+            }
+            placement => placement.run_here(|| run(self.chain, self.context, judging, &decoded.text)),
+        };
         let records = stream.as_ref().map(|s| s.records()).unwrap_or_default();
         let record = |outcome, reason, bytes_out| {
             BodyRecord::new(outcome, reason).bytes(bytes_in, bytes_out).interceptors(records)

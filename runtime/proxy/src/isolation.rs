@@ -1,25 +1,109 @@
 //! Keeping one tenant's slow interceptor from stalling every other stream.
 //!
 //! Chains run inside the client connection's task (the stream runs in its response body), on
-//! tokio's worker threads, which also serve every socket.
-//! A call into an interceptor cannot yield, so a guest that spends 40 ms of CPU on a batch (legal:
-//! the deadline is 100 ms by default) holds its worker for 40 ms; with two such streams on two
-//! workers, every other stream of every route waits (measured: another route's p99 delivery went
-//! from ~1 ms to ~41 ms).
+//! the threads that also serve every socket. A call into an interceptor cannot yield, so a guest
+//! that spends 40 ms of CPU on a batch (legal: the deadline is 100 ms by default) holds its
+//! thread for 40 ms, and every stream served by that thread waits (measured: another route's p99
+//! delivery went from ~1 ms to ~41 ms).
 //!
 //! So a chain that has been slow lately (a call of [`SLOW_CALL`](crate::chain::SLOW_CALL) or
-//! more; the mark decays by an eighth per call) is called through
-//! [`tokio::task::block_in_place`]: tokio hands this worker's queue and I/O duties to another
-//! thread for the length of the call, and the slow stream alone waits for its guest. Fast chains,
-//! the common case, are called directly and pay nothing (one atomic load per link per batch).
-//! What is left: the first slow call of an interceptor (after a start or a reload, or after its
-//! mark has decayed) still holds a worker once.
+//! more; the mark decays by an eighth per call) is not called on the I/O thread:
+//! - on a per-core worker (a single-threaded runtime, `workers`), the call goes to tokio's
+//!   blocking threads and the stream awaits it, so the worker serves its other streams
+//!   meanwhile ([`Placement::OffThread`]);
+//! - in the shared pool, through [`tokio::task::block_in_place`]: tokio hands this worker's queue
+//!   and I/O duties to another thread for the length of the call ([`Placement::HandOver`]).
+//!
+//! Fast chains, the common case, are called directly and pay nothing (one atomic load per link
+//! per batch). What is left: the first slow call of an interceptor (after a start or a reload, or
+//! after its mark has decayed) still holds its thread once.
 
-/// Runs `work` (a call into a chain): off the I/O threads if the chain is `slow` and the runtime
-/// can hand a worker's duties over (a multi-threaded one), directly otherwise.
-pub(crate) fn chain_call<R>(slow: bool, work: impl FnOnce() -> R) -> R {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    // The runtime is looked at only for a slow chain: the common case pays one branch.
-    let can_hand_over = || Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
-    if slow && can_hand_over() { tokio::task::block_in_place(work) } else { work() }
+use crate::engine::StreamEngine;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// Where a call into a chain runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// On this thread, now: the chain is fast (or no runtime is running).
+    Here,
+    /// On this thread, its I/O duties handed to another worker of the shared pool.
+    HandOver,
+    /// On one of the runtime's blocking threads, awaited.
+    OffThread,
+}
+
+impl Placement {
+    /// Where a chain that is `slow` or not runs, on the runtime this is called on.
+    pub(crate) fn of(slow: bool) -> Self {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        if !slow {
+            return Placement::Here; // the common case pays one branch
+        }
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => Placement::HandOver,
+            Ok(_) => Placement::OffThread,
+            Err(_) => Placement::Here,
+        }
+    }
+
+    /// Runs `work` on this thread ([`Placement::OffThread`] needs owned work: see
+    /// [`off_thread`]; here it runs as [`Placement::HandOver`] would).
+    pub(crate) fn run_here<R>(self, work: impl FnOnce() -> R) -> R {
+        match self {
+            Placement::Here => work(),
+            Placement::HandOver | Placement::OffThread => match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(work)
+                }
+                _ => work(),
+            },
+        }
+    }
+}
+
+/// Runs `work` on a blocking thread and waits for it without holding this one. A panic in
+/// `work` resumes here, as it would have on this thread.
+pub(crate) async fn off_thread<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// A stream's engine, which a slow chain's call takes to a blocking thread. The lock is never
+/// contended on the fast path (one task owns the stream); it is held across a slow call, and a
+/// stream dropped meanwhile (its client gone) waits for the call to end before it finishes
+/// the chain (at most the call's deadline).
+pub(crate) struct SharedEngine(Arc<Mutex<StreamEngine>>);
+
+impl SharedEngine {
+    pub(crate) fn new(engine: StreamEngine) -> Self {
+        SharedEngine(Arc::new(Mutex::new(engine)))
+    }
+
+    /// The engine, for what does not call the chain.
+    pub(crate) fn get(&self) -> MutexGuard<'_, StreamEngine> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Calls the chain through `work`, placed by whether the chain has been slow lately.
+    pub(crate) async fn call<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut StreamEngine) -> R + Send + 'static,
+    ) -> R {
+        let placement = Placement::of(self.get().is_slow());
+        match placement {
+            Placement::OffThread => {
+                let engine = self.0.clone();
+                off_thread(move || work(&mut engine.lock().unwrap_or_else(PoisonError::into_inner))).await
+            }
+            _ => placement.run_here(|| work(&mut self.get())),
+        }
+    }
+
+    /// Calls the chain now, on this thread (for a stream being dropped, which cannot wait).
+    pub(crate) fn call_now<R>(&self, work: impl FnOnce(&mut StreamEngine) -> R) -> R {
+        let mut engine = self.get();
+        Placement::of(engine.is_slow()).run_here(|| work(&mut engine))
+    }
 }

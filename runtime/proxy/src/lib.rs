@@ -11,7 +11,8 @@
 //! - limits on what the proxy takes at once (connections, streams, buffered bytes): `admission`;
 //!   what happened to every body: `accounting`;
 //! - building from a config: `build`; upstreams and TLS: `upstream`, `tls`; connections:
-//!   `listener`; reload and shutdown: `lifecycle`; the admin endpoints: `admin`.
+//!   `listener`; the threads that serve them: `workers`; reload and shutdown: `lifecycle`; the
+//!   admin endpoints: `admin`.
 
 // The layers below, under the names their modules always had in this code.
 use sluicegate_contract::{batch, config, sse};
@@ -37,9 +38,10 @@ mod request;
 mod route;
 mod tls;
 mod upstream;
+pub mod workers;
 
 pub use body::{AnyBody, BoxError, ProxyBody};
-pub use lifecycle::{Lifecycle, Phase, ProxyHandle};
+pub use lifecycle::{Lifecycle, Phase, ProxyHandle, Threads};
 pub use listener::{raise_descriptor_limit, serve_handle};
 pub use route::RouteStats;
 

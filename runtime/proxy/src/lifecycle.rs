@@ -1,5 +1,5 @@
 //! What outlives one configuration of the proxy: the count of live event streams, stream ids,
-//! the shutdown phase; and [`ProxyHandle`], through which a reload swaps the configuration.
+//! the shutdown phase, the threads; and [`ProxyHandle`], through which a reload swaps the configuration.
 //!
 //! Reload: a new [`Proxy`] is built (and every component compiled) beside the running one; only
 //! if that succeeds does it replace the old one. New requests then use the new proxy; a live event
@@ -12,6 +12,7 @@
 
 use super::Proxy;
 use super::admission::Admission;
+use crate::config::ThreadModel;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -42,6 +43,28 @@ pub struct Lifecycle {
     /// The interceptors' store, kept across reloads while `[store]` stays the same (a reload
     /// must not reset a budget kept in memory).
     store: std::sync::Mutex<Option<(crate::config::StoreConfig, Arc<crate::store::SharedStore>)>>,
+    /// The thread model and worker count, fixed by the first configuration (threads are not
+    /// restarted by a reload).
+    threads: std::sync::OnceLock<Threads>,
+}
+
+/// How the process spreads its work over threads: see `workers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threads {
+    /// Per-core workers or one shared pool.
+    pub model: ThreadModel,
+    /// Worker threads (per-core), or the shared pool's size.
+    pub count: usize,
+}
+
+impl Threads {
+    /// Connection pools each upstream keeps: one per worker in the per-core model.
+    pub fn pools(self) -> usize {
+        match self.model {
+            ThreadModel::PerCore => self.count,
+            ThreadModel::Shared => 1,
+        }
+    }
 }
 
 impl Lifecycle {
@@ -56,7 +79,27 @@ impl Lifecycle {
             failed_reloads: AtomicU64::new(0),
             admission: Admission::default(),
             store: std::sync::Mutex::default(),
+            threads: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The threads the process runs with, once decided.
+    pub fn running_threads(&self) -> Option<Threads> {
+        self.threads.get().copied()
+    }
+
+    /// The threads the process runs with: decided by the first configuration asked about, kept
+    /// after (a reload that changes `[threads]` takes a restart, and says so).
+    pub fn threads(&self, config: &crate::config::ProxyConfig) -> Threads {
+        let wanted = Threads {
+            model: config.threads.model_for(&config.store),
+            count: super::workers::resolve_count(config.threads.count),
+        };
+        let threads = *self.threads.get_or_init(|| wanted);
+        if threads != wanted {
+            tracing::warn!(running = ?threads, configured = ?wanted, "[threads] changed: that takes a restart");
+        }
+        threads
     }
 
     /// The store `config` describes: the one in use if `config` is unchanged, else a new one.

@@ -157,6 +157,7 @@ async fn serve_connection(
     let lifecycle = handle.lifecycle();
     lifecycle.admission.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     lifecycle.admission.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    lifecycle.admission.count_worker_connection(super::workers::index());
     let _open = OpenConnection(lifecycle.clone());
     if over_limit {
         lifecycle.admission.count(ConnectionEvent::RefusedMaxConnections);

@@ -165,7 +165,7 @@ mod tests {
         Route {
             prefix: prefix.to_string(),
             matcher: normalise(prefix).unwrap().path.trim_end_matches('/').to_string(),
-            upstream: Arc::new(Upstream::new(settings).unwrap()),
+            upstream: Arc::new(Upstream::new(settings, 1).unwrap()),
             strip_prefix,
             headers: HeaderChanges::default(),
             stream_slots: Arc::default(),

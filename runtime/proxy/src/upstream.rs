@@ -2,7 +2,9 @@
 //! takes them there, and what can go wrong on the way, as a typed error that picks the status.
 //!
 //! One client per distinct upstream (scheme, authority, CA, client certificate): routes to the
-//! same service share its pool. Over HTTPS, ALPN offers h2 and http/1.1, so an upstream that speaks
+//! same service share its pool. In the per-core model (`workers`) a plain-HTTP upstream has a
+//! pool per worker thread, so a stream's upstream connection runs on the stream's thread; an
+//! HTTPS one keeps one pool (handshakes are dear, HTTP/2 multiplexes). Over HTTPS, ALPN offers h2 and http/1.1, so an upstream that speaks
 //! HTTP/2 carries many streams on one connection without a flag; `upstream_http2` asks for
 //! HTTP/2 only (by prior knowledge over plain HTTP, by ALPN h2 alone over HTTPS), which also lets
 //! requests that start at once share the first connection. Connections and TLS handshakes are counted
@@ -454,17 +456,20 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// One upstream and its pooled client.
+/// One upstream and its pooled clients.
 pub struct Upstream {
     settings: UpstreamSettings,
     name: String,
-    client: Client<Connector, UpstreamBody>,
+    /// One pool per worker thread (`workers`) for plain HTTP; one in the shared model and for
+    /// HTTPS.
+    pools: Box<[Client<Connector, UpstreamBody>]>,
     stats: Arc<UpstreamStats>,
 }
 
 impl Upstream {
-    /// Builds the client (reading the CA and client certificate files now).
-    pub fn new(settings: UpstreamSettings) -> Result<Self, TlsSetupError> {
+    /// Builds its clients: for plain HTTP, `pools` of them, one per worker thread (reading the
+    /// CA and client certificate files now).
+    pub fn new(settings: UpstreamSettings, pools: usize) -> Result<Self, TlsSetupError> {
         let stats = Arc::<UpstreamStats>::default();
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -483,11 +488,24 @@ impl Upstream {
             false => builder.enable_all_versions().wrap_connector(sockets),
         };
         let connector = Connector { inner, timeout: settings.connect_timeout, stats: stats.clone() };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .http2_only(settings.http2_only)
-            .build(connector);
-        Ok(Upstream { name: settings.base.name(), settings, client, stats })
+        let pool = || {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .http2_only(settings.http2_only)
+                .build(connector.clone())
+        };
+        // HTTPS upstreams keep one pool: TLS handshakes are dear, providers limit connections,
+        // and HTTP/2 (offered by ALPN) carries every stream on one connection. A plain-HTTP
+        // upstream (a local service, a sidecar) gets a pool per worker, for locality.
+        let pools = if settings.base.is_https() { 1 } else { pools.max(1) };
+        let pools = (0..pools).map(|_| pool()).collect();
+        Ok(Upstream { name: settings.base.name(), settings, pools, stats })
+    }
+
+    /// The pool of the worker this runs on: a connection's task runs on the thread that opened
+    /// it, so a worker that took a connection of another's would be woken by it at every read.
+    fn client(&self) -> &Client<Connector, UpstreamBody> {
+        &self.pools[super::workers::index() % self.pools.len()]
     }
 
     pub fn base(&self) -> &UpstreamBase {
@@ -522,7 +540,7 @@ impl Upstream {
     /// counted and typed; a TLS failure says what was wrong with the certificate.
     pub async fn send(&self, mut request: Request<UpstreamBody>) -> Result<Response<Incoming>, UpstreamError> {
         let connection = capture_connection(&mut request);
-        let sent = self.client.request(request);
+        let sent = self.client().request(request);
         let result = match self.settings.header_timeout {
             Some(after) => match tokio::time::timeout(after, sent).await {
                 Ok(result) => result,

@@ -1,5 +1,5 @@
-//! `sluicegate serve` as a process, as an operator runs it: a low descriptor limit under a crowd
-//! of silent connections, the certificate replaced by SIGHUP under a live stream, the guide's
+//! `sluicegate serve` as a process, as an operator runs it: per-core workers sharing the port, a
+//! low descriptor limit under a crowd of silent connections, the certificate replaced by SIGHUP under a live stream, the guide's
 //! configuration in front of three HTTPS upstreams with the real SDKs.
 
 use crate::mcp::{python_with_mcp, run_client_env, start_mcp_server_env};
@@ -74,6 +74,54 @@ async fn a_crowd_of_silent_connections_under_a_low_descriptor_limit_neither_wedg
     assert!(metric(&metrics, "sluicegate_accept_errors_total{listener=\"admin\"}") > 0, "{metrics}");
     let (status, _) = text_of(&format!("http://{}/", proxy.addr)).await;
     assert_eq!(status, 200, "and the proxy serves");
+}
+
+/// The per-core workers (the default thread model) share the listening port: the kernel spreads
+/// connections over them, each serves whole streams through a chain, and `/metrics` counts what
+/// each accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_workers_share_the_port_and_each_serves_whole_streams() {
+    let upstream = start_upstream(|request: http::Request<hyper::body::Incoming>| async move {
+        let n = request.uri().path().trim_start_matches('/').to_string();
+        let events: String =
+            (0..3).map(|i| format!("id: {i}\ndata: stream {n} event {i} ada@example.com\n\n")).collect();
+        full(200, "text/event-stream", events)
+    })
+    .await;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("workers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstream = \"http://{upstream}\"\n[threads]\ncount = 2\n\
+             [[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:redact\"\n"
+        ),
+    )
+    .unwrap();
+    let proxy = Start::serve(&["--config", config.to_str().unwrap()]).start();
+    proxy.wait_for_line("threads=per-core, 2 workers", Duration::from_secs(5));
+    // Every stream open at once, each on a connection of its own.
+    let mut readers = Vec::new();
+    for n in 0..32 {
+        readers.push((n, EventReader::new(get(&format!("http://{}/{n}", proxy.addr), &[]).await)));
+    }
+    for (n, mut reader) in readers {
+        for i in 0..3 {
+            let event = reader.next().await.expect("each stream is served whole");
+            assert_eq!(
+                event.data.as_deref(),
+                Some(format!("stream {n} event {i} [redacted]").as_bytes()),
+                "through the chain"
+            );
+        }
+        assert!(reader.next().await.is_none());
+    }
+    let (_, metrics) = text_of(&format!("http://{}/metrics", proxy.admin.unwrap())).await;
+    let per_worker: Vec<u64> =
+        (0..2).map(|w| metric(&metrics, &format!("sluicegate_worker_connections_total{{worker=\"{w}\"}}"))).collect();
+    assert_eq!(per_worker.iter().sum::<u64>(), 32, "{metrics}");
+    assert!(per_worker.iter().all(|&n| n > 0), "both workers accepted connections: {per_worker:?}");
 }
 
 /// A GET over a fresh TLS connection (HTTP/1.1) that trusts only `ca`; the response and the
