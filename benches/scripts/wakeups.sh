@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 streams=1000 rate=10 seconds=6
-loadtest=target/release/loadtest
+loadtest=${LOADTEST:-target/release/loadtest}
 events=$((streams * rate * seconds))
 out=$(mktemp -d)
 "$loadtest" streams --streams "$streams" --rate "$rate" --seconds "$seconds" --rounds 1 "$@" > "$out/loadtest.txt" &

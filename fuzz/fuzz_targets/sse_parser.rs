@@ -1,10 +1,12 @@
 //! The SSE parser on arbitrary bytes split at arbitrary points: it never panics, the split never
-//! changes the events, and re-encoding what it parsed parses back to the same events.
+//! changes the events, re-encoding what it parsed parses back to the same events, and events
+//! written from their wire form are the encoder's bytes.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sluicegate::sse::{Event, Parser, encode_event};
+use sluicegate::batch::Batch;
+use sluicegate::sse::{Event, Parser, encode_batch, encode_event, write_batch};
 
 /// Small, so that inputs reach it.
 const LIMIT: usize = 4096;
@@ -45,4 +47,14 @@ fuzz_target!(|input: (Vec<u8>, Vec<u16>)| {
     // The limit counts bytes as received; each invalid UTF-8 byte comes out as U+FFFD (three
     // bytes), so a client reading the output must not be held to the same limit.
     assert_eq!(parse(&[&encoded], 4 * LIMIT), whole, "re-encoding changed the events");
+    let mut parser = Parser::with_limit(LIMIT);
+    let mut batch = Batch::new();
+    for chunk in &chunks {
+        parser.feed_bytes(Bytes::copy_from_slice(chunk));
+        while parser.next_into(&mut batch) {}
+    }
+    let (mut written, mut encoded) = (Vec::new(), Vec::new());
+    write_batch(&mut written, &batch);
+    encode_batch(&mut encoded, batch.view());
+    assert_eq!(written, encoded, "a wire form differs from the encoder's bytes");
 });

@@ -10,11 +10,36 @@ use sluicegate_guest::{BatchView, EventRef};
 ///
 /// Every way of filling a batch keeps the layout's guarantees (spans in range, UTF-8, no line
 /// breaks in types and ids), so [`Batch::view`] needs no check.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+///
+/// Besides the layout a guest sees, each event may carry its **wire form**: the bytes it arrived
+/// in, when they are exactly what the encoder would write for it (the parser checks this; see
+/// `sse::Parser`). Its fields then lie inside those bytes, and an event the chain keeps is
+/// written out by copying them instead of encoding it again.
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     bytes: Vec<u8>,
     index: Vec<u32>,
+    /// Per event, where its wire form lies in `bytes` (start, length); length 0 if it has none
+    /// (a wire form always ends with a line end, so it is never empty).
+    wire: Vec<[u32; 2]>,
 }
+
+/// Batches are equal when their events are: where the bytes lie, and whether an event carries
+/// its wire form, does not matter.
+impl PartialEq for Batch {
+    fn eq(&self, other: &Self) -> bool {
+        let same = |a: &EventRef<'_>, b: &EventRef<'_>| {
+            a.comment() == b.comment()
+                && a.event_type() == b.event_type()
+                && a.data() == b.data()
+                && a.id() == b.id()
+                && a.retry() == b.retry()
+        };
+        self.len() == other.len() && self.view().iter().zip(other.view().iter()).all(|(a, b)| same(&a, &b))
+    }
+}
+
+impl Eq for Batch {}
 
 impl Batch {
     /// An empty batch.
@@ -27,6 +52,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.index.clear();
+        self.wire.clear();
     }
 
     /// The number of events.
@@ -89,6 +115,55 @@ impl Batch {
     pub fn rewind(&mut self, mark: Mark) {
         self.bytes.truncate(mark.bytes);
         self.index.truncate(mark.index);
+        self.wire.truncate(mark.index / STRIDE);
+    }
+
+    /// Event `i`'s wire form, if it carries one: the bytes to write for it unchanged.
+    #[inline]
+    pub fn wire(&self, i: usize) -> Option<&[u8]> {
+        let [start, len] = *self.wire.get(i)?;
+        (len > 0).then(|| &self.bytes[start as usize..(start + len) as usize])
+    }
+
+    /// Appends an event from its wire form: `wire` is copied once, and the fields are the spans
+    /// of it given (start, length, relative to `wire`). The caller guarantees what the layout
+    /// requires of the fields (UTF-8, no line break in the type, none nor NUL in the id), and
+    /// that `wire` is exactly the encoder's output for them.
+    pub(crate) fn push_wire(
+        &mut self,
+        wire: &[u8],
+        t: Option<(usize, usize)>,
+        d: Option<(usize, usize)>,
+        i: Option<(usize, usize)>,
+        r: Option<u32>,
+    ) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(wire);
+        let at = |span: Option<(usize, usize)>| span.map_or((0, 0), |(s, l)| ((base + s) as u32, l as u32));
+        let ((ts, tl), (ds, dl), (is, il)) = (at(t), at(d), at(i));
+        let fields = if t.is_some() { HAS_TYPE } else { 0 }
+            | if d.is_some() { HAS_DATA } else { 0 }
+            | if i.is_some() { HAS_ID } else { 0 }
+            | if r.is_some() { HAS_RETRY } else { 0 };
+        debug_assert!(self.bytes.len() <= MAX_WORD as usize, "batch buffer over 2^31 bytes");
+        self.index.extend_from_slice(&[fields, ts, tl, ds, dl, is, il, r.unwrap_or(0)]);
+        self.wire.push([base as u32, wire.len() as u32]);
+    }
+
+    /// Appends a copy of `from`'s event `i`, with its wire form if it has one.
+    pub fn push_from(&mut self, from: &Batch, i: usize) {
+        let Some(wire) = from.wire(i) else {
+            if let Some(e) = from.view().get(i) {
+                self.push_ref(&e);
+            }
+            return;
+        };
+        let words = &from.index[i * STRIDE..(i + 1) * STRIDE];
+        let start = from.wire[i][0];
+        let span = |flag: u32, at: u32, len: u32| (words[0] & flag != 0).then(|| ((at - start) as usize, len as usize));
+        let (t, d, id) =
+            (span(HAS_TYPE, words[1], words[2]), span(HAS_DATA, words[3], words[4]), span(HAS_ID, words[5], words[6]));
+        self.push_wire(wire, t, d, id, (words[0] & HAS_RETRY != 0).then_some(words[7]));
     }
 
     /// Appends fields that already meet the layout's guarantees.
@@ -110,6 +185,7 @@ impl Batch {
         let (is, il) = self.span(i);
         debug_assert!(self.bytes.len() <= MAX_WORD as usize, "batch buffer over 2^31 bytes");
         self.index.extend_from_slice(&[fields, ts, tl, ds, dl, is, il, r.unwrap_or(0)]);
+        self.wire.push([0, 0]);
     }
 
     /// Appends a parsed event. The parser guarantees the field rules; an event built by hand that

@@ -126,12 +126,35 @@ pub fn apply(
     out: &mut Batch,
     max_output: usize,
 ) -> Result<Applied, VerdictError> {
+    run(None, input, ops, bytes, out, max_output)
+}
+
+/// [`apply`] to a whole [`Batch`]: the events it keeps are copied with their wire form, so they
+/// go out as they arrived. The proxy's path.
+pub fn apply_batch(
+    input: &Batch,
+    ops: &[u32],
+    bytes: &[u8],
+    out: &mut Batch,
+    max_output: usize,
+) -> Result<Applied, VerdictError> {
+    run(Some(input), input.view(), ops, bytes, out, max_output)
+}
+
+fn run(
+    source: Option<&Batch>,
+    input: BatchView<'_>,
+    ops: &[u32],
+    bytes: &[u8],
+    out: &mut Batch,
+    max_output: usize,
+) -> Result<Applied, VerdictError> {
     out.clear();
     let batch_len = input.len();
     if ops.is_empty() || ops == [OP_KEEP, batch_len as u32] {
         return Ok(Applied { unchanged: true, ..Applied::default() });
     }
-    let mut run = Run { input, bytes, out, next: 0, applied: Applied::default() };
+    let mut run = Run { source, input, bytes, out, next: 0, applied: Applied::default() };
     let mut at = 0; // the current op word
     while at < ops.len() {
         if run.applied.ended {
@@ -171,6 +194,9 @@ fn pick<'a>(fields: u32, inherit: u32, own: Option<&'a [u8]>, theirs: Option<&'a
 
 /// One verdict being applied: its input, its bytes, the output so far and the next input event.
 struct Run<'a> {
+    /// The input batch, if given whole (kept events are copied from it with their wire form),
+    /// and its view.
+    source: Option<&'a Batch>,
     input: BatchView<'a>,
     bytes: &'a [u8],
     out: &'a mut Batch,
@@ -188,7 +214,10 @@ impl Run<'_> {
         for i in self.next..self.next + count {
             let e = self.input.get(i).expect("index checked above");
             if keep {
-                self.out.push_ref(&e);
+                match self.source {
+                    Some(source) => self.out.push_from(source, i),
+                    None => self.out.push_ref(&e),
+                }
             } else if !e.is_comment() && (e.id().is_some() || e.retry().is_some()) {
                 // Dropping the event keeps the client's resumption point and retry.
                 self.out.push_fields(false, None, None, e.id().map(str::as_bytes), e.retry());

@@ -243,7 +243,7 @@ impl StreamEngine {
     fn encode(&mut self, events_in: usize, ended: bool) -> Output {
         let mut bytes = Vec::with_capacity(self.batch.byte_len() + 32 * self.batch.len());
         match self.decoder {
-            Decoder::EventStream(_) => sse::encode_batch(&mut bytes, self.batch.view()),
+            Decoder::EventStream(_) => sse::write_batch(&mut bytes, &self.batch),
             Decoder::Lines(_) => lines::encode_batch(&mut bytes, self.batch.view()),
         }
         let events_out = self.batch.len();

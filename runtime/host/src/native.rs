@@ -8,7 +8,7 @@ use crate::batch::Batch;
 use crate::interceptor::{Fault, Interceptor, InterceptorStream, TrapKind, World};
 use crate::legacy::{self, PerEvent};
 use crate::text::TextInterceptor;
-use crate::verdict::{Applied, apply, apply_finish};
+use crate::verdict::{Applied, apply_batch, apply_finish};
 use sluicegate_guest::{Config, EndReason, StreamContext, VerdictBuilder};
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -99,7 +99,7 @@ impl<T: sluicegate_guest::Interceptor> InterceptorStream for NativeStream<T> {
         catch_unwind(AssertUnwindSafe(|| inner.process_batch(state, input.view(), verdict))).map_err(panic_fault)?;
         store_fault()?;
         self.verdict.complete(input.len());
-        Ok(apply(input.view(), self.verdict.ops(), self.verdict.bytes(), output, self.max_output)?)
+        Ok(apply_batch(input, self.verdict.ops(), self.verdict.bytes(), output, self.max_output)?)
     }
 
     fn finish(&mut self, reason: EndReason, output: &mut Batch) -> Result<Applied, Fault> {

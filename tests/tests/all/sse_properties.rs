@@ -2,11 +2,15 @@
 //! - any split of the same bytes into reads gives the same events;
 //! - parsing what the encoder wrote gives back the same events;
 //! - a spec-conformant client (an independent, whole-stream reference implementation below)
-//!   sees the same thing from the re-encoded stream as from the original.
+//!   sees the same thing from the re-encoded stream as from the original;
+//! - an event written from the bytes it arrived in (its wire form) is written exactly as the
+//!   encoder would write it, kept by a verdict or not.
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use sluicegate::sse::{Event, Parser, encode_event};
+use sluicegate::batch::Batch;
+use sluicegate::sse::{Event, Parser, encode_batch, encode_event, write_batch};
+use sluicegate::verdict::apply_batch;
 use sluicegate_tests::parse_all;
 
 /// What a client observes: every fired event with the last event id and retry in force at that
@@ -141,6 +145,42 @@ proptest! {
     }
 
     #[test]
+    fn wire_forms_are_the_encoders_bytes(
+        input in stream(),
+        cuts in prop::collection::vec((any::<prop::sample::Index>(), any::<bool>()), 0..12),
+        keep in prop::collection::vec(any::<bool>(), 0..40),
+    ) {
+        let mut points: Vec<(usize, bool)> = cuts.iter().map(|(c, shared)| (c.index(input.len() + 1), *shared)).collect();
+        points.sort();
+        points.push((input.len(), true));
+        let input = Bytes::from(input);
+        let (mut parser, mut batch, mut from) = (Parser::new(), Batch::new(), 0);
+        for (p, shared) in points {
+            if shared {
+                parser.feed_bytes(input.slice(from..p));
+            } else {
+                parser.feed(&input[from..p]);
+            }
+            from = p;
+            while parser.next_into(&mut batch) {}
+        }
+        let (mut written, mut encoded) = (Vec::new(), Vec::new());
+        write_batch(&mut written, &batch);
+        encode_batch(&mut encoded, batch.view());
+        prop_assert_eq!(&written, &encoded);
+        // A verdict that keeps some events and drops the others keeps the wire forms it keeps.
+        let ops: Vec<u32> = (0..batch.len())
+            .flat_map(|i| [if keep.get(i).copied().unwrap_or(true) { sluicegate_guest::abi::OP_KEEP } else { sluicegate_guest::abi::OP_DROP }, 1])
+            .collect();
+        let mut kept = Batch::new();
+        apply_batch(&batch, &ops, &[], &mut kept, usize::MAX).unwrap();
+        let (mut written, mut encoded) = (Vec::new(), Vec::new());
+        write_batch(&mut written, &kept);
+        encode_batch(&mut encoded, kept.view());
+        prop_assert_eq!(written, encoded);
+    }
+
+    #[test]
     fn encoding_round_trips(input in stream()) {
         let events = parse_all(&input);
         prop_assert_eq!(parse_all(&encode_all(&events)), events);
@@ -152,6 +192,24 @@ proptest! {
         let reencoded = reference_client(&encode_all(&parse_all(&input)));
         prop_assert_eq!(reencoded, original);
     }
+}
+
+#[test]
+fn events_in_the_encoders_form_carry_their_wire_form_and_others_do_not() {
+    let mut parser = Parser::new();
+    let mut batch = Batch::new();
+    parser.feed(
+        b"event: delta\ndata: {\"a\":1}\nid: 7\n\ndata:x\n\ndata: a\r\n\r\nid: 1\ndata: b\n\n\
+          data: a\ndata: b\n\nretry: 007\n\nevent: e\nid: 2\n\nretry: 50\n\n:ping\n\ndata:\n\ndata: \xff\n\n",
+    );
+    while parser.next_into(&mut batch) {}
+    let wires: Vec<bool> = (0..batch.len()).map(|i| batch.wire(i).is_some()).collect();
+    // the encoder's form; `data:x` (no space); CRLF; id before data; two data lines; a retry
+    // with leading zeros; a type without data; a retry alone; a comment; empty data; invalid
+    // UTF-8 (after which a chunk's values are checked one by one, and none has its wire form)
+    assert_eq!(wires, [true, false, false, false, false, false, false, true, false, true, false]);
+    assert_eq!(batch.wire(0), Some(&b"event: delta\ndata: {\"a\":1}\nid: 7\n\n"[..]));
+    assert_eq!(batch.view().get(0).unwrap().data(), Some("{\"a\":1}"), "the fields are spans of the wire form");
 }
 
 #[test]

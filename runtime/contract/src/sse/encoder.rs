@@ -1,6 +1,12 @@
 //! Writing events back out. Output always uses LF line ends.
+//!
+//! An event that arrived in exactly the form the encoder writes (the parser checks this; most
+//! servers write events so) and that the chain kept carries its wire form in the batch:
+//! [`write_batch`] copies those bytes instead of encoding it again. The output is the same bytes
+//! either way.
 
 use super::Event;
+use crate::batch::Batch;
 use sluicegate_guest::{BatchView, EventRef};
 
 /// Appends one block to `out`.
@@ -66,10 +72,21 @@ pub fn encode_ref(out: &mut Vec<u8>, e: &EventRef<'_>) {
     );
 }
 
-/// Appends every event of a batch: the bytes of one write to the client.
+/// Appends every event of a batch, each encoded from its fields.
 pub fn encode_batch(out: &mut Vec<u8>, batch: BatchView<'_>) {
     for e in batch.iter() {
         encode_ref(out, &e);
+    }
+}
+
+/// Appends every event of a batch: the bytes of one write to the client. An event with its wire
+/// form is copied; the others are encoded.
+pub fn write_batch(out: &mut Vec<u8>, batch: &Batch) {
+    for (i, e) in batch.view().iter().enumerate() {
+        match batch.wire(i) {
+            Some(wire) => out.extend_from_slice(wire),
+            None => encode_ref(out, &e),
+        }
     }
 }
 

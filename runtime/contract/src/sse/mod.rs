@@ -4,7 +4,7 @@
 mod encoder;
 mod parser;
 
-pub use encoder::{encode, encode_batch, encode_event, encode_ref};
+pub use encoder::{encode, encode_batch, encode_event, encode_ref, write_batch};
 pub use parser::{DEFAULT_MAX_EVENT_BYTES, Parser};
 
 pub use crate::event::Event;

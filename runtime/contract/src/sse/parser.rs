@@ -65,6 +65,23 @@ struct Block {
     /// The block is over the limit: skip lines until the next blank line.
     skipping: bool,
     oversized: u64,
+    /// Whether the block's bytes are still in the input and in the encoder's form.
+    wire: Wire,
+}
+
+/// Whether the block being read can go out as the bytes it arrived in: every line so far is one
+/// the encoder would write, in its order (`event`, one `data`, `id`, `retry`), each field once,
+/// `name: value` (or `name:` when empty), ended by a lone LF, and its first byte is still in the
+/// input. Then the batch gets the block's bytes and its fields as spans of them, and an event the
+/// chain keeps is copied out instead of encoded (the output is the same bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// No line of the block yet.
+    Empty,
+    /// The block began at this input offset; `last` is the last field seen (see [`Block::field_rank`]).
+    At { start: usize, last: u8 },
+    /// Not in the encoder's form, or its bytes have left the input.
+    Lost,
 }
 
 /// One field's value: where it lies in the input, or (once the input it lay in is about to be
@@ -167,6 +184,7 @@ impl Parser {
                 limit: limit.min(MAX_WORD as usize / 2),
                 skipping: false,
                 oversized: 0,
+                wire: Wire::Empty,
             },
             discarded_bytes: 0,
             one: Batch::new(),
@@ -286,7 +304,8 @@ impl Parser {
                     self.pos += consumed;
                     self.scanned = 0;
                     self.after_cr = cr_last;
-                    if self.block.line(checked, (start, start + len), batch) {
+                    let lf = consumed == len + 1 && rest[len] == b'\n';
+                    if self.block.line(checked, (start, start + len), lf, batch) {
                         return true;
                     }
                 }
@@ -351,6 +370,7 @@ impl Block {
         self.id.clear();
         self.retry = None;
         self.size = 0;
+        self.wire = Wire::Empty;
     }
 
     /// Copies the values that lie in `input` out of it.
@@ -358,6 +378,30 @@ impl Block {
         self.event_type.settle(input);
         self.data.settle(input);
         self.id.settle(input);
+        if self.wire != Wire::Empty {
+            self.wire = Wire::Lost; // its first bytes are about to leave the input
+        }
+    }
+
+    /// Where a field line stands in the encoder's order (0: not one it writes).
+    fn field_rank(name: &[u8]) -> u8 {
+        match name {
+            b"event" => 1,
+            b"data" => 2,
+            b"id" => 3,
+            b"retry" => 4,
+            _ => 0,
+        }
+    }
+
+    /// Notes a field line for [`Wire`]: `canonical` if its value is written as the encoder would.
+    fn note_wire(&mut self, name: &[u8], start: usize, canonical: bool, lf: bool) {
+        let rank = Self::field_rank(name);
+        self.wire = match self.wire {
+            Wire::Empty if canonical && lf && rank > 0 => Wire::At { start, last: rank },
+            Wire::At { start, last } if canonical && lf && rank > last => Wire::At { start, last: rank },
+            _ => Wire::Lost,
+        };
     }
 
     fn start_skipping(&mut self) {
@@ -368,52 +412,61 @@ impl Block {
         self.reset();
     }
 
-    /// The line `input[start..end]`, without its line end. True if it appended an event or
-    /// comment to `batch`.
-    fn line(&mut self, input: Input<'_>, (start, end): (usize, usize), batch: &mut Batch) -> bool {
+    /// The line `input[start..end]`, without its line end (`lf`: a lone LF). True if it
+    /// appended an event or comment to `batch`.
+    fn line(&mut self, input: Input<'_>, (start, end): (usize, usize), lf: bool, batch: &mut Batch) -> bool {
         let line = &input.bytes[start..end];
         if line.is_empty() {
             if self.skipping {
                 self.skipping = false;
                 return false;
             }
-            return self.dispatch(input, batch);
+            return self.dispatch(input, lf.then_some(end + 1), batch);
         }
         if self.skipping {
             return false;
         }
         if line[0] == b':' {
+            if self.wire != Wire::Empty {
+                self.wire = Wire::Lost; // the block's bytes now hold a comment sent on its own
+            }
             batch.push_fields(true, None, Some(&input.text((start + 1, end))), None, None);
             return true;
         }
-        let (name_len, value_start) = match memchr::memchr(b':', line) {
+        let colon = memchr::memchr(b':', line);
+        let (name_len, value_start) = match colon {
             Some(colon) => (colon, if line.get(colon + 1) == Some(&b' ') { colon + 2 } else { colon + 1 }),
             None => (line.len(), line.len()),
         };
-        let value = &line[value_start..];
+        let (name, value) = (&line[..name_len], &line[value_start..]);
         let span = (start + value_start, end);
         self.size += value.len();
         if self.size > self.limit {
             self.start_skipping();
             return false;
         }
-        match &line[..name_len] {
+        // As the encoder writes it: `name: value`, or `name:` when the value is empty.
+        let mut canonical = colon.is_some() && (value_start == name_len + 2) != value.is_empty();
+        match name {
             b"event" => self.event_type.set(span),
             b"data" => self.data.append(input, span),
             b"id" if memchr::memchr(0, value).is_none() => self.id.set(span),
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
                 let ms = value.iter().fold(0u64, |n, d| (n * 10 + u64::from(d - b'0')).min(u64::from(MAX_WORD)));
                 self.retry = Some(ms as u32);
+                canonical &= itoa::Buffer::new().format(ms).as_bytes() == value;
             }
-            _ => {}
+            _ => canonical = false,
         }
+        self.note_wire(name, start, canonical, lf);
         false
     }
 
-    /// A blank line: append the block if a client would see any effect of it.
-    fn dispatch(&mut self, input: Input<'_>, batch: &mut Batch) -> bool {
+    /// A blank line (ending at `blank_end` if it ended with a lone LF): append the block if a
+    /// client would see any effect of it.
+    fn dispatch(&mut self, input: Input<'_>, blank_end: Option<usize>, batch: &mut Batch) -> bool {
         let fires = self.data.present || self.id.present || self.retry.is_some();
-        if fires {
+        if fires && !self.push_wire(input, blank_end, batch) {
             // Without data the type is cleared and never seen. Line ends are ASCII, so checking
             // UTF-8 on joined lines gives the same text as decoding the stream line by line.
             let event_type = if self.data.present { self.event_type.text(input) } else { None };
@@ -423,6 +476,26 @@ impl Block {
         // Otherwise nothing fires and nothing changes: `event: x` alone, or a lone blank line.
         self.reset();
         fires
+    }
+
+    /// Appends the block as the bytes it arrived in, if they are in the encoder's form and all
+    /// checked UTF-8 (see [`Wire`]); false if it must be appended field by field.
+    fn push_wire(&self, input: Input<'_>, blank_end: Option<usize>, batch: &mut Batch) -> bool {
+        let (Wire::At { start, .. }, Some(end)) = (self.wire, blank_end) else { return false };
+        // A type without data is not written by the encoder.
+        if end > input.valid || (self.event_type.present && !self.data.present) {
+            return false;
+        }
+        let span = |field: &Field| field.present.then_some(field.span).map(|s| s.map(|(a, b)| (a - start, b - a)));
+        let (Some(t), Some(d), Some(i)) = (
+            span(&self.event_type).map_or(Some(None), |s| s.map(Some)),
+            span(&self.data).map_or(Some(None), |s| s.map(Some)),
+            span(&self.id).map_or(Some(None), |s| s.map(Some)),
+        ) else {
+            return false; // a value was copied out of the input (cannot happen while `At`)
+        };
+        batch.push_wire(&input.bytes[start..end], t, d, i, self.retry);
+        true
     }
 }
 

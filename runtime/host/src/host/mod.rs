@@ -25,7 +25,7 @@ use crate::bindings;
 use crate::config::{InterceptorConfig, LimitsConfig};
 use crate::interceptor::{Fault, Interceptor, InterceptorStream, World};
 use crate::legacy;
-use crate::verdict::{Applied, apply, apply_finish};
+use crate::verdict::{Applied, apply_batch, apply_finish};
 use anyhow::bail;
 use bindings::batch::{BatchInterceptor, BatchInterceptorPre};
 use bindings::event::{EventInterceptor, EventInterceptorPre};
@@ -657,8 +657,8 @@ impl InterceptorStream for ComponentStream {
             }
         })?;
         let applied = match verdict {
-            Some(v) => apply(view, &v.ops, &v.bytes, output, max_output)?,
-            None => apply(view, self.verdict.ops(), self.verdict.bytes(), output, max_output)?,
+            Some(v) => apply_batch(input, &v.ops, &v.bytes, output, max_output)?,
+            None => apply_batch(input, self.verdict.ops(), self.verdict.bytes(), output, max_output)?,
         };
         Ok(applied)
     }

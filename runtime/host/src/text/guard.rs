@@ -6,7 +6,7 @@
 use super::{Answer, Item, Judge, Refusal, TextEngine};
 use crate::batch::Batch;
 use crate::interceptor::{Fault, Interceptor, InterceptorStream, TrapKind, World};
-use crate::verdict::{Applied, apply, apply_finish};
+use crate::verdict::{Applied, apply_batch, apply_finish};
 use sluicegate_guest::text::TextGuard;
 use sluicegate_guest::{Config, EndReason, NewEvent, StreamContext, VerdictBuilder};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -152,7 +152,7 @@ impl<J: Judge> InterceptorStream for TextStreamState<J> {
             catch_unwind(AssertUnwindSafe(|| engine.process(judge, input.view(), verdict))).map_err(panicked)??;
         }
         self.verdict.complete(input.len());
-        Ok(apply(input.view(), self.verdict.ops(), self.verdict.bytes(), output, self.max_output)?)
+        Ok(apply_batch(input, self.verdict.ops(), self.verdict.bytes(), output, self.max_output)?)
     }
 
     fn finish(&mut self, reason: EndReason, output: &mut Batch) -> Result<Applied, Fault> {
