@@ -1,6 +1,6 @@
 //! The SSE parser on arbitrary bytes split at arbitrary points: it never panics, the split never
 //! changes the events, re-encoding what it parsed parses back to the same events, and events
-//! written from their wire form parse as the encoded ones do.
+//! written from their wire form are the encoder's bytes.
 #![no_main]
 
 use bytes::Bytes;
@@ -56,5 +56,5 @@ fuzz_target!(|input: (Vec<u8>, Vec<u16>)| {
     let (mut written, mut encoded) = (Vec::new(), Vec::new());
     write_batch(&mut written, &batch);
     encode_batch(&mut encoded, batch.view());
-    assert_eq!(parse(&[&written], 4 * LIMIT), parse(&[&encoded], 4 * LIMIT), "a wire form says another event");
+    assert_eq!(written, encoded, "a wire form differs from the encoder's bytes");
 });

@@ -12,9 +12,9 @@ use sluicegate_guest::{BatchView, EventRef};
 /// breaks in types and ids), so [`Batch::view`] needs no check.
 ///
 /// Besides the layout a guest sees, each event may carry its **wire form**: the bytes it arrived
-/// in, when they say what the encoder would (the parser checks this; see `sse::Parser`). Its
-/// fields then lie inside those bytes, and an event the chain keeps is written out by copying
-/// them instead of encoding it again.
+/// in, when they are exactly what the encoder would write for it (the parser checks this; see
+/// `sse::Parser`). Its fields then lie inside those bytes, and an event the chain keeps is
+/// written out by copying them instead of encoding it again.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
     bytes: Vec<u8>,
@@ -128,7 +128,7 @@ impl Batch {
     /// Appends an event from its wire form: `wire` is copied once, and the fields are the spans
     /// of it given (start, length, relative to `wire`). The caller guarantees what the layout
     /// requires of the fields (UTF-8, no line break in the type, none nor NUL in the id), and
-    /// that `wire` is one block that a client reads as exactly these fields.
+    /// that `wire` is exactly the encoder's output for them.
     pub(crate) fn push_wire(
         &mut self,
         wire: &[u8],

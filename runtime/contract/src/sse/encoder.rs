@@ -1,9 +1,9 @@
-//! Writing events back out. The encoder uses LF line ends.
+//! Writing events back out. Output always uses LF line ends.
 //!
-//! An event that arrived in a form the encoder could have written, up to the order of its fields
-//! and CRLF line ends (the parser checks this; most servers write events so), and that the chain
-//! kept carries its wire form in the batch: [`write_batch`] copies those bytes instead of encoding
-//! it again. Every client reads the same event from either.
+//! An event that arrived in exactly the form the encoder writes (the parser checks this; most
+//! servers write events so) and that the chain kept carries its wire form in the batch:
+//! [`write_batch`] copies those bytes instead of encoding it again. The output is the same bytes
+//! either way.
 
 use super::Event;
 use crate::batch::Batch;

@@ -69,19 +69,17 @@ struct Block {
     wire: Wire,
 }
 
-/// Whether the block being read can go out as the bytes it arrived in: every line so far is a
-/// field the encoder writes (`event`, `data`, `id`, `retry`), each at most once, in any order,
-/// written `name: value` (or `name:` when empty) and ended by LF or CRLF, and its first byte is
-/// still in the input. Then the batch gets the block's bytes and its fields as spans of them, and
-/// an event the chain keeps is copied out instead of encoded: the same event for every client,
-/// though its fields may be in another order and its lines end in CRLF.
+/// Whether the block being read can go out as the bytes it arrived in: every line so far is one
+/// the encoder would write, in its order (`event`, one `data`, `id`, `retry`), each field once,
+/// `name: value` (or `name:` when empty), ended by a lone LF, and its first byte is still in the
+/// input. Then the batch gets the block's bytes and its fields as spans of them, and an event the
+/// chain keeps is copied out instead of encoded (the output is the same bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wire {
     /// No line of the block yet.
     Empty,
-    /// The block began at this input offset; `seen` has a bit per field read (see
-    /// [`Block::field_bit`]).
-    At { start: usize, seen: u8 },
+    /// The block began at this input offset; `last` is the last field seen (see [`Block::field_rank`]).
+    At { start: usize, last: u8 },
     /// Not in the encoder's form, or its bytes have left the input.
     Lost,
 }
@@ -306,10 +304,8 @@ impl Parser {
                     self.pos += consumed;
                     self.scanned = 0;
                     self.after_cr = cr_last;
-                    // A line end a wire form may keep: LF or CRLF (a lone CR is one for the spec,
-                    // not for every client).
-                    let kept_end = (rest[len] == b'\n' || consumed == len + 2).then_some(start + consumed);
-                    if self.block.line(checked, (start, start + len), kept_end, batch) {
+                    let lf = consumed == len + 1 && rest[len] == b'\n';
+                    if self.block.line(checked, (start, start + len), lf, batch) {
                         return true;
                     }
                 }
@@ -387,25 +383,23 @@ impl Block {
         }
     }
 
-    /// A field's bit in [`Wire::At`] (0: not a field the encoder writes).
-    fn field_bit(name: &[u8]) -> u8 {
+    /// Where a field line stands in the encoder's order (0: not one it writes).
+    fn field_rank(name: &[u8]) -> u8 {
         match name {
             b"event" => 1,
             b"data" => 2,
-            b"id" => 4,
-            b"retry" => 8,
+            b"id" => 3,
+            b"retry" => 4,
             _ => 0,
         }
     }
 
-    /// Notes a field line for [`Wire`]: `canonical` if its value is written as the encoder would,
-    /// `kept_end` if its line end may be kept.
-    fn note_wire(&mut self, name: &[u8], start: usize, canonical: bool, kept_end: bool) {
-        let bit = Self::field_bit(name);
-        let fits = canonical && kept_end && bit > 0;
+    /// Notes a field line for [`Wire`]: `canonical` if its value is written as the encoder would.
+    fn note_wire(&mut self, name: &[u8], start: usize, canonical: bool, lf: bool) {
+        let rank = Self::field_rank(name);
         self.wire = match self.wire {
-            Wire::Empty if fits => Wire::At { start, seen: bit },
-            Wire::At { start, seen } if fits && seen & bit == 0 => Wire::At { start, seen: seen | bit },
+            Wire::Empty if canonical && lf && rank > 0 => Wire::At { start, last: rank },
+            Wire::At { start, last } if canonical && lf && rank > last => Wire::At { start, last: rank },
             _ => Wire::Lost,
         };
     }
@@ -418,22 +412,16 @@ impl Block {
         self.reset();
     }
 
-    /// The line `input[start..end]`, without its line end (which ends at `kept_end` if it is one
-    /// a wire form may keep). True if it appended an event or comment to `batch`.
-    fn line(
-        &mut self,
-        input: Input<'_>,
-        (start, end): (usize, usize),
-        kept_end: Option<usize>,
-        batch: &mut Batch,
-    ) -> bool {
+    /// The line `input[start..end]`, without its line end (`lf`: a lone LF). True if it
+    /// appended an event or comment to `batch`.
+    fn line(&mut self, input: Input<'_>, (start, end): (usize, usize), lf: bool, batch: &mut Batch) -> bool {
         let line = &input.bytes[start..end];
         if line.is_empty() {
             if self.skipping {
                 self.skipping = false;
                 return false;
             }
-            return self.dispatch(input, kept_end, batch);
+            return self.dispatch(input, lf.then_some(end + 1), batch);
         }
         if self.skipping {
             return false;
@@ -470,11 +458,11 @@ impl Block {
             }
             _ => canonical = false,
         }
-        self.note_wire(name, start, canonical, kept_end.is_some());
+        self.note_wire(name, start, canonical, lf);
         false
     }
 
-    /// A blank line (ending at `blank_end` if its line end may be kept): append the block if a
+    /// A blank line (ending at `blank_end` if it ended with a lone LF): append the block if a
     /// client would see any effect of it.
     fn dispatch(&mut self, input: Input<'_>, blank_end: Option<usize>, batch: &mut Batch) -> bool {
         let fires = self.data.present || self.id.present || self.retry.is_some();
@@ -490,8 +478,8 @@ impl Block {
         fires
     }
 
-    /// Appends the block as the bytes it arrived in, if they may go out so and are all checked
-    /// UTF-8 (see [`Wire`]); false if it must be appended field by field.
+    /// Appends the block as the bytes it arrived in, if they are in the encoder's form and all
+    /// checked UTF-8 (see [`Wire`]); false if it must be appended field by field.
     fn push_wire(&self, input: Input<'_>, blank_end: Option<usize>, batch: &mut Batch) -> bool {
         let (Wire::At { start, .. }, Some(end)) = (self.wire, blank_end) else { return false };
         // A type without data is not written by the encoder.
