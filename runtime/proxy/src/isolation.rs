@@ -46,17 +46,13 @@ impl Placement {
         }
     }
 
-    /// Runs `work` on this thread ([`Placement::OffThread`] needs owned work: see
-    /// [`off_thread`]; here it runs as [`Placement::HandOver`] would).
+    /// Runs `work` on this thread: handing its I/O duties over for [`Placement::HandOver`], at
+    /// once otherwise ([`Placement::OffThread`] needs owned work: see [`off_thread`]; a caller
+    /// that has none, such as a stream being dropped, runs it here).
     pub(crate) fn run_here<R>(self, work: impl FnOnce() -> R) -> R {
         match self {
-            Placement::Here => work(),
-            Placement::HandOver | Placement::OffThread => match tokio::runtime::Handle::try_current() {
-                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                    tokio::task::block_in_place(work)
-                }
-                _ => work(),
-            },
+            Placement::HandOver => tokio::task::block_in_place(work),
+            Placement::Here | Placement::OffThread => work(),
         }
     }
 }
