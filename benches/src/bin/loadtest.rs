@@ -7,7 +7,11 @@
 //! cargo run --release -p sluicegate-benches --bin loadtest -- throughput --chain none --chain example:redact
 //! cargo run --release -p sluicegate-benches --bin loadtest -- tls --streams 8 --rounds 5 --chain none --chain example:redact
 //! cargo run --release -p sluicegate-benches --bin loadtest -- streams --streams 1000 --rate 10 --chain none --chain example:passthrough --chain example:redact
+//! cargo run --release -p sluicegate-benches --bin loadtest -- isolation --busy-ms 100 --rounds 3 --model per-core --model shared
 //! ```
+//!
+//! `isolation` needs the test guest `hostile` (`cargo test -p sluicegate-tests --no-run` builds
+//! it; `--guest PATH` points elsewhere).
 //!
 //! A chain written `SPEC@shared` (`none@shared`, `example:redact@shared`) runs the proxy with
 //! `[threads] model = "shared"` instead of the default per-core workers.
@@ -67,6 +71,14 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(latency(flag(&args, "--rate", 1_000), flag(&args, "--seconds", 10), chains(&args)))
         }
         Some("throughput") => runtime.block_on(throughput(flag(&args, "--seconds", 5), chains(&args))),
+        Some("proxy-isolation") => runtime.block_on(proxy_isolation(&args[1], &args[2], &args[3], &args[4])),
+        Some("isolation") => runtime.block_on(isolation(
+            flag(&args, "--busy-ms", 100),
+            flag(&args, "--seconds", 5),
+            flag(&args, "--rounds", 3),
+            values(&args, "--model", &["per-core", "shared"]),
+            values(&args, "--guest", &[HOSTILE_GUEST]).remove(0),
+        )),
         _ => bail!(
             "usage: loadtest memory [--streams N] [--chain SPEC|none]... | cpu [--rate EVENTS_PER_S] [--streams N] [--seconds S] [--chain SPEC|none]..."
         ),
@@ -78,8 +90,13 @@ fn flag(args: &[String], name: &str, default: u64) -> u64 {
 }
 
 fn chains(args: &[String]) -> Vec<String> {
-    let given: Vec<String> = args.windows(2).filter(|w| w[0] == "--chain").map(|w| w[1].clone()).collect();
-    if given.is_empty() { vec!["none".into(), "example:redact".into()] } else { given }
+    values(args, "--chain", &["none", "example:redact"])
+}
+
+/// Every value given for flag `name`, or `defaults`.
+fn values(args: &[String], name: &str, defaults: &[&str]) -> Vec<String> {
+    let given: Vec<String> = args.windows(2).filter(|w| w[0] == name).map(|w| w[1].clone()).collect();
+    if given.is_empty() { defaults.iter().map(|s| s.to_string()).collect() } else { given }
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -134,7 +151,7 @@ fn now_micros() -> u64 {
 
 fn respond(request: &Request<Incoming>) -> Response<Body> {
     let rate: u64 = request.uri().query().and_then(|q| q.strip_prefix("n=")?.parse().ok()).unwrap_or(0);
-    let body: Body = if request.uri().path() == "/stamped" {
+    let body: Body = if request.uri().path().ends_with("/stamped") {
         // One event every 1/rate s, each carrying the time it was written.
         let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -730,4 +747,104 @@ async fn admin_metrics(port: u16) -> anyhow::Result<String> {
     let mut text = String::new();
     socket.read_to_string(&mut text).await?;
     Ok(text)
+}
+
+/// Where the tests' build leaves the `hostile` guest (relative to the workspace).
+const HOSTILE_GUEST: &str = "target/guests/wasm32-wasip2/guest/hostile.wasm";
+
+/// The proxy role for `isolation`: `/slow/...` through `guest` spinning `busy_ms` per batch (the
+/// `hostile` test guest's `busy` mode), everything else through `example:passthrough`, in
+/// thread model `model`.
+async fn proxy_isolation(upstream_port: &str, guest: &str, busy_ms: &str, model: &str) -> anyhow::Result<()> {
+    let config = format!(
+        "upstream = \"http://127.0.0.1:{upstream_port}\"\n[limits]\ncall_deadline_ms = 1000\n\
+         [threads]\nmodel = \"{model}\"\n\
+         [[route]]\nprefix = \"/slow\"\n[[route.interceptor]]\nspec = \"{guest}\"\n\
+         config = {{ mode = \"busy\", busy_ms = \"{busy_ms}\" }}\ngrant_clocks = true\ninstances = 2\n\
+         [[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n"
+    );
+    let config = sluicegate::config::ProxyConfig::from_toml(&config)?;
+    let runtime = sluicegate::host::Runtime::new(sluicegate::host::Limits::from(&config.limits))?;
+    let listen = "127.0.0.1:0".parse()?;
+    let handle =
+        sluicegate::proxy::ProxyHandle::new(Arc::new(sluicegate::proxy::Proxy::new(&config, &runtime, listen)?));
+    let server = sluicegate::proxy::workers::Server::start(listen, &config, &handle).await?;
+    println!("ready {}", server.local_addr().port());
+    std::future::pending().await
+}
+
+/// Tenant isolation: one fast stream (200 events/s through `example:passthrough`) measured alone,
+/// then beside two slow streams on another route whose guest spins `busy_ms` per batch (a batch
+/// every 500 ms each: 100 ms is 20% of a 2-core machine), in interleaved rounds per thread model.
+/// The fast stream's delivery delay (upstream write to client read): p50, p99 and max.
+async fn isolation(busy_ms: u64, seconds: u64, rounds: u64, models: Vec<String>, guest: String) -> anyhow::Result<()> {
+    if !std::path::Path::new(&guest).exists() {
+        bail!("{guest}: no such guest (build it with `cargo test -p sluicegate-tests --no-run`, or pass --guest PATH)");
+    }
+    let upstream = Role::start(&["upstream"])?;
+    let busy = busy_ms.to_string();
+    let proxies = models
+        .iter()
+        .map(|model| Role::start(&["proxy-isolation", &upstream.port.to_string(), &guest, &busy, model]))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    println!(
+        "fast stream 200 events/s; slow tenant: 2 streams, {busy_ms} ms per batch every 500 ms; {seconds} s per phase"
+    );
+    println!("| model | round | alone p50 / p99 / max | beside the slow tenant p50 / p99 / max | p99 ratio |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); proxies.len()];
+    for round in 0..rounds {
+        for (i, proxy) in proxies.iter().enumerate() {
+            let alone = fast_delays(proxy.port, seconds).await?;
+            let mut slow = Vec::new();
+            for _ in 0..2 {
+                let socket = open_stream(proxy.port, "/slow/stamped?n=2").await?;
+                slow.push(tokio::spawn(read_events(socket, |_| {})));
+            }
+            let beside = fast_delays(proxy.port, seconds).await?;
+            for task in slow {
+                task.abort();
+            }
+            ratios[i].push(beside.1 / alone.1.max(1.0));
+            let show = |d: (f64, f64, f64)| format!("{:.2} / {:.2} / {:.2} ms", d.0 / 1e3, d.1 / 1e3, d.2 / 1e3);
+            println!(
+                "| {} | {round} | {} | {} | {:.1}x |",
+                models[i],
+                show(alone),
+                show(beside),
+                beside.1 / alone.1.max(1.0)
+            );
+            // Let the slow streams' last calls end before the next phase.
+            tokio::time::sleep(Duration::from_millis(busy_ms + 200)).await;
+        }
+    }
+    for (i, model) in models.iter().enumerate() {
+        println!("{model}: median p99 ratio {:.1}x", median(&mut ratios[i]));
+    }
+    Ok(())
+}
+
+/// One fast stream through `port` for a second of warm-up and `seconds` of samples: its delivery
+/// delays' p50, p99 and max, in microseconds.
+async fn fast_delays(port: u16, seconds: u64) -> anyhow::Result<(f64, f64, f64)> {
+    let socket = open_stream(port, "/stamped?n=200").await?;
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = samples.clone();
+    let reader = tokio::spawn(read_events(socket, move |event| {
+        let text = String::from_utf8_lossy(event);
+        if let Some(sent) = text.split("\"sent\":").nth(1).and_then(|r| r.split(',').next()?.parse::<u64>().ok()) {
+            sink.lock().unwrap().push(now_micros().saturating_sub(sent));
+        }
+    }));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    samples.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    reader.abort();
+    let mut all = samples.lock().unwrap().clone();
+    if all.is_empty() {
+        bail!("the fast stream delivered nothing");
+    }
+    all.sort_unstable();
+    let pick = |q: f64| all[((all.len() - 1) as f64 * q) as usize] as f64;
+    Ok((pick(0.5), pick(0.99), pick(1.0)))
 }
