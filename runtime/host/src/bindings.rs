@@ -12,6 +12,23 @@ pub mod batch {
     });
 }
 
+/// The batch world's exports called with `call_async` (a guest that could yield at epoch ticks),
+/// for the measurement in `host/yield_cost.rs` only.
+#[cfg(feature = "yield-probe")]
+pub mod batch_yielding {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "batch-interceptor",
+        ownership: Borrowing { duplicate_if_necessary: true },
+        exports: { default: async },
+        with: {
+            "sluicegate:interceptor/host": super::batch::sluicegate::interceptor::host,
+            "sluicegate:interceptor/store": super::batch::sluicegate::interceptor::store,
+            "sluicegate:interceptor/types": super::batch::sluicegate::interceptor::types,
+        },
+    });
+}
+
 pub mod text {
     wasmtime::component::bindgen!({
         path: "../../wit",

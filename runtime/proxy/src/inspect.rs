@@ -310,7 +310,7 @@ impl WholeBody<'_> {
                 let (chain, context, text) = (self.chain.clone(), self.context.clone(), decoded.text.to_string());
                 off_thread(move || run(&chain, &context, judging, &text)).await
             }
-            placement => placement.run_here(|| run(self.chain, self.context, judging, &decoded.text)),
+            Placement::Here => run(self.chain, self.context, judging, &decoded.text),
         };
         let records = stream.as_ref().map(|s| s.records()).unwrap_or_default();
         let record = |outcome, reason, bytes_out| {

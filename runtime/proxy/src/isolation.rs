@@ -7,16 +7,17 @@
 //! delivery went from ~1 ms to ~41 ms).
 //!
 //! So a chain that has been slow lately (a call of [`SLOW_CALL`](crate::chain::SLOW_CALL) or
-//! more; the mark decays by an eighth per call) is not called on the I/O thread:
-//! - on a per-core worker (a single-threaded runtime, `workers`), the call goes to tokio's
-//!   blocking threads and the stream awaits it, so the worker serves its other streams
-//!   meanwhile ([`Placement::OffThread`]);
-//! - in the shared pool, through [`tokio::task::block_in_place`]: tokio hands this worker's queue
-//!   and I/O duties to another thread for the length of the call ([`Placement::HandOver`]).
+//! more; the mark decays by an eighth per call) is not called on the I/O thread: the call goes
+//! to tokio's blocking threads and the stream awaits it, so the thread serves its other streams
+//! meanwhile ([`Placement::OffThread`]), on per-core workers and in the shared pool alike. (The
+//! shared pool used to hand the worker's duties over with `block_in_place` instead: measured with
+//! `loadtest isolation`, a neighbour's p99 was 6-9x its p99 alone that way, 1.1-1.2x off-thread.)
 //!
 //! Fast chains, the common case, are called directly and pay nothing (one atomic load per link
 //! per batch). What is left: the first slow call of an interceptor (after a start or a reload, or
-//! after its mark has decayed) still holds its thread once.
+//! after its mark has decayed) still holds its thread once; so does a slow chain's last call when
+//! a client goes away on a per-core worker (see [`SharedEngine::call_now`]). Guests that yield at
+//! epoch ticks would bound those too, but every call would pay for it (docs/design.md).
 
 use crate::engine::StreamEngine;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -26,34 +27,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 pub(crate) enum Placement {
     /// On this thread, now: the chain is fast (or no runtime is running).
     Here,
-    /// On this thread, its I/O duties handed to another worker of the shared pool.
-    HandOver,
     /// On one of the runtime's blocking threads, awaited.
     OffThread,
 }
 
 impl Placement {
-    /// Where a chain that is `slow` or not runs, on the runtime this is called on.
+    /// Where a chain that is `slow` or not runs.
     pub(crate) fn of(slow: bool) -> Self {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        if !slow {
-            return Placement::Here; // the common case pays one branch
-        }
-        match Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(RuntimeFlavor::MultiThread) => Placement::HandOver,
-            Ok(_) => Placement::OffThread,
-            Err(_) => Placement::Here,
-        }
-    }
-
-    /// Runs `work` on this thread: handing its I/O duties over for [`Placement::HandOver`], at
-    /// once otherwise ([`Placement::OffThread`] needs owned work: see [`off_thread`]; a caller
-    /// that has none, such as a stream being dropped, runs it here).
-    pub(crate) fn run_here<R>(self, work: impl FnOnce() -> R) -> R {
-        match self {
-            Placement::HandOver => tokio::task::block_in_place(work),
-            Placement::Here | Placement::OffThread => work(),
-        }
+        if slow && tokio::runtime::Handle::try_current().is_ok() { Placement::OffThread } else { Placement::Here }
     }
 }
 
@@ -87,19 +68,27 @@ impl SharedEngine {
         &self,
         work: impl FnOnce(&mut StreamEngine) -> R + Send + 'static,
     ) -> R {
+        // Bound first: a lock guard in the match's scrutinee would live across the await.
         let placement = Placement::of(self.get().is_slow());
         match placement {
             Placement::OffThread => {
                 let engine = self.0.clone();
                 off_thread(move || work(&mut engine.lock().unwrap_or_else(PoisonError::into_inner))).await
             }
-            _ => placement.run_here(|| work(&mut self.get())),
+            Placement::Here => work(&mut self.get()),
         }
     }
 
-    /// Calls the chain now, on this thread (for a stream being dropped, which cannot wait).
+    /// Calls the chain now, on this thread (for a stream being dropped, which cannot wait). A
+    /// slow chain in the shared pool hands the worker's other tasks to another thread for the
+    /// call (`block_in_place`); on a per-core worker it holds its thread for this one call.
     pub(crate) fn call_now<R>(&self, work: impl FnOnce(&mut StreamEngine) -> R) -> R {
+        use tokio::runtime::{Handle, RuntimeFlavor};
         let mut engine = self.get();
-        Placement::of(engine.is_slow()).run_here(|| work(&mut engine))
+        let shared_pool = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+        match engine.is_slow() && shared_pool {
+            true => tokio::task::block_in_place(|| work(&mut engine)),
+            false => work(&mut engine),
+        }
     }
 }

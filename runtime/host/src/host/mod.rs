@@ -19,6 +19,8 @@ mod inert_io;
 mod text_guest;
 mod traps;
 mod wasi;
+#[cfg(all(test, feature = "yield-probe"))]
+mod yield_cost;
 
 use crate::batch::Batch;
 use crate::bindings;
@@ -428,8 +430,9 @@ impl Shared {
         self.slots[slot].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn instantiate(&self) -> anyhow::Result<Live> {
-        let state = HostState {
+    /// A new store's state for an instance of this interceptor.
+    fn host_state(&self) -> HostState {
+        HostState {
             wasi: wasi::inert_ctx(&self.name, self.limits.grant_clocks, &self.log_budget),
             table: ResourceTable::new(),
             config: self.config.clone(),
@@ -440,8 +443,11 @@ impl Shared {
                 instances: 64,
             },
             last_error: None,
-        };
-        let mut store = Store::new(self.pre_engine(), state);
+        }
+    }
+
+    fn instantiate(&self) -> anyhow::Result<Live> {
+        let mut store = Store::new(self.pre_engine(), self.host_state());
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.deadline_ticks());
