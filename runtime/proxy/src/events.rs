@@ -185,7 +185,9 @@ impl EventStream {
             match self.pump(&mut body).await {
                 End::Failed(why) => {
                     tracing::warn!("upstream event stream failed: {why}");
-                    match self.reconnect().await {
+                    // Boxed, as the end below: rare steps, whose room the stream's future
+                    // would otherwise keep for its whole life.
+                    match Box::pin(self.reconnect()).await {
                         Reconnect::Resumed(next) => {
                             body = next;
                             self.text = charset::StreamDecoder::default();
@@ -205,7 +207,7 @@ impl EventStream {
             }
         };
         drop(body); // cancels the upstream request if it is still open
-        let tail = self.end(end).await;
+        let tail = Box::pin(self.end(end)).await;
         self.send(tail).await;
         if end == EndReason::UpstreamFailed {
             // Cut off and not resumed: say so, then end the client's body abnormally.

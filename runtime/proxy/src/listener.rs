@@ -19,7 +19,9 @@ use http::Response;
 use http::header::HeaderValue;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -164,18 +166,22 @@ async fn serve_connection(
     }
     let activity = Arc::new(Activity::new());
     let watchdog = activity.clone().expired(client_side.header_read_timeout, client_side.idle_timeout);
+    // Each stage boxed: the connection's task then holds a pointer, not room for the largest of a
+    // TLS handshake, a TLS connection and a plain one (8.7 KB inline, measured). The handshake
+    // stays inside `served`, so the watchdog bounds it too.
     let served = async {
-        match &client_side.tls {
-            Some(acceptor) => match acceptor.accept(socket).await {
-                Ok(stream) => serve_http(TokioIo::new(stream), handle, &client_side, activity, over_limit).await,
+        let serving: Pin<Box<dyn Future<Output = Option<ConnectionEvent>> + Send>> = match &client_side.tls {
+            Some(acceptor) => match Box::pin(acceptor.accept(socket)).await {
+                Ok(stream) => Box::pin(serve_http(TokioIo::new(stream), handle, &client_side, activity, over_limit)),
                 Err(e) => {
                     lifecycle.admission.count(ConnectionEvent::TlsHandshake);
                     tracing::debug!(%peer, "TLS handshake with a client failed: {e}");
-                    None
+                    return None;
                 }
             },
-            None => serve_http(TokioIo::new(socket), handle, &client_side, activity, over_limit).await,
-        }
+            None => Box::pin(serve_http(TokioIo::new(socket), handle, &client_side, activity, over_limit)),
+        };
+        serving.await
     };
     let event = tokio::select! {
         event = served => event,
@@ -207,7 +213,9 @@ where
             let response = if over_limit {
                 ProxyError::from(ErrorKind::ConnectionLimit).into_response(&retry_after)
             } else {
-                proxy.handle(request).await
+                // Boxed: hyper keeps the room for this future for as long as the connection
+                // lives (3 KB), where the boxed future is freed once the response is ready.
+                Box::pin(proxy.handle(request)).await
             };
             // The connection counts as busy until the response body is done with.
             Ok::<_, std::convert::Infallible>(response.map(|body| while_busy(body, busy)))
