@@ -43,6 +43,9 @@ use tokio::net::{TcpListener, TcpStream};
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if args.first().is_some_and(|role| role.starts_with("proxy")) {
+        log_as_serve_does();
+    }
     match args.first().map(String::as_str) {
         Some("upstream") => runtime.block_on(upstream(args.get(1).zip(args.get(2)))),
         Some("proxy") => runtime.block_on(proxy(&args[1], &args[2..])),
@@ -83,6 +86,14 @@ fn main() -> anyhow::Result<()> {
             "usage: loadtest memory [--streams N] [--chain SPEC|none]... | cpu [--rate EVENTS_PER_S] [--streams N] [--seconds S] [--chain SPEC|none]..."
         ),
     }
+}
+
+/// The proxy roles log as `sluicegate serve` does (text lines at `info`, or `SLUICEGATE_LOG`, to
+/// stderr), so that what a stream's log span costs is measured too. A role's stderr goes to a file
+/// in the temporary directory (see [`Role::start`]).
+fn log_as_serve_does() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICEGATE_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
 }
 
 fn flag(args: &[String], name: &str, default: u64) -> u64 {
@@ -255,11 +266,19 @@ struct Role {
 }
 
 impl Role {
+    /// Starts `args`; the role's stderr (a proxy's log) goes to `sluicegate-loadtest-ROLE.log` in
+    /// the temporary directory, overwritten by the next run.
     fn start(args: &[&str]) -> anyhow::Result<Role> {
-        let mut child = Command::new(std::env::current_exe()?).args(args).stdout(Stdio::piped()).spawn()?;
+        let log = std::env::temp_dir().join(format!("sluicegate-loadtest-{}.log", args[0]));
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
-        let mut ports = line.trim().strip_prefix("ready ").context("role did not start")?.split(' ');
+        let ready = line.trim().strip_prefix("ready ");
+        let mut ports = ready.with_context(|| format!("role did not start (see {})", log.display()))?.split(' ');
         let port = ports.next().context("no port")?.parse()?;
         let admin = ports.next().map(str::parse).transpose()?;
         Ok(Role { child, port, admin })
