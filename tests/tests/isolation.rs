@@ -17,8 +17,12 @@ use bytes::Bytes;
 use sluicegate_tests::net::*;
 use std::time::{Duration, Instant};
 
+/// The tests of this file measure latency: one at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_interceptor_on_one_route_does_not_delay_another_routes_stream() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let hostile = sluicegate_tests::TEST_GUESTS_PATHS.iter().find(|(n, _)| *n == "hostile").unwrap().1;
     let base = Instant::now();
     let upstream = start_upstream(move |request: http::Request<hyper::body::Incoming>| async move {
@@ -75,4 +79,62 @@ async fn a_slow_interceptor_on_one_route_does_not_delay_another_routes_stream() 
     for task in slow {
         task.abort();
     }
+}
+
+/// An interceptor starts out marked slow, so even its very first call, on a proxy just started,
+/// leaves the worker: with one worker thread, a guest spending 300 ms on its first batch does not
+/// stall a stream already running beside it. (Were that first call made on the worker, the other
+/// stream's events would wait the whole 300 ms.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_interceptors_first_call_does_not_hold_the_worker() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hostile = sluicegate_tests::TEST_GUESTS_PATHS.iter().find(|(n, _)| *n == "hostile").unwrap().1;
+    let base = Instant::now();
+    let upstream = start_upstream(move |request: http::Request<hyper::body::Incoming>| async move {
+        let slow = request.uri().path() == "/slow";
+        let (tx, response) = streamed("text/event-stream");
+        tokio::spawn(async move {
+            // /slow: one event, then silence; /fast: 200 events a second, each with its send time.
+            let mut ticks = tokio::time::interval(Duration::from_millis(5));
+            loop {
+                ticks.tick().await;
+                let event = format!("data: {}\n\n", base.elapsed().as_micros());
+                if tx.send(Ok(Bytes::from(event))).await.is_err() || slow {
+                    break;
+                }
+            }
+            std::future::pending::<()>().await; // keeps the stream open
+        });
+        response
+    })
+    .await;
+    let config = format!(
+        "upstream = \"http://{upstream}\"\n[threads]\nmodel = \"per-core\"\ncount = 1\n\
+         [limits]\ncall_deadline_ms = 2000\n\
+         [[route]]\nprefix = \"/slow\"\n[[route.interceptor]]\nspec = \"{hostile}\"\n\
+         config = {{ mode = \"busy\", busy_ms = \"300\" }}\ngrant_clocks = true\n\
+         [[route]]\nprefix = \"/fast\"\n"
+    );
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("first-slow-call");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), &config).unwrap();
+    let serving =
+        sluicegate_tests::process::Start::serve(&["--config", dir.join("config.toml").to_str().unwrap()]).start();
+    let proxy = serving.addr;
+    let mut fast = EventReader::new(get(&format!("http://{proxy}/fast"), &[]).await);
+    for _ in 0..20 {
+        fast.next().await.expect("the fast stream starts");
+    }
+    // The slow route's first batch: a 300 ms call into a guest no call has been made to yet.
+    let mut slow = EventReader::new(get(&format!("http://{proxy}/slow"), &[]).await);
+    let slow_done = tokio::spawn(async move { slow.next().await.is_some() });
+    let mut worst = Duration::ZERO;
+    for _ in 0..120 {
+        let event = fast.next().await.expect("the fast stream goes on");
+        let sent: u128 = String::from_utf8_lossy(event.data.as_deref().unwrap()).parse().unwrap();
+        worst = worst.max(Duration::from_micros((base.elapsed().as_micros() - sent) as u64));
+    }
+    assert!(slow_done.await.unwrap(), "the slow stream's first event came through its guest");
+    eprintln!("the fast stream's worst delivery beside the slow first call: {worst:?}");
+    assert!(worst < Duration::from_millis(150), "the first slow call held the worker: {worst:?}");
 }

@@ -81,6 +81,7 @@ pub struct LinkStats {
     pub call_seconds: Histogram,
     /// How long its calls take lately, in nanoseconds: the last call's time if longer, else a
     /// decaying average, so one slow call marks it slow at once (see [`ChainStream::is_slow`]).
+    /// It starts out slow (twice [`SLOW_CALL`]) until calls show otherwise.
     pub recent_call_nanos: AtomicU64,
     /// What it counted, by name (`sluicegate_interceptor_counted_total`).
     pub counted: crate::counts::Counted,
@@ -92,6 +93,11 @@ fn any_slow(links: &[Link]) -> bool {
 
 /// A call this long, lately, makes an interceptor slow: its calls then leave the I/O threads.
 pub const SLOW_CALL: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Where an interceptor's mark starts (twice [`SLOW_CALL`]): slow until its first calls show it
+/// is not (six fast calls, as the mark decays by an eighth per call), so that one slow from the
+/// start never holds an I/O thread, not even for its first call after a start or a reload.
+const UNPROVEN_CALL_NANOS: u64 = 2 * SLOW_CALL.as_nanos() as u64;
 
 impl LinkStats {
     fn note_call(&self, took: std::time::Duration) {
@@ -132,7 +138,7 @@ impl Default for LinkStats {
                 "Time of one call into an interceptor.",
                 &[1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 0.1],
             ),
-            recent_call_nanos: AtomicU64::new(0),
+            recent_call_nanos: AtomicU64::new(UNPROVEN_CALL_NANOS),
             counted: Default::default(),
         }
     }
@@ -624,5 +630,17 @@ mod tests {
         breaker.success();
         assert!(!breaker.tripped.load(Ordering::Relaxed) && breaker.allows(), "a good trial closes it");
         assert!(!breaker.failure(), "and the fault count starts over");
+    }
+
+    #[test]
+    fn an_interceptor_is_slow_until_its_calls_show_it_is_fast_and_one_slow_call_marks_it_again() {
+        let stats = LinkStats::default();
+        for call in 0..6 {
+            assert!(stats.is_slow(), "unproven after {call} fast calls");
+            stats.note_call(Duration::from_micros(5));
+        }
+        assert!(!stats.is_slow(), "six fast calls prove it");
+        stats.note_call(SLOW_CALL);
+        assert!(stats.is_slow(), "one slow call marks it at once");
     }
 }

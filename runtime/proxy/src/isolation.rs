@@ -14,10 +14,12 @@
 //! `loadtest isolation`, a neighbour's p99 was 6-9x its p99 alone that way, 1.1-1.2x off-thread.)
 //!
 //! Fast chains, the common case, are called directly and pay nothing (one atomic load per link
-//! per batch). What is left: the first slow call of an interceptor (after a start or a reload, or
-//! after its mark has decayed) still holds its thread once; so does a slow chain's last call when
-//! a client goes away on a per-core worker (see [`SharedEngine::call_now`]). Guests that yield at
-//! epoch ticks would bound those too, but every call would pay for it (docs/design.md).
+//! per batch). An interceptor starts out marked slow (see `chain::LinkStats::recent_call_nanos`),
+//! so its first calls after a start or a reload leave the I/O thread until it has shown it is
+//! fast. What is left: a chain that turns slow after its mark has decayed holds its thread for
+//! that one call; so does a slow chain's last call when a client goes away on a per-core worker
+//! (see [`SharedEngine::call_now`]). Guests that yield at epoch ticks would bound those too, but
+//! every call would pay for it (docs/design.md).
 
 use crate::engine::StreamEngine;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
