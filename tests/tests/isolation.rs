@@ -20,28 +20,46 @@ use std::time::{Duration, Instant};
 /// The tests of this file measure latency: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_interceptor_on_one_route_does_not_delay_another_routes_stream() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let hostile = sluicegate_tests::TEST_GUESTS_PATHS.iter().find(|(n, _)| *n == "hostile").unwrap().1;
-    let base = Instant::now();
-    let upstream = start_upstream(move |request: http::Request<hyper::body::Incoming>| async move {
-        let slow = request.uri().path() == "/slow";
+/// The test guest whose `busy` mode spins for `busy_ms` of its granted clock per batch.
+fn hostile_guest() -> &'static str {
+    sluicegate_tests::TEST_GUESTS_PATHS.iter().find(|(n, _)| *n == "hostile").unwrap().1
+}
+
+/// An upstream whose `/slow` stream writes an event every `slow_every` (or one and then nothing)
+/// and whose other streams write 200 events a second; each event's data is its send time, in
+/// microseconds since `base`.
+async fn stamping_upstream(base: Instant, slow_every: Option<Duration>) -> std::net::SocketAddr {
+    start_upstream(move |request: http::Request<hyper::body::Incoming>| async move {
+        let every = match request.uri().path() {
+            "/slow" => slow_every,
+            _ => Some(Duration::from_millis(5)),
+        };
         let (tx, response) = streamed("text/event-stream");
         tokio::spawn(async move {
-            // /slow: a batch every 600 ms; /fast: 200 events a second, each with its send time.
-            let mut ticks = tokio::time::interval(Duration::from_millis(if slow { 600 } else { 5 }));
+            let mut ticks = tokio::time::interval(every.unwrap_or(Duration::from_millis(5)));
             loop {
                 ticks.tick().await;
                 let event = format!("data: {}\n\n", base.elapsed().as_micros());
                 if tx.send(Ok(Bytes::from(event))).await.is_err() {
                     return;
                 }
+                if every.is_none() {
+                    // One event, then an open stream that says nothing more.
+                    return std::future::pending().await;
+                }
             }
         });
         response
     })
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_interceptor_on_one_route_does_not_delay_another_routes_stream() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hostile = hostile_guest();
+    let base = Instant::now();
+    let upstream = stamping_upstream(base, Some(Duration::from_millis(600))).await;
     let config = format!(
         "upstream = \"http://{upstream}\"\n[limits]\ncall_deadline_ms = 1000\n\
          [[route]]\nprefix = \"/slow\"\n[[route.interceptor]]\nspec = \"{hostile}\"\n\
@@ -88,26 +106,9 @@ async fn a_slow_interceptor_on_one_route_does_not_delay_another_routes_stream() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_interceptors_first_call_does_not_hold_the_worker() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let hostile = sluicegate_tests::TEST_GUESTS_PATHS.iter().find(|(n, _)| *n == "hostile").unwrap().1;
+    let hostile = hostile_guest();
     let base = Instant::now();
-    let upstream = start_upstream(move |request: http::Request<hyper::body::Incoming>| async move {
-        let slow = request.uri().path() == "/slow";
-        let (tx, response) = streamed("text/event-stream");
-        tokio::spawn(async move {
-            // /slow: one event, then silence; /fast: 200 events a second, each with its send time.
-            let mut ticks = tokio::time::interval(Duration::from_millis(5));
-            loop {
-                ticks.tick().await;
-                let event = format!("data: {}\n\n", base.elapsed().as_micros());
-                if tx.send(Ok(Bytes::from(event))).await.is_err() || slow {
-                    break;
-                }
-            }
-            std::future::pending::<()>().await; // keeps the stream open
-        });
-        response
-    })
-    .await;
+    let upstream = stamping_upstream(base, None).await;
     let config = format!(
         "upstream = \"http://{upstream}\"\n[threads]\nmodel = \"per-core\"\ncount = 1\n\
          [limits]\ncall_deadline_ms = 2000\n\

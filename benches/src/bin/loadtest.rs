@@ -595,20 +595,7 @@ async fn latency(rate: u64, seconds: u64, chains: Vec<String>) -> anyhow::Result
     for (label, proxy) in &targets {
         let port = proxy.as_ref().map_or(upstream.port, |p| p.port);
         let socket = open_first(port, &format!("/stamped?n={rate}")).await?;
-        let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = samples.clone();
-        let reader = tokio::spawn(read_events(socket, move |event| {
-            let text = String::from_utf8_lossy(event);
-            if let Some(sent) = text.split("\"sent\":").nth(1).and_then(|r| r.split(',').next()?.parse::<u64>().ok()) {
-                sink.lock().unwrap().push(now_micros().saturating_sub(sent));
-            }
-        }));
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        samples.lock().unwrap().clear(); // warm-up
-        tokio::time::sleep(Duration::from_secs(seconds)).await;
-        reader.abort();
-        let mut all = samples.lock().unwrap().clone();
-        all.sort_unstable();
+        let all = delivery_delays(socket, seconds).await;
         let pick = |q: f64| all.get(((all.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0) as f64;
         let (p50, p99) = (pick(0.5), pick(0.99));
         if proxy.is_none() {
@@ -846,7 +833,17 @@ async fn isolation(busy_ms: u64, seconds: u64, rounds: u64, models: Vec<String>,
 /// One fast stream through `port` for a second of warm-up and `seconds` of samples: its delivery
 /// delays' p50, p99 and max, in microseconds.
 async fn fast_delays(port: u16, seconds: u64) -> anyhow::Result<(f64, f64, f64)> {
-    let socket = open_stream(port, "/stamped?n=200").await?;
+    let all = delivery_delays(open_stream(port, "/stamped?n=200").await?, seconds).await;
+    if all.is_empty() {
+        bail!("the fast stream delivered nothing");
+    }
+    let pick = |q: f64| all[((all.len() - 1) as f64 * q) as usize] as f64;
+    Ok((pick(0.5), pick(0.99), pick(1.0)))
+}
+
+/// Reads a stream of `/stamped` events for a second of warm-up and `seconds` more: each event's
+/// delay from the upstream's write to this read, in microseconds, sorted.
+async fn delivery_delays(socket: TcpStream, seconds: u64) -> Vec<u64> {
     let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = samples.clone();
     let reader = tokio::spawn(read_events(socket, move |event| {
@@ -856,14 +853,10 @@ async fn fast_delays(port: u16, seconds: u64) -> anyhow::Result<(f64, f64, f64)>
         }
     }));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    samples.lock().unwrap().clear();
+    samples.lock().unwrap().clear(); // warm-up
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     reader.abort();
     let mut all = samples.lock().unwrap().clone();
-    if all.is_empty() {
-        bail!("the fast stream delivered nothing");
-    }
     all.sort_unstable();
-    let pick = |q: f64| all[((all.len() - 1) as f64 * q) as usize] as f64;
-    Ok((pick(0.5), pick(0.99), pick(1.0)))
+    all
 }
