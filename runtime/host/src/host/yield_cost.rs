@@ -16,6 +16,13 @@ use yielding::exports::sluicegate::interceptor::batch::Batch as YieldingBatch;
 
 use bindings::batch_yielding as yielding;
 
+/// `n` events of ~200 bytes of data as one batch. (Not `crate::bench`'s samples: that module
+/// loads interceptors through this one.)
+fn batch_of(n: usize) -> Batch {
+    let data = format!("{{\"delta\":\"{}\"}}", "lorem ".repeat(31));
+    (0..n).map(|i| crate::sse::Event::message(data.clone()).with_id(i.to_string())).collect()
+}
+
 /// Calls per round for a batch of `n` events: about the same time per round at any size.
 fn calls_per_round(n: usize) -> usize {
     100_000 / n.clamp(1, 16)
@@ -45,7 +52,7 @@ fn cost_of_a_call_that_could_yield() {
     let stream = plain.sluicegate_interceptor_batch().stream_state().call_constructor(&mut store, context).unwrap();
     let mut cx = Context::from_waker(Waker::noop());
     for n in [1usize, 64] {
-        let batch: Batch = crate::bench::sample_events(n, 200).into_iter().collect();
+        let batch = batch_of(n);
         let mut added = Vec::new();
         for _ in 0..7 {
             let started = Instant::now();
