@@ -25,6 +25,14 @@ fn hostile_guest() -> &'static str {
     sluicegate_tests::TEST_GUESTS_PATHS.iter().find(|(n, _)| *n == "hostile").unwrap().1
 }
 
+/// `sluicegate serve` as a process with `config`, written to a directory of its own named `name`.
+fn serve_with(config: &str, name: &str) -> sluicegate_tests::process::Serving {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    sluicegate_tests::process::Start::serve(&["--config", dir.join("config.toml").to_str().unwrap()]).start()
+}
+
 /// An upstream whose `/slow` stream writes an event every `slow_every` (or one and then nothing)
 /// and whose other streams write 200 events a second; each event's data is its send time, in
 /// microseconds since `base`.
@@ -66,11 +74,7 @@ async fn a_slow_interceptor_on_one_route_does_not_delay_another_routes_stream() 
          config = {{ mode = \"busy\", busy_ms = \"120\" }}\ngrant_clocks = true\ninstances = 2\n\
          [[route]]\nprefix = \"/fast\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n"
     );
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("isolation");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.toml"), &config).unwrap();
-    let serving =
-        sluicegate_tests::process::Start::serve(&["--config", dir.join("config.toml").to_str().unwrap()]).start();
+    let serving = serve_with(&config, "isolation");
     let proxy = serving.addr;
     // Two slow streams: a batch of 120 ms each every 600 ms.
     let mut slow = Vec::new();
@@ -116,11 +120,7 @@ async fn a_slow_interceptors_first_call_does_not_hold_the_worker() {
          config = {{ mode = \"busy\", busy_ms = \"300\" }}\ngrant_clocks = true\n\
          [[route]]\nprefix = \"/fast\"\n"
     );
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("first-slow-call");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.toml"), &config).unwrap();
-    let serving =
-        sluicegate_tests::process::Start::serve(&["--config", dir.join("config.toml").to_str().unwrap()]).start();
+    let serving = serve_with(&config, "first-slow-call");
     let proxy = serving.addr;
     let mut fast = EventReader::new(get(&format!("http://{proxy}/fast"), &[]).await);
     for _ in 0..20 {

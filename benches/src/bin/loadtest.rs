@@ -229,7 +229,13 @@ async fn proxy(upstream_port: &str, chain: &[String]) -> anyhow::Result<()> {
         }
     }
     config.push_str(&format!("[threads]\nmodel = \"{model}\"\n"));
-    let config = sluicegate::config::ProxyConfig::from_toml(&config)?;
+    serve(&config).await
+}
+
+/// Runs the proxy with configuration `toml` as `sluicegate serve` does (its threads included) on
+/// a free loopback port, and says `ready PORT`.
+async fn serve(toml: &str) -> anyhow::Result<()> {
+    let config = sluicegate::config::ProxyConfig::from_toml(toml)?;
     let runtime = sluicegate::host::Runtime::new(sluicegate::host::Limits::from(&config.limits))?;
     let listen = "127.0.0.1:0".parse()?;
     let handle =
@@ -769,14 +775,7 @@ async fn proxy_isolation(upstream_port: &str, guest: &str, busy_ms: &str, model:
          config = {{ mode = \"busy\", busy_ms = \"{busy_ms}\" }}\ngrant_clocks = true\ninstances = 2\n\
          [[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n"
     );
-    let config = sluicegate::config::ProxyConfig::from_toml(&config)?;
-    let runtime = sluicegate::host::Runtime::new(sluicegate::host::Limits::from(&config.limits))?;
-    let listen = "127.0.0.1:0".parse()?;
-    let handle =
-        sluicegate::proxy::ProxyHandle::new(Arc::new(sluicegate::proxy::Proxy::new(&config, &runtime, listen)?));
-    let server = sluicegate::proxy::workers::Server::start(listen, &config, &handle).await?;
-    println!("ready {}", server.local_addr().port());
-    std::future::pending().await
+    serve(&config).await
 }
 
 /// Tenant isolation: one fast stream (200 events/s through `example:passthrough`) measured alone,
