@@ -14,6 +14,7 @@ use cli::pipeline::{self, BatchLimits};
 use sluicegate::chain::Chain;
 use sluicegate::config::{InterceptorConfig, ProxyConfig};
 use sluicegate::host::{Limits, Runtime};
+use sluicegate::proxy::telemetry::{self, Export, Telemetry};
 use sluicegate::proxy::{Proxy, ProxyHandle};
 use sluicegate::spec::Spec;
 use sluicegate::{Config, StreamContext};
@@ -217,14 +218,24 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICEGATE_LOG").unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
-        LogFormat::Json => logs.json().with_current_span(true).with_span_list(false).init(),
-    }
     let format = cli.log_format;
-    match run(cli) {
+    // Export starts before the runtime does (its HTTP client blocks on a thread of its own).
+    let telemetry = match start_telemetry(&cli) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logs(format, telemetry.as_ref());
+    if let Some(telemetry) = &telemetry {
+        tracing::info!(endpoint = telemetry.url(), "exporting traces over OTLP");
+    }
+    let result = run(cli);
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match format {
@@ -232,6 +243,36 @@ fn main() -> ExitCode {
                 LogFormat::Json => tracing::error!("{e:#}"),
             }
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// OpenTelemetry export for `serve`, if `[telemetry]` or the `OTEL_*` environment asks for it.
+/// (A config file that does not load is reported by `serve` itself.)
+fn start_telemetry(cli: &Cli) -> anyhow::Result<Option<Telemetry>> {
+    let Command::Serve(args) = &cli.command else { return Ok(None) };
+    let config = args.config.as_deref().and_then(|path| ProxyConfig::from_file(path).ok()).unwrap_or_default();
+    let Some(export) = Export::resolve(&config.telemetry, |name| std::env::var(name).ok())? else {
+        return Ok(None);
+    };
+    Ok(Some(Telemetry::start(&export).with_context(|| format!("telemetry export to {}", export.url))?))
+}
+
+/// The log on stderr (`SLUICEGATE_LOG` filters it), beside the export layer if export is on.
+fn init_logs(format: LogFormat, telemetry: Option<&Telemetry>) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICEGATE_LOG").unwrap_or_else(|_| "info".into());
+    let filter = filter.add_directive(telemetry::HIDDEN_FROM_LOGS.parse().expect("a valid directive"));
+    let export = telemetry.map(|t| t.layer());
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let logs = logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+            tracing_subscriber::registry().with(export).with(logs.with_filter(filter)).init();
+        }
+        LogFormat::Json => {
+            let logs = logs.json().with_current_span(true).with_span_list(false);
+            tracing_subscriber::registry().with(export).with(logs.with_filter(filter)).init();
         }
     }
 }

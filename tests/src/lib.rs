@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 pub mod debian;
 pub mod llm;
 pub mod net;
+pub mod otlp;
 pub mod process;
 pub mod python;
 pub mod redis;

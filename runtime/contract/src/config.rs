@@ -55,6 +55,8 @@ pub struct ProxyConfig {
     pub threads: ThreadsConfig,
     /// `[store]`: where interceptors keep state shared across streams and replicas.
     pub store: StoreConfig,
+    /// `[telemetry]`: OpenTelemetry export (read at start; a reload keeps what it started with).
+    pub telemetry: TelemetryConfig,
     /// Routes by path prefix; the longest matching prefix wins. A request that matches none is
     /// forwarded with no interceptors.
     #[serde(rename = "route")]
@@ -127,6 +129,52 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig { url: None, timeout_ms: Duration::from_millis(50) }
     }
+}
+
+/// OpenTelemetry export over OTLP. Off unless an endpoint is set here or in
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`; a key set here wins over its environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's base URL: `http://HOST:4318` for HTTP/protobuf (the proxy appends
+    /// `/v1/traces`), `http://HOST:4317` for gRPC. Else `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// `http/protobuf` or `grpc`. Else `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http/protobuf`.
+    pub protocol: Option<OtlpProtocol>,
+    /// The `service.name` of every span. Else `OTEL_SERVICE_NAME`, else `sluicegate`.
+    pub service_name: Option<String>,
+    /// More resource attributes, added to (and winning over) `OTEL_RESOURCE_ATTRIBUTES`.
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Finished spans waiting for export at most; more are dropped and counted
+    /// (`sluicegate_telemetry_spans_dropped_total`), so a slow collector costs no memory growth.
+    pub queue_size: usize,
+    /// The longest one export may take before it is abandoned (and its spans counted as lost).
+    #[serde(with = "millis")]
+    pub timeout_ms: Duration,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            endpoint: None,
+            protocol: None,
+            service_name: None,
+            resource_attributes: BTreeMap::new(),
+            queue_size: 2048,
+            timeout_ms: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How spans travel to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (port 4318 by convention).
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// OTLP/gRPC (port 4317 by convention).
+    #[serde(rename = "grpc")]
+    Grpc,
 }
 
 /// How the proxy stops (on SIGTERM or Ctrl-C).
@@ -588,7 +636,7 @@ impl ProxyConfig {
         Ok(())
     }
 
-    /// `[batch]`, `[limits]` and `[store]`: what their types allow but the proxy cannot use.
+    /// `[batch]`, `[limits]`, `[store]` and `[telemetry]`: what their types allow but the proxy cannot use.
     fn validate_limits(&self) -> anyhow::Result<()> {
         let (batch, limits) = (&self.batch, &self.limits);
         let between = |value: usize, key: &str| match (1..=1 << 30).contains(&value) {
@@ -610,6 +658,8 @@ impl ProxyConfig {
             // fault either way (a deadline trap instead of a store fault), and an existing config
             // with a short deadline must keep loading.
             (self.store.timeout_ms.is_zero(), "store.timeout_ms"),
+            (self.telemetry.queue_size == 0, "telemetry.queue_size"),
+            (self.telemetry.timeout_ms.is_zero(), "telemetry.timeout_ms"),
         ];
         if let Some((_, key)) = at_least_one.iter().find(|(zero, _)| *zero) {
             bail!("{key} must be at least 1");

@@ -152,6 +152,7 @@ pub fn metrics(proxy: &Proxy) -> String {
     write_store(&mut scrape, proxy);
     write_admission(&mut scrape, proxy);
     write_upstreams(&mut scrape, proxy);
+    write_telemetry(&mut scrape);
     scrape
         .family("sluicegate_guest_streams", GAUGE, "Interceptor stream states alive in guests.")
         .sample(&[], proxy.live_guest_streams() as u64);
@@ -164,6 +165,28 @@ pub fn metrics(proxy: &Proxy) -> String {
         scrape.family("process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.").sample(&[], rss);
     }
     scrape.render()
+}
+
+/// What OpenTelemetry export sent and lost (all zero while export is off).
+fn write_telemetry(scrape: &mut Scrape) {
+    let counts = super::telemetry::counts();
+    let families = [
+        ("sluicegate_telemetry_spans_exported_total", "Spans the collector accepted.", counts.spans_exported),
+        (
+            "sluicegate_telemetry_spans_dropped_total",
+            "Spans dropped because the export queue was full.",
+            counts.spans_dropped,
+        ),
+        (
+            "sluicegate_telemetry_exports_failed_total",
+            "Exports to the collector that failed or timed out.",
+            counts.exports_failed,
+        ),
+        ("sluicegate_telemetry_spans_lost_total", "Spans in exports that failed.", counts.spans_lost),
+    ];
+    for (name, help, value) in families {
+        scrape.family(name, COUNTER, help).sample(&[], value);
+    }
 }
 
 /// Every interceptor's counters, traps by kind, circuit state and histograms.

@@ -31,7 +31,7 @@ use super::coding::Coding;
 use super::isolation::SharedEngine;
 use super::route::RouteStats;
 use super::upstream::Upstream;
-use super::{BoxError, Lifecycle, Phase, UpstreamBody, charset, empty_body, headers};
+use super::{BoxError, Lifecycle, Phase, UpstreamBody, charset, empty_body, headers, telemetry};
 use crate::chain::ChainFault;
 use crate::chain::ChainStream;
 use crate::config::ReconnectConfig;
@@ -137,6 +137,8 @@ pub(crate) struct EventStream {
     bytes_out: u64,
     /// The chain has been finished and the record logged; otherwise dropping the stream does it.
     done: bool,
+    /// Its spans for export (`None` while export is off).
+    spans: Option<Box<telemetry::StreamSpans>>,
 }
 
 impl EventStream {
@@ -166,7 +168,14 @@ impl EventStream {
             bytes_in: 0,
             bytes_out: 0,
             done: false,
+            spans: None,
         }
+    }
+
+    /// The stream, with `spans` to export what it does.
+    pub(crate) fn with_spans(mut self, spans: Option<Box<telemetry::StreamSpans>>) -> Self {
+        self.spans = spans;
+        self
     }
 
     /// The client's body: polling it runs this stream over the upstream's `body` (decoded from
@@ -293,6 +302,9 @@ impl EventStream {
             interceptors: engine.records(),
         }
         .log();
+        if let Some(spans) = &self.spans {
+            spans.close(end, outcome == Outcome::Refused, engine.records(), (self.bytes_in, self.bytes_out));
+        }
     }
 
     /// Reads the upstream until it ends or fails, the client leaves, or the chain ends the stream.
@@ -464,15 +476,23 @@ impl EventStream {
             _ = self.phase.wait_for(|p| *p == Phase::Ending) => return Some(Reconnect::Shutdown),
             _ = tokio::time::sleep(wait) => {}
         }
-        let Some(request) = self.resume.request(last_id) else {
+        let Some(mut request) = self.resume.request(last_id) else {
             tracing::warn!("cannot resume: the last event id is not a valid header value");
             return Some(Reconnect::Stop(EndReason::UpstreamFailed));
+        };
+        let span = match &self.spans {
+            Some(spans) => spans.stream().in_scope(|| {
+                let (method, uri) = (request.method().clone(), request.uri().clone());
+                telemetry::resumption_span(&method, &uri, request.headers_mut(), attempt)
+            }),
+            None => tracing::Span::none(),
         };
         let result = tokio::select! {
             biased;
             _ = self.phase.wait_for(|p| *p == Phase::Ending) => return Some(Reconnect::Shutdown),
-            result = self.resume.upstream.send(request) => result,
+            result = tracing::Instrument::instrument(self.resume.upstream.send(request), span.clone()) => result,
         };
+        telemetry::record_upstream(&span, &result);
         let response = match result {
             Ok(response) => response,
             Err(e) => {

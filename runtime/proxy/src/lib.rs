@@ -36,6 +36,7 @@ mod listener;
 mod path;
 mod request;
 mod route;
+pub mod telemetry;
 mod tls;
 mod upstream;
 pub mod workers;

@@ -25,7 +25,7 @@ use super::events::{EventStream, Resume};
 use super::inspect::{self, WholeBody};
 use super::route::Route;
 use super::upstream::Upstream;
-use super::{BoxError, Phase, Proxy, charset, headers, path};
+use super::{BoxError, Phase, Proxy, charset, headers, path, telemetry};
 use crate::chain::Judging;
 use crate::engine::Framing;
 use bytes::{Bytes, BytesMut};
@@ -36,6 +36,7 @@ use hyper::body::Incoming;
 use sluicegate_guest::StreamContext;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument as _;
 
 /// What the phases of one request know about it.
 pub(super) struct RequestCtx<'p> {
@@ -52,11 +53,14 @@ pub(super) struct RequestCtx<'p> {
     /// What happened to the request's body and the response's (guarded routes only).
     pub request_record: Option<BodyRecord>,
     pub response_record: Option<BodyRecord>,
+    /// The request's span for export (disabled while export is off).
+    pub span: tracing::Span,
 }
 
 impl<'p> RequestCtx<'p> {
-    fn new(stream_id: String) -> Self {
+    fn new(stream_id: String, span: tracing::Span) -> Self {
         RequestCtx {
+            span,
             stream_id,
             route: None,
             upstream: None,
@@ -78,14 +82,16 @@ impl<'p> RequestCtx<'p> {
 impl Proxy {
     /// Handles one client request: its phases, then its answer and its records.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
-        let mut ctx = RequestCtx::new(self.lifecycle.next_stream_id().to_string());
-        let response = match self.phases(&mut ctx, request).await {
+        let span = telemetry::server_span(request.method(), request.uri().path(), request.headers());
+        let mut ctx = RequestCtx::new(self.lifecycle.next_stream_id().to_string(), span.clone());
+        let response = match self.phases(&mut ctx, request).instrument(span).await {
             Ok(response) => response,
             Err(error) => {
                 error.log(&ctx.stream_id);
                 error.into_response(&self.client_side.retry_after)
             }
         };
+        telemetry::record_status(&ctx.span, response.status(), true);
         self.log(&ctx);
         response
     }
@@ -128,6 +134,9 @@ impl Proxy {
         ctx.upstream_uri = upstream.base().uri_for(&path_and_query).map_err(|e| {
             ErrorKind::Internal(format!("the canonical path does not make an upstream URI ({path_and_query}): {e}"))
         })?;
+        if let Some(route) = route {
+            telemetry::record_route(&ctx.span, &parts.method, &route.prefix);
+        }
         ctx.route = route;
         ctx.upstream = Some(upstream);
         ctx.context = StreamContext {
@@ -226,10 +235,11 @@ impl Proxy {
         body: AnyBody,
     ) -> Result<Response<AnyBody>, ProxyError> {
         let upstream = ctx.upstream.ok_or(ErrorKind::NoRoute)?;
-        let response = upstream
-            .send(Request::from_parts(head, body))
-            .await
-            .map_err(|e| ProxyError::response(ErrorKind::Upstream(e)))?;
+        let mut head = head;
+        let span = telemetry::client_span(&head.method, &head.uri, &mut head.headers);
+        let response = upstream.send(Request::from_parts(head, body)).instrument(span.clone()).await;
+        telemetry::record_upstream(&span, &response);
+        let response = response.map_err(|e| ProxyError::response(ErrorKind::Upstream(e)))?;
         let (mut head, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut head.headers);
         Ok(Response::from_parts(head, body.map_err(BoxError::from).boxed_unsync()))
@@ -337,6 +347,9 @@ impl Proxy {
         let reason = if framing == Framing::Lines { Reason::Lines } else { Reason::EventStream };
         ctx.response_record = Some(BodyRecord { streamed: true, ..BodyRecord::new(Outcome::Inspected, reason) });
         let upstream = ctx.upstream.ok_or(ErrorKind::NoRoute)?.clone();
+        let kind = if framing == Framing::Lines { "lines" } else { "event_stream" };
+        let spans =
+            ctx.span.in_scope(|| telemetry::StreamSpans::open(&ctx.stream_id, &route.prefix, kind, chain.records()));
         let resume = Resume::new(request, upstream, ctx.upstream_uri.clone(), &self.reconnect);
         let stream = EventStream::new(
             self.stream_settings(),
@@ -346,7 +359,8 @@ impl Proxy {
             resume,
             ctx.stream_id.clone(),
             route.prefix.clone(),
-        );
+        )
+        .with_spans(spans);
         // Every log line about this stream, the guests' own included, carries its id.
         let span = tracing::info_span!("stream", stream_id = %ctx.context.stream_id, path = %ctx.context.path);
         Ok(stream.into_body(body, span).boxed_unsync())

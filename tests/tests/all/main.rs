@@ -27,6 +27,7 @@ mod serve;
 mod sse_properties;
 mod sse_rules;
 mod status_page;
+mod telemetry;
 mod text;
 mod upstreams;
 mod verdicts;

@@ -1,0 +1,534 @@
+//! OpenTelemetry export: the proxy's spans, sent to a collector over OTLP.
+//!
+//! Off unless an endpoint is configured (`[telemetry] endpoint` or
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`). The proxy marks the spans it exports with the target
+//! [`TARGET`]; the export layer ([`Telemetry::layer`]) takes only those, and the log leaves them
+//! out ([`HIDDEN_FROM_LOGS`]). Without the layer they are disabled and cost a branch.
+//!
+//! A collector that is down, slow or black-holing never slows a request: a finished span goes into
+//! a bounded queue (`queue_size`) with a non-blocking send, and the batch processor's own thread
+//! does the exporting (over HTTP/protobuf with a blocking client, or over gRPC through a one-thread
+//! runtime of its own). Spans that find the queue full are dropped; an export that fails loses
+//! its batch. Both are counted ([`counts`], in `/metrics`) and logged at most once a minute.
+
+use http::HeaderMap;
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor,
+};
+use sluicegate_contract::config::{FaultPolicy, OtlpProtocol, TelemetryConfig};
+use sluicegate_host::chain::LinkRecord;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// The target of every span (and span event) the proxy exports.
+pub const TARGET: &str = "sluicegate::otel";
+
+/// The log filter directive that keeps exported spans out of the log's lines.
+pub const HIDDEN_FROM_LOGS: &str = "sluicegate::otel=off";
+
+/// Where and how to export, resolved from `[telemetry]` and the `OTEL_*` environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// The URL spans are sent to: for HTTP/protobuf, the base with `/v1/traces` appended.
+    pub url: String,
+    /// HTTP/protobuf or gRPC.
+    pub protocol: OtlpProtocol,
+    /// `service.name`, if set (else the environment's, else `sluicegate`).
+    pub service_name: Option<String>,
+    /// Resource attributes beyond the environment's.
+    pub resource_attributes: Vec<(String, String)>,
+    /// Finished spans held for export at most.
+    pub queue_size: usize,
+    /// The longest one export may take.
+    pub timeout: Duration,
+}
+
+/// A telemetry setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The protocol variable names no protocol the proxy speaks.
+    #[error("OTEL_EXPORTER_OTLP_PROTOCOL `{0}` is not one of `http/protobuf` and `grpc`")]
+    Protocol(String),
+    /// The endpoint is not an HTTP URL.
+    #[error("telemetry endpoint `{0}` is not an http:// or https:// URL")]
+    Endpoint(String),
+    /// The exporter refused its settings.
+    #[error("cannot build the OTLP exporter: {0}")]
+    Build(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// The gRPC client's runtime could not start.
+    #[error("cannot start the OTLP gRPC runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+impl Export {
+    /// The export `config` asks for, with `env` (the process environment, or a test's) filling
+    /// what it leaves out; `None` when no endpoint is set or `OTEL_SDK_DISABLED` is `true`.
+    pub fn resolve(
+        config: &TelemetryConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Export>, TelemetryError> {
+        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        let Some(endpoint) = config.endpoint.clone().or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT")) else {
+            return Ok(None);
+        };
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(TelemetryError::Endpoint(endpoint));
+        }
+        let protocol = match (config.protocol, env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+            (Some(protocol), _) => protocol,
+            (None, None) => OtlpProtocol::HttpProtobuf,
+            (None, Some(named)) => match named.trim() {
+                "http/protobuf" => OtlpProtocol::HttpProtobuf,
+                "grpc" => OtlpProtocol::Grpc,
+                _ => return Err(TelemetryError::Protocol(named)),
+            },
+        };
+        let url = match protocol {
+            OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
+            OtlpProtocol::Grpc => endpoint,
+        };
+        Ok(Some(Export {
+            url,
+            protocol,
+            service_name: config.service_name.clone(),
+            resource_attributes: config.resource_attributes.clone().into_iter().collect(),
+            queue_size: config.queue_size,
+            timeout: config.timeout_ms,
+        }))
+    }
+}
+
+/// Export running: the tracer provider, and the runtime the gRPC client needs.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    url: String,
+    grpc: Option<tokio::runtime::Runtime>,
+}
+
+impl Telemetry {
+    /// Builds the exporter and its batch processor. Call it outside any async runtime (the
+    /// HTTP client blocks on its own thread, and the gRPC client gets a runtime of its own).
+    pub fn start(export: &Export) -> Result<Telemetry, TelemetryError> {
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (exporter, grpc) = match export.protocol {
+            OtlpProtocol::HttpProtobuf => {
+                let exporter = opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(export.url.clone())
+                    .with_timeout(export.timeout)
+                    .with_headers(Default::default())
+                    .build()?;
+                (exporter, None)
+            }
+            OtlpProtocol::Grpc => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("otlp-grpc")
+                    .enable_all()
+                    .build()?;
+                let exporter = runtime.block_on(async {
+                    opentelemetry_otlp::SpanExporter::builder()
+                        .with_tonic()
+                        .with_endpoint(export.url.clone())
+                        .with_timeout(export.timeout)
+                        .build()
+                })?;
+                (exporter, Some(runtime))
+            }
+        };
+        let counted = Counted { inner: exporter, pending: pending.clone(), warned: Mutex::new(None) };
+        let batches = BatchConfigBuilder::default().with_max_queue_size(export.queue_size).build();
+        let processor = BatchSpanProcessor::builder(counted).with_batch_config(batches).build();
+        let bounded = Bounded { inner: processor, pending, max: export.queue_size, warned: Mutex::new(None) };
+        let provider =
+            SdkTracerProvider::builder().with_span_processor(bounded).with_resource(resource(export)).build();
+        Ok(Telemetry { provider, url: export.url.clone(), grpc })
+    }
+
+    /// The `tracing` layer that turns the proxy's [`TARGET`] spans into OpenTelemetry spans.
+    /// Add it to the subscriber beside the log.
+    pub fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
+    where
+        S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    {
+        use tracing_subscriber::Layer as _;
+        let tracer = self.provider.tracer("sluicegate");
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            .with_target(false)
+            .with_level(false)
+            .with_filter(tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::TRACE))
+    }
+
+    /// Where spans go.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Exports what is queued (waiting up to the export timeout) and stops.
+    pub fn shutdown(self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::warn!("telemetry: the last export did not finish: {e}");
+        }
+        if let Some(runtime) = self.grpc {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// `service.name` (the configured one, else `OTEL_SERVICE_NAME`, else `sluicegate`),
+/// `OTEL_RESOURCE_ATTRIBUTES`, then the configured attributes.
+fn resource(export: &Export) -> Resource {
+    let mut builder = Resource::builder();
+    let from_env = std::env::var_os("OTEL_SERVICE_NAME").is_some();
+    match &export.service_name {
+        Some(name) => builder = builder.with_service_name(name.clone()),
+        None if !from_env => builder = builder.with_service_name("sluicegate"),
+        None => {}
+    }
+    let attributes = export.resource_attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone()));
+    builder.with_attributes(attributes).build()
+}
+
+/// What the export has lost and sent since the process started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Spans dropped because the queue was full (the collector could not keep up).
+    pub spans_dropped: u64,
+    /// Exports that failed (collector down, refusing, or past the timeout).
+    pub exports_failed: u64,
+    /// Spans in failed exports.
+    pub spans_lost: u64,
+    /// Spans the collector accepted.
+    pub spans_exported: u64,
+}
+
+static SPANS_DROPPED: AtomicU64 = AtomicU64::new(0);
+static EXPORTS_FAILED: AtomicU64 = AtomicU64::new(0);
+static SPANS_LOST: AtomicU64 = AtomicU64::new(0);
+static SPANS_EXPORTED: AtomicU64 = AtomicU64::new(0);
+
+/// The export's counts (zero while export is off).
+pub fn counts() -> Counts {
+    Counts {
+        spans_dropped: SPANS_DROPPED.load(Ordering::Relaxed),
+        exports_failed: EXPORTS_FAILED.load(Ordering::Relaxed),
+        spans_lost: SPANS_LOST.load(Ordering::Relaxed),
+        spans_exported: SPANS_EXPORTED.load(Ordering::Relaxed),
+    }
+}
+
+/// True at most once a minute per `last`: how often a loss is logged.
+fn due(last: &Mutex<Option<Instant>>) -> bool {
+    let mut last = last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let now = Instant::now();
+    let due = last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60));
+    if due {
+        *last = Some(now);
+    }
+    due
+}
+
+/// The batch processor behind a count of the spans it holds: a span that would overfill it is
+/// dropped here, where it can be counted (the SDK's own queue drops silently).
+#[derive(Debug)]
+struct Bounded<P> {
+    inner: P,
+    /// Spans handed to `inner` and not yet through an export.
+    pending: Arc<AtomicUsize>,
+    max: usize,
+    warned: Mutex<Option<Instant>>,
+}
+
+impl<P: SpanProcessor> SpanProcessor for Bounded<P> {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        let admitted =
+            self.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1));
+        if admitted.is_err() {
+            let dropped = SPANS_DROPPED.fetch_add(1, Ordering::Relaxed) + 1;
+            if due(&self.warned) {
+                tracing::warn!(dropped, queue = self.max, "telemetry: the export queue is full; dropping spans");
+            }
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP exporter, counting what it sends and loses and giving queue room back.
+#[derive(Debug)]
+struct Counted<E> {
+    inner: E,
+    pending: Arc<AtomicUsize>,
+    warned: Mutex<Option<Instant>>,
+}
+
+impl<E: SpanExporter> SpanExporter for Counted<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        self.pending.fetch_sub(spans, Ordering::AcqRel);
+        match &result {
+            Ok(()) => {
+                SPANS_EXPORTED.fetch_add(spans as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let failed = EXPORTS_FAILED.fetch_add(1, Ordering::Relaxed) + 1;
+                SPANS_LOST.fetch_add(spans as u64, Ordering::Relaxed);
+                if due(&self.warned) {
+                    tracing::warn!(failed, "telemetry: an export to the collector failed: {}", describe(e));
+                }
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+fn describe(error: &OTelSdkError) -> String {
+    match error {
+        OTelSdkError::Timeout(after) => format!("no answer within {} ms", after.as_millis()),
+        other => other.to_string(),
+    }
+}
+
+/// Makes `span` continue the trace of the caller's `traceparent` (and `tracestate`), if the
+/// headers carry a valid one; else `span` starts a trace of its own.
+pub(crate) fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
+    if span.is_disabled() || !headers.contains_key("traceparent") {
+        return;
+    }
+    let parent = TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
+    let _ = span.set_parent(parent);
+}
+
+/// Writes `span`'s `traceparent` (and the caller's `tracestate`) into `headers`, replacing
+/// what the caller sent: the upstream's parent is the proxy's span.
+pub(crate) fn propagate(span: &tracing::Span, headers: &mut HeaderMap) {
+    if span.is_disabled() {
+        return;
+    }
+    headers.remove("traceparent");
+    headers.remove("tracestate");
+    TraceContextPropagator::new().inject_context(&span.context(), &mut opentelemetry_http::HeaderInjector(headers));
+}
+
+/// The span of one client request (HTTP server conventions), continuing the caller's trace.
+/// It lasts as long as its response, an event stream's included: the stream's span is its child.
+pub(crate) fn server_span(method: &http::Method, path: &str, headers: &HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(target: TARGET, "request",
+        otel.name = %method, otel.kind = "server", otel.status_code = tracing::field::Empty,
+        http.request.method = %method, url.path = path, http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty);
+    continue_trace(&span, headers);
+    span
+}
+
+/// Names the server span after its route (`GET /v1`), as the conventions ask.
+pub(crate) fn record_route(span: &tracing::Span, method: &http::Method, prefix: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    // Renamed through its context: the span has started (it is entered) by the time the route
+    // is known, and a started span takes no `otel.name`.
+    span.context().span().update_name(format!("{method} {prefix}"));
+    span.record("http.route", prefix);
+}
+
+/// The answer's status; a 5xx marks a server span as failed (a 4xx is the client's error).
+pub(crate) fn record_status(span: &tracing::Span, status: http::StatusCode, server: bool) {
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() || (!server && status.is_client_error()) {
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// The span of one request to an upstream (HTTP client conventions), up to its response head;
+/// its context goes upstream in `traceparent`.
+pub(crate) fn client_span(method: &http::Method, uri: &http::Uri, headers: &mut HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(target: TARGET, "upstream",
+        otel.name = %method, otel.kind = "client", otel.status_code = tracing::field::Empty,
+        http.request.method = %method, server.address = uri.host().unwrap_or(""),
+        server.port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 }),
+        url.full = tracing::field::Empty, http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty);
+    if !span.is_disabled() {
+        // The query is left out: it is where API keys travel.
+        // Host and port only: an authority's user-info would be a credential.
+        let port = uri.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let full = format!("{}://{}{port}{}", uri.scheme_str().unwrap_or("http"), uri.host().unwrap_or(""), uri.path());
+        span.record("url.full", full);
+    }
+    propagate(&span, headers);
+    span
+}
+
+/// How the upstream answered: its status, or the kind of its failure.
+pub(crate) fn record_upstream<B>(
+    span: &tracing::Span,
+    result: &Result<http::Response<B>, super::upstream::UpstreamError>,
+) {
+    match result {
+        Ok(response) => record_status(span, response.status(), false),
+        Err(error) => {
+            span.record("error.type", error.kind().name());
+            span.record("otel.status_code", "error");
+        }
+    }
+}
+
+/// An event stream's spans for export: the stream, a child of its request, and one child per
+/// interceptor link, each summarising at the end what the link did to the stream (spans per
+/// batch would cost what the batch path saves). Verdicts that matter are span events.
+pub(crate) struct StreamSpans {
+    stream: tracing::Span,
+    links: Vec<tracing::Span>,
+}
+
+impl StreamSpans {
+    /// The spans of a stream through `links` (as the chain opened them) on route `prefix`;
+    /// `None` while export is off. Call it inside the request's span.
+    pub(crate) fn open(
+        stream_id: &str,
+        prefix: &str,
+        framing: &'static str,
+        links: &[LinkRecord],
+    ) -> Option<Box<Self>> {
+        let stream = tracing::info_span!(target: TARGET, "stream", otel.name = "sluicegate.stream",
+            otel.status_code = tracing::field::Empty);
+        if stream.is_disabled() {
+            return None;
+        }
+        stream.set_attribute("sluicegate.stream_id", stream_id.to_owned());
+        stream.set_attribute("http.route", prefix.to_owned());
+        stream.set_attribute("sluicegate.framing", framing);
+        let links = links
+            .iter()
+            .map(|link| {
+                let span = tracing::info_span!(target: TARGET, parent: &stream, "link",
+                    otel.name = format!("sluicegate.link {}", link.name), otel.status_code = tracing::field::Empty);
+                span.set_attribute("sluicegate.interceptor.name", link.name.clone());
+                span.set_attribute("sluicegate.link.index", link.link as i64);
+                span.set_attribute("sluicegate.link.policy", policy_name(link.policy));
+                span
+            })
+            .collect();
+        Some(Box::new(StreamSpans { stream, links }))
+    }
+
+    /// The stream's span, to parent what the stream does (its resumptions).
+    pub(crate) fn stream(&self) -> &tracing::Span {
+        &self.stream
+    }
+
+    /// Records how the stream ended and what each link did; the spans end when dropped.
+    pub(crate) fn close(&self, end: &'static str, refused: bool, records: &[LinkRecord], bytes: (u64, u64)) {
+        self.stream.set_attribute("sluicegate.end", end);
+        self.stream.set_attribute("sluicegate.bytes_in", bytes.0 as i64);
+        self.stream.set_attribute("sluicegate.bytes_out", bytes.1 as i64);
+        if refused {
+            self.stream.record("otel.status_code", "error");
+        }
+        for (span, link) in self.links.iter().zip(records) {
+            summarise(span, link);
+        }
+    }
+}
+
+/// A link's work as attributes, and its verdicts that matter as events: a stop, faults, fail-open
+/// passes, a bypass by an open circuit. Names and numbers only, never an event's content.
+fn summarise(span: &tracing::Span, link: &LinkRecord) {
+    let numbers = [
+        ("sluicegate.batches", link.batches),
+        ("sluicegate.events.in", link.events_in),
+        ("sluicegate.events.out", link.events_out),
+        ("sluicegate.events.modified", link.modified),
+        ("sluicegate.events.dropped", link.dropped),
+        ("sluicegate.events.injected", link.injected),
+        ("sluicegate.faults", link.faults),
+        ("sluicegate.failed_open", link.failed_open),
+        ("sluicegate.bypassed", link.bypassed),
+    ];
+    for (key, value) in numbers {
+        span.set_attribute(key, value as i64);
+    }
+    for (name, value) in &link.counts {
+        span.set_attribute(format!("sluicegate.count.{name}"), *value as i64);
+    }
+    if link.ended {
+        span.add_event("sluicegate.stop", vec![KeyValue::new("sluicegate.interceptor.name", link.name.clone())]);
+    }
+    if link.faults > 0 {
+        span.add_event("sluicegate.fault", vec![KeyValue::new("sluicegate.faults", link.faults as i64)]);
+        if link.policy == FaultPolicy::FailClosed {
+            span.record("otel.status_code", "error");
+        }
+    }
+    if link.failed_open > 0 {
+        span.add_event("sluicegate.fail_open", vec![KeyValue::new("sluicegate.failed_open", link.failed_open as i64)]);
+    }
+    if link.bypassed > 0 {
+        span.add_event("sluicegate.bypassed", vec![KeyValue::new("sluicegate.bypassed", link.bypassed as i64)]);
+    }
+}
+
+fn policy_name(policy: FaultPolicy) -> &'static str {
+    match policy {
+        FaultPolicy::FailOpen => "fail-open",
+        FaultPolicy::FailClosed => "fail-closed",
+    }
+}
+
+/// A client span for a stream's resumption (`attempt` counts from 1), inside the stream's span.
+pub(crate) fn resumption_span(
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &mut HeaderMap,
+    attempt: u32,
+) -> tracing::Span {
+    let span = client_span(method, uri, headers);
+    span.set_attribute("sluicegate.resumption.attempt", i64::from(attempt));
+    span
+}

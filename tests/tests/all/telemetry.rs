@@ -1,0 +1,188 @@
+//! OpenTelemetry export from `sluicegate serve`, received by a real OTLP receiver on loopback
+//! (HTTP/protobuf and gRPC, on the published protocol definitions): the spans of a guarded event
+//! stream and their parent links, the caller's trace continued up to the upstream, no credential
+//! or redacted value in any attribute, and a collector that is down or never answers costing the
+//! requests nothing while its losses are counted.
+
+use sluicegate_tests::metric;
+use sluicegate_tests::net::*;
+use sluicegate_tests::otlp::{self, Received, hex};
+use sluicegate_tests::process::{Serving, Start};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+const SECRET: &str = "sk-live-do-not-export-7f3a";
+const EMAIL: &str = "ada@example.com";
+
+/// An SSE upstream that remembers the `traceparent` each request brought.
+async fn stamping_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let addr = start_upstream(move |request| {
+        let seen = kept.clone();
+        async move {
+            let parent = request.headers().get("traceparent").map(|v| v.to_str().unwrap().to_string());
+            seen.lock().unwrap().push(parent.unwrap_or_default());
+            let events: String = (0..3).map(|i| format!("id: {i}\ndata: event {i} for {EMAIL}\n\n")).collect();
+            full(200, "text/event-stream", events)
+        }
+    })
+    .await;
+    (addr, seen)
+}
+
+/// `serve` with `example:redact` on `/`, exporting to `endpoint` over `protocol`.
+fn serve_exporting(name: &str, upstream: SocketAddr, endpoint: &str, protocol: &str, extra: &str) -> Serving {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("telemetry-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    let text = format!(
+        "upstream = \"http://{upstream}\"\n[telemetry]\nprotocol = \"{protocol}\"\n{extra}\n\
+         [[route]]\nprefix = \"/v1\"\n[[route.interceptor]]\nspec = \"example:redact\"\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    Start::serve(&["--config", config.to_str().unwrap()])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("OTEL_SERVICE_NAME", "edge-guard")
+        // Export each batch within 50 ms of its first span, not the SDK's 5 s.
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .start()
+}
+
+/// One stream through the proxy as a caller in trace `CALLER_TRACE` makes it, with a credential.
+async fn stream_through(proxy: &Serving) -> Vec<String> {
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let bearer = format!("Bearer {SECRET}");
+    let headers =
+        [("traceparent", traceparent.as_str()), ("authorization", bearer.as_str()), ("accept", "text/event-stream")];
+    let mut reader = EventReader::new(get(&format!("http://{}/v1/chat", proxy.addr), &headers).await);
+    let mut data = Vec::new();
+    while let Some(event) = reader.next().await {
+        data.push(String::from_utf8_lossy(&event.data.unwrap_or_default()).into_owned());
+    }
+    data
+}
+
+fn named<'a>(spans: &'a [Received], name: &str) -> Vec<&'a Received> {
+    spans.iter().filter(|s| s.span.name == name || s.span.name.starts_with(&format!("{name} "))).collect()
+}
+
+fn one<'a>(spans: &'a [Received], name: &str) -> &'a Received {
+    let found = named(spans, name);
+    assert_eq!(found.len(), 1, "one `{name}` span: {spans:#?}");
+    found[0]
+}
+
+/// The request, upstream, stream and link spans have all arrived.
+fn complete(spans: &[Received]) -> bool {
+    ["GET /v1", "GET", "sluicegate.stream", "sluicegate.link"].iter().all(|name| !named(spans, name).is_empty())
+}
+
+/// What every receiver must have got for one stream: the tree, its kinds and attributes.
+fn assert_the_trace(spans: &[Received], upstream_saw: &[String]) {
+    let request = one(spans, "GET /v1");
+    let upstream = spans.iter().find(|s| s.span.name == "GET").expect("the upstream span");
+    let stream = one(spans, "sluicegate.stream");
+    let link = one(spans, "sluicegate.link");
+    // The caller's trace goes on: same trace id, the caller's span the request's parent.
+    for span in [request, upstream, stream, link] {
+        assert_eq!(hex(&span.span.trace_id), CALLER_TRACE, "{span:#?}");
+    }
+    assert_eq!(hex(&request.span.parent_span_id), CALLER_SPAN);
+    assert_eq!(upstream.span.parent_span_id, request.span.span_id, "the upstream call is the request's child");
+    assert_eq!(stream.span.parent_span_id, request.span.span_id, "the stream is the request's child");
+    assert_eq!(link.span.parent_span_id, stream.span.span_id, "the link is the stream's child");
+    // Server and client kinds (SpanKind 2 and 3), with the HTTP conventions' attributes.
+    assert_eq!((request.span.kind, upstream.span.kind), (2, 3));
+    assert_eq!(request.attribute("http.route").as_deref(), Some("/v1"));
+    assert_eq!(request.attribute("http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(upstream.attribute("http.response.status_code").as_deref(), Some("200"));
+    assert_eq!(stream.attribute("sluicegate.end").as_deref(), Some("upstream_closed"));
+    // The link's summary: three events in, each rewritten by the redaction.
+    assert_eq!(link.attribute("sluicegate.interceptor.name").as_deref(), Some("example:redact"));
+    assert_eq!(link.attribute("sluicegate.events.in").as_deref(), Some("3"));
+    assert_eq!(link.attribute("sluicegate.events.modified").as_deref(), Some("3"));
+    assert_eq!(request.resource_attribute("service.name").as_deref(), Some("edge-guard"));
+    // The upstream got the proxy's context: the caller's trace, the upstream span as parent.
+    let expected = format!("00-{CALLER_TRACE}-{}-01", hex(&upstream.span.span_id));
+    assert_eq!(upstream_saw, [expected]);
+    // Nothing exported holds the credential or the value the guard removed.
+    for span in spans {
+        for value in span.all_values() {
+            assert!(!value.contains(SECRET) && !value.contains(EMAIL), "{value} in {span:#?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_stream_arrives_over_http_protobuf_as_one_trace_continuing_the_callers() {
+    let (receiver, store) = otlp::start_http().await;
+    let (upstream, saw) = stamping_upstream().await;
+    let proxy = serve_exporting("http", upstream, &format!("http://{receiver}"), "http/protobuf", "");
+    let data = stream_through(&proxy).await;
+    assert_eq!(data, ["event 0 for [redacted]", "event 1 for [redacted]", "event 2 for [redacted]"]);
+    let spans = store.wait_for(Duration::from_secs(20), complete).await;
+    assert_the_trace(&spans, &saw.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_stream_arrives_over_grpc_as_one_trace_continuing_the_callers() {
+    let (receiver, store) = otlp::start_grpc().await;
+    let (upstream, saw) = stamping_upstream().await;
+    let proxy = serve_exporting("grpc", upstream, &format!("http://{receiver}"), "grpc", "");
+    let data = stream_through(&proxy).await;
+    assert_eq!(data.len(), 3);
+    let spans = store.wait_for(Duration::from_secs(20), complete).await;
+    assert_the_trace(&spans, &saw.lock().unwrap());
+}
+
+/// The counter `name` on the proxy's `/metrics`.
+async fn count(proxy: &Serving, name: &str) -> u64 {
+    let response = get(&format!("http://{}/metrics", proxy.admin.unwrap()), &[]).await;
+    let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    metric(&String::from_utf8_lossy(&body), name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_costs_the_streams_nothing_and_its_losses_are_counted() {
+    // A port nobody listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (upstream, _) = stamping_upstream().await;
+    let proxy = serve_exporting("down", upstream, &format!("http://{closed}"), "http/protobuf", "");
+    for _ in 0..3 {
+        assert_eq!(stream_through(&proxy).await.len(), 3, "every stream is served whole");
+    }
+    // The loss is counted before it is logged.
+    proxy.wait_for_line("telemetry: an export to the collector failed", Duration::from_secs(30));
+    assert!(count(&proxy, "sluicegate_telemetry_exports_failed_total").await >= 1);
+    assert!(count(&proxy, "sluicegate_telemetry_spans_lost_total").await >= 1);
+    assert_eq!(count(&proxy, "sluicegate_telemetry_spans_exported_total").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_costs_the_streams_nothing_and_a_full_queue_drops_counted() {
+    // Accepts connections and never answers on them.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hole.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let (upstream, _) = stamping_upstream().await;
+    // Room for four spans: the first export hangs, so the second stream's spans find it full.
+    let extra = "queue_size = 4\ntimeout_ms = 2000";
+    let proxy = serve_exporting("hole", upstream, &format!("http://{addr}"), "http/protobuf", extra);
+    for _ in 0..4 {
+        assert_eq!(stream_through(&proxy).await.len(), 3, "every stream is served whole");
+    }
+    proxy.wait_for_line("telemetry: the export queue is full", Duration::from_secs(30));
+    assert!(count(&proxy, "sluicegate_telemetry_spans_dropped_total").await >= 1);
+    // The hung export is abandoned at its timeout, and counted.
+    proxy.wait_for_line("telemetry: an export to the collector failed", Duration::from_secs(30));
+    assert!(count(&proxy, "sluicegate_telemetry_exports_failed_total").await >= 1);
+}
