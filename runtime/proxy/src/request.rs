@@ -401,6 +401,8 @@ impl Proxy {
             if record.streamed {
                 continue;
             }
+            let (outcome, reason) = (record.outcome.name(), record.reason.name());
+            telemetry::record_body(&ctx.span, direction.name(), outcome, reason, &record.interceptors);
             EnforcementRecord {
                 stream_id: &ctx.stream_id,
                 route: &route.prefix,

@@ -444,17 +444,7 @@ impl StreamSpans {
         stream.set_attribute("sluicegate.stream_id", stream_id.to_owned());
         stream.set_attribute("http.route", prefix.to_owned());
         stream.set_attribute("sluicegate.framing", framing);
-        let links = links
-            .iter()
-            .map(|link| {
-                let span = tracing::info_span!(target: TARGET, parent: &stream, "link",
-                    otel.name = format!("sluicegate.link {}", link.name), otel.status_code = tracing::field::Empty);
-                span.set_attribute("sluicegate.interceptor.name", link.name.clone());
-                span.set_attribute("sluicegate.link.index", link.link as i64);
-                span.set_attribute("sluicegate.link.policy", policy_name(link.policy));
-                span
-            })
-            .collect();
+        let links = links.iter().map(|link| link_span(&stream, link)).collect();
         Some(Box::new(StreamSpans { stream, links }))
     }
 
@@ -531,4 +521,90 @@ pub(crate) fn resumption_span(
     let span = client_span(method, uri, headers);
     span.set_attribute("sluicegate.resumption.attempt", i64::from(attempt));
     span
+}
+
+/// What became of a body judged whole (or refused before its chain), on the request's span: its
+/// outcome and reason as attributes, a refusal as an event, and a child span per link that
+/// judged it (made when the record is written, so each spans no time).
+pub(crate) fn record_body(
+    span: &tracing::Span,
+    direction: &'static str,
+    outcome: &'static str,
+    reason: &'static str,
+    links: &[LinkRecord],
+) {
+    if span.is_disabled() {
+        return;
+    }
+    span.set_attribute(format!("sluicegate.{direction}.outcome"), outcome);
+    span.set_attribute(format!("sluicegate.{direction}.reason"), reason);
+    if outcome == "refused" {
+        let mut attributes =
+            vec![KeyValue::new("sluicegate.direction", direction), KeyValue::new("sluicegate.reason", reason)];
+        if let Some(link) = links.iter().find(|l| l.ended) {
+            attributes.push(KeyValue::new("sluicegate.interceptor.name", link.name.clone()));
+        }
+        span.add_event("sluicegate.refusal", attributes);
+    }
+    for link in links {
+        let child = link_span(span, link);
+        child.set_attribute("sluicegate.direction", direction);
+        summarise(&child, link);
+    }
+}
+
+/// The span of one interceptor link, a child of `parent`, named after its interceptor.
+fn link_span(parent: &tracing::Span, link: &LinkRecord) -> tracing::Span {
+    let span = tracing::info_span!(target: TARGET, parent: parent, "link",
+        otel.name = format!("sluicegate.link {}", link.name), otel.status_code = tracing::field::Empty);
+    span.set_attribute("sluicegate.interceptor.name", link.name.clone());
+    span.set_attribute("sluicegate.link.index", link.link as i64);
+    span.set_attribute("sluicegate.link.policy", policy_name(link.policy));
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn export_is_off_without_an_endpoint_or_when_the_sdk_is_disabled() {
+        let config = TelemetryConfig::default();
+        assert_eq!(Export::resolve(&config, env(&[])).unwrap(), None);
+        let disabled = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_SDK_DISABLED", "TRUE")];
+        assert_eq!(Export::resolve(&config, env(&disabled)).unwrap(), None);
+    }
+
+    #[test]
+    fn the_environment_fills_what_the_file_leaves_out_and_the_file_wins() {
+        let from_env =
+            [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")];
+        let export = Export::resolve(&TelemetryConfig::default(), env(&from_env)).unwrap().unwrap();
+        assert_eq!((export.url.as_str(), export.protocol), ("http://c:4318/v1/traces", OtlpProtocol::HttpProtobuf));
+
+        let config = TelemetryConfig {
+            endpoint: Some("http://file:4317".into()),
+            protocol: Some(OtlpProtocol::Grpc),
+            ..TelemetryConfig::default()
+        };
+        let export = Export::resolve(&config, env(&from_env)).unwrap().unwrap();
+        assert_eq!((export.url.as_str(), export.protocol), ("http://file:4317", OtlpProtocol::Grpc));
+    }
+
+    #[test]
+    fn an_unknown_protocol_or_a_non_http_endpoint_is_refused() {
+        let grpc_typo = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "gprc")];
+        assert!(matches!(
+            Export::resolve(&TelemetryConfig::default(), env(&grpc_typo)),
+            Err(TelemetryError::Protocol(_))
+        ));
+        let json = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")];
+        assert!(Export::resolve(&TelemetryConfig::default(), env(&json)).is_err(), "JSON is not spoken");
+        let bare = [("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")];
+        assert!(matches!(Export::resolve(&TelemetryConfig::default(), env(&bare)), Err(TelemetryError::Endpoint(_))));
+    }
 }

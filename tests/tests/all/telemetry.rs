@@ -186,3 +186,121 @@ async fn a_collector_that_never_answers_costs_the_streams_nothing_and_a_full_que
     proxy.wait_for_line("telemetry: an export to the collector failed", Duration::from_secs(30));
     assert!(count(&proxy, "sluicegate_telemetry_exports_failed_total").await >= 1);
 }
+
+/// Upstream for the verdict routes: `/flaky` breaks after event 2 unless resumed (and remembers
+/// each request's `traceparent`); everything else is a short event stream.
+async fn verdict_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let kept = seen.clone();
+    let addr = start_upstream(move |request| {
+        let seen = kept.clone();
+        async move {
+            if !request.uri().path().starts_with("/flaky") {
+                return full(200, "text/event-stream", "id: 1\ndata: one\n\nid: 2\ndata: two\n\n");
+            }
+            let parent = request.headers().get("traceparent").map(|v| v.to_str().unwrap().to_string());
+            seen.lock().unwrap().push(parent.unwrap_or_default());
+            let resumed = request.headers().contains_key("last-event-id");
+            let (tx, response) = streamed("text/event-stream");
+            tokio::spawn(async move {
+                if resumed {
+                    let _ = tx.send(Ok(bytes::Bytes::from_static(b"id: 3\ndata: three\n\n"))).await;
+                    return;
+                }
+                let first = b"retry: 10\n\nid: 1\ndata: one\n\nid: 2\ndata: two\n\n";
+                let _ = tx.send(Ok(bytes::Bytes::from_static(first))).await;
+                let _ = tx.send(Err(std::io::Error::other("connection reset"))).await;
+            });
+            response
+        }
+    })
+    .await;
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_a_fault_under_fail_open_and_a_resumption_arrive_as_spans_and_events() {
+    let (receiver, store) = otlp::start_http().await;
+    let (upstream, saw) = verdict_upstream().await;
+    let hostile = sluicegate_tests::TEST_GUESTS_PATHS.iter().find(|(n, _)| *n == "hostile").unwrap().1;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("telemetry-verdicts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    let text = format!(
+        "upstream = \"http://{upstream}\"\n\
+         [[route]]\nprefix = \"/mcp\"\n[[route.request_interceptor]]\nspec = \"example:tool-guard\"\nconfig = {{ allow = \"count\" }}\n\
+         [[route]]\nprefix = \"/bad\"\n[[route.interceptor]]\nspec = \"{hostile}\"\non_fault = \"fail-open\"\nconfig = {{ mode = \"short-count\" }}\n\
+         [[route]]\nprefix = \"/flaky\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    let proxy = Start::serve(&["--config", config.to_str().unwrap()])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{receiver}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .start();
+
+    // A tool call the guard refuses never reaches the upstream.
+    let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"secret","arguments":{}}}"#;
+    let request = http::Request::post(format!("http://{}/mcp", proxy.addr))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(call)))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let refused = client.request(request).await.unwrap();
+    let answer = http_body_util::BodyExt::collect(refused.into_body()).await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&answer).contains("\"error\""), "a JSON-RPC error: {answer:?}");
+    // A guest that answers wrongly, under fail-open: the events pass unmodified.
+    assert_eq!(EventReader::new(get(&format!("http://{}/bad/s", proxy.addr), &[]).await).rest().await.len(), 2);
+    // An upstream that breaks after two events and is resumed for the third.
+    let flaky = EventReader::new(get(&format!("http://{}/flaky/s", proxy.addr), &[]).await).rest().await;
+    let data: Vec<_> = flaky.iter().filter_map(|e| e.data.clone()).collect();
+    assert_eq!(data, ["one", "two", "three"]);
+
+    let spans = store
+        .wait_for(Duration::from_secs(20), |spans| {
+            ["POST /mcp", "GET /bad", "GET /flaky"].iter().all(|n| !named(spans, n).is_empty())
+                && named(spans, "sluicegate.link").len() >= 3
+                && spans.iter().filter(|s| s.span.name == "GET").count() >= 3
+        })
+        .await;
+
+    let mcp = one(&spans, "POST /mcp");
+    assert_eq!(mcp.event_names(), ["sluicegate.refusal"]);
+    let refusal = &mcp.span.events[0];
+    let detail: Vec<(String, String)> =
+        refusal.attributes.iter().map(|kv| (kv.key.clone(), format!("{:?}", kv.value))).collect();
+    assert!(detail.iter().any(|(k, v)| k == "sluicegate.direction" && v.contains("request")), "{detail:?}");
+    assert!(
+        detail.iter().any(|(k, v)| k == "sluicegate.interceptor.name" && v.contains("example:tool-guard")),
+        "{detail:?}"
+    );
+    assert_eq!(mcp.attribute("sluicegate.request.outcome").as_deref(), Some("refused"));
+    let guard = named(&spans, "sluicegate.link example:tool-guard");
+    assert_eq!(guard.len(), 1);
+    assert_eq!(guard[0].span.parent_span_id, mcp.span.span_id);
+    assert_eq!(guard[0].attribute("sluicegate.direction").as_deref(), Some("request"));
+
+    let bad_stream = spans
+        .iter()
+        .find(|s| s.span.name == "sluicegate.stream" && s.attribute("http.route").as_deref() == Some("/bad"))
+        .expect("the /bad stream");
+    let bad_link = named(&spans, "sluicegate.link")
+        .into_iter()
+        .find(|l| l.span.parent_span_id == bad_stream.span.span_id)
+        .unwrap();
+    assert!(bad_link.event_names().contains(&"sluicegate.fault".to_string()), "{bad_link:#?}");
+    assert!(bad_link.event_names().contains(&"sluicegate.fail_open".to_string()), "{bad_link:#?}");
+    assert_eq!(bad_link.attribute("sluicegate.link.policy").as_deref(), Some("fail-open"));
+
+    let flaky_stream = spans
+        .iter()
+        .find(|s| s.span.name == "sluicegate.stream" && s.attribute("http.route").as_deref() == Some("/flaky"))
+        .expect("the /flaky stream");
+    let resumption = spans
+        .iter()
+        .find(|s| s.span.parent_span_id == flaky_stream.span.span_id && s.span.name == "GET")
+        .expect("the resumption is the stream's child");
+    assert_eq!(resumption.attribute("sluicegate.resumption.attempt").as_deref(), Some("1"));
+    let seen = saw.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "the first request and the resumption");
+    assert!(seen[1].contains(&hex(&resumption.span.span_id)), "the resumption carries its own span: {seen:?}");
+}
