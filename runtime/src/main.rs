@@ -259,22 +259,37 @@ fn start_telemetry(cli: &Cli) -> anyhow::Result<Option<Telemetry>> {
 }
 
 /// The log on stderr (`SLUICEGATE_LOG` filters it), beside the export layer if export is on.
+/// Without export the filter is global, as it always was: per-layer filtering (which export needs,
+/// to keep its spans out of the log) costs a lookup at every span entry, and the stream's log span
+/// is entered at every poll.
 fn init_logs(format: LogFormat, telemetry: Option<&Telemetry>) {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICEGATE_LOG").unwrap_or_else(|_| "info".into());
     let filter = filter.add_directive(telemetry::HIDDEN_FROM_LOGS.parse().expect("a valid directive"));
-    let export = telemetry.map(|t| t.layer());
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => {
-            let logs = logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-            tracing_subscriber::registry().with(export).with(logs.with_filter(filter)).init();
-        }
-        LogFormat::Json => {
-            let logs = logs.json().with_current_span(true).with_span_list(false);
-            tracing_subscriber::registry().with(export).with(logs.with_filter(filter)).init();
-        }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let registry = tracing_subscriber::registry();
+    match (format, telemetry) {
+        (LogFormat::Text, None) => registry.with(filter).with(text_lines(ansi)).init(),
+        (LogFormat::Json, None) => registry.with(filter).with(json_lines()).init(),
+        (LogFormat::Text, Some(t)) => registry.with(t.layer()).with(text_lines(ansi).with_filter(filter)).init(),
+        (LogFormat::Json, Some(t)) => registry.with(t.layer()).with(json_lines().with_filter(filter)).init(),
     }
+}
+
+/// Log lines as readable text (coloured on a terminal).
+fn text_lines<S>(ansi: bool) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi)
+}
+
+/// Log lines as JSON objects, each with its stream's span.
+fn json_lines<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json().with_current_span(true).with_span_list(false)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -175,3 +175,37 @@ pub async fn start_grpc() -> (SocketAddr, Arc<Store>) {
 pub fn hex(id: &[u8]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The spans drawn as a tree (parents before children, siblings by start time), each with its
+/// kind, duration, attributes and events: what `docs/operating.md` shows of a real trace.
+pub fn tree(spans: &[Received]) -> String {
+    let mut out = String::new();
+    let ids: Vec<&[u8]> = spans.iter().map(|s| s.span.span_id.as_slice()).collect();
+    let mut roots: Vec<&Received> = spans.iter().filter(|s| !ids.contains(&s.span.parent_span_id.as_slice())).collect();
+    roots.sort_by_key(|s| s.span.start_time_unix_nano);
+    for root in roots {
+        draw(spans, root, 0, &mut out);
+    }
+    out
+}
+
+fn draw(spans: &[Received], span: &Received, depth: usize, out: &mut String) {
+    let indent = "    ".repeat(depth);
+    let micros = span.span.end_time_unix_nano.saturating_sub(span.span.start_time_unix_nano) / 1000;
+    let kind = ["unspecified", "internal", "server", "client", "producer", "consumer"]
+        .get(span.span.kind as usize)
+        .unwrap_or(&"?");
+    out.push_str(&format!("{indent}{} [{kind}, {micros} us]\n", span.span.name));
+    for kv in &span.span.attributes {
+        let value = kv.value.as_ref().and_then(|v| text(v.value.as_ref()?)).unwrap_or_default();
+        out.push_str(&format!("{indent}    {} = {value}\n", kv.key));
+    }
+    for event in &span.span.events {
+        out.push_str(&format!("{indent}    event {}\n", event.name));
+    }
+    let mut children: Vec<&Received> = spans.iter().filter(|s| s.span.parent_span_id == span.span.span_id).collect();
+    children.sort_by_key(|s| s.span.start_time_unix_nano);
+    for child in children {
+        draw(spans, child, depth + 1, out);
+    }
+}

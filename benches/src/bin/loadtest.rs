@@ -14,7 +14,9 @@
 //! it; `--guest PATH` points elsewhere).
 //!
 //! A chain written `SPEC@shared` (`none@shared`, `example:redact@shared`) runs the proxy with
-//! `[threads] model = "shared"` instead of the default per-core workers.
+//! `[threads] model = "shared"` instead of the default per-core workers. A chain ending in `+otlp`
+//! (`example:redact+otlp`, `none@shared+otlp`) runs it with OpenTelemetry export on, over
+//! HTTP/protobuf to a sink role (a process of its own that accepts and discards every export).
 //!
 //! Where Debian's `nginx` is installed (`/usr/sbin/nginx`), `throughput` and `streams` measure it
 //! beside sluicegate (`proxy_buffering off`, HTTP/1.1 with keep-alive to the upstream, two worker
@@ -43,10 +45,34 @@ use tokio::net::{TcpListener, TcpStream};
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut telemetry = None;
     if args.first().is_some_and(|role| role.starts_with("proxy")) {
-        log_as_serve_does();
+        telemetry = export_of(&args)?;
+        log_as_serve_does(telemetry.as_ref());
     }
+    let done = run(&runtime, &args);
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    done
+}
+
+/// Export as a proxy role's `+otlp=PORT` chain asks, started before the log as `serve` does.
+fn export_of(args: &[String]) -> anyhow::Result<Option<sluicegate::proxy::telemetry::Telemetry>> {
+    use sluicegate::proxy::telemetry::{Export, Telemetry};
+    let Some(port) = args.iter().find_map(|a| a.split_once("+otlp=")).map(|(_, port)| port) else { return Ok(None) };
+    let config = sluicegate::config::TelemetryConfig {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        ..Default::default()
+    };
+    let export = Export::resolve(&config, |_| None)?.context("export resolves")?;
+    Ok(Some(Telemetry::start(&export)?))
+}
+
+fn run(runtime: &tokio::runtime::Runtime, args: &[String]) -> anyhow::Result<()> {
+    let args = args.to_vec();
     match args.first().map(String::as_str) {
+        Some("otlp-sink") => runtime.block_on(otlp_sink()),
         Some("upstream") => runtime.block_on(upstream(args.get(1).zip(args.get(2)))),
         Some("proxy") => runtime.block_on(proxy(&args[1], &args[2..])),
         Some("proxy-to") => runtime.block_on(proxy_to(&args[1], &args[2], &args[3..])),
@@ -89,11 +115,40 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The proxy roles log as `sluicegate serve` does (text lines at `info`, or `SLUICEGATE_LOG`, to
-/// stderr), so that what a stream's log span costs is measured too. A role's stderr goes to a file
-/// in the temporary directory (see [`Role::start`]).
-fn log_as_serve_does() {
+/// stderr, beside the export layer when export is on), so that what a stream's log span costs is
+/// measured too. A role's stderr goes to a file in the temporary directory (see [`Role::start`]).
+fn log_as_serve_does(telemetry: Option<&sluicegate::proxy::telemetry::Telemetry>) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICEGATE_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+    let filter = filter.add_directive(sluicegate::proxy::telemetry::HIDDEN_FROM_LOGS.parse().expect("a directive"));
+    match telemetry {
+        None => {
+            let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false);
+            tracing_subscriber::registry().with(filter).with(logs).init()
+        }
+        Some(t) => {
+            let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false);
+            tracing_subscriber::registry().with(t.layer()).with(logs.with_filter(filter)).init()
+        }
+    }
+}
+
+/// The OTLP sink role: answers every export with an empty success, as a collector would, and
+/// keeps nothing.
+async fn otlp_sink() -> anyhow::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("ready {}", listener.local_addr()?.port());
+    loop {
+        let (socket, _) = listener.accept().await?;
+        let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+            let _ = request.into_body().collect().await;
+            let body = http_body_util::Full::new(Bytes::new());
+            Ok::<_, Infallible>(
+                Response::builder().header("content-type", "application/x-protobuf").body(body).unwrap(),
+            )
+        });
+        tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service));
+    }
 }
 
 fn flag(args: &[String], name: &str, default: u64) -> u64 {
@@ -217,12 +272,13 @@ async fn proxy(upstream_port: &str, chain: &[String]) -> anyhow::Result<()> {
         format!("upstream = \"http://127.0.0.1:{upstream_port}\"\nupstream_http2 = true\n[[route]]\nprefix = \"/\"\n");
     let mut model = "per-core";
     for spec in chain {
+        let spec = spec.split("+otlp").next().unwrap_or(spec);
         let spec = match spec.strip_suffix("@shared") {
             Some(spec) => {
                 model = "shared";
                 spec
             }
-            None => spec.as_str(),
+            None => spec,
         };
         if spec != "none" {
             config.push_str(&format!("[[route.interceptor]]\nspec = \"{spec}\"\n"));
@@ -395,16 +451,37 @@ struct Target {
     pid: u32,
     _role: Option<Role>,
     _nginx: Option<Nginx>,
+    /// The OTLP sink of the `+otlp` chains, kept by the first target.
+    _sink: Option<Role>,
 }
 
 impl Target {
     /// sluicegate with each chain, then nginx if installed.
     fn all(upstream_port: u16, chains: &[String]) -> anyhow::Result<Vec<Target>> {
         let mut targets = Vec::new();
+        let sink = match chains.iter().any(|c| c.ends_with("+otlp")) {
+            true => Some(Role::start(&["otlp-sink"])?),
+            false => None,
+        };
         for chain in chains {
-            let role = Role::start(&["proxy", &upstream_port.to_string(), chain])?;
+            let exporting = match (&sink, chain.ends_with("+otlp")) {
+                (Some(sink), true) => format!("{chain}={}", sink.port),
+                _ => chain.clone(),
+            };
+            let role = Role::start(&["proxy", &upstream_port.to_string(), &exporting])?;
             let (port, pid) = (role.port, role.pid());
-            targets.push(Target { label: format!("sluicegate, {chain}"), port, pid, _role: Some(role), _nginx: None });
+            targets.push(Target {
+                label: format!("sluicegate, {chain}"),
+                port,
+                pid,
+                _role: Some(role),
+                _nginx: None,
+                _sink: None,
+            });
+        }
+        // The sink lives as long as the targets do (dropped with the first of them).
+        if let (Some(sink), Some(first)) = (sink, targets.first_mut()) {
+            first._sink = Some(sink);
         }
         if let Some(nginx) = Nginx::start(upstream_port)? {
             let (port, pid) = (nginx.port, nginx.child.id());
@@ -414,6 +491,7 @@ impl Target {
                 pid,
                 _role: None,
                 _nginx: Some(nginx),
+                _sink: None,
             });
         } else {
             eprintln!("nginx is not installed (apt-get install nginx-light): measuring sluicegate alone");

@@ -785,6 +785,7 @@ mod tests {
         );
         assert_eq!(config.reconnect.max_attempts, defaults.reconnect.max_attempts);
         assert_eq!(config.limits.max_event_bytes, defaults.limits.max_event_bytes);
+        assert_eq!(config.telemetry, defaults.telemetry);
     }
 
     #[test]

@@ -125,6 +125,8 @@ async fn a_guarded_stream_arrives_over_http_protobuf_as_one_trace_continuing_the
     let data = stream_through(&proxy).await;
     assert_eq!(data, ["event 0 for [redacted]", "event 1 for [redacted]", "event 2 for [redacted]"]);
     let spans = store.wait_for(Duration::from_secs(20), complete).await;
+    // The trace as docs/operating.md draws it (`--nocapture` shows it).
+    println!("{}", otlp::tree(&spans));
     assert_the_trace(&spans, &saw.lock().unwrap());
 }
 
