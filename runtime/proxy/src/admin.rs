@@ -237,12 +237,20 @@ fn write_interceptors(scrape: &mut Scrape, proxy: &Proxy) {
     }
 }
 
-/// Every route's counters, and its bodies by direction, outcome and reason.
+/// Every route's counters, its streams' latency histograms, and its bodies by direction,
+/// outcome and reason.
 fn write_routes(scrape: &mut Scrape, proxy: &Proxy) {
     for (name, kind, help, read) in ROUTE_COUNTERS {
         scrape.family(name, kind, help);
         for (prefix, stats) in proxy.routes() {
             scrape.sample(&[("route", prefix)], read(stats));
+        }
+    }
+    let histograms: [fn(&RouteStats) -> &prometheus::Histogram; 3] =
+        [|r| &r.latency.first_event, |r| &r.latency.between_events, |r| &r.latency.chain_delay];
+    for histogram in histograms {
+        for (prefix, stats) in proxy.routes() {
+            scrape.histogram(&[("route", prefix)], histogram(stats));
         }
     }
     scrape.family(

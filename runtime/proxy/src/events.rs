@@ -139,6 +139,11 @@ pub(crate) struct EventStream {
     done: bool,
     /// Its spans for export (`None` while export is off).
     spans: Option<Box<telemetry::StreamSpans>>,
+    /// When its request arrived, when the input of the batch being made arrived, and when events
+    /// were last written: for the route's latency histograms.
+    requested: Instant,
+    batch_arrived: Option<Instant>,
+    last_write: Option<Instant>,
 }
 
 impl EventStream {
@@ -169,11 +174,15 @@ impl EventStream {
             bytes_out: 0,
             done: false,
             spans: None,
+            requested: Instant::now(),
+            batch_arrived: None,
+            last_write: None,
         }
     }
 
-    /// The stream, with `spans` to export what it does.
-    pub(crate) fn with_spans(mut self, spans: Option<Box<telemetry::StreamSpans>>) -> Self {
+    /// The stream of a request that arrived at `requested`, with `spans` to export what it does.
+    pub(crate) fn observed(mut self, requested: Instant, spans: Option<Box<telemetry::StreamSpans>>) -> Self {
+        self.requested = requested;
         self.spans = spans;
         self
     }
@@ -316,6 +325,7 @@ impl EventStream {
                 _ = self.phase.wait_for(|p| *p == Phase::Ending) => return End::Shutdown,
                 next = next_chunk(body, idle) => next,
             };
+            self.batch_arrived = Some(Instant::now());
             let mut last = self.take(first);
             // Take what else has already arrived, without waiting: that is the batch.
             while last.is_none() && self.engine.get().buffered() < self.settings.batch.max_bytes {
@@ -406,7 +416,11 @@ impl EventStream {
                     return Some(End::Faulted);
                 }
             };
+            let wrote = !out.bytes.is_empty();
             self.send(out.bytes).await;
+            if let Some(arrived) = self.batch_arrived.filter(|_| wrote) {
+                self.route.latency.chain_delay.observe(arrived.elapsed().as_secs_f64());
+            }
             if out.ended {
                 return Some(End::EndedByInterceptor);
             }
@@ -422,6 +436,11 @@ impl EventStream {
         }
         self.route.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.bytes_out += bytes.len() as u64;
+        let now = Instant::now();
+        match self.last_write.replace(now) {
+            None => self.route.latency.first_event.observe((now - self.requested).as_secs_f64()),
+            Some(last) => self.route.latency.between_events.observe((now - last).as_secs_f64()),
+        }
         self.outbox.send(Bytes::from(bytes)).await;
     }
 

@@ -360,7 +360,7 @@ impl Proxy {
             ctx.stream_id.clone(),
             route.prefix.clone(),
         )
-        .with_spans(spans);
+        .observed(ctx.started, spans);
         // Every log line about this stream, the guests' own included, carries its id.
         let span = tracing::info_span!("stream", stream_id = %ctx.context.stream_id, path = %ctx.context.path);
         Ok(stream.into_body(body, span).boxed_unsync())

@@ -11,6 +11,7 @@ use super::path::NormalPath;
 use super::upstream::Upstream;
 use crate::chain::Chain;
 use http_body_util::BodyExt as _;
+use prometheus::{Histogram, HistogramOpts};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -55,6 +56,53 @@ pub struct RouteStats {
     pub bytes_out: AtomicU64,
     /// Every body of a guarded route, by direction, outcome and reason.
     pub bodies: BodyCounts,
+    /// How long its event streams' clients wait: what a guardrail adds to the first token and
+    /// between tokens.
+    pub latency: StreamLatency,
+}
+
+/// Latency histograms of a route's event streams (in `/metrics` per route). Each observation is
+/// a few atomic additions, once per batch written.
+#[derive(Debug)]
+pub struct StreamLatency {
+    /// From the request's arrival to the first bytes of events handed to the client.
+    pub first_event: Histogram,
+    /// Between successive writes of events to the client (at batch 1, between events).
+    pub between_events: Histogram,
+    /// From the arrival of a batch's first input to its write: parsing, batching, the chain
+    /// (guest calls included) and encoding.
+    pub chain_delay: Histogram,
+}
+
+impl Default for StreamLatency {
+    fn default() -> Self {
+        const WAITS: &[f64] =
+            &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+        const WORK: &[f64] = &[
+            0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            1.0,
+        ];
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("a valid histogram")
+        };
+        StreamLatency {
+            first_event: histogram(
+                "sluicegate_route_time_to_first_event_seconds",
+                "From an event stream's request to its first events written to the client.",
+                WAITS,
+            ),
+            between_events: histogram(
+                "sluicegate_route_time_between_events_seconds",
+                "Between successive writes of events to an event stream's client.",
+                WAITS,
+            ),
+            chain_delay: histogram(
+                "sluicegate_route_chain_delay_seconds",
+                "From a batch's first input arriving from the upstream to its write to the client.",
+                WORK,
+            ),
+        }
+    }
 }
 
 impl RouteStats {

@@ -90,3 +90,55 @@ async fn metrics_follow_streams_and_faults() {
     assert_eq!(json["interceptors"][0]["events_in"], 3 + 1, "three events, and the JSON body");
     assert_eq!(json["routes"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_latency_histograms_see_the_wait_for_the_first_event_and_every_write() {
+    let next = std::sync::Arc::new(tokio::sync::Notify::new());
+    let upstream = start_upstream({
+        let next = next.clone();
+        move |_| {
+            let next = next.clone();
+            async move {
+                let (tx, response) = streamed("text/event-stream");
+                tokio::spawn(async move {
+                    // A slow first token: the upstream thinks for 60 ms (a delay to measure, not
+                    // a wait for anything).
+                    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+                    for n in 1..=3 {
+                        let _ = tx.send(Ok(Bytes::from(format!("data: token {n}\n\n")))).await;
+                        next.notified().await;
+                    }
+                });
+                response
+            }
+        }
+    })
+    .await;
+    let config = format!(
+        "upstream = \"http://{upstream}\"\n[[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n"
+    );
+    let (proxy, state) = start_proxy(&config).await;
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    tokio::spawn(sluicegate::proxy::admin::serve_admin(admin, sluicegate::proxy::ProxyHandle::new(state.clone())));
+
+    let mut reader = EventReader::new(get(&format!("http://{proxy}/s"), &[]).await);
+    for n in 1..=3 {
+        let event = reader.next().await.expect("each token");
+        assert_eq!(event.data.as_deref(), Some(format!("token {n}").as_bytes()));
+        next.notify_one();
+    }
+    assert!(reader.next().await.is_none());
+
+    let (_, metrics) = fetch(&format!("http://{admin_addr}/metrics")).await;
+    let first = "sluicegate_route_time_to_first_event_seconds";
+    assert_eq!(value(&metrics, &format!("{first}_count{{route=\"/\"}}")), 1);
+    assert_eq!(
+        value(&metrics, &format!("{first}_bucket{{route=\"/\",le=\"0.05\"}}")),
+        0,
+        "the 60 ms the first token took"
+    );
+    assert_eq!(value(&metrics, &format!("{first}_bucket{{route=\"/\",le=\"+Inf\"}}")), 1);
+    assert_eq!(value(&metrics, "sluicegate_route_time_between_events_seconds_count{route=\"/\"}"), 2);
+    assert_eq!(value(&metrics, "sluicegate_route_chain_delay_seconds_count{route=\"/\"}"), 3);
+}
