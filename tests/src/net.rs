@@ -213,3 +213,17 @@ pub fn config_with_chain(upstream: SocketAddr, chain: &[&str], extra: &str) -> S
     }
     config
 }
+
+/// A listener that accepts connections and never answers on them (a black hole), kept open for
+/// the test's life; its address.
+pub async fn start_silent() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}

@@ -23,6 +23,14 @@ fn value(metrics: &str, line_start: &str) -> u64 {
         .unwrap()
 }
 
+/// The admin listener of the proxy `state`, on a free port; its address.
+async fn start_admin(state: &std::sync::Arc<sluicegate::proxy::Proxy>) -> std::net::SocketAddr {
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = admin.local_addr().unwrap();
+    tokio::spawn(sluicegate::proxy::admin::serve_admin(admin, sluicegate::proxy::ProxyHandle::new(state.clone())));
+    addr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_streams_and_faults() {
     let upstream = start_upstream(|request| async move {
@@ -41,9 +49,7 @@ async fn metrics_follow_streams_and_faults() {
         "upstream = \"http://{upstream}\"\n[[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:redact\"\n[[route]]\nprefix = \"/bad\"\n[[route.interceptor]]\nspec = \"{hostile}\"\non_fault = \"fail-open\"\nconfig = {{ mode = \"short-count\" }}\n"
     );
     let (proxy, state) = start_proxy(&config).await;
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_addr = admin.local_addr().unwrap();
-    tokio::spawn(sluicegate::proxy::admin::serve_admin(admin, sluicegate::proxy::ProxyHandle::new(state.clone())));
+    let admin_addr = start_admin(&state).await;
 
     assert_eq!(fetch(&format!("http://{admin_addr}/healthz")).await, (200, "ok\n".into()));
     assert_eq!(fetch(&format!("http://{admin_addr}/readyz")).await.0, 200);
@@ -118,9 +124,7 @@ async fn a_routes_latency_histograms_see_the_wait_for_the_first_event_and_every_
         "upstream = \"http://{upstream}\"\n[[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n"
     );
     let (proxy, state) = start_proxy(&config).await;
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_addr = admin.local_addr().unwrap();
-    tokio::spawn(sluicegate::proxy::admin::serve_admin(admin, sluicegate::proxy::ProxyHandle::new(state.clone())));
+    let admin_addr = start_admin(&state).await;
 
     let mut reader = EventReader::new(get(&format!("http://{proxy}/s"), &[]).await);
     for n in 1..=3 {

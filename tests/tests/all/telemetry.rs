@@ -166,15 +166,7 @@ async fn a_collector_that_is_down_costs_the_streams_nothing_and_its_losses_are_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_never_answers_costs_the_streams_nothing_and_a_full_queue_drops_counted() {
-    // Accepts connections and never answers on them.
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = hole.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hole.accept().await {
-            held.push(socket);
-        }
-    });
+    let addr = start_silent().await;
     let (upstream, _) = stamping_upstream().await;
     // Room for four spans: the first export hangs, so the second stream's spans find it full.
     let extra = "queue_size = 4\ntimeout_ms = 2000";

@@ -398,14 +398,7 @@ async fn named_upstreams_carry_their_own_headers_and_may_be_unix_sockets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_named_upstream_has_its_own_timeouts_and_names_are_checked() {
     // Accepts, then never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent = start_silent().await;
     let config = format!("upstream = \"slow\"\n[upstreams.slow]\nurl = \"http://{silent}\"\nheader_timeout_ms = 100\n");
     let (proxy, _) = start_proxy(&config).await;
     assert_eq!(get(&format!("http://{proxy}/x"), &[]).await.status(), 504, "the top-level upstream may be a name");
