@@ -14,6 +14,7 @@ use crate::chain::{ChainFault, ChainStream, LinkRecord};
 use crate::config::BatchConfig;
 use crate::lines::{self, LineParser};
 use crate::sse::{self, Event, Parser};
+use crate::text::facts::{FactReader, Facts};
 use bytes::Bytes;
 use sluicegate_guest::EndReason;
 use std::collections::VecDeque;
@@ -133,6 +134,8 @@ pub struct StreamEngine {
     /// What the parser still held as complete when the input ended: the last batch's last event.
     tail: Option<Event>,
     stats: EngineStats,
+    /// The GenAI facts of the stream's events, read only when asked for (telemetry).
+    facts: Option<Box<FactReader>>,
 }
 
 impl StreamEngine {
@@ -157,7 +160,19 @@ impl StreamEngine {
             retry_ms: None,
             tail: None,
             stats: EngineStats::default(),
+            facts: None,
         }
+    }
+
+    /// Reads the GenAI facts of the events from now on (see [`Facts`]); off unless asked for, as
+    /// it searches every event's bytes.
+    pub fn read_facts(&mut self) {
+        self.facts.get_or_insert_default();
+    }
+
+    /// The GenAI facts read so far, if [`StreamEngine::read_facts`] was asked for.
+    pub fn facts(&self) -> Option<&Facts> {
+        self.facts.as_deref().map(FactReader::facts)
     }
 
     /// Bytes as they arrived.
@@ -232,6 +247,9 @@ impl StreamEngine {
             }
             if let Some(ms) = event.retry() {
                 self.retry_ms = Some(ms);
+            }
+            if let (Some(reader), Some(data)) = (&mut self.facts, event.data()) {
+                reader.observe(data);
             }
         }
         false

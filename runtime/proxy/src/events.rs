@@ -183,6 +183,9 @@ impl EventStream {
     /// The stream of a request that arrived at `requested`, with `spans` to export what it does.
     pub(crate) fn observed(mut self, requested: Instant, spans: Option<Box<telemetry::StreamSpans>>) -> Self {
         self.requested = requested;
+        if spans.is_some() {
+            self.engine.get().read_facts();
+        }
         self.spans = spans;
         self
     }
@@ -312,7 +315,8 @@ impl EventStream {
         }
         .log();
         if let Some(spans) = &self.spans {
-            spans.close(end, outcome == Outcome::Refused, engine.records(), (self.bytes_in, self.bytes_out));
+            let bytes = (self.bytes_in, self.bytes_out);
+            spans.close(end, outcome == Outcome::Refused, engine.records(), bytes, engine.facts());
         }
     }
 

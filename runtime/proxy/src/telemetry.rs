@@ -24,6 +24,7 @@ use opentelemetry_sdk::trace::{
 };
 use sluicegate_contract::config::{FaultPolicy, OtlpProtocol, TelemetryConfig};
 use sluicegate_host::chain::LinkRecord;
+use sluicegate_host::text::facts::Facts;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -423,6 +424,8 @@ pub(crate) fn record_upstream<B>(
 /// interceptor link, each summarising at the end what the link did to the stream (spans per
 /// batch would cost what the batch path saves). Verdicts that matter are span events.
 pub(crate) struct StreamSpans {
+    /// The request's span, which also gets the stream's GenAI attributes.
+    request: tracing::Span,
     stream: tracing::Span,
     links: Vec<tracing::Span>,
 }
@@ -445,7 +448,7 @@ impl StreamSpans {
         stream.set_attribute("http.route", prefix.to_owned());
         stream.set_attribute("sluicegate.framing", framing);
         let links = links.iter().map(|link| link_span(&stream, link)).collect();
-        Some(Box::new(StreamSpans { stream, links }))
+        Some(Box::new(StreamSpans { request: tracing::Span::current(), stream, links }))
     }
 
     /// The stream's span, to parent what the stream does (its resumptions).
@@ -454,7 +457,18 @@ impl StreamSpans {
     }
 
     /// Records how the stream ended and what each link did; the spans end when dropped.
-    pub(crate) fn close(&self, end: &'static str, refused: bool, records: &[LinkRecord], bytes: (u64, u64)) {
+    pub(crate) fn close(
+        &self,
+        end: &'static str,
+        refused: bool,
+        records: &[LinkRecord],
+        bytes: (u64, u64),
+        facts: Option<&Facts>,
+    ) {
+        if let Some(facts) = facts {
+            gen_ai(&self.stream, facts);
+            gen_ai(&self.request, facts);
+        }
         self.stream.set_attribute("sluicegate.end", end);
         self.stream.set_attribute("sluicegate.bytes_in", bytes.0 as i64);
         self.stream.set_attribute("sluicegate.bytes_out", bytes.1 as i64);
@@ -464,6 +478,29 @@ impl StreamSpans {
         for (span, link) in self.links.iter().zip(records) {
             summarise(span, link);
         }
+    }
+}
+
+/// The GenAI conventions' attributes of what the stream showed (nothing it did not show).
+fn gen_ai(span: &tracing::Span, facts: &Facts) {
+    if let Some(system) = facts.system {
+        span.set_attribute("gen_ai.system", system);
+    }
+    if let Some(model) = &facts.response_model {
+        span.set_attribute("gen_ai.response.model", model.clone());
+    }
+    if let Some(n) = facts.input_tokens {
+        span.set_attribute("gen_ai.usage.input_tokens", n as i64);
+    }
+    if let Some(n) = facts.output_tokens {
+        span.set_attribute("gen_ai.usage.output_tokens", n as i64);
+    }
+    if !facts.finish_reasons.is_empty() {
+        let reasons = facts.finish_reasons.iter().map(|r| r.clone().into()).collect();
+        span.set_attribute(
+            "gen_ai.response.finish_reasons",
+            opentelemetry::Value::Array(opentelemetry::Array::String(reasons)),
+        );
     }
 }
 

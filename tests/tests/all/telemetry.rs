@@ -298,3 +298,39 @@ async fn a_refusal_a_fault_under_fail_open_and_a_resumption_arrive_as_spans_and_
     assert_eq!(seen.len(), 2, "the first request and the resumption");
     assert!(seen[1].contains(&hex(&resumption.span.span_id)), "the resumption carries its own span: {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_streams_model_usage_and_finish_reason_become_gen_ai_attributes() {
+    let (receiver, store) = otlp::start_http().await;
+    let upstream = start_upstream(|_| async {
+        let chunk = |delta: &str, finish: &str| {
+            format!(
+                "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-test-1\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"finish_reason\":{finish}}}],\"usage\":null}}\n\n"
+            )
+        };
+        let usage = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-test-1\",\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":2}}\n\n";
+        let body = [chunk("{\"content\":\"mail \"}", "null"), chunk(&format!("{{\"content\":\"{EMAIL}\"}}"), "null"), chunk("{}", "\"stop\""), usage.into(), "data: [DONE]\n\n".into()].concat();
+        full(200, "text/event-stream", body)
+    })
+    .await;
+    let proxy = serve_exporting("gen-ai", upstream, &format!("http://{receiver}"), "http/protobuf", "");
+    let events = EventReader::new(get(&format!("http://{}/v1/chat/completions", proxy.addr), &[]).await).rest().await;
+    assert_eq!(events.len(), 5);
+    let spans = store
+        .wait_for(Duration::from_secs(20), |s| {
+            !named(s, "sluicegate.stream").is_empty() && !named(s, "GET /v1").is_empty()
+        })
+        .await;
+    for span in [one(&spans, "sluicegate.stream"), one(&spans, "GET /v1")] {
+        assert_eq!(span.attribute("gen_ai.system").as_deref(), Some("openai"), "{span:#?}");
+        assert_eq!(span.attribute("gen_ai.response.model").as_deref(), Some("gpt-test-1"));
+        assert_eq!(span.attribute("gen_ai.usage.input_tokens").as_deref(), Some("11"));
+        assert_eq!(span.attribute("gen_ai.usage.output_tokens").as_deref(), Some("2"));
+        let reasons =
+            span.span.attributes.iter().find(|kv| kv.key == "gen_ai.response.finish_reasons").expect("finish reasons");
+        assert!(format!("{:?}", reasons.value).contains("\"stop\""), "{reasons:?}");
+        for value in span.all_values() {
+            assert!(!value.contains(EMAIL), "no text the model wrote: {value}");
+        }
+    }
+}

@@ -27,6 +27,7 @@
 
 pub mod contract;
 mod endings;
+pub mod facts;
 mod formats;
 mod guard;
 pub mod samples;
