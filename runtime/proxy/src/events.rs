@@ -142,7 +142,7 @@ pub(crate) struct EventStream {
     /// When its request arrived, when the input of the batch being made arrived, and when events
     /// were last written: for the route's latency histograms.
     requested: Instant,
-    batch_arrived: Option<Instant>,
+    batch_arrived: Instant,
     last_write: Option<Instant>,
 }
 
@@ -175,7 +175,7 @@ impl EventStream {
             done: false,
             spans: None,
             requested: Instant::now(),
-            batch_arrived: None,
+            batch_arrived: Instant::now(),
             last_write: None,
         }
     }
@@ -329,7 +329,7 @@ impl EventStream {
                 _ = self.phase.wait_for(|p| *p == Phase::Ending) => return End::Shutdown,
                 next = next_chunk(body, idle) => next,
             };
-            self.batch_arrived = Some(Instant::now());
+            self.batch_arrived = Instant::now();
             let mut last = self.take(first);
             // Take what else has already arrived, without waiting: that is the batch.
             while last.is_none() && self.engine.get().buffered() < self.settings.batch.max_bytes {
@@ -422,8 +422,8 @@ impl EventStream {
             };
             let wrote = !out.bytes.is_empty();
             self.send(out.bytes).await;
-            if let Some(arrived) = self.batch_arrived.filter(|_| wrote) {
-                self.route.latency.chain_delay.observe(arrived.elapsed().as_secs_f64());
+            if wrote {
+                self.route.latency.chain_delay.observe(self.batch_arrived.elapsed().as_secs_f64());
             }
             if out.ended {
                 return Some(End::EndedByInterceptor);

@@ -231,11 +231,10 @@ impl Proxy {
     async fn upstream_request(
         &self,
         ctx: &mut RequestCtx<'_>,
-        head: http::request::Parts,
+        mut head: http::request::Parts,
         body: AnyBody,
     ) -> Result<Response<AnyBody>, ProxyError> {
         let upstream = ctx.upstream.ok_or(ErrorKind::NoRoute)?;
-        let mut head = head;
         let span = telemetry::client_span(&head.method, &head.uri, &mut head.headers);
         let response = upstream.send(Request::from_parts(head, body)).instrument(span.clone()).await;
         telemetry::record_upstream(&span, &response);

@@ -43,8 +43,8 @@ pub struct Export {
     pub url: String,
     /// HTTP/protobuf or gRPC.
     pub protocol: OtlpProtocol,
-    /// `service.name`, if set (else the environment's, else `sluicegate`).
-    pub service_name: Option<String>,
+    /// `service.name`: the configured one, else `OTEL_SERVICE_NAME`, else `sluicegate`.
+    pub service_name: String,
     /// Resource attributes beyond the environment's.
     pub resource_attributes: Vec<(String, String)>,
     /// Finished spans held for export at most.
@@ -102,7 +102,11 @@ impl Export {
         Ok(Some(Export {
             url,
             protocol,
-            service_name: config.service_name.clone(),
+            service_name: config
+                .service_name
+                .clone()
+                .or_else(|| env("OTEL_SERVICE_NAME"))
+                .unwrap_or_else(|| "sluicegate".into()),
             resource_attributes: config.resource_attributes.clone().into_iter().collect(),
             queue_size: config.queue_size,
             timeout: config.timeout_ms,
@@ -192,18 +196,10 @@ impl Telemetry {
     }
 }
 
-/// `service.name` (the configured one, else `OTEL_SERVICE_NAME`, else `sluicegate`),
-/// `OTEL_RESOURCE_ATTRIBUTES`, then the configured attributes.
+/// `service.name` as resolved, `OTEL_RESOURCE_ATTRIBUTES`, then the configured attributes.
 fn resource(export: &Export) -> Resource {
-    let mut builder = Resource::builder();
-    let from_env = std::env::var_os("OTEL_SERVICE_NAME").is_some();
-    match &export.service_name {
-        Some(name) => builder = builder.with_service_name(name.clone()),
-        None if !from_env => builder = builder.with_service_name("sluicegate"),
-        None => {}
-    }
     let attributes = export.resource_attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone()));
-    builder.with_attributes(attributes).build()
+    Resource::builder().with_service_name(export.service_name.clone()).with_attributes(attributes).build()
 }
 
 /// What the export has lost and sent since the process started.
@@ -622,6 +618,9 @@ mod tests {
             [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")];
         let export = Export::resolve(&TelemetryConfig::default(), env(&from_env)).unwrap().unwrap();
         assert_eq!((export.url.as_str(), export.protocol), ("http://c:4318/v1/traces", OtlpProtocol::HttpProtobuf));
+        assert_eq!(export.service_name, "sluicegate");
+        let named = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_SERVICE_NAME", "edge")];
+        assert_eq!(Export::resolve(&TelemetryConfig::default(), env(&named)).unwrap().unwrap().service_name, "edge");
 
         let config = TelemetryConfig {
             endpoint: Some("http://file:4317".into()),
