@@ -364,6 +364,7 @@ impl Chain {
                     ..LinkRecord::default()
                 })
                 .collect(),
+            released_hold: None,
         };
         for (i, link) in self.links.iter().enumerate() {
             let opened = if link.breaker.allows() { link.interceptor.open(context) } else { Err(Fault::CircuitOpen) };
@@ -452,6 +453,8 @@ pub struct ChainStream {
     ended: bool,
     /// What each interceptor did to this stream.
     records: Vec<LinkRecord>,
+    /// The longest any link's released text had been held, since it was last taken.
+    released_hold: Option<Duration>,
 }
 
 impl ChainStream {
@@ -465,6 +468,12 @@ impl ChainStream {
     /// What each interceptor has done to this stream so far, in chain order.
     pub fn records(&self) -> &[LinkRecord] {
         &self.records
+    }
+
+    /// How long the longest-held text released since the last call had been held back by a
+    /// link (from the batch it arrived in to the one that released it).
+    pub fn take_released_hold(&mut self) -> Option<Duration> {
+        self.released_hold.take()
     }
 
     /// The name of the interceptor that ended the stream, if one did.
@@ -504,6 +513,7 @@ impl ChainStream {
         let stream = self.streams[i].as_mut().expect("opened above");
         let started = Instant::now();
         let result = stream.process(batch, &mut self.spare);
+        self.released_hold = self.released_hold.max(stream.released_hold());
         let stats = &link.stats;
         let took = started.elapsed();
         stats.call_seconds.observe(took.as_secs_f64());
@@ -593,7 +603,9 @@ impl ChainStream {
             }
             let Some(stream) = self.streams[i].as_mut() else { continue };
             crate::counts::clear();
-            match stream.finish(reason, &mut added) {
+            let finished = stream.finish(reason, &mut added);
+            self.released_hold = self.released_hold.max(stream.released_hold());
+            match finished {
                 Ok(applied) => {
                     crate::counts::take(&self.links[i].stats.counted, &mut self.records[i].counts);
                     self.records[i].injected += u64::from(applied.inserted);

@@ -105,6 +105,9 @@ pub struct Output {
     pub events_out: usize,
     /// The chain ended the stream with this batch.
     pub ended: bool,
+    /// How long the longest-held text this batch released had been held back by a link (from
+    /// the batch it arrived in to this one); `None` if it released no held text.
+    pub released_hold: Option<std::time::Duration>,
 }
 
 /// Totals of one stream.
@@ -266,7 +269,7 @@ impl StreamEngine {
         }
         let events_out = self.batch.len();
         self.stats.events_out += events_out as u64;
-        Output { bytes, events_in, events_out, ended }
+        Output { bytes, events_in, events_out, ended, released_hold: self.chain.take_released_hold() }
     }
 
     /// The input ended normally: an event without its terminating blank line is discarded, as

@@ -30,6 +30,12 @@ pub trait InterceptorStream: Send {
 
     /// Ends the stream; events to send before closing are written to `output`.
     fn finish(&mut self, reason: EndReason, output: &mut Batch) -> Result<Applied, Fault>;
+
+    /// How long the longest-held text its last call released had been held back (a text
+    /// interceptor holds text where a match could begin); `None` if it released none it held.
+    fn released_hold(&mut self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// The contract an interceptor implements.

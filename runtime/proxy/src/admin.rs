@@ -246,8 +246,12 @@ fn write_routes(scrape: &mut Scrape, proxy: &Proxy) {
             scrape.sample(&[("route", prefix)], read(stats));
         }
     }
-    let histograms: [fn(&RouteStats) -> &prometheus::Histogram; 3] =
-        [|r| &r.latency.first_event, |r| &r.latency.between_events, |r| &r.latency.chain_delay];
+    let histograms: [fn(&RouteStats) -> &prometheus::Histogram; 4] = [
+        |r| &r.latency.first_event,
+        |r| &r.latency.between_events,
+        |r| &r.latency.chain_delay,
+        |r| &r.latency.held_text,
+    ];
     for histogram in histograms {
         for (prefix, stats) in proxy.routes() {
             scrape.histogram(&[("route", prefix)], histogram(stats));

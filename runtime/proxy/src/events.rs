@@ -277,7 +277,12 @@ impl EventStream {
             );
         }
         let tail = match tail {
-            Ok(tail) => tail.bytes,
+            Ok(tail) => {
+                if let Some(held) = tail.released_hold {
+                    self.route.latency.held_text.observe(held.as_secs_f64());
+                }
+                tail.bytes
+            }
             Err(fault) => {
                 tracing::error!("{fault} while finishing the stream");
                 Vec::new()
@@ -420,6 +425,9 @@ impl EventStream {
                     return Some(End::Faulted);
                 }
             };
+            if let Some(held) = out.released_hold {
+                self.route.latency.held_text.observe(held.as_secs_f64());
+            }
             let wrote = !out.bytes.is_empty();
             self.send(out.bytes).await;
             if wrote {

@@ -72,6 +72,10 @@ pub struct StreamLatency {
     /// From the arrival of a batch's first input to its write: parsing, batching, the chain
     /// (guest calls included) and encoding.
     pub chain_delay: Histogram,
+    /// How long text a guard held back (where a match could still begin) waited for its release:
+    /// from the batch it arrived in to the one that let it go, once per batch that released held
+    /// text (the longest wait in it).
+    pub held_text: Histogram,
 }
 
 impl Default for StreamLatency {
@@ -100,6 +104,11 @@ impl Default for StreamLatency {
                 "sluicegate_route_chain_delay_seconds",
                 "From a batch's first input arriving from the upstream to its write to the client.",
                 WORK,
+            ),
+            held_text: histogram(
+                "sluicegate_route_held_text_seconds",
+                "How long text a guard held back at a possible match waited for its release.",
+                WAITS,
             ),
         }
     }

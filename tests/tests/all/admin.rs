@@ -146,3 +146,66 @@ async fn a_routes_latency_histograms_see_the_wait_for_the_first_event_and_every_
     assert_eq!(value(&metrics, "sluicegate_route_time_between_events_seconds_count{route=\"/\"}"), 2);
     assert_eq!(value(&metrics, "sluicegate_route_chain_delay_seconds_count{route=\"/\"}"), 3);
 }
+
+/// One chunk of an OpenAI Chat stream carrying `content`.
+fn chat_chunk(content: &str) -> Bytes {
+    let chunk = serde_json::json!({
+        "id": "c1", "object": "chat.completion.chunk", "model": "m",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]
+    });
+    Bytes::from(format!("data: {chunk}\n\n"))
+}
+
+#[tokio::test]
+async fn the_time_a_guard_held_text_back_is_measured_from_its_arrival_to_its_release() {
+    let seen = std::sync::Arc::new(tokio::sync::Notify::new());
+    let upstream = start_upstream({
+        let seen = seen.clone();
+        move |_| {
+            let seen = seen.clone();
+            async move {
+                let (tx, response) = streamed("text/event-stream");
+                tokio::spawn(async move {
+                    // `ann@exa` could be the start of an address: the guard holds it.
+                    let _ = tx.send(Ok(chat_chunk("Mail ann@exa"))).await;
+                    seen.notified().await;
+                    // The rest of the address comes 60 ms later (a delay to measure).
+                    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+                    let _ = tx.send(Ok(chat_chunk("mple.org today"))).await;
+                    let _ = tx.send(Ok(Bytes::from("data: [DONE]\n\n"))).await;
+                });
+                response
+            }
+        }
+    })
+    .await;
+    let config = format!(
+        "upstream = \"http://{upstream}\"\n[[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"native:patterns\"\nconfig = {{ detect = \"email\" }}\n"
+    );
+    let (proxy, state) = start_proxy(&config).await;
+    let admin_addr = start_admin(&state).await;
+
+    let mut reader = EventReader::new(get(&format!("http://{proxy}/v1/chat/completions"), &[]).await);
+    let mut text = String::new();
+    while let Some(event) = reader.next().await {
+        let data = String::from_utf8(event.data.unwrap_or_default().to_vec()).unwrap();
+        if let Ok(chunk) = serde_json::from_str::<serde_json::Value>(&data) {
+            text.push_str(chunk["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+        }
+        if text == "Mail " {
+            seen.notify_one(); // only what could not be an address went out
+        }
+    }
+    assert_eq!(text, "Mail [email] today");
+
+    let (_, metrics) = fetch(&format!("http://{admin_addr}/metrics")).await;
+    let held = "sluicegate_route_held_text_seconds";
+    // Two releases: the address, held 60 ms, and `today` (a word could start an address) at the
+    // end of the stream.
+    let (count, quick) = (
+        value(&metrics, &format!("{held}_count{{route=\"/\"}}")),
+        value(&metrics, &format!("{held}_bucket{{route=\"/\",le=\"0.05\"}}")),
+    );
+    assert_eq!(count, 2, "two releases of held text");
+    assert!(quick < count, "the address was held for the 60 ms: {quick} of {count} under 50 ms");
+}

@@ -168,6 +168,10 @@ impl<J: Judge> InterceptorStream for TextStreamState<J> {
         self.verdict.complete(0);
         Ok(apply_finish(self.verdict.ops(), self.verdict.bytes(), output, self.max_output)?)
     }
+
+    fn released_hold(&mut self) -> Option<std::time::Duration> {
+        self.engine.take_released_hold()
+    }
 }
 
 fn panicked(_: Box<dyn std::any::Any + Send>) -> Fault {

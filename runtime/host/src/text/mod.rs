@@ -30,6 +30,7 @@ mod endings;
 pub mod facts;
 mod formats;
 mod guard;
+mod held;
 pub mod samples;
 
 pub(crate) use guard::TextStreamState;
@@ -38,11 +39,13 @@ pub use sluicegate_guest::text::{Answer, ChannelKind, Item, Refusal, StopReason}
 
 use crate::interceptor::{Fault, TrapKind};
 use formats::{Classifier, Found, Role};
+use held::{Arrivals, BatchClock};
 use sluicegate_guest::EndReason;
 use sluicegate_guest::json;
 use sluicegate_guest::{BatchView, NewEvent, Replacement, VerdictBuilder};
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What judges a stream's texts: a native transform, or a guest of the text world.
 pub trait Judge: Send {
@@ -95,6 +98,8 @@ struct Channel {
     parts: Vec<Range<usize>>,
     /// This batch's text went out as it came: nothing held before or after, nothing changed.
     untouched: bool,
+    /// When the text it holds arrived.
+    arrivals: Arrivals,
 }
 
 /// A release event: the event type (empty: none), and the data around the channel's text.
@@ -147,6 +152,10 @@ pub struct TextEngine {
     answers: Vec<Answer>,
     stopped: bool,
     stats: TextStats,
+    /// This batch's time, read when a hold starts or ends.
+    clock: BatchClock,
+    /// The longest any text released since [`TextEngine::take_released_hold`] had been held.
+    released_hold: Option<Duration>,
 }
 
 /// An answer that breaks the contract: the judge's fault.
@@ -173,6 +182,12 @@ impl TextEngine {
     /// The most output tokens the provider reported in the stream's usage figures, if it did.
     pub fn output_tokens(&self) -> Option<u64> {
         self.classifier.output_tokens
+    }
+
+    /// How long the longest-held text released since the last call had been held back (from
+    /// the batch it arrived in to the one that released it); `None` if no held text was released.
+    pub fn take_released_hold(&mut self) -> Option<Duration> {
+        self.released_hold.take()
     }
 
     /// The text all channels hold now, in bytes.
@@ -228,6 +243,7 @@ impl TextEngine {
 
     fn start_batch(&mut self) {
         self.spans.clear();
+        self.clock.reset();
         // The items' buffers are kept for the next batch's items.
         self.spare_texts.extend(self.items.drain(..).map(|item| item.text));
         self.channels.retain(|c| !c.closed);
@@ -325,6 +341,7 @@ impl TextEngine {
             segment_ends: Vec::new(),
             parts: Vec::new(),
             untouched: true,
+            arrivals: Arrivals::default(),
         });
         self.channels.len() - 1
     }
@@ -403,6 +420,8 @@ impl TextEngine {
         channel.untouched &= count == channel.pending.len() && channel.released == kept;
         let differs = split_release(kept, &channel.released, &channel.segment_ends, &mut channel.parts);
         channel.pending.drain(..count);
+        let waited = channel.arrivals.answered(count, channel.pending.len(), &mut self.clock);
+        self.released_hold = self.released_hold.max(waited);
         self.stats.max_held_bytes = self.stats.max_held_bytes.max(channel.pending.len());
         // A stop takes effect at the delta where the text stops going out as it came.
         let delta =
