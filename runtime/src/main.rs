@@ -14,6 +14,7 @@ use cli::pipeline::{self, BatchLimits};
 use sluicegate::chain::Chain;
 use sluicegate::config::{InterceptorConfig, ProxyConfig};
 use sluicegate::host::{Limits, Runtime};
+use sluicegate::proxy::otlp_metrics::MetricsPush;
 use sluicegate::proxy::telemetry::{self, Export, Telemetry};
 use sluicegate::proxy::{Proxy, ProxyHandle};
 use sluicegate::spec::Spec;
@@ -231,7 +232,7 @@ fn main() -> ExitCode {
     if let Some(telemetry) = &telemetry {
         tracing::info!(endpoint = telemetry.url(), "exporting traces over OTLP");
     }
-    let result = run(cli);
+    let result = run(cli, telemetry.as_ref().map(Telemetry::export));
     if let Some(telemetry) = telemetry {
         telemetry.shutdown();
     }
@@ -292,12 +293,12 @@ where
     tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json().with_current_span(true).with_span_list(false)
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, export: Option<&Export>) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { interceptors, settings, max_batch_events } => {
             run_stdin(&interceptors, &settings, max_batch_events)
         }
-        Command::Serve(args) => tokio_runtime()?.block_on(serve(args)),
+        Command::Serve(args) => tokio_runtime()?.block_on(serve(args, export)),
         Command::Demo { listen, upstream_only: true, .. } => tokio_runtime()?.block_on(demo_upstream(listen)),
         Command::Demo { listen, once, .. } => tokio_runtime()?.block_on(demo(listen, once)),
         Command::Bench { interceptor, against, batch_sizes, json, events } => {
@@ -437,7 +438,7 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Loads everything (failing before listening if anything is wrong), then serves until Ctrl-C.
 /// Loads everything (failing before listening if anything is wrong), then serves: reloading on
 /// SIGHUP (and on file changes with --watch), shutting down gracefully on SIGTERM or Ctrl-C.
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, export: Option<&Export>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     sluicegate::proxy::raise_descriptor_limit();
     let config = args.load_config()?;
@@ -454,6 +455,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(admin = %admin_listener.local_addr()?, "serving /metrics, /healthz and /readyz");
         tokio::spawn(sluicegate::proxy::admin::serve_admin(admin_listener, handle.clone()));
     }
+    let metrics = push_metrics(export, &handle)?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut watched = FileStamps::new(args.watched_files(&config));
@@ -482,8 +484,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let lifecycle = handle.lifecycle();
     lifecycle.shut_down(shutdown.drain_ms, shutdown.finish_ms).await;
     server.stop().await?;
+    if let Some(metrics) = metrics {
+        // The last values, pushed from a thread that may block.
+        tokio::task::spawn_blocking(move || metrics.shutdown()).await?;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Pushes the metrics of `/metrics` over OTLP if export asks for it (read from the proxy that
+/// serves at the time of each push, a reload's included).
+fn push_metrics(export: Option<&Export>, handle: &Arc<ProxyHandle>) -> anyhow::Result<Option<MetricsPush>> {
+    let Some(export) = export else { return Ok(None) };
+    let handle = handle.clone();
+    let source = Box::new(move || sluicegate::proxy::admin::families(&handle.current()));
+    let push = MetricsPush::start(export, source)?;
+    if let Some(metrics) = &export.metrics {
+        tracing::info!(
+            endpoint = metrics.url,
+            interval_ms = metrics.interval.as_millis() as u64,
+            "pushing metrics over OTLP"
+        );
+    }
+    Ok(push)
 }
 
 /// The proxy of the configuration as it is now on disk, built beside the running one (off the I/O

@@ -1,15 +1,20 @@
-//! A small OTLP trace receiver on loopback, over HTTP/protobuf (`POST /v1/traces`) and gRPC,
-//! built on the published `opentelemetry-proto` definitions: what a collector would get from the
-//! proxy, kept for a test to read.
+//! A small OTLP receiver on loopback, over HTTP/protobuf (`POST /v1/traces`, `POST /v1/metrics`)
+//! and gRPC, built on the published `opentelemetry-proto` definitions: what a collector would get
+//! from the proxy, kept for a test to read.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use std::net::SocketAddr;
@@ -64,10 +69,157 @@ fn text(value: &Value) -> Option<String> {
     })
 }
 
+/// One data point of a pushed metric, flattened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The metric's name and unit.
+    pub name: String,
+    /// Its unit.
+    pub unit: String,
+    /// `sum` (monotonic and cumulative), `gauge` or `histogram` (cumulative).
+    pub kind: &'static str,
+    /// Its attributes, in order.
+    pub labels: Vec<(String, String)>,
+    /// A sum's or gauge's value; a histogram's sum.
+    pub value: f64,
+    /// A histogram's count, bucket counts (each alone) and bounds.
+    pub count: u64,
+    /// A histogram's counts per bucket.
+    pub buckets: Vec<u64>,
+    /// A histogram's bounds.
+    pub bounds: Vec<f64>,
+    /// Its start and time (Unix nanoseconds).
+    pub start: u64,
+    /// When it was read.
+    pub time: u64,
+}
+
+impl Point {
+    /// The lines of the Prometheus text format this point reads as (`name{labels} value`):
+    /// what `/metrics` would show for it when the names are mapped back as the OpenTelemetry
+    /// compatibility rules say (a monotonic sum gets `_total`).
+    pub fn prometheus_lines(&self) -> Vec<String> {
+        let labels = |extra: Option<(&str, String)>| {
+            let mut all: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            all.extend(extra.map(|(k, v)| format!("{k}=\"{v}\"")));
+            if all.is_empty() { String::new() } else { format!("{{{}}}", all.join(",")) }
+        };
+        match self.kind {
+            "sum" => vec![format!("{}_total{} {}", self.name, labels(None), self.value)],
+            "gauge" => vec![format!("{}{} {}", self.name, labels(None), self.value)],
+            _ => {
+                let mut lines = Vec::new();
+                let mut below = 0;
+                for (at, n) in self.buckets.iter().enumerate() {
+                    below += n;
+                    let le = self.bounds.get(at).map_or("+Inf".to_string(), |b| b.to_string());
+                    lines.push(format!("{}_bucket{} {below}", self.name, labels(Some(("le", le)))));
+                }
+                lines.push(format!("{}_sum{} {}", self.name, labels(None), self.value));
+                lines.push(format!("{}_count{} {}", self.name, labels(None), self.count));
+                lines
+            }
+        }
+    }
+}
+
+/// One push of metrics: its resource's attributes and its points.
+#[derive(Debug, Clone)]
+pub struct Push {
+    /// The resource's attributes.
+    pub resource: Vec<KeyValue>,
+    /// Every point, in the order sent.
+    pub points: Vec<Point>,
+}
+
+impl Push {
+    fn from(request: ExportMetricsServiceRequest) -> Push {
+        let mut push = Push { resource: Vec::new(), points: Vec::new() };
+        for resource_metrics in request.resource_metrics {
+            push.resource = resource_metrics.resource.map(|r| r.attributes).unwrap_or_default();
+            let metrics = resource_metrics.scope_metrics.into_iter().flat_map(|scope| scope.metrics);
+            for m in metrics {
+                push.points.extend(points(&m.name, &m.unit, m.data));
+            }
+        }
+        push
+    }
+
+    /// The value of the point `name` with exactly `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let point = self.points.iter().find(|p| {
+            p.name == name && p.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).eq(labels.iter().copied())
+        })?;
+        Some(if point.kind == "histogram" { point.count as f64 } else { point.value })
+    }
+
+    /// An attribute of its resource.
+    pub fn resource_attribute(&self, key: &str) -> Option<String> {
+        find(&self.resource, key)
+    }
+}
+
+fn points(name: &str, unit: &str, data: Option<metric::Data>) -> Vec<Point> {
+    let labels = |attributes: &[KeyValue]| -> Vec<(String, String)> {
+        attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.as_ref().and_then(|v| text(v.value.as_ref()?)).unwrap_or_default()))
+            .collect()
+    };
+    let base = |kind, attributes: &[KeyValue], start, time| Point {
+        name: name.to_string(),
+        unit: unit.to_string(),
+        kind,
+        labels: labels(attributes),
+        value: 0.0,
+        count: 0,
+        buckets: Vec::new(),
+        bounds: Vec::new(),
+        start,
+        time,
+    };
+    let number = |value: Option<number_data_point::Value>| match value {
+        Some(number_data_point::Value::AsInt(n)) => n as f64,
+        Some(number_data_point::Value::AsDouble(d)) => d,
+        None => f64::NAN,
+    };
+    match data {
+        Some(metric::Data::Sum(sum)) if sum.is_monotonic && sum.aggregation_temporality == 2 => sum
+            .data_points
+            .into_iter()
+            .map(|p| Point {
+                value: number(p.value),
+                ..base("sum", &p.attributes, p.start_time_unix_nano, p.time_unix_nano)
+            })
+            .collect(),
+        Some(metric::Data::Gauge(gauge)) => gauge
+            .data_points
+            .into_iter()
+            .map(|p| Point {
+                value: number(p.value),
+                ..base("gauge", &p.attributes, p.start_time_unix_nano, p.time_unix_nano)
+            })
+            .collect(),
+        Some(metric::Data::Histogram(h)) if h.aggregation_temporality == 2 => h
+            .data_points
+            .into_iter()
+            .map(|p| Point {
+                value: p.sum.unwrap_or(f64::NAN),
+                count: p.count,
+                buckets: p.bucket_counts.clone(),
+                bounds: p.explicit_bounds.clone(),
+                ..base("histogram", &p.attributes, p.start_time_unix_nano, p.time_unix_nano)
+            })
+            .collect(),
+        other => panic!("a metric `{name}` of a kind the proxy does not send: {other:?}"),
+    }
+}
+
 /// What the receiver has been sent.
 #[derive(Default)]
 pub struct Store {
     spans: Mutex<Vec<Received>>,
+    pushes: Mutex<Vec<Push>>,
     grew: Notify,
 }
 
@@ -81,6 +233,31 @@ impl Store {
             }
         }
         self.grew.notify_waiters();
+    }
+
+    fn add_metrics(&self, request: ExportMetricsServiceRequest) {
+        self.pushes.lock().unwrap().push(Push::from(request));
+        self.grew.notify_waiters();
+    }
+
+    /// Every push of metrics received so far, oldest first.
+    pub fn pushes(&self) -> Vec<Push> {
+        self.pushes.lock().unwrap().clone()
+    }
+
+    /// Waits (up to `limit`) for a push after the first `after` for which `done` holds.
+    pub async fn wait_for_push(&self, limit: Duration, after: usize, done: impl Fn(&Push) -> bool) -> (usize, Push) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let grew = self.grew.notified();
+            let pushes = self.pushes();
+            if let Some((at, push)) = pushes.iter().enumerate().skip(after).find(|(_, p)| done(p)) {
+                return (at, push.clone());
+            }
+            if tokio::time::timeout_at(deadline, grew).await.is_err() {
+                panic!("no push as expected within {limit:?}; the last: {:#?}", pushes.last());
+            }
+        }
     }
 
     /// Every span received so far.
@@ -128,18 +305,26 @@ pub async fn start_http() -> (SocketAddr, Arc<Store>) {
 }
 
 async fn receive(store: &Store, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path_ok = request.uri().path() == "/v1/traces";
+    let path = request.uri().path().to_string();
     let protobuf = request.headers().get("content-type").is_some_and(|v| v == "application/x-protobuf");
     let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let decoded = ExportTraceServiceRequest::decode(body);
-    let status = match (path_ok, protobuf, decoded) {
-        (true, true, Ok(request)) => {
-            store.add(request);
-            200
-        }
-        _ => 400,
+    let (status, answer) = match (path.as_str(), protobuf) {
+        ("/v1/traces", true) => match ExportTraceServiceRequest::decode(body) {
+            Ok(request) => {
+                store.add(request);
+                (200, ExportTraceServiceResponse { partial_success: None }.encode_to_vec())
+            }
+            Err(_) => (400, Vec::new()),
+        },
+        ("/v1/metrics", true) => match ExportMetricsServiceRequest::decode(body) {
+            Ok(request) => {
+                store.add_metrics(request);
+                (200, ExportMetricsServiceResponse { partial_success: None }.encode_to_vec())
+            }
+            Err(_) => (400, Vec::new()),
+        },
+        _ => (400, Vec::new()),
     };
-    let answer = ExportTraceServiceResponse { partial_success: None }.encode_to_vec();
     Response::builder()
         .status(status)
         .header("content-type", "application/x-protobuf")
@@ -160,14 +345,27 @@ impl TraceService for Grpc {
     }
 }
 
-/// Starts an OTLP/gRPC receiver; its address and its store.
+#[tonic::async_trait]
+impl MetricsService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.add_metrics(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: None }))
+    }
+}
+
+/// Starts an OTLP/gRPC receiver (traces and metrics); its address and its store.
 pub async fn start_grpc() -> (SocketAddr, Arc<Store>) {
     let store = Arc::new(Store::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let service = TraceServiceServer::new(Grpc(store.clone()));
+    let traces = TraceServiceServer::new(Grpc(store.clone()));
+    let metrics = MetricsServiceServer::new(Grpc(store.clone()));
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(incoming));
+    let server = tonic::transport::Server::builder().add_service(traces).add_service(metrics);
+    tokio::spawn(server.serve_with_incoming(incoming));
     (addr, store)
 }
 

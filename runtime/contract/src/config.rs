@@ -151,6 +151,10 @@ pub struct TelemetryConfig {
     /// The longest one export may take before it is abandoned (and its spans counted as lost).
     #[serde(with = "millis")]
     pub timeout_ms: Duration,
+    /// How often the metrics (those of `/metrics`) are pushed; `0` pushes none. Else
+    /// `OTEL_METRIC_EXPORT_INTERVAL`, else 60 s; `OTEL_METRICS_EXPORTER=none` pushes none.
+    #[serde(default, with = "millis::optional")]
+    pub metrics_interval_ms: Option<Duration>,
 }
 
 impl Default for TelemetryConfig {
@@ -162,6 +166,7 @@ impl Default for TelemetryConfig {
             resource_attributes: BTreeMap::new(),
             queue_size: 2048,
             timeout_ms: Duration::from_secs(10),
+            metrics_interval_ms: None,
         }
     }
 }

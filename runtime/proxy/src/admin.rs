@@ -109,21 +109,17 @@ impl Scrape {
         self.push(|_| metric)
     }
 
+    /// The families; those without samples are left out, as client libraries do.
+    fn finish(mut self) -> Vec<MetricFamily> {
+        self.0.retain(|family| !family.get_metric().is_empty());
+        self.0
+    }
+
     fn push(&mut self, metric: impl FnOnce(&MetricFamily) -> Metric) -> &mut Self {
         let family = self.0.last_mut().expect("a sample follows its family");
         let metric = metric(family);
         family.mut_metric().push(metric);
         self
-    }
-
-    /// The text format; families without samples are left out, as client libraries do.
-    fn render(mut self) -> String {
-        self.0.retain(|family| !family.get_metric().is_empty());
-        let mut text = String::new();
-        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&self.0, &mut text) {
-            tracing::error!("rendering /metrics: {e}");
-        }
-        text
     }
 }
 
@@ -143,6 +139,12 @@ fn label_pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
 /// name and their `link` index in config order; routes with their prefix. Counters of
 /// interceptors and routes start again from zero when a reload replaces them.
 pub fn metrics(proxy: &Proxy) -> String {
+    encode(&families(proxy))
+}
+
+/// The metric families of `/metrics` (the families without samples left out), also what is
+/// pushed over OTLP.
+pub fn families(proxy: &Proxy) -> Vec<MetricFamily> {
     let mut scrape = Scrape::default();
     scrape
         .family("sluicegate_active_streams", GAUGE, "Event streams being served.")
@@ -164,7 +166,16 @@ pub fn metrics(proxy: &Proxy) -> String {
     if let Some(rss) = resident_bytes(std::process::id()) {
         scrape.family("process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.").sample(&[], rss);
     }
-    scrape.render()
+    scrape.finish()
+}
+
+/// The text format of `families`.
+fn encode(families: &[MetricFamily]) -> String {
+    let mut text = String::new();
+    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(families, &mut text) {
+        tracing::error!("rendering /metrics: {e}");
+    }
+    text
 }
 
 /// What OpenTelemetry export sent and lost (all zero while export is off).
@@ -183,6 +194,16 @@ fn write_telemetry(scrape: &mut Scrape) {
             counts.exports_failed,
         ),
         ("sluicegate_telemetry_spans_lost_total", "Spans in exports that failed.", counts.spans_lost),
+        (
+            "sluicegate_telemetry_metric_pushes_total",
+            "Pushes of the metrics the collector accepted.",
+            counts.metric_pushes,
+        ),
+        (
+            "sluicegate_telemetry_metric_pushes_failed_total",
+            "Pushes of the metrics that failed or timed out.",
+            counts.metric_pushes_failed,
+        ),
     ];
     for (name, help, value) in families {
         scrape.family(name, COUNTER, help).sample(&[], value);
@@ -477,7 +498,7 @@ mod tests {
         scrape.family("m_total", COUNTER, "A counter.").sample(&[("path", "C:\\a \"b\"\nc")], 3);
         scrape.family("empty", GAUGE, "No samples.");
         assert_eq!(
-            scrape.render(),
+            encode(&scrape.finish()),
             "# HELP m_total A counter.\n# TYPE m_total counter\nm_total{path=\"C:\\\\a \\\"b\\\"\\nc\"} 3\n"
         );
     }
@@ -492,7 +513,7 @@ mod tests {
         scrape
             .histogram(&[("link", "0")], &stats.batch_size)
             .histogram(&[("link", "1")], &LinkStats::default().batch_size);
-        let text = scrape.render();
+        let text = encode(&scrape.finish());
         assert_eq!(text.matches("# TYPE sluicegate_interceptor_batch_events histogram").count(), 1, "{text}");
         for line in [
             "sluicegate_interceptor_batch_events_bucket{link=\"0\",le=\"1\"} 1",

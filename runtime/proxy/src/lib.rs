@@ -33,6 +33,7 @@ mod inspect;
 mod isolation;
 pub mod lifecycle;
 mod listener;
+pub mod otlp_metrics;
 mod path;
 mod request;
 mod route;

@@ -51,6 +51,17 @@ pub struct Export {
     pub queue_size: usize,
     /// The longest one export may take.
     pub timeout: Duration,
+    /// Where and how often metrics are pushed; `None`: they are not.
+    pub metrics: Option<MetricsExport>,
+}
+
+/// The metrics' push: the same instruments as `/metrics`, as OTLP metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsExport {
+    /// For HTTP/protobuf, the base with `/v1/metrics` appended; for gRPC, the endpoint.
+    pub url: String,
+    /// How often.
+    pub interval: Duration,
 }
 
 /// A telemetry setting that cannot be used.
@@ -59,6 +70,12 @@ pub enum TelemetryError {
     /// The protocol variable names no protocol the proxy speaks.
     #[error("OTEL_EXPORTER_OTLP_PROTOCOL `{0}` is not one of `http/protobuf` and `grpc`")]
     Protocol(String),
+    /// `OTEL_METRICS_EXPORTER` names an exporter the proxy does not have.
+    #[error("OTEL_METRICS_EXPORTER `{0}` is not one of `otlp` and `none`")]
+    Exporter(String),
+    /// `OTEL_METRIC_EXPORT_INTERVAL` is not a number of milliseconds.
+    #[error("OTEL_METRIC_EXPORT_INTERVAL `{0}` is not a number of milliseconds")]
+    Interval(String),
     /// The endpoint is not an HTTP URL.
     #[error("telemetry endpoint `{0}` is not an http:// or https:// URL")]
     Endpoint(String),
@@ -95,12 +112,14 @@ impl Export {
                 _ => return Err(TelemetryError::Protocol(named)),
             },
         };
-        let url = match protocol {
-            OtlpProtocol::HttpProtobuf => format!("{}/v1/traces", endpoint.trim_end_matches('/')),
-            OtlpProtocol::Grpc => endpoint,
+        let signal = |path: &str| match protocol {
+            OtlpProtocol::HttpProtobuf => format!("{}/{path}", endpoint.trim_end_matches('/')),
+            OtlpProtocol::Grpc => endpoint.clone(),
         };
+        let metrics =
+            metrics_interval(config, &env)?.map(|interval| MetricsExport { url: signal("v1/metrics"), interval });
         Ok(Some(Export {
-            url,
+            url: signal("v1/traces"),
             protocol,
             service_name: config
                 .service_name
@@ -110,14 +129,37 @@ impl Export {
             resource_attributes: config.resource_attributes.clone().into_iter().collect(),
             queue_size: config.queue_size,
             timeout: config.timeout_ms,
+            metrics,
         }))
+    }
+}
+
+/// How often metrics are pushed: the config's interval, else `OTEL_METRIC_EXPORT_INTERVAL`
+/// (milliseconds), else a minute; `None` for an interval of zero or `OTEL_METRICS_EXPORTER=none`.
+fn metrics_interval(
+    config: &TelemetryConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Duration>, TelemetryError> {
+    if let Some(interval) = config.metrics_interval_ms {
+        return Ok((!interval.is_zero()).then_some(interval));
+    }
+    match env("OTEL_METRICS_EXPORTER").as_deref().map(str::trim) {
+        None | Some("otlp") => {}
+        Some("none") => return Ok(None),
+        Some(other) => return Err(TelemetryError::Exporter(other.to_string())),
+    }
+    let Some(named) = env("OTEL_METRIC_EXPORT_INTERVAL") else { return Ok(Some(Duration::from_secs(60))) };
+    match named.trim().parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(ms) => Ok(Some(Duration::from_millis(ms))),
+        Err(_) => Err(TelemetryError::Interval(named)),
     }
 }
 
 /// Export running: the tracer provider, and the runtime the gRPC client needs.
 pub struct Telemetry {
     provider: SdkTracerProvider,
-    url: String,
+    export: Export,
     grpc: Option<tokio::runtime::Runtime>,
 }
 
@@ -159,7 +201,7 @@ impl Telemetry {
         let bounded = Bounded { inner: processor, pending, max: export.queue_size, warned: Mutex::new(None) };
         let provider =
             SdkTracerProvider::builder().with_span_processor(bounded).with_resource(resource(export)).build();
-        Ok(Telemetry { provider, url: export.url.clone(), grpc })
+        Ok(Telemetry { provider, export: export.clone(), grpc })
     }
 
     /// The `tracing` layer that turns the proxy's [`TARGET`] spans into OpenTelemetry spans.
@@ -182,7 +224,12 @@ impl Telemetry {
 
     /// Where spans go.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.export.url
+    }
+
+    /// What it was started with (metrics are pushed by [`crate::otlp_metrics`] as it says).
+    pub fn export(&self) -> &Export {
+        &self.export
     }
 
     /// Exports what is queued (waiting up to the export timeout) and stops.
@@ -197,7 +244,7 @@ impl Telemetry {
 }
 
 /// `service.name` as resolved, `OTEL_RESOURCE_ATTRIBUTES`, then the configured attributes.
-fn resource(export: &Export) -> Resource {
+pub(crate) fn resource(export: &Export) -> Resource {
     let attributes = export.resource_attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone()));
     Resource::builder().with_service_name(export.service_name.clone()).with_attributes(attributes).build()
 }
@@ -213,9 +260,16 @@ pub struct Counts {
     pub spans_lost: u64,
     /// Spans the collector accepted.
     pub spans_exported: u64,
+    /// Pushes of the metrics the collector accepted.
+    pub metric_pushes: u64,
+    /// Pushes of the metrics that failed (each push carries every value, so a later one makes
+    /// up for it: nothing is lost but the points in between).
+    pub metric_pushes_failed: u64,
 }
 
 static SPANS_DROPPED: AtomicU64 = AtomicU64::new(0);
+static METRIC_PUSHES: AtomicU64 = AtomicU64::new(0);
+static METRIC_PUSHES_FAILED: AtomicU64 = AtomicU64::new(0);
 static EXPORTS_FAILED: AtomicU64 = AtomicU64::new(0);
 static SPANS_LOST: AtomicU64 = AtomicU64::new(0);
 static SPANS_EXPORTED: AtomicU64 = AtomicU64::new(0);
@@ -227,11 +281,24 @@ pub fn counts() -> Counts {
         exports_failed: EXPORTS_FAILED.load(Ordering::Relaxed),
         spans_lost: SPANS_LOST.load(Ordering::Relaxed),
         spans_exported: SPANS_EXPORTED.load(Ordering::Relaxed),
+        metric_pushes: METRIC_PUSHES.load(Ordering::Relaxed),
+        metric_pushes_failed: METRIC_PUSHES_FAILED.load(Ordering::Relaxed),
+    }
+}
+
+/// Counts one push of the metrics; returns the failures so far if it failed.
+pub(crate) fn count_metric_push(ok: bool) -> Option<u64> {
+    match ok {
+        true => {
+            METRIC_PUSHES.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        false => Some(METRIC_PUSHES_FAILED.fetch_add(1, Ordering::Relaxed) + 1),
     }
 }
 
 /// True at most once a minute per `last`: how often a loss is logged.
-fn due(last: &Mutex<Option<Instant>>) -> bool {
+pub(crate) fn due(last: &Mutex<Option<Instant>>) -> bool {
     let mut last = last.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let now = Instant::now();
     let due = last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60));
@@ -629,6 +696,38 @@ mod tests {
         };
         let export = Export::resolve(&config, env(&from_env)).unwrap().unwrap();
         assert_eq!((export.url.as_str(), export.protocol), ("http://file:4317", OtlpProtocol::Grpc));
+    }
+
+    #[test]
+    fn metrics_are_pushed_every_minute_unless_the_interval_or_the_exporter_says_otherwise() {
+        let interval = |config: &TelemetryConfig, vars: &[(&str, &str)]| {
+            let vars: Vec<(&str, &str)> =
+                [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")].into_iter().chain(vars.iter().copied()).collect();
+            Export::resolve(config, env(&vars)).map(|export| export.unwrap().metrics)
+        };
+        let default = TelemetryConfig::default();
+        let every_minute = MetricsExport { url: "http://c:4318/v1/metrics".into(), interval: Duration::from_secs(60) };
+        assert_eq!(interval(&default, &[]).unwrap(), Some(every_minute));
+        let often = interval(&default, &[("OTEL_METRIC_EXPORT_INTERVAL", "250")]).unwrap();
+        assert_eq!(often.map(|m| m.interval), Some(Duration::from_millis(250)));
+        assert_eq!(interval(&default, &[("OTEL_METRICS_EXPORTER", "none")]).unwrap(), None);
+        assert_eq!(interval(&default, &[("OTEL_METRIC_EXPORT_INTERVAL", "0")]).unwrap(), None);
+        assert!(matches!(
+            interval(&default, &[("OTEL_METRIC_EXPORT_INTERVAL", "1s")]),
+            Err(TelemetryError::Interval(_))
+        ));
+        assert!(matches!(
+            interval(&default, &[("OTEL_METRICS_EXPORTER", "prometheus")]),
+            Err(TelemetryError::Exporter(_))
+        ));
+        // The file wins: its interval over the variables, and its zero turns the push off.
+        let file =
+            |ms| TelemetryConfig { metrics_interval_ms: Some(Duration::from_millis(ms)), ..TelemetryConfig::default() };
+        let pushed = interval(&file(5000), &[("OTEL_METRICS_EXPORTER", "none"), ("OTEL_METRIC_EXPORT_INTERVAL", "9")]);
+        assert_eq!(pushed.unwrap().map(|m| m.interval), Some(Duration::from_secs(5)));
+        assert_eq!(interval(&file(0), &[]).unwrap(), None);
+        let grpc = TelemetryConfig { protocol: Some(OtlpProtocol::Grpc), ..TelemetryConfig::default() };
+        assert_eq!(interval(&grpc, &[]).unwrap().map(|m| m.url), Some("http://c:4318".into()));
     }
 
     #[test]

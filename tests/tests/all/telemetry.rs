@@ -153,7 +153,8 @@ async fn a_collector_that_is_down_costs_the_streams_nothing_and_its_losses_are_c
     // A port nobody listens on: bound, then closed.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (upstream, _) = stamping_upstream().await;
-    let proxy = serve_exporting("down", upstream, &format!("http://{closed}"), "http/protobuf", "");
+    let proxy =
+        serve_exporting("down", upstream, &format!("http://{closed}"), "http/protobuf", "metrics_interval_ms = 100");
     for _ in 0..3 {
         assert_eq!(stream_through(&proxy).await.len(), 3, "every stream is served whole");
     }
@@ -162,6 +163,10 @@ async fn a_collector_that_is_down_costs_the_streams_nothing_and_its_losses_are_c
     assert!(count(&proxy, "sluicegate_telemetry_exports_failed_total").await >= 1);
     assert!(count(&proxy, "sluicegate_telemetry_spans_lost_total").await >= 1);
     assert_eq!(count(&proxy, "sluicegate_telemetry_spans_exported_total").await, 0);
+    // So are the metrics' pushes.
+    proxy.wait_for_line("telemetry: a push of the metrics to the collector failed", Duration::from_secs(30));
+    assert!(count(&proxy, "sluicegate_telemetry_metric_pushes_failed_total").await >= 1);
+    assert_eq!(count(&proxy, "sluicegate_telemetry_metric_pushes_total").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,4 +338,76 @@ async fn an_llm_streams_model_usage_and_finish_reason_become_gen_ai_attributes()
             assert!(!value.contains(EMAIL), "no text the model wrote: {value}");
         }
     }
+}
+
+/// `/metrics` of `proxy`, as text.
+async fn scrape(proxy: &Serving) -> String {
+    let response = get(&format!("http://{}/metrics", proxy.admin.unwrap()), &[]).await;
+    let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The two finished streams are in the push: counted, and no longer active.
+fn both_streams_counted(push: &otlp::Push) -> bool {
+    push.value("sluicegate_route_streams", &[("route", "/v1")]) == Some(2.0)
+        && push.value("sluicegate_route_active_streams", &[("route", "/v1")]) == Some(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instrument_of_slash_metrics_is_pushed_over_otlp_with_its_values_labels_and_buckets() {
+    let (receiver, store) = otlp::start_http().await;
+    let (upstream, _) = stamping_upstream().await;
+    let proxy = serve_exporting(
+        "metrics",
+        upstream,
+        &format!("http://{receiver}"),
+        "http/protobuf",
+        "metrics_interval_ms = 100",
+    );
+    for _ in 0..2 {
+        assert_eq!(stream_through(&proxy).await.len(), 3);
+    }
+    // Once a push shows the streams over, nothing moves but the exporter's own counters: what
+    // `/metrics` says now, the next push says too.
+    let (seen, _) = store.wait_for_push(Duration::from_secs(20), 0, both_streams_counted).await;
+    let text = scrape(&proxy).await;
+    let (_, push) = store.wait_for_push(Duration::from_secs(20), seen + 1, |_| true).await;
+    let pushed: std::collections::HashSet<String> =
+        push.points.iter().flat_map(otlp::Point::prometheus_lines).collect();
+    let samples: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("sluicegate_telemetry_") && !l.starts_with("process_"))
+        .collect();
+    assert!(samples.len() > 100, "every family of the scrape: {text}");
+    for line in &samples {
+        assert!(pushed.contains(*line), "`{line}` of /metrics is not in the push:\n{:#?}", push.points);
+    }
+    // The instruments: what the guard did and the latency it added, with their units.
+    let events_in = push.value("sluicegate_interceptor_events_in", &[("interceptor", "example:redact"), ("link", "0")]);
+    assert_eq!(events_in, Some(6.0));
+    let first = push.points.iter().find(|p| p.name == "sluicegate_route_time_to_first_event_seconds").unwrap();
+    assert_eq!((first.kind, first.unit.as_str(), first.count), ("histogram", "s", 2));
+    assert!(first.start > 0 && first.start < first.time, "a cumulative series says when it started");
+    assert_eq!(push.resource_attribute("service.name").as_deref(), Some("edge-guard"));
+    assert_eq!(count(&proxy, "sluicegate_telemetry_metric_pushes_failed_total").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_values_are_pushed_over_grpc_when_the_proxy_stops() {
+    let (receiver, store) = otlp::start_grpc().await;
+    let (upstream, _) = stamping_upstream().await;
+    // The default interval, a minute: only the push at the stop can arrive in this test.
+    let proxy = serve_exporting("metrics-grpc", upstream, &format!("http://{receiver}"), "grpc", "");
+    assert_eq!(stream_through(&proxy).await.len(), 3);
+    assert!(store.pushes().is_empty());
+    proxy.signal("TERM");
+    let (_, push) = store
+        .wait_for_push(Duration::from_secs(30), 0, |p| {
+            p.value("sluicegate_route_streams", &[("route", "/v1")]) == Some(1.0)
+        })
+        .await;
+    let modified =
+        push.value("sluicegate_interceptor_events_modified", &[("interceptor", "example:redact"), ("link", "0")]);
+    assert_eq!(modified, Some(3.0), "the redactions, counted");
+    assert_eq!(push.resource_attribute("service.name").as_deref(), Some("edge-guard"));
 }
