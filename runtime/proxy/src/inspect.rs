@@ -276,6 +276,8 @@ pub(super) struct WholeBody<'a> {
     pub rules: &'a BodyRules,
     pub context: &'a StreamContext,
     pub label: &'a Label,
+    /// The request's span: a request body's model, MCP method and tool go on it.
+    pub span: &'a tracing::Span,
 }
 
 impl WholeBody<'_> {
@@ -302,7 +304,10 @@ impl WholeBody<'_> {
             Err(e) => return self.refuse(ErrorKind::Charset(e), Reason::Charset, bytes_in),
         };
         let judging = match self.direction {
-            Direction::Request => Judging::ClientBody,
+            Direction::Request => {
+                crate::telemetry::record_request(self.span, &decoded.text, &self.context.path);
+                Judging::ClientBody
+            }
             Direction::Response => Judging::Upstream,
         };
         let (verdict, stream) = match Placement::of(self.chain.is_slow()) {

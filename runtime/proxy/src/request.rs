@@ -220,6 +220,7 @@ impl Proxy {
             rules: &route.rules,
             context: &ctx.context,
             label: &label,
+            span: &ctx.span,
         };
         let reservation = self.lifecycle.admission.buffer(self.max_buffered_bytes);
         let (result, record) = whole.inspect(&mut head.headers, body, coding != Coding::Identity, reservation).await;
@@ -287,6 +288,7 @@ impl Proxy {
                     rules: &route.rules,
                     context: &ctx.context,
                     label: &label,
+                    span: &ctx.span,
                 };
                 let reservation = self.lifecycle.admission.buffer(self.max_buffered_bytes);
                 let compressed = coding != Coding::Identity;

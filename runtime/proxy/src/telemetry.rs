@@ -24,7 +24,7 @@ use opentelemetry_sdk::trace::{
 };
 use sluicegate_contract::config::{FaultPolicy, OtlpProtocol, TelemetryConfig};
 use sluicegate_host::chain::LinkRecord;
-use sluicegate_host::text::facts::Facts;
+use sluicegate_host::text::facts::{Facts, read_request};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -540,6 +540,26 @@ impl StreamSpans {
         }
         for (span, link) in self.links.iter().zip(records) {
             summarise(span, link);
+        }
+    }
+}
+
+/// What a request body judged whole says of itself (see [`read_request`]): the model asked for,
+/// an MCP message's method and the tool or prompt it names. Read only while export is on.
+pub(crate) fn record_request(span: &tracing::Span, body: &str, path: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    let facts = read_request(body, path);
+    let attributes = [
+        ("gen_ai.request.model", facts.model),
+        ("mcp.method.name", facts.mcp_method),
+        ("gen_ai.tool.name", facts.tool),
+        ("gen_ai.prompt.name", facts.prompt),
+    ];
+    for (key, value) in attributes {
+        if let Some(value) = value {
+            span.set_attribute(key, value);
         }
     }
 }

@@ -273,6 +273,9 @@ async fn a_refusal_a_fault_under_fail_open_and_a_resumption_arrive_as_spans_and_
         "{detail:?}"
     );
     assert_eq!(mcp.attribute("sluicegate.request.outcome").as_deref(), Some("refused"));
+    // What the call was: its method and tool, by name (the request chain read the body anyway).
+    assert_eq!(mcp.attribute("mcp.method.name").as_deref(), Some("tools/call"));
+    assert_eq!(mcp.attribute("gen_ai.tool.name").as_deref(), Some("secret"));
     let guard = named(&spans, "sluicegate.link example:tool-guard");
     assert_eq!(guard.len(), 1);
     assert_eq!(guard[0].span.parent_span_id, mcp.span.span_id);
@@ -338,6 +341,48 @@ async fn an_llm_streams_model_usage_and_finish_reason_become_gen_ai_attributes()
             assert!(!value.contains(EMAIL), "no text the model wrote: {value}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_a_request_asks_for_is_an_attribute_where_a_request_chain_reads_the_body() {
+    let (receiver, store) = otlp::start_http().await;
+    let upstream =
+        start_upstream(|_| async { full(200, "text/event-stream", "data: {\"choices\":[]}\n\ndata: [DONE]\n\n") })
+            .await;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("telemetry-request-model");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    let text = format!(
+        "upstream = \"http://{upstream}\"\n\
+         [[route]]\nprefix = \"/judged\"\n[[route.request_interceptor]]\nspec = \"example:passthrough\"\n\
+         [[route]]\nprefix = \"/streamed\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    let proxy = Start::serve(&["--config", config.to_str().unwrap()])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{receiver}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .start();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    for route in ["judged", "streamed"] {
+        let body =
+            format!(r#"{{"model":"gpt-test-2","stream":true,"messages":[{{"role":"user","content":"{EMAIL}"}}]}}"#);
+        let request = http::Request::post(format!("http://{}/{route}/v1/chat/completions", proxy.addr))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(EventReader::new(response).rest().await.len(), 2);
+    }
+    let spans = store
+        .wait_for(Duration::from_secs(20), |s| {
+            !named(s, "POST /judged").is_empty() && !named(s, "POST /streamed").is_empty()
+        })
+        .await;
+    let judged = one(&spans, "POST /judged");
+    assert_eq!(judged.attribute("gen_ai.request.model").as_deref(), Some("gpt-test-2"));
+    assert!(judged.all_values().iter().all(|v| !v.contains(EMAIL)), "no message text: {judged:#?}");
+    // Without a request chain the body streams to the upstream unread: it is not held to label a span.
+    assert_eq!(one(&spans, "POST /streamed").attribute("gen_ai.request.model"), None);
 }
 
 /// `/metrics` of `proxy`, as text.

@@ -176,6 +176,51 @@ impl FactReader {
     }
 }
 
+/// What a request says about itself, for telemetry: the model an LLM API call asks for, or the
+/// MCP method (and the tool or prompt it names) of a JSON-RPC message. Names only: never an
+/// argument, a message or a prompt's text.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// `gen_ai.request.model`: the body's `model` (OpenAI, Anthropic, Ollama), else the path's
+    /// `models/NAME:method` (Gemini).
+    pub model: Option<String>,
+    /// `mcp.method.name`: a JSON-RPC request's or notification's `method`.
+    pub mcp_method: Option<String>,
+    /// `gen_ai.tool.name`: the tool a `tools/call` calls.
+    pub tool: Option<String>,
+    /// `gen_ai.prompt.name`: the prompt a `prompts/get` gets.
+    pub prompt: Option<String>,
+}
+
+/// Reads the [`RequestFacts`] of a request body judged whole (`body`, decoded text) sent to
+/// `path` (the upstream's).
+pub fn read_request(body: &str, path: &str) -> RequestFacts {
+    let mut facts = RequestFacts { model: gemini_model(path), ..RequestFacts::default() };
+    let Ok(Value::Object(message)) = serde_json::from_str::<Value>(body) else { return facts };
+    let name = |value: Option<&Value>, most: usize| {
+        value.and_then(Value::as_str).filter(|n| !n.is_empty()).map(|n| n.chars().take(most).collect::<String>())
+    };
+    if message.get("jsonrpc").and_then(Value::as_str) == Some("2.0") {
+        facts.mcp_method = name(message.get("method"), 64);
+        let params = message.get("params").and_then(|p| p.get("name"));
+        match facts.mcp_method.as_deref() {
+            Some("tools/call") => facts.tool = name(params, 128),
+            Some("prompts/get") => facts.prompt = name(params, 128),
+            _ => {}
+        }
+    } else if let Some(model) = name(message.get("model"), 128) {
+        facts.model = Some(model);
+    }
+    facts
+}
+
+/// Gemini names the model in the path: `.../models/NAME:generateContent`.
+fn gemini_model(path: &str) -> Option<String> {
+    let (_, after) = path.split_once("/models/")?;
+    let (model, _) = after.split_once(':')?;
+    (!model.is_empty() && !model.contains('/')).then(|| model.chars().take(128).collect())
+}
+
 /// True if the quoted key `key` occurs followed (after blanks and a colon) by a string.
 fn has_string(bytes: &[u8], key: &Finder<'_>) -> bool {
     value_starts(bytes, key, b'"')
@@ -204,6 +249,32 @@ mod tests {
         let mut reader = FactReader::default();
         events.iter().for_each(|e| reader.observe(e));
         reader.facts().clone()
+    }
+
+    #[test]
+    fn a_request_gives_its_model_or_its_mcp_method_and_tool_and_nothing_it_carries() {
+        let chat = read_request(
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"my key sk-1"}]}"#,
+            "/v1/chat/completions",
+        );
+        assert_eq!(chat, RequestFacts { model: Some("gpt-4o".into()), ..RequestFacts::default() });
+        let gemini = read_request(r#"{"contents":[]}"#, "/v1beta/models/gemini-2.0-flash:streamGenerateContent");
+        assert_eq!(gemini.model.as_deref(), Some("gemini-2.0-flash"));
+        let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_repo","arguments":{"token":"t"}}}"#;
+        let call = read_request(call, "/mcp");
+        assert_eq!((call.mcp_method.as_deref(), call.tool.as_deref()), (Some("tools/call"), Some("delete_repo")));
+        assert_eq!(call.model, None);
+        let prompt =
+            read_request(r#"{"jsonrpc":"2.0","id":4,"method":"prompts/get","params":{"name":"review"}}"#, "/mcp");
+        assert_eq!((prompt.prompt.as_deref(), prompt.tool), (Some("review"), None));
+        let listed = read_request(r#"{"jsonrpc":"2.0","id":5,"method":"tools/list","params":{"name":"x"}}"#, "/mcp");
+        assert_eq!((listed.mcp_method.as_deref(), listed.tool), (Some("tools/list"), None));
+        // Not JSON, not an object, a model that is not a string: nothing.
+        for body in ["model=gpt-4o", r#"["gpt-4o"]"#, r#"{"model":7}"#] {
+            assert_eq!(read_request(body, "/v1/chat/completions"), RequestFacts::default(), "{body}");
+        }
+        let long = format!(r#"{{"model":"{}"}}"#, "m".repeat(500));
+        assert_eq!(read_request(&long, "/").model.map(|m| m.len()), Some(128));
     }
 
     #[test]
