@@ -136,7 +136,7 @@ impl Transport {
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf")
                     .body(body)
                     .send()
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| with_causes(&e))?;
                 match response.status() {
                     status if status.is_success() => Ok(()),
                     status => Err(format!("the collector answered {status}")),
@@ -184,6 +184,18 @@ impl Pusher {
             tracing::warn!(failed, "telemetry: a push of the metrics to the collector failed: {why}");
         }
     }
+}
+
+/// An error and what caused it, as one line (reqwest's own message leaves the cause out).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        line.push_str(": ");
+        line.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    line
 }
 
 /// When each cumulative series started: the first push for those there from the start, the push

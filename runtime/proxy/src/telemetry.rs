@@ -77,8 +77,14 @@ pub enum TelemetryError {
     #[error("OTEL_METRIC_EXPORT_INTERVAL `{0}` is not a number of milliseconds")]
     Interval(String),
     /// The endpoint is not an HTTP URL.
-    #[error("telemetry endpoint `{0}` is not an http:// or https:// URL")]
+    #[error("telemetry endpoint `{0}` is not an http:// URL")]
     Endpoint(String),
+    /// The endpoint asks for TLS, which the exporters are built without.
+    #[error(
+        "telemetry endpoint `{0}`: TLS to the collector is not built in; export to a collector or agent \
+         nearby over plain http:// (it forwards over TLS)"
+    )]
+    Tls(String),
     /// The exporter refused its settings.
     #[error("cannot build the OTLP exporter: {0}")]
     Build(#[from] opentelemetry_otlp::ExporterBuildError),
@@ -100,7 +106,10 @@ impl Export {
         let Some(endpoint) = config.endpoint.clone().or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT")) else {
             return Ok(None);
         };
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        if endpoint.starts_with("https://") {
+            return Err(TelemetryError::Tls(endpoint));
+        }
+        if !endpoint.starts_with("http://") {
             return Err(TelemetryError::Endpoint(endpoint));
         }
         let protocol = match (config.protocol, env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
@@ -761,5 +770,8 @@ mod tests {
         assert!(Export::resolve(&TelemetryConfig::default(), env(&json)).is_err(), "JSON is not spoken");
         let bare = [("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")];
         assert!(matches!(Export::resolve(&TelemetryConfig::default(), env(&bare)), Err(TelemetryError::Endpoint(_))));
+        // Refused at start, not failing export after export: the clients have no TLS.
+        let tls = [("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")];
+        assert!(matches!(Export::resolve(&TelemetryConfig::default(), env(&tls)), Err(TelemetryError::Tls(_))));
     }
 }
