@@ -8,6 +8,7 @@
 //! cargo run --release -p sluicegate-benches --bin loadtest -- tls --streams 8 --rounds 5 --chain none --chain example:redact
 //! cargo run --release -p sluicegate-benches --bin loadtest -- streams --streams 1000 --rate 10 --chain none --chain example:passthrough --chain example:redact
 //! cargo run --release -p sluicegate-benches --bin loadtest -- isolation --busy-ms 100 --rounds 3 --model per-core --model shared
+//! cargo run --release -p sluicegate-benches --bin loadtest -- requests --clients 32 --chain none --chain none+otlp --chain none+otlp-down
 //! ```
 //!
 //! `isolation` needs the test guest `hostile` (`cargo test -p sluicegate-tests --no-run` builds
@@ -16,7 +17,9 @@
 //! A chain written `SPEC@shared` (`none@shared`, `example:redact@shared`) runs the proxy with
 //! `[threads] model = "shared"` instead of the default per-core workers. A chain ending in `+otlp`
 //! (`example:redact+otlp`, `none@shared+otlp`) runs it with OpenTelemetry export on, over
-//! HTTP/protobuf to a sink role (a process of its own that accepts and discards every export).
+//! HTTP/protobuf to a sink role (a process of its own that accepts and discards every export);
+//! `+otlp-down` exports to a port nobody listens on, `+otlp-hole` to a role that accepts
+//! connections and never answers (a collector that is down, and one that black-holes).
 //!
 //! Where Debian's `nginx` is installed (`/usr/sbin/nginx`), `throughput` and `streams` measure it
 //! beside sluicegate (`proxy_buffering off`, HTTP/1.1 with keep-alive to the upstream, two worker
@@ -60,7 +63,8 @@ fn main() -> anyhow::Result<()> {
 /// Export as a proxy role's `+otlp=PORT` chain asks, started before the log as `serve` does.
 fn export_of(args: &[String]) -> anyhow::Result<Option<sluicegate::proxy::telemetry::Telemetry>> {
     use sluicegate::proxy::telemetry::{Export, Telemetry};
-    let Some(port) = args.iter().find_map(|a| a.split_once("+otlp=")).map(|(_, port)| port) else { return Ok(None) };
+    let exporting = args.iter().find(|a| a.contains("+otlp"));
+    let Some((_, port)) = exporting.and_then(|a| a.rsplit_once('=')) else { return Ok(None) };
     let config = sluicegate::config::TelemetryConfig {
         endpoint: Some(format!("http://127.0.0.1:{port}")),
         ..Default::default()
@@ -73,6 +77,14 @@ fn run(runtime: &tokio::runtime::Runtime, args: &[String]) -> anyhow::Result<()>
     let args = args.to_vec();
     match args.first().map(String::as_str) {
         Some("otlp-sink") => runtime.block_on(otlp_sink()),
+        Some("otlp-hole") => runtime.block_on(otlp_hole()),
+        Some("requests") => runtime.block_on(short_requests(
+            flag(&args, "--clients", 32),
+            flag(&args, "--events", 3),
+            flag(&args, "--seconds", 5),
+            flag(&args, "--rounds", 3),
+            chains(&args),
+        )),
         Some("upstream") => runtime.block_on(upstream(args.get(1).zip(args.get(2)))),
         Some("proxy") => runtime.block_on(proxy(&args[1], &args[2..])),
         Some("proxy-to") => runtime.block_on(proxy_to(&args[1], &args[2], &args[3..])),
@@ -148,6 +160,16 @@ async fn otlp_sink() -> anyhow::Result<()> {
             )
         });
         tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service));
+    }
+}
+
+/// The black-hole collector role: accepts connections and never reads or answers.
+async fn otlp_hole() -> anyhow::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    println!("ready {}", listener.local_addr()?.port());
+    let mut held = Vec::new();
+    loop {
+        held.push(listener.accept().await?.0);
     }
 }
 
@@ -230,6 +252,12 @@ fn respond(request: &Request<Incoming>) -> Response<Body> {
             Some((Ok(Frame::data(Bytes::from(event))), ticks))
         });
         StreamBody::new(stream).boxed_unsync()
+    } else if request.uri().path().ends_with("/short") {
+        // A short answer: `n` events at once, then the end (a tool call's result, a short reply).
+        let events: String = (0..rate.max(1))
+            .map(|i| format!("id: {i}\nevent: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"token {i} lorem ipsum dolor sit amet\"}}}}\n\n"))
+            .collect();
+        http_body_util::Full::new(Bytes::from(events)).boxed_unsync()
     } else if request.uri().path() == "/blast" {
         // As fast as the reader takes them, 64 events per write.
         let mut chunk = String::new();
@@ -451,23 +479,30 @@ struct Target {
     pid: u32,
     _role: Option<Role>,
     _nginx: Option<Nginx>,
-    /// The OTLP sink of the `+otlp` chains, kept by the first target.
-    _sink: Option<Role>,
+    /// The collector roles of the `+otlp` chains, kept by the first target.
+    _collectors: Vec<Role>,
 }
 
 impl Target {
     /// sluicegate with each chain, then nginx if installed.
     fn all(upstream_port: u16, chains: &[String]) -> anyhow::Result<Vec<Target>> {
         let mut targets = Vec::new();
-        let sink = match chains.iter().any(|c| c.ends_with("+otlp")) {
-            true => Some(Role::start(&["otlp-sink"])?),
-            false => None,
-        };
+        let mut collectors = Vec::new();
         for chain in chains {
-            let exporting = match (&sink, chain.ends_with("+otlp")) {
-                (Some(sink), true) => format!("{chain}={}", sink.port),
-                _ => chain.clone(),
+            let collector = match chain.rsplit_once("+otlp").map(|(_, kind)| kind) {
+                Some("") => Some(Role::start(&["otlp-sink"])?),
+                Some("-hole") => Some(Role::start(&["otlp-hole"])?),
+                Some("-down") => None,
+                Some(other) => bail!("`+otlp{other}`: a chain ends in `+otlp`, `+otlp-down` or `+otlp-hole`"),
+                None => None,
             };
+            let exporting = match (&collector, chain.contains("+otlp")) {
+                (Some(collector), _) => format!("{chain}={}", collector.port),
+                // A port nobody listens on: bound, then closed.
+                (None, true) => format!("{chain}={}", std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()),
+                (None, false) => chain.clone(),
+            };
+            collectors.extend(collector);
             let role = Role::start(&["proxy", &upstream_port.to_string(), &exporting])?;
             let (port, pid) = (role.port, role.pid());
             targets.push(Target {
@@ -476,12 +511,12 @@ impl Target {
                 pid,
                 _role: Some(role),
                 _nginx: None,
-                _sink: None,
+                _collectors: Vec::new(),
             });
         }
-        // The sink lives as long as the targets do (dropped with the first of them).
-        if let (Some(sink), Some(first)) = (sink, targets.first_mut()) {
-            first._sink = Some(sink);
+        // The collectors live as long as the targets do (dropped with the first of them).
+        if let Some(first) = targets.first_mut() {
+            first._collectors = collectors;
         }
         if let Some(nginx) = Nginx::start(upstream_port)? {
             let (port, pid) = (nginx.port, nginx.child.id());
@@ -491,7 +526,7 @@ impl Target {
                 pid,
                 _role: None,
                 _nginx: Some(nginx),
-                _sink: None,
+                _collectors: Vec::new(),
             });
         } else {
             eprintln!("nginx is not installed (apt-get install nginx-light): measuring sluicegate alone");
@@ -549,6 +584,124 @@ async fn many_streams(streams: u64, rate: u64, seconds: u64, rounds: u64, chains
     for (i, target) in targets.iter().enumerate() {
         let against = nginx.map_or("-".to_string(), |n| format!("{:.2}x", medians[i] / n));
         println!("| {} | {:.0} | {:.1} us | {against} |", target.label, median(&mut delivered_rate[i]), medians[i]);
+    }
+    Ok(())
+}
+
+/// Many short requests: `clients` keep-alive connections, each asking in turn for a short event
+/// stream (`events` events, then the end), through each target in interleaved rounds: requests
+/// per second, the proxy's CPU per request, and each request's latency (p50, p99), medians over
+/// the rounds. The shape where a request's fixed costs (its spans, when exporting) count most.
+async fn short_requests(
+    clients: u64,
+    events: u64,
+    seconds: u64,
+    rounds: u64,
+    chains: Vec<String>,
+) -> anyhow::Result<()> {
+    let upstream = Role::start(&["upstream"])?;
+    let targets = Target::all(upstream.port, &chains)?;
+    let (mut per_request, mut rates, mut p50s, mut p99s) = (
+        vec![Vec::new(); targets.len()],
+        vec![Vec::new(); targets.len()],
+        vec![Vec::new(); targets.len()],
+        vec![Vec::new(); targets.len()],
+    );
+    for _ in 0..rounds {
+        for (i, target) in targets.iter().enumerate() {
+            let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mut tasks = Vec::new();
+            for _ in 0..clients {
+                let path = format!("/short?n={events}");
+                tasks.push(tokio::spawn(ask_in_turn(target.port, path, measuring.clone(), stop.clone())));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            measuring.store(true, Ordering::Relaxed);
+            let (c0, t0) = (target.cpu(), Instant::now());
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            measuring.store(false, Ordering::Relaxed);
+            let (cpu, elapsed) = (target.cpu() - c0, t0.elapsed().as_secs_f64());
+            stop.store(true, Ordering::Relaxed);
+            let mut latencies = Vec::new();
+            for task in tasks {
+                latencies.extend(task.await?.with_context(|| target.label.clone())?);
+            }
+            latencies.sort_unstable();
+            let pick =
+                |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0) as f64;
+            per_request[i].push(cpu * 1e6 / latencies.len().max(1) as f64);
+            rates[i].push(latencies.len() as f64 / elapsed);
+            p50s[i].push(pick(0.5));
+            p99s[i].push(pick(0.99));
+        }
+    }
+    println!(
+        "{clients} clients, each a short stream ({events} events) after another on one connection; {rounds} interleaved rounds of {seconds} s; medians"
+    );
+    println!("| proxy | requests/s | CPU per request | p50 | p99 | CPU against the first |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let first = median(&mut per_request[0].clone());
+    for (i, target) in targets.iter().enumerate() {
+        let cpu = median(&mut per_request[i]);
+        println!(
+            "| {} | {:.0} | {cpu:.1} us | {:.0} us | {:.0} us | {:.2}x |",
+            target.label,
+            median(&mut rates[i]),
+            median(&mut p50s[i]),
+            median(&mut p99s[i]),
+            cpu / first
+        );
+    }
+    Ok(())
+}
+
+/// One client: requests on one keep-alive connection, one after another, until `stop`; the
+/// latency (microseconds, request written to the body's end) of those made while `measuring`.
+/// A connection the proxy closes (nginx does after `keepalive_requests`, 1,000) is opened again.
+async fn ask_in_turn(
+    port: u16,
+    path: String,
+    measuring: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<Vec<u64>> {
+    let mut latencies = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        ask_on_one_connection(port, &path, &measuring, &stop, &mut latencies).await?;
+    }
+    Ok(latencies)
+}
+
+async fn ask_on_one_connection(
+    port: u16,
+    path: &str,
+    measuring: &std::sync::atomic::AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
+    latencies: &mut Vec<u64>,
+) -> anyhow::Result<()> {
+    let socket = TcpStream::connect(("127.0.0.1", port)).await?;
+    socket.set_nodelay(true)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(socket)).await?;
+    tokio::spawn(connection);
+    while !stop.load(Ordering::Relaxed) {
+        if sender.ready().await.is_err() {
+            return Ok(()); // closed by the proxy after its last answer
+        }
+        let request = Request::get(path)
+            .header("host", format!("127.0.0.1:{port}"))
+            .header("accept", "text/event-stream")
+            .body(http_body_util::Empty::<Bytes>::new())?;
+        let started = Instant::now();
+        let response = sender.send_request(request).await?;
+        let closes = response.headers().get(http::header::CONNECTION).is_some_and(|v| v == "close");
+        let body = response.into_body().collect().await?.to_bytes();
+        anyhow::ensure!(body.ends_with(b"\n\n"), "a short stream ends with its last event: {body:?}");
+        if measuring.load(Ordering::Relaxed) {
+            latencies.push(started.elapsed().as_micros() as u64);
+        }
+        if closes {
+            return Ok(());
+        }
     }
     Ok(())
 }
