@@ -458,9 +458,29 @@ pub(crate) fn record_status(span: &tracing::Span, status: http::StatusCode, serv
     }
 }
 
+/// True if `span` is exported: export is on and the sampler kept its trace.
+fn sampled(span: &tracing::Span) -> bool {
+    !span.is_disabled() && span.context().span().span_context().is_sampled()
+}
+
+/// The current span, if a child of it would be exported. `None` while export is off (a cached
+/// branch) or when the sampler dropped the trace (`OTEL_TRACES_SAMPLER`): then no child span is
+/// built only to be dropped, which is what makes sampling save what it promises.
+fn sampled_parent() -> Option<tracing::Span> {
+    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        return None;
+    }
+    Some(tracing::Span::current()).filter(sampled)
+}
+
 /// The span of one request to an upstream (HTTP client conventions), up to its response head;
-/// its context goes upstream in `traceparent`.
+/// its context goes upstream in `traceparent` (a dropped trace's too, marked not sampled, so the
+/// upstream's own sampler follows the decision).
 pub(crate) fn client_span(method: &http::Method, uri: &http::Uri, headers: &mut HeaderMap) -> tracing::Span {
+    if sampled_parent().is_none() {
+        propagate(&tracing::Span::current(), headers);
+        return tracing::Span::none();
+    }
     let span = tracing::info_span!(target: TARGET, "upstream",
         otel.name = %method, otel.kind = "client", otel.status_code = tracing::field::Empty,
         http.request.method = %method, server.address = uri.host().unwrap_or(""),
@@ -511,6 +531,7 @@ impl StreamSpans {
         framing: &'static str,
         links: &[LinkRecord],
     ) -> Option<Box<Self>> {
+        sampled_parent()?;
         let stream = tracing::info_span!(target: TARGET, "stream", otel.name = "sluicegate.stream",
             otel.status_code = tracing::field::Empty);
         if stream.is_disabled() {
@@ -556,7 +577,7 @@ impl StreamSpans {
 /// What a request body judged whole says of itself (see [`read_request`]): the model asked for,
 /// an MCP message's method and the tool or prompt it names. Read only while export is on.
 pub(crate) fn record_request(span: &tracing::Span, body: &str, path: &str) {
-    if span.is_disabled() {
+    if !sampled(span) {
         return;
     }
     let facts = read_request(body, path);
@@ -662,7 +683,7 @@ pub(crate) fn record_body(
     reason: &'static str,
     links: &[LinkRecord],
 ) {
-    if span.is_disabled() {
+    if !sampled(span) {
         return;
     }
     span.set_attribute(format!("sluicegate.{direction}.outcome"), outcome);

@@ -141,6 +141,30 @@ async fn a_guarded_stream_arrives_over_grpc_as_one_trace_continuing_the_callers(
     assert_the_trace(&spans, &saw.lock().unwrap());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_the_sampler_drops_makes_no_spans_and_the_upstream_learns_the_decision() {
+    let (receiver, store) = otlp::start_http().await;
+    let (upstream, saw) = stamping_upstream().await;
+    let proxy = serve_exporting("unsampled", upstream, &format!("http://{receiver}"), "http/protobuf", "");
+    // A caller whose trace is not sampled (flags 00): the default parent-based sampler follows it.
+    let dropped = "0af7651916cd43dd8448eb211c80319c";
+    let traceparent = format!("00-{dropped}-b7ad6b7169203331-00");
+    let headers = [("traceparent", traceparent.as_str()), ("accept", "text/event-stream")];
+    let events = EventReader::new(get(&format!("http://{}/v1/chat", proxy.addr), &headers).await).rest().await;
+    assert_eq!(events.len(), 3, "the stream is served whole");
+    // Then a sampled caller. Spans are exported in the order they end, so once this trace is
+    // in, anything the first request made would be too.
+    stream_through(&proxy).await;
+    let spans = store.wait_for(Duration::from_secs(20), complete).await;
+    for span in &spans {
+        assert_eq!(hex(&span.span.trace_id), CALLER_TRACE, "only the sampled trace: {span:#?}");
+    }
+    let seen = saw.lock().unwrap().clone();
+    let (prefix, flags) = (format!("00-{dropped}-"), "-00");
+    assert!(seen[0].starts_with(&prefix) && seen[0].ends_with(flags), "the decision goes upstream: {seen:?}");
+    assert!(!seen[0].contains("b7ad6b7169203331"), "with the proxy's span as parent: {seen:?}");
+}
+
 /// The counter `name` on the proxy's `/metrics`.
 async fn count(proxy: &Serving, name: &str) -> u64 {
     let response = get(&format!("http://{}/metrics", proxy.admin.unwrap()), &[]).await;
