@@ -52,6 +52,18 @@ fn serve_exporting(name: &str, upstream: SocketAddr, endpoint: &str, protocol: &
         .start()
 }
 
+/// `serve` with the configuration `text`, exporting to `receiver` over HTTP/protobuf.
+fn serve_config(name: &str, text: &str, receiver: SocketAddr) -> Serving {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("telemetry-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    Start::serve(&["--config", config.to_str().unwrap()])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{receiver}"))
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .start()
+}
+
 /// One stream through the proxy as a caller in trace `CALLER_TRACE` makes it, with a credential.
 async fn stream_through(proxy: &Serving) -> Vec<String> {
     let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
@@ -246,20 +258,13 @@ async fn a_refusal_a_fault_under_fail_open_and_a_resumption_arrive_as_spans_and_
     let (receiver, store) = otlp::start_http().await;
     let (upstream, saw) = verdict_upstream().await;
     let hostile = sluicegate_tests::TEST_GUESTS_PATHS.iter().find(|(n, _)| *n == "hostile").unwrap().1;
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("telemetry-verdicts");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("config.toml");
     let text = format!(
         "upstream = \"http://{upstream}\"\n\
          [[route]]\nprefix = \"/mcp\"\n[[route.request_interceptor]]\nspec = \"example:tool-guard\"\nconfig = {{ allow = \"count\" }}\n\
          [[route]]\nprefix = \"/bad\"\n[[route.interceptor]]\nspec = \"{hostile}\"\non_fault = \"fail-open\"\nconfig = {{ mode = \"short-count\" }}\n\
          [[route]]\nprefix = \"/flaky\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n"
     );
-    std::fs::write(&config, text).unwrap();
-    let proxy = Start::serve(&["--config", config.to_str().unwrap()])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{receiver}"))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
-        .start();
+    let proxy = serve_config("verdicts", &text, receiver);
 
     // A tool call the guard refuses never reaches the upstream.
     let call = r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"secret","arguments":{}}}"#;
@@ -373,19 +378,12 @@ async fn the_model_a_request_asks_for_is_an_attribute_where_a_request_chain_read
     let upstream =
         start_upstream(|_| async { full(200, "text/event-stream", "data: {\"choices\":[]}\n\ndata: [DONE]\n\n") })
             .await;
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("telemetry-request-model");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("config.toml");
     let text = format!(
         "upstream = \"http://{upstream}\"\n\
          [[route]]\nprefix = \"/judged\"\n[[route.request_interceptor]]\nspec = \"example:passthrough\"\n\
          [[route]]\nprefix = \"/streamed\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n"
     );
-    std::fs::write(&config, text).unwrap();
-    let proxy = Start::serve(&["--config", config.to_str().unwrap()])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{receiver}"))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
-        .start();
+    let proxy = serve_config("request-model", &text, receiver);
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     for route in ["judged", "streamed"] {
         let body =
