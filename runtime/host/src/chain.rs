@@ -439,6 +439,9 @@ pub struct LinkRecord {
     /// What it counted, by name (a detector's matches); left out when empty.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub counts: BTreeMap<String, u64>,
+    /// The time its calls took, in all (for telemetry; not in the enforcement record).
+    #[serde(skip)]
+    pub busy: Duration,
 }
 
 /// One stream's state in every interceptor of a chain.
@@ -516,6 +519,7 @@ impl ChainStream {
         self.released_hold = self.released_hold.max(stream.released_hold());
         let stats = &link.stats;
         let took = started.elapsed();
+        self.records[i].busy += took;
         stats.call_seconds.observe(took.as_secs_f64());
         stats.note_call(took);
         stats.batch_size.observe(batch.len() as f64);

@@ -144,6 +144,8 @@ pub(crate) struct EventStream {
     requested: Instant,
     batch_arrived: Instant,
     last_write: Option<Instant>,
+    /// This stream's waits, for its span.
+    waits: telemetry::Waits,
 }
 
 impl EventStream {
@@ -177,6 +179,7 @@ impl EventStream {
             requested: Instant::now(),
             batch_arrived: Instant::now(),
             last_write: None,
+            waits: telemetry::Waits::default(),
         }
     }
 
@@ -278,9 +281,7 @@ impl EventStream {
         }
         let tail = match tail {
             Ok(tail) => {
-                if let Some(held) = tail.released_hold {
-                    self.route.latency.held_text.observe(held.as_secs_f64());
-                }
+                self.released(tail.released_hold);
                 tail.bytes
             }
             Err(fault) => {
@@ -321,7 +322,7 @@ impl EventStream {
         .log();
         if let Some(spans) = &self.spans {
             let bytes = (self.bytes_in, self.bytes_out);
-            spans.close(end, outcome == Outcome::Refused, engine.records(), bytes, engine.facts());
+            spans.close(end, outcome == Outcome::Refused, engine.records(), bytes, engine.facts(), &self.waits);
         }
     }
 
@@ -425,17 +426,25 @@ impl EventStream {
                     return Some(End::Faulted);
                 }
             };
-            if let Some(held) = out.released_hold {
-                self.route.latency.held_text.observe(held.as_secs_f64());
-            }
+            self.released(out.released_hold);
             let wrote = !out.bytes.is_empty();
             self.send(out.bytes).await;
             if wrote {
-                self.route.latency.chain_delay.observe(self.batch_arrived.elapsed().as_secs_f64());
+                let delay = self.batch_arrived.elapsed();
+                self.route.latency.chain_delay.observe(delay.as_secs_f64());
+                self.waits.chain_max = self.waits.chain_max.max(Some(delay));
             }
             if out.ended {
                 return Some(End::EndedByInterceptor);
             }
+        }
+    }
+
+    /// Counts how long the text a batch released had been held back, if it had been.
+    fn released(&mut self, held: Option<std::time::Duration>) {
+        if let Some(held) = held {
+            self.route.latency.held_text.observe(held.as_secs_f64());
+            self.waits.held_max = self.waits.held_max.max(Some(held));
         }
     }
 
@@ -450,7 +459,11 @@ impl EventStream {
         self.bytes_out += bytes.len() as u64;
         let now = Instant::now();
         match self.last_write.replace(now) {
-            None => self.route.latency.first_event.observe((now - self.requested).as_secs_f64()),
+            None => {
+                let first = now - self.requested;
+                self.route.latency.first_event.observe(first.as_secs_f64());
+                self.waits.first_event = Some(first);
+            }
             Some(last) => self.route.latency.between_events.observe((now - last).as_secs_f64()),
         }
         self.outbox.send(Bytes::from(bytes)).await;

@@ -549,7 +549,8 @@ impl StreamSpans {
         &self.stream
     }
 
-    /// Records how the stream ended and what each link did; the spans end when dropped.
+    /// Records how the stream ended, the waits its client had and what each link did; the spans
+    /// end when dropped.
     pub(crate) fn close(
         &self,
         end: &'static str,
@@ -557,10 +558,22 @@ impl StreamSpans {
         records: &[LinkRecord],
         bytes: (u64, u64),
         facts: Option<&Facts>,
+        waits: &Waits,
     ) {
         if let Some(facts) = facts {
             gen_ai(&self.stream, facts);
             gen_ai(&self.request, facts);
+        }
+        let millis = |d: Duration| d.as_secs_f64() * 1e3;
+        let latencies = [
+            ("sluicegate.latency.first_event_ms", waits.first_event),
+            ("sluicegate.latency.chain_max_ms", waits.chain_max),
+            ("sluicegate.latency.held_max_ms", waits.held_max),
+        ];
+        for (key, wait) in latencies {
+            if let Some(wait) = wait {
+                self.stream.set_attribute(key, millis(wait));
+            }
         }
         self.stream.set_attribute("sluicegate.end", end);
         self.stream.set_attribute("sluicegate.bytes_in", bytes.0 as i64);
@@ -570,6 +583,17 @@ impl StreamSpans {
         }
         for (span, link) in self.links.iter().zip(records) {
             summarise(span, link);
+        }
+    }
+}
+
+impl Drop for StreamSpans {
+    /// The exporting layer ends a span at its last exit (the request's was last entered when its
+    /// response head went out, the stream's maybe at a resumption), so each is entered once more
+    /// as the stream ends, children first: the links end, then the stream, then the request.
+    fn drop(&mut self) {
+        for span in self.links.iter().chain([&self.stream, &self.request]) {
+            span.in_scope(|| ());
         }
     }
 }
@@ -592,6 +616,15 @@ pub(crate) fn record_request(span: &tracing::Span, body: &str, path: &str) {
             span.set_attribute(key, value);
         }
     }
+}
+
+/// The waits a stream's client had, as its `/metrics` histograms count them: its first event, the
+/// longest a batch took from arrival to write, the longest a guard held text back.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Waits {
+    pub first_event: Option<Duration>,
+    pub chain_max: Option<Duration>,
+    pub held_max: Option<Duration>,
 }
 
 /// The GenAI conventions' attributes of what the stream showed (nothing it did not show).
@@ -634,6 +667,8 @@ fn summarise(span: &tracing::Span, link: &LinkRecord) {
     for (key, value) in numbers {
         span.set_attribute(key, value as i64);
     }
+    // The time the link's calls took: what this guardrail added to the stream.
+    span.set_attribute("sluicegate.calls.time_ms", link.busy.as_secs_f64() * 1e3);
     for (name, value) in &link.counts {
         span.set_attribute(format!("sluicegate.count.{name}"), *value as i64);
     }

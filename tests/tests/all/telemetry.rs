@@ -107,6 +107,10 @@ fn assert_the_trace(spans: &[Received], upstream_saw: &[String]) {
     assert_eq!(upstream.span.parent_span_id, request.span.span_id, "the upstream call is the request's child");
     assert_eq!(stream.span.parent_span_id, request.span.span_id, "the stream is the request's child");
     assert_eq!(link.span.parent_span_id, stream.span.span_id, "the link is the stream's child");
+    // The request lasts as long as its response: the stream and its links end within it.
+    for child in [stream, link] {
+        assert!(child.span.end_time_unix_nano <= request.span.end_time_unix_nano, "{child:#?} after {request:#?}");
+    }
     // Server and client kinds (SpanKind 2 and 3), with the HTTP conventions' attributes.
     assert_eq!((request.span.kind, upstream.span.kind), (2, 3));
     assert_eq!(request.attribute("http.route").as_deref(), Some("/v1"));
@@ -117,6 +121,15 @@ fn assert_the_trace(spans: &[Received], upstream_saw: &[String]) {
     assert_eq!(link.attribute("sluicegate.interceptor.name").as_deref(), Some("example:redact"));
     assert_eq!(link.attribute("sluicegate.events.in").as_deref(), Some("3"));
     assert_eq!(link.attribute("sluicegate.events.modified").as_deref(), Some("3"));
+    // The waits the guardrail's client had, and the time its calls took, in milliseconds.
+    let millis = |span: &Received, key: &str| -> f64 {
+        span.attribute(key).unwrap_or_else(|| panic!("no {key}: {span:#?}")).parse().unwrap()
+    };
+    let first = millis(stream, "sluicegate.latency.first_event_ms");
+    let chain = millis(stream, "sluicegate.latency.chain_max_ms");
+    let calls = millis(link, "sluicegate.calls.time_ms");
+    assert!(first > 0.0 && chain > 0.0 && calls > 0.0, "{first} {chain} {calls}");
+    assert_eq!(stream.attribute("sluicegate.latency.held_max_ms"), None, "redact holds nothing back");
     assert_eq!(request.resource_attribute("service.name").as_deref(), Some("edge-guard"));
     // The upstream got the proxy's context: the caller's trace, the upstream span as parent.
     let expected = format!("00-{CALLER_TRACE}-{}-01", hex(&upstream.span.span_id));
