@@ -281,8 +281,23 @@ impl Store {
     }
 }
 
-/// Starts an OTLP/HTTP receiver (protobuf bodies on `/v1/traces`); its address and its store.
+/// Starts an OTLP/HTTP receiver (protobuf bodies on `/v1/traces` and `/v1/metrics`); its
+/// address and its store.
 pub async fn start_http() -> (SocketAddr, Arc<Store>) {
+    start_http_with(None, None).await
+}
+
+/// Starts an OTLP/HTTPS receiver with `identity` (a certificate of a test's CA) that answers 401
+/// to an export without header `required` (name, value): a vendor's endpoint.
+pub async fn start_https(identity: &crate::tls::Issued, required: (&str, &str)) -> (SocketAddr, Arc<Store>) {
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(identity.server_config(&[b"http/1.1"], None)));
+    start_http_with(Some(tls), Some((required.0.to_string(), required.1.to_string()))).await
+}
+
+async fn start_http_with(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    required: Option<(String, String)>,
+) -> (SocketAddr, Arc<Store>) {
     let store = Arc::new(Store::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -290,21 +305,36 @@ pub async fn start_http() -> (SocketAddr, Arc<Store>) {
     tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else { return };
-            let store = serving.clone();
+            let (store, required, tls) = (serving.clone(), required.clone(), tls.clone());
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let store = store.clone();
-                async move { Ok::<_, std::convert::Infallible>(receive(&store, request).await) }
+                let (store, required) = (store.clone(), required.clone());
+                async move { Ok::<_, std::convert::Infallible>(receive(&store, required, request).await) }
             });
             tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(socket);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = match tls {
+                    Some(tls) => match tls.accept(socket).await {
+                        Ok(stream) => http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await,
+                        Err(_) => return,
+                    },
+                    None => http.serve_connection(hyper_util::rt::TokioIo::new(socket), service).await,
+                };
             });
         }
     });
     (addr, store)
 }
 
-async fn receive(store: &Store, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn receive(
+    store: &Store,
+    required: Option<(String, String)>,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if let Some((name, value)) = required
+        && request.headers().get(name.as_str()).is_none_or(|v| v != value.as_str())
+    {
+        return Response::builder().status(401).body(Full::new(Bytes::new())).unwrap();
+    }
     let path = request.uri().path().to_string();
     let protobuf = request.headers().get("content-type").is_some_and(|v| v == "application/x-protobuf");
     let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();

@@ -155,6 +155,11 @@ pub struct TelemetryConfig {
     /// `OTEL_METRIC_EXPORT_INTERVAL`, else 60 s; `OTEL_METRICS_EXPORTER=none` pushes none.
     #[serde(default, with = "millis::optional")]
     pub metrics_interval_ms: Option<Duration>,
+    /// Headers sent with every export (a vendor's API key: `${NAME}` is the environment variable
+    /// NAME, never logged). Else `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k=v`).
+    pub headers: BTreeMap<String, String>,
+    /// A CA certificate (PEM) trusted for an `https://` endpoint besides the system's roots.
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for TelemetryConfig {
@@ -167,6 +172,8 @@ impl Default for TelemetryConfig {
             queue_size: 2048,
             timeout_ms: Duration::from_secs(10),
             metrics_interval_ms: None,
+            headers: BTreeMap::new(),
+            ca: None,
         }
     }
 }

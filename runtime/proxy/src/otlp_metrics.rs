@@ -37,9 +37,9 @@ pub type Source = Box<dyn Fn() -> Vec<MetricFamily> + Send>;
 /// A metrics push that could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    /// The HTTP client refused its settings.
+    /// The HTTP client refused its settings (or its TLS cannot be set up).
     #[error("cannot build the OTLP metrics client: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(String),
     /// The gRPC endpoint is not a URI, or its runtime could not start.
     #[error("cannot start the OTLP metrics gRPC client: {0}")]
     Grpc(String),
@@ -101,16 +101,25 @@ impl MetricsPush {
 
 /// How pushes travel.
 enum Transport {
-    Http { client: reqwest::blocking::Client, url: String },
-    Grpc { runtime: tokio::runtime::Runtime, client: MetricsServiceClient<tonic::transport::Channel> },
+    Http {
+        client: reqwest::blocking::Client,
+        url: String,
+        headers: http::HeaderMap,
+    },
+    Grpc {
+        runtime: tokio::runtime::Runtime,
+        client: MetricsServiceClient<tonic::transport::Channel>,
+        headers: http::HeaderMap,
+    },
 }
 
 impl Transport {
     fn new(export: &Export, metrics: &MetricsExport) -> Result<Transport, PushError> {
         Ok(match export.protocol {
             sluicegate_contract::config::OtlpProtocol::HttpProtobuf => Transport::Http {
-                client: reqwest::blocking::Client::builder().timeout(export.timeout).build()?,
+                client: telemetry::http_client(export).map_err(|e| PushError::Http(e.to_string()))?,
                 url: metrics.url.clone(),
+                headers: export.headers.map(),
             },
             sluicegate_contract::config::OtlpProtocol::Grpc => {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -122,17 +131,18 @@ impl Transport {
                     .timeout(export.timeout)
                     .connect_timeout(export.timeout);
                 let channel = runtime.block_on(async { endpoint.connect_lazy() });
-                Transport::Grpc { runtime, client: MetricsServiceClient::new(channel) }
+                Transport::Grpc { runtime, client: MetricsServiceClient::new(channel), headers: export.headers.map() }
             }
         })
     }
 
     fn send(&mut self, request: ExportMetricsServiceRequest) -> Result<(), String> {
         match self {
-            Transport::Http { client, url } => {
+            Transport::Http { client, url, headers } => {
                 let body = prost::Message::encode_to_vec(&request);
                 let response = client
                     .post(url.as_str())
+                    .headers(headers.clone())
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf")
                     .body(body)
                     .send()
@@ -142,7 +152,9 @@ impl Transport {
                     status => Err(format!("the collector answered {status}")),
                 }
             }
-            Transport::Grpc { runtime, client } => {
+            Transport::Grpc { runtime, client, headers } => {
+                let mut request = tonic::Request::new(request);
+                *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers.clone());
                 runtime.block_on(client.export(request)).map(drop).map_err(|status| status.to_string())
             }
         }

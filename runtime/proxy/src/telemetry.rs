@@ -15,7 +15,7 @@ use http::HeaderMap;
 use opentelemetry::propagation::TextMapPropagator as _;
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -53,6 +53,59 @@ pub struct Export {
     pub timeout: Duration,
     /// Where and how often metrics are pushed; `None`: they are not.
     pub metrics: Option<MetricsExport>,
+    /// Headers sent with every export.
+    pub headers: Headers,
+    /// A CA trusted for an `https://` endpoint besides the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// Headers of every export: a vendor's key, as often as not, so only their names are shown.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers(Vec<(http::HeaderName, http::HeaderValue)>);
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(name, _)| name)).finish()
+    }
+}
+
+impl Headers {
+    /// As an HTTP header map.
+    pub fn map(&self) -> HeaderMap {
+        self.0.iter().cloned().collect()
+    }
+
+    /// The configured ones (`${NAME}` expanded), else `OTEL_EXPORTER_OTLP_HEADERS` (`k=v,k=v`,
+    /// values percent-encoded as the specification says).
+    fn resolve(config: &TelemetryConfig, env: impl Fn(&str) -> Option<String>) -> Result<Headers, TelemetryError> {
+        let named: Vec<(String, String)> = if !config.headers.is_empty() {
+            let expand = |(name, value): (&String, &String)| {
+                let value = sluicegate_contract::config::expand_env(value)
+                    .map_err(|e| TelemetryError::Header(name.clone(), e.to_string()))?;
+                Ok((name.clone(), value))
+            };
+            config.headers.iter().map(expand).collect::<Result<_, TelemetryError>>()?
+        } else {
+            let list = env("OTEL_EXPORTER_OTLP_HEADERS").unwrap_or_default();
+            let pairs = list.split(',').filter(|pair| !pair.trim().is_empty());
+            let pair = |pair: &str| match pair.split_once('=') {
+                Some((name, value)) => {
+                    let value = percent_encoding::percent_decode_str(value.trim()).decode_utf8_lossy();
+                    Ok((name.trim().to_string(), value.into_owned()))
+                }
+                None => Err(TelemetryError::Header(pair.trim().to_string(), "no `=`".into())),
+            };
+            pairs.map(pair).collect::<Result<_, TelemetryError>>()?
+        };
+        let typed = |(name, value): (String, String)| {
+            let bad = |why: &str| TelemetryError::Header(name.clone(), why.to_string());
+            let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad("not a header name"))?;
+            let mut value = http::HeaderValue::from_str(&value).map_err(|_| bad("its value is not a header value"))?;
+            value.set_sensitive(true);
+            Ok((header, value))
+        };
+        Ok(Headers(named.into_iter().map(typed).collect::<Result<_, TelemetryError>>()?))
+    }
 }
 
 /// The metrics' push: the same instruments as `/metrics`, as OTLP metrics.
@@ -79,12 +132,21 @@ pub enum TelemetryError {
     /// The endpoint is not an HTTP URL.
     #[error("telemetry endpoint `{0}` is not an http:// URL")]
     Endpoint(String),
-    /// The endpoint asks for TLS, which the exporters are built without.
+    /// The endpoint asks for TLS over gRPC, which the gRPC exporters are built without.
     #[error(
-        "telemetry endpoint `{0}`: TLS to the collector is not built in; export to a collector or agent \
-         nearby over plain http:// (it forwards over TLS)"
+        "telemetry endpoint `{0}`: TLS over gRPC is not built in; use `protocol = \"http/protobuf\"` \
+         (https:// works there), or a collector nearby over plain http://"
     )]
     Tls(String),
+    /// A header cannot be sent (its value is never shown).
+    #[error("telemetry header `{0}`: {1}")]
+    Header(String, String),
+    /// The CA file or the system's roots cannot be used.
+    #[error("telemetry endpoint's TLS: {0}")]
+    TlsSetup(#[from] crate::tls::TlsSetupError),
+    /// The HTTP client refused its settings.
+    #[error("cannot build the OTLP HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
     /// The exporter refused its settings.
     #[error("cannot build the OTLP exporter: {0}")]
     Build(#[from] opentelemetry_otlp::ExporterBuildError),
@@ -106,10 +168,7 @@ impl Export {
         let Some(endpoint) = config.endpoint.clone().or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT")) else {
             return Ok(None);
         };
-        if endpoint.starts_with("https://") {
-            return Err(TelemetryError::Tls(endpoint));
-        }
-        if !endpoint.starts_with("http://") {
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return Err(TelemetryError::Endpoint(endpoint));
         }
         let protocol = match (config.protocol, env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
@@ -121,6 +180,9 @@ impl Export {
                 _ => return Err(TelemetryError::Protocol(named)),
             },
         };
+        if protocol == OtlpProtocol::Grpc && endpoint.starts_with("https://") {
+            return Err(TelemetryError::Tls(endpoint));
+        }
         let signal = |path: &str| match protocol {
             OtlpProtocol::HttpProtobuf => format!("{}/{path}", endpoint.trim_end_matches('/')),
             OtlpProtocol::Grpc => endpoint.clone(),
@@ -139,6 +201,8 @@ impl Export {
             queue_size: config.queue_size,
             timeout: config.timeout_ms,
             metrics,
+            headers: Headers::resolve(config, &env)?,
+            ca: config.ca.clone(),
         }))
     }
 }
@@ -179,12 +243,17 @@ impl Telemetry {
         let pending = Arc::new(AtomicUsize::new(0));
         let (exporter, grpc) = match export.protocol {
             OtlpProtocol::HttpProtobuf => {
+                let headers =
+                    export.headers.0.iter().map(|(name, value)| {
+                        (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned())
+                    });
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_endpoint(export.url.clone())
                     .with_timeout(export.timeout)
-                    .with_headers(Default::default())
+                    .with_http_client(http_client(export)?)
+                    .with_headers(headers.collect())
                     .build()?;
                 (exporter, None)
             }
@@ -194,11 +263,13 @@ impl Telemetry {
                     .thread_name("otlp-grpc")
                     .enable_all()
                     .build()?;
+                let metadata = tonic::metadata::MetadataMap::from_headers(export.headers.map());
                 let exporter = runtime.block_on(async {
                     opentelemetry_otlp::SpanExporter::builder()
                         .with_tonic()
                         .with_endpoint(export.url.clone())
                         .with_timeout(export.timeout)
+                        .with_metadata(metadata)
                         .build()
                 })?;
                 (exporter, Some(runtime))
@@ -250,6 +321,19 @@ impl Telemetry {
             runtime.shutdown_background();
         }
     }
+}
+
+/// The blocking HTTP client of the exports (spans and metrics): for an `https://` endpoint,
+/// rustls with the system's roots and the configured CA, as for upstreams. Build it outside any
+/// async runtime (it runs one of its own).
+pub(crate) fn http_client(export: &Export) -> Result<reqwest::blocking::Client, TelemetryError> {
+    // Always the proxy's own configuration (reqwest is built without a crypto provider of its
+    // own); for plain http:// one without roots, so the system's are not read for it.
+    let tls = match export.url.starts_with("https://") {
+        true => crate::tls::client_config(export.ca.as_deref(), None)?,
+        false => crate::tls::unused_client_config(),
+    };
+    Ok(reqwest::blocking::Client::builder().timeout(export.timeout).use_preconfigured_tls(tls).build()?)
 }
 
 /// `service.name` as resolved, `OTEL_RESOURCE_ATTRIBUTES`, then the configured attributes.
@@ -826,8 +910,37 @@ mod tests {
         assert!(Export::resolve(&TelemetryConfig::default(), env(&json)).is_err(), "JSON is not spoken");
         let bare = [("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")];
         assert!(matches!(Export::resolve(&TelemetryConfig::default(), env(&bare)), Err(TelemetryError::Endpoint(_))));
-        // Refused at start, not failing export after export: the clients have no TLS.
-        let tls = [("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")];
-        assert!(matches!(Export::resolve(&TelemetryConfig::default(), env(&tls)), Err(TelemetryError::Tls(_))));
+        // HTTPS for HTTP/protobuf; refused at start over gRPC (not failing export after export).
+        let https = [("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")];
+        assert!(Export::resolve(&TelemetryConfig::default(), env(&https)).unwrap().is_some());
+        let grpc = [("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")];
+        assert!(matches!(Export::resolve(&TelemetryConfig::default(), env(&grpc)), Err(TelemetryError::Tls(_))));
+    }
+
+    #[test]
+    fn headers_come_from_the_file_or_the_variable_and_are_never_shown() {
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s%3Dcr3t , tenant=acme"),
+        ];
+        let export = Export::resolve(&TelemetryConfig::default(), env(&vars)).unwrap().unwrap();
+        let map = export.headers.map();
+        assert_eq!((map["x-api-key"].to_str().unwrap(), map["tenant"].to_str().unwrap()), ("s=cr3t", "acme"));
+        let shown = format!("{export:?}");
+        assert!(shown.contains("x-api-key") && !shown.contains("cr3t"), "{shown}");
+        // The file's headers win over the variable's, all of them.
+        let config = TelemetryConfig {
+            headers: [("authorization".to_string(), "Bearer k".to_string())].into(),
+            ..TelemetryConfig::default()
+        };
+        let map = Export::resolve(&config, env(&vars)).unwrap().unwrap().headers.map();
+        assert_eq!((map.len(), map["authorization"].to_str().unwrap()), (1, "Bearer k"));
+        for bad in ["novalue", "bad name=x"] {
+            let vars = [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"), ("OTEL_EXPORTER_OTLP_HEADERS", bad)];
+            assert!(matches!(
+                Export::resolve(&TelemetryConfig::default(), env(&vars)),
+                Err(TelemetryError::Header(..))
+            ));
+        }
     }
 }

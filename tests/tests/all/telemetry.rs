@@ -34,17 +34,22 @@ async fn stamping_upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     (addr, seen)
 }
 
-/// `serve` with `example:redact` on `/`, exporting to `endpoint` over `protocol`.
-fn serve_exporting(name: &str, upstream: SocketAddr, endpoint: &str, protocol: &str, extra: &str) -> Serving {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("telemetry-{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A config file in `dir`: `example:redact` on `/v1`, `[telemetry]` with `protocol` and `extra`.
+fn write_config(dir: &std::path::Path, upstream: SocketAddr, protocol: &str, extra: &str) -> String {
     let config = dir.join("config.toml");
     let text = format!(
         "upstream = \"http://{upstream}\"\n[telemetry]\nprotocol = \"{protocol}\"\n{extra}\n\
          [[route]]\nprefix = \"/v1\"\n[[route.interceptor]]\nspec = \"example:redact\"\n"
     );
     std::fs::write(&config, text).unwrap();
-    Start::serve(&["--config", config.to_str().unwrap()])
+    config.to_str().unwrap().to_string()
+}
+
+/// `serve` with `example:redact` on `/v1`, exporting to `endpoint` over `protocol`.
+fn serve_exporting(name: &str, upstream: SocketAddr, endpoint: &str, protocol: &str, extra: &str) -> Serving {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("telemetry-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    Start::serve(&["--config", &write_config(&dir, upstream, protocol, extra)])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
         .env("OTEL_SERVICE_NAME", "edge-guard")
         // Export each batch within 50 ms of its first span, not the SDK's 5 s.
@@ -418,6 +423,47 @@ async fn the_model_a_request_asks_for_is_an_attribute_where_a_request_chain_read
     assert!(judged.all_values().iter().all(|v| !v.contains(EMAIL)), "no message text: {judged:#?}");
     // Without a request chain the body streams to the upstream unread: it is not held to label a span.
     assert_eq!(one(&spans, "POST /streamed").attribute("gen_ai.request.model"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_and_metrics_reach_a_vendors_https_endpoint_with_its_key() {
+    let ca = sluicegate_tests::tls::TestCa::new("collector ca");
+    let (receiver, store) = otlp::start_https(&ca.server(&["localhost"]), ("x-api-key", "k-7f3a")).await;
+    let (upstream, _) = stamping_upstream().await;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("telemetry-https");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_file = ca.write(&dir, "ca.pem");
+    let endpoint = format!("https://localhost:{}", receiver.port());
+    let extra = format!(
+        "metrics_interval_ms = 100\nca = \"{}\"\nheaders = {{ x-api-key = \"${{COLLECTOR_KEY}}\" }}",
+        ca_file.display()
+    );
+    let proxy = Start::serve(&["--config", &write_config(&dir, upstream, "http/protobuf", &extra)])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "50")
+        .env("COLLECTOR_KEY", "k-7f3a")
+        .start();
+    assert_eq!(stream_through(&proxy).await.len(), 3);
+    let spans = store.wait_for(Duration::from_secs(20), complete).await;
+    assert_eq!(hex(&one(&spans, "GET /v1").span.trace_id), CALLER_TRACE);
+    store
+        .wait_for_push(Duration::from_secs(20), 0, |p| {
+            p.value("sluicegate_route_streams", &[("route", "/v1")]) == Some(1.0)
+        })
+        .await;
+    assert!(!proxy.log().contains("k-7f3a"), "the key is never logged");
+
+    // Without the key the collector refuses: counted, and the streams go on.
+    let (upstream, _) = stamping_upstream().await;
+    let dir = dir.join("no-key");
+    std::fs::create_dir_all(&dir).unwrap();
+    let extra = format!("metrics_interval_ms = 100\nca = \"{}\"", ca_file.display());
+    let keyless = Start::serve(&["--config", &write_config(&dir, upstream, "http/protobuf", &extra)])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .start();
+    assert_eq!(stream_through(&keyless).await.len(), 3);
+    keyless.wait_for_line("telemetry: a push of the metrics to the collector failed", Duration::from_secs(30));
+    assert!(count(&keyless, "sluicegate_telemetry_metric_pushes_failed_total").await >= 1);
 }
 
 /// `/metrics` of `proxy`, as text.
