@@ -99,17 +99,15 @@ impl MetricsPush {
     }
 }
 
-/// How pushes travel.
+/// How pushes travel. (One per process: the size of the gRPC variant costs nothing.)
+#[allow(clippy::large_enum_variant)]
 enum Transport {
-    Http {
-        client: reqwest::blocking::Client,
-        url: String,
-        headers: http::HeaderMap,
-    },
+    /// The exports' client, which sends the configured headers itself.
+    Http { client: reqwest::blocking::Client, url: String },
     Grpc {
         runtime: tokio::runtime::Runtime,
         client: MetricsServiceClient<tonic::transport::Channel>,
-        headers: http::HeaderMap,
+        metadata: tonic::metadata::MetadataMap,
     },
 }
 
@@ -119,7 +117,6 @@ impl Transport {
             sluicegate_contract::config::OtlpProtocol::HttpProtobuf => Transport::Http {
                 client: telemetry::http_client(export).map_err(|e| PushError::Http(e.to_string()))?,
                 url: metrics.url.clone(),
-                headers: export.headers.map(),
             },
             sluicegate_contract::config::OtlpProtocol::Grpc => {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -131,18 +128,18 @@ impl Transport {
                     .timeout(export.timeout)
                     .connect_timeout(export.timeout);
                 let channel = runtime.block_on(async { endpoint.connect_lazy() });
-                Transport::Grpc { runtime, client: MetricsServiceClient::new(channel), headers: export.headers.map() }
+                let metadata = tonic::metadata::MetadataMap::from_headers(export.headers.map());
+                Transport::Grpc { runtime, client: MetricsServiceClient::new(channel), metadata }
             }
         })
     }
 
     fn send(&mut self, request: ExportMetricsServiceRequest) -> Result<(), String> {
         match self {
-            Transport::Http { client, url, headers } => {
+            Transport::Http { client, url } => {
                 let body = prost::Message::encode_to_vec(&request);
                 let response = client
                     .post(url.as_str())
-                    .headers(headers.clone())
                     .header(http::header::CONTENT_TYPE, "application/x-protobuf")
                     .body(body)
                     .send()
@@ -152,9 +149,9 @@ impl Transport {
                     status => Err(format!("the collector answered {status}")),
                 }
             }
-            Transport::Grpc { runtime, client, headers } => {
+            Transport::Grpc { runtime, client, metadata } => {
                 let mut request = tonic::Request::new(request);
-                *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(headers.clone());
+                *request.metadata_mut() = metadata.clone();
                 runtime.block_on(client.export(request)).map(drop).map_err(|status| status.to_string())
             }
         }
@@ -216,49 +213,50 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 struct Starts {
     first: u64,
     last_push: Option<u64>,
+    /// Each series' start and value at the last push, and at this one.
     series: HashMap<String, (u64, f64)>,
+    seen: HashMap<String, (u64, f64)>,
 }
 
 impl Starts {
     fn new() -> Starts {
-        Starts { first: unix_nanos(SystemTime::now()), last_push: None, series: HashMap::new() }
+        let first = unix_nanos(SystemTime::now());
+        Starts { first, last_push: None, series: HashMap::new(), seen: HashMap::new() }
     }
 
     /// The start of series `key` whose cumulative value (a count) is `value` now.
-    fn of(&mut self, seen: &mut HashMap<String, (u64, f64)>, key: String, value: f64) -> u64 {
-        let since = self.last_push.unwrap_or(self.first);
+    fn of(&mut self, key: String, value: f64) -> u64 {
         let start = match self.series.get(&key) {
             Some(&(start, before)) if value >= before => start,
-            _ => since,
+            _ => self.last_push.unwrap_or(self.first),
         };
-        seen.insert(key, (start, value));
+        self.seen.insert(key, (start, value));
         start
+    }
+
+    /// The push at `now` is made: series it did not see (a route or link a reload removed)
+    /// are forgotten.
+    fn pushed(&mut self, now: u64) {
+        self.series = std::mem::take(&mut self.seen);
+        self.last_push = Some(now);
     }
 }
 
 /// `families` as OTLP metrics at `now`.
 fn translate(families: &[MetricFamily], starts: &mut Starts, now: SystemTime) -> Vec<otlp::Metric> {
     let now = unix_nanos(now);
-    let mut seen = HashMap::with_capacity(starts.series.len());
-    let metrics = families.iter().filter_map(|family| metric(family, starts, &mut seen, now)).collect();
-    // Series gone (a route or link a reload removed) are forgotten.
-    starts.series = seen;
-    starts.last_push = Some(now);
+    let metrics = families.iter().filter_map(|family| metric(family, starts, now)).collect();
+    starts.pushed(now);
     metrics
 }
 
-fn metric(
-    family: &MetricFamily,
-    starts: &mut Starts,
-    seen: &mut HashMap<String, (u64, f64)>,
-    now: u64,
-) -> Option<otlp::Metric> {
+fn metric(family: &MetricFamily, starts: &mut Starts, now: u64) -> Option<otlp::Metric> {
     let name = family.name();
     let cumulative = AggregationTemporality::Cumulative as i32;
     let (name, data) = match family.get_field_type() {
         MetricType::COUNTER => {
             let points = family.get_metric().iter().map(|m| {
-                let start = starts.of(seen, key(name, m), m.get_counter().get_value());
+                let start = starts.of(key(name, m), m.get_counter().get_value());
                 number(m, m.get_counter().get_value(), start, now)
             });
             let sum =
@@ -271,7 +269,7 @@ fn metric(
         }
         MetricType::HISTOGRAM => {
             let points = family.get_metric().iter().map(|m| {
-                let start = starts.of(seen, key(name, m), m.get_histogram().get_sample_count() as f64);
+                let start = starts.of(key(name, m), m.get_histogram().get_sample_count() as f64);
                 histogram(m, start, now)
             });
             let data_points = points.collect();

@@ -243,17 +243,12 @@ impl Telemetry {
         let pending = Arc::new(AtomicUsize::new(0));
         let (exporter, grpc) = match export.protocol {
             OtlpProtocol::HttpProtobuf => {
-                let headers =
-                    export.headers.0.iter().map(|(name, value)| {
-                        (name.to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned())
-                    });
                 let exporter = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                     .with_endpoint(export.url.clone())
                     .with_timeout(export.timeout)
                     .with_http_client(http_client(export)?)
-                    .with_headers(headers.collect())
                     .build()?;
                 (exporter, None)
             }
@@ -323,9 +318,9 @@ impl Telemetry {
     }
 }
 
-/// The blocking HTTP client of the exports (spans and metrics): for an `https://` endpoint,
-/// rustls with the system's roots and the configured CA, as for upstreams. Build it outside any
-/// async runtime (it runs one of its own).
+/// The blocking HTTP client of the exports (spans and metrics), sending the configured headers
+/// with every request: for an `https://` endpoint, rustls with the system's roots and the
+/// configured CA, as for upstreams. Build it outside any async runtime (it runs one of its own).
 pub(crate) fn http_client(export: &Export) -> Result<reqwest::blocking::Client, TelemetryError> {
     // Always the proxy's own configuration (reqwest is built without a crypto provider of its
     // own); for plain http:// one without roots, so the system's are not read for it.
@@ -333,7 +328,8 @@ pub(crate) fn http_client(export: &Export) -> Result<reqwest::blocking::Client, 
         true => crate::tls::client_config(export.ca.as_deref(), None)?,
         false => crate::tls::unused_client_config(),
     };
-    Ok(reqwest::blocking::Client::builder().timeout(export.timeout).use_preconfigured_tls(tls).build()?)
+    let client = reqwest::blocking::Client::builder().timeout(export.timeout).default_headers(export.headers.map());
+    Ok(client.use_preconfigured_tls(tls).build()?)
 }
 
 /// `service.name` as resolved, `OTEL_RESOURCE_ATTRIBUTES`, then the configured attributes.
@@ -547,22 +543,23 @@ fn sampled(span: &tracing::Span) -> bool {
     !span.is_disabled() && span.context().span().span_context().is_sampled()
 }
 
-/// The current span, if a child of it would be exported. `None` while export is off (a cached
-/// branch) or when the sampler dropped the trace (`OTEL_TRACES_SAMPLER`): then no child span is
-/// built only to be dropped, which is what makes sampling save what it promises.
-fn sampled_parent() -> Option<tracing::Span> {
-    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
-        return None;
-    }
-    Some(tracing::Span::current()).filter(sampled)
+/// True while export is on: a branch on the callsite's cached interest.
+fn exporting() -> bool {
+    tracing::enabled!(target: TARGET, tracing::Level::INFO)
 }
 
 /// The span of one request to an upstream (HTTP client conventions), up to its response head;
 /// its context goes upstream in `traceparent` (a dropped trace's too, marked not sampled, so the
 /// upstream's own sampler follows the decision).
 pub(crate) fn client_span(method: &http::Method, uri: &http::Uri, headers: &mut HeaderMap) -> tracing::Span {
-    if sampled_parent().is_none() {
-        propagate(&tracing::Span::current(), headers);
+    if !exporting() {
+        return tracing::Span::none();
+    }
+    // A trace the sampler dropped (`OTEL_TRACES_SAMPLER`) builds no child span only to drop it:
+    // that is what makes sampling save what it promises.
+    let parent = tracing::Span::current();
+    if !sampled(&parent) {
+        propagate(&parent, headers);
         return tracing::Span::none();
     }
     let span = tracing::info_span!(target: TARGET, "upstream",
@@ -615,7 +612,13 @@ impl StreamSpans {
         framing: &'static str,
         links: &[LinkRecord],
     ) -> Option<Box<Self>> {
-        sampled_parent()?;
+        if !exporting() {
+            return None;
+        }
+        let request = tracing::Span::current();
+        if !sampled(&request) {
+            return None;
+        }
         let stream = tracing::info_span!(target: TARGET, "stream", otel.name = "sluicegate.stream",
             otel.status_code = tracing::field::Empty);
         if stream.is_disabled() {
@@ -625,7 +628,7 @@ impl StreamSpans {
         stream.set_attribute("http.route", prefix.to_owned());
         stream.set_attribute("sluicegate.framing", framing);
         let links = links.iter().map(|link| link_span(&stream, link)).collect();
-        Some(Box::new(StreamSpans { request: tracing::Span::current(), stream, links }))
+        Some(Box::new(StreamSpans { request, stream, links }))
     }
 
     /// The stream's span, to parent what the stream does (its resumptions).

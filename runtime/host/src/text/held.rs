@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 pub(super) struct Arrivals {
     runs: VecDeque<(usize, Instant)>,
-    held: usize,
 }
 
 /// The time of one batch, read from the clock only when a hold starts or ends (most batches
@@ -37,10 +36,8 @@ impl Arrivals {
             Some(&(_, arrived)) if released > 0 => Some(clock.now().saturating_duration_since(arrived)),
             _ => None,
         };
-        let mut left = released.min(self.held);
-        self.held -= left;
-        while left > 0 {
-            let Some(run) = self.runs.front_mut() else { break };
+        let mut left = released;
+        while let Some(run) = self.runs.front_mut().filter(|_| left > 0) {
             if run.0 <= left {
                 left -= run.0;
                 self.runs.pop_front();
@@ -50,10 +47,9 @@ impl Arrivals {
             }
         }
         // What is kept beyond the older runs arrived in this batch.
-        let new = kept.saturating_sub(self.held);
+        let new = kept.saturating_sub(self.runs.iter().map(|run| run.0).sum());
         if new > 0 {
             self.runs.push_back((new, clock.now()));
-            self.held += new;
         }
         waited
     }
@@ -79,7 +75,7 @@ mod tests {
         assert_eq!(arrivals.answered(3, 2, &mut clock), Some(Duration::from_millis(30)));
         let mut clock = BatchClock(Some(t0 + Duration::from_millis(35)));
         assert_eq!(arrivals.answered(2, 0, &mut clock), Some(Duration::from_millis(25)));
-        assert_eq!((arrivals.held, arrivals.runs.len()), (0, 0));
+        assert!(arrivals.runs.is_empty());
     }
 
     #[test]
