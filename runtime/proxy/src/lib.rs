@@ -26,6 +26,7 @@ mod build;
 mod charset;
 mod coding;
 mod content;
+mod driven;
 mod error;
 mod events;
 mod headers;

@@ -10,6 +10,7 @@
 //! requests that start at once share the first connection. Connections and TLS handshakes are counted
 //! per upstream, so pool reuse can be seen in `/metrics`.
 
+use super::driven::{Driven, DrivenBody, Shelf, Unsent};
 use super::tls::{self, Identity, TlsSetupError};
 use super::{BoxError, UpstreamBody};
 use http::uri::{Authority, Scheme};
@@ -164,19 +165,19 @@ pub enum UpstreamError {
         upstream: String,
         problem: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     #[error("{upstream} could not be reached")]
     Connect {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     #[error("the request to {upstream} failed")]
     Request {
         upstream: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
 }
 
@@ -456,14 +457,61 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// One upstream and its pooled clients.
+/// One upstream and its clients.
 pub struct Upstream {
     settings: UpstreamSettings,
     name: String,
-    /// One pool per worker thread (`workers`) for plain HTTP; one in the shared model and for
-    /// HTTPS.
-    pools: Box<[Client<Connector, UpstreamBody>]>,
+    /// How its requests go: over connections the request drives (plain HTTP/1.1), or through a
+    /// pooled client (HTTPS, HTTP/2).
+    clients: Clients,
     stats: Arc<UpstreamStats>,
+}
+
+enum Clients {
+    /// A shelf of kept connections per worker thread (`workers`): a connection stays on the
+    /// thread that opened it (one shelf in the shared model).
+    Driven {
+        connector: Connector,
+        shelves: Box<[Arc<Shelf<Watched>>]>,
+    },
+    Pooled(Client<Connector, UpstreamBody>),
+}
+
+/// An upstream's response body.
+pub struct ResponseBody(Answer);
+
+enum Answer {
+    Driven(DrivenBody<Watched>),
+    Pooled(Incoming),
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().0 {
+            Answer::Driven(body) => Pin::new(body).poll_frame(cx),
+            Answer::Pooled(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Answer::Driven(body) => body.is_end_stream(),
+            Answer::Pooled(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.0 {
+            Answer::Driven(body) => body.size_hint(),
+            Answer::Pooled(body) => body.size_hint(),
+        }
+    }
 }
 
 impl Upstream {
@@ -488,24 +536,20 @@ impl Upstream {
             false => builder.enable_all_versions().wrap_connector(sockets),
         };
         let connector = Connector { inner, timeout: settings.connect_timeout, stats: stats.clone() };
-        let pool = || {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .http2_only(settings.http2_only)
-                .build(connector.clone())
+        let clients = match settings.base.is_https() || settings.http2_only {
+            // HTTPS and HTTP/2 keep one pooled client: TLS handshakes are dear, providers limit
+            // connections, and HTTP/2 carries every stream on one connection.
+            true => Clients::Pooled(
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .http2_only(settings.http2_only)
+                    .build(connector),
+            ),
+            // Plain HTTP/1.1 (a local service, a sidecar): connections the request drives, kept
+            // per worker, for locality.
+            false => Clients::Driven { connector, shelves: (0..pools.max(1)).map(|_| Arc::default()).collect() },
         };
-        // HTTPS upstreams keep one pool: TLS handshakes are dear, providers limit connections,
-        // and HTTP/2 (offered by ALPN) carries every stream on one connection. A plain-HTTP
-        // upstream (a local service, a sidecar) gets a pool per worker, for locality.
-        let pools = if settings.base.is_https() { 1 } else { pools.max(1) };
-        let pools = (0..pools).map(|_| pool()).collect();
-        Ok(Upstream { name: settings.base.name(), settings, pools, stats })
-    }
-
-    /// The pool of the worker this runs on: a connection's task runs on the thread that opened
-    /// it, so a worker that took a connection of another's would be woken by it at every read.
-    fn client(&self) -> &Client<Connector, UpstreamBody> {
-        &self.pools[super::workers::index() % self.pools.len()]
+        Ok(Upstream { name: settings.base.name(), settings, clients, stats })
     }
 
     pub fn base(&self) -> &UpstreamBase {
@@ -538,49 +582,109 @@ impl Upstream {
 
     /// Sends `request` and waits for the response head (up to the header timeout). Failures are
     /// counted and typed; a TLS failure says what was wrong with the certificate.
-    pub async fn send(&self, mut request: Request<UpstreamBody>) -> Result<Response<Incoming>, UpstreamError> {
-        let connection = capture_connection(&mut request);
-        let sent = self.client().request(request);
-        let result = match self.settings.header_timeout {
+    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<ResponseBody>, UpstreamError> {
+        let sent = match &self.clients {
+            Clients::Driven { connector, shelves } => {
+                // The shelf of the worker this runs on: a connection's I/O is registered with the
+                // thread that opened it, so a worker using another's would be woken across threads.
+                let shelf = &shelves[super::workers::index() % shelves.len()];
+                futures_util::future::Either::Left(self.send_driven(connector, shelf, request))
+            }
+            Clients::Pooled(client) => futures_util::future::Either::Right(self.send_pooled(client, request)),
+        };
+        match self.settings.header_timeout {
             Some(after) => match tokio::time::timeout(after, sent).await {
                 Ok(result) => result,
-                Err(_) => return Err(self.count(UpstreamError::HeaderTimeout { upstream: self.name.clone(), after })),
+                Err(_) => Err(self.count(UpstreamError::HeaderTimeout { upstream: self.name.clone(), after })),
             },
             None => sent.await,
-        };
-        result.map_err(|source| {
+        }
+    }
+
+    async fn send_pooled(
+        &self,
+        client: &Client<Connector, UpstreamBody>,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        let connection = capture_connection(&mut request);
+        let result = client.request(request).await;
+        let response = result.map_err(|source| {
             let noted = connection.connection_metadata().as_ref().and_then(|connected| {
                 let mut extras = http::Extensions::new();
                 connected.get_extras(&mut extras);
                 extras.get::<TlsFailure>().and_then(|failure| failure.0.get().cloned())
             });
-            self.count(self.classify(source, noted))
-        })
+            let connect = source.is_connect();
+            self.count(self.classify(source.into(), connect, noted))
+        })?;
+        Ok(response.map(|body| ResponseBody(Answer::Pooled(body))))
     }
 
-    fn classify(&self, source: hyper_util::client::legacy::Error, noted_tls: Option<String>) -> UpstreamError {
+    /// Over a kept connection of `shelf`, else a new one; sent again on a new one if a kept
+    /// connection failed before any of the request was written (the server had closed it).
+    async fn send_driven(
+        &self,
+        connector: &Connector,
+        shelf: &Arc<Shelf<Watched>>,
+        mut request: Request<UpstreamBody>,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        let uri = in_origin_form(&mut request);
+        loop {
+            let (driven, kept) = match shelf.take() {
+                Some(driven) => (driven, true),
+                None => (self.connect(connector, uri.clone()).await?, false),
+            };
+            match driven.send(request, shelf).await {
+                Ok(response) => return Ok(response.map(|body| ResponseBody(Answer::Driven(body)))),
+                Err(Unsent { request: Some(again), .. }) if kept => request = again,
+                Err(unsent) => return Err(self.count(self.classify(unsent.error.into(), false, None))),
+            }
+        }
+    }
+
+    async fn connect(&self, connector: &Connector, uri: Uri) -> Result<Driven<Watched>, UpstreamError> {
+        use tower_service::Service as _;
+        let io = connector.clone().call(uri).await.map_err(|e| self.count(self.classify(e, true, None)))?;
+        Driven::handshake(io).await.map_err(|e| self.count(self.classify(e.into(), true, None)))
+    }
+
+    /// What kind of failure `source` is; `connect` if it happened while connecting.
+    fn classify(&self, source: BoxError, connect: bool, noted_tls: Option<String>) -> UpstreamError {
         let upstream = self.name.clone();
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&source);
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*source);
         while let Some(error) = cause {
             if let Some(timed_out) = error.downcast_ref::<ConnectTimedOut>() {
                 return UpstreamError::ConnectTimeout { upstream, after: timed_out.0 };
             }
             cause = error.source();
         }
-        if let Some(problem) = tls::describe(&source).or(noted_tls) {
+        if let Some(problem) = tls::describe(&*source).or(noted_tls) {
             return UpstreamError::Tls { upstream, problem, source };
         }
-        if source.is_connect() {
-            UpstreamError::Connect { upstream, source }
-        } else {
-            UpstreamError::Request { upstream, source }
-        }
+        if connect { UpstreamError::Connect { upstream, source } } else { UpstreamError::Request { upstream, source } }
     }
 
     fn count(&self, error: UpstreamError) -> UpstreamError {
         self.stats.errors[error.kind() as usize].fetch_add(1, Ordering::Relaxed);
         error
     }
+}
+
+/// A request for an HTTP/1.1 connection of its own: the URI in origin form (its path and query
+/// alone) and a `Host` header if it has none, as the pooled client does it. Returns the URI it
+/// had, which says where to connect.
+fn in_origin_form(request: &mut Request<UpstreamBody>) -> Uri {
+    let uri = std::mem::take(request.uri_mut());
+    if let Some(authority) = uri.authority()
+        && !request.headers().contains_key(http::header::HOST)
+        && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(http::header::HOST, host);
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = uri.path_and_query().cloned();
+    *request.uri_mut() = Uri::from_parts(parts).unwrap_or_default();
+    uri
 }
 
 /// `error` and its sources, one after another, for a log line.

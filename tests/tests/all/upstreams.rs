@@ -417,3 +417,117 @@ async fn a_named_upstream_has_its_own_timeouts_and_names_are_checked() {
     );
     assert!(misplaced.contains("go in [upstreams.x]"), "{misplaced}");
 }
+
+/// What the raw upstream below saw, connection by connection (numbered from 0).
+#[derive(Debug, PartialEq)]
+enum Happened {
+    Accepted(usize),
+    Answered(usize, String),
+    /// The upstream closed it (fully after `/then-close`, its sending half on `close_idle`).
+    Closed(usize),
+    /// The proxy closed its end.
+    ClosedByProxy(usize),
+}
+
+/// A plain HTTP/1.1 upstream on raw sockets, so the test decides when a connection closes: every
+/// `GET` gets a two-event stream with a length, on a connection kept alive; a path ending in
+/// `/then-close` closes the connection after its answer; `close_idle` half-closes every
+/// connection waiting for a request (the FIN an idle timeout sends), after which the upstream
+/// waits to see the proxy close its end.
+async fn raw_keep_alive_upstream()
+-> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Happened>, tokio::sync::watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen, seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (close_idle, idle_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        for n in 0.. {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let (seen, mut close_idle) = (seen.clone(), idle_rx.clone());
+            let _ = seen.send(Happened::Accepted(n));
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let read = tokio::select! {
+                        read = socket.read(&mut buf) => read.unwrap_or(0),
+                        _ = close_idle.changed(), if head.is_empty() => {
+                            socket.shutdown().await.unwrap();
+                            let _ = seen.send(Happened::Closed(n));
+                            while socket.read(&mut buf).await.unwrap_or(0) > 0 {}
+                            let _ = seen.send(Happened::ClosedByProxy(n));
+                            return;
+                        }
+                    };
+                    if read == 0 {
+                        let _ = seen.send(Happened::ClosedByProxy(n));
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..read]);
+                    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let text = String::from_utf8_lossy(&head[..end]).into_owned();
+                    head.drain(..end + 4);
+                    let path = text.split(' ').nth(1).unwrap_or_default().to_string();
+                    let body = format!("id: 1\ndata: {path} for ada@example.com\n\nid: 2\ndata: done\n\n");
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    socket.write_all(answer.as_bytes()).await.unwrap();
+                    let _ = seen.send(Happened::Answered(n, path.clone()));
+                    if path.ends_with("/then-close") {
+                        drop(socket);
+                        let _ = seen.send(Happened::Closed(n));
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen_rx, close_idle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_upstream_connection_is_kept_between_requests_and_never_used_once_closed() {
+    let (upstream, mut seen, close_idle) = raw_keep_alive_upstream().await;
+    let (proxy, state) = start_proxy(&config_with_chain(upstream, &["example:redact"], "")).await;
+    let mut read = async |path: &str| {
+        let response = get(&format!("http://{proxy}{path}"), &[("accept", "text/event-stream")]).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let events = EventReader::new(response).rest().await;
+        assert_eq!(events.iter().map(data).collect::<Vec<_>>(), [format!("{path} for [redacted]"), "done".into()]);
+    };
+    let connections = |state: &Arc<sluicegate::proxy::Proxy>| {
+        let metrics = sluicegate::proxy::admin::metrics(state);
+        metric(&metrics, &format!("sluicegate_upstream_connections_total{{upstream=\"http://{upstream}\"}}"))
+    };
+
+    read("/one").await;
+    read("/two").await;
+    assert_eq!(seen.recv().await, Some(Happened::Accepted(0)));
+    assert_eq!(seen.recv().await, Some(Happened::Answered(0, "/one".into())));
+    assert_eq!(
+        seen.recv().await,
+        Some(Happened::Answered(0, "/two".into())),
+        "the second request on the first connection"
+    );
+    assert_eq!(connections(&state), 1);
+
+    // The upstream closes the connection after an answer: the next request opens a new one
+    // rather than failing on the closed one.
+    read("/three/then-close").await;
+    assert_eq!(seen.recv().await, Some(Happened::Answered(0, "/three/then-close".into())));
+    assert_eq!(seen.recv().await, Some(Happened::Closed(0)));
+    read("/four").await;
+    assert_eq!(seen.recv().await, Some(Happened::Accepted(1)));
+    assert_eq!(seen.recv().await, Some(Happened::Answered(1, "/four".into())));
+    assert_eq!(connections(&state), 2);
+
+    // The upstream ends an idle connection (as its idle timeout would): the proxy closes its end
+    // too, with no request to make it look (its reaper looks every few seconds).
+    close_idle.send(true).unwrap();
+    assert_eq!(seen.recv().await, Some(Happened::Closed(1)));
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(30), seen.recv()).await;
+    assert_eq!(closed.expect("the proxy closes a connection its upstream ended"), Some(Happened::ClosedByProxy(1)));
+}
