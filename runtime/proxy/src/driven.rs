@@ -147,12 +147,6 @@ where
             runtime.spawn(reap(Arc::downgrade(self)));
         }
     }
-
-    /// How many connections it keeps.
-    #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
-        self.kept.lock().map_or(0, |kept| kept.connections.len())
-    }
 }
 
 /// Closes a shelf's connections that the server closed or that idled too long, until it is

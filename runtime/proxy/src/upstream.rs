@@ -474,14 +474,15 @@ enum Clients {
         connector: Connector,
         shelves: Box<[Arc<Shelf<Watched>>]>,
     },
-    Pooled(Client<Connector, UpstreamBody>),
+    Pooled(Box<Client<Connector, UpstreamBody>>),
 }
 
 /// An upstream's response body.
 pub struct ResponseBody(Answer);
 
 enum Answer {
-    Driven(DrivenBody<Watched>),
+    /// Boxed: it holds its connection (about 2 KB).
+    Driven(Box<DrivenBody<Watched>>),
     Pooled(Incoming),
 }
 
@@ -539,12 +540,12 @@ impl Upstream {
         let clients = match settings.base.is_https() || settings.http2_only {
             // HTTPS and HTTP/2 keep one pooled client: TLS handshakes are dear, providers limit
             // connections, and HTTP/2 carries every stream on one connection.
-            true => Clients::Pooled(
+            true => Clients::Pooled(Box::new(
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(30))
                     .http2_only(settings.http2_only)
                     .build(connector),
-            ),
+            )),
             // Plain HTTP/1.1 (a local service, a sidecar): connections the request drives, kept
             // per worker, for locality.
             false => Clients::Driven { connector, shelves: (0..pools.max(1)).map(|_| Arc::default()).collect() },
@@ -635,7 +636,7 @@ impl Upstream {
                 None => (self.connect(connector, uri.clone()).await?, false),
             };
             match driven.send(request, shelf).await {
-                Ok(response) => return Ok(response.map(|body| ResponseBody(Answer::Driven(body)))),
+                Ok(response) => return Ok(response.map(|body| ResponseBody(Answer::Driven(Box::new(body))))),
                 Err(Unsent { request: Some(again), .. }) if kept => request = again,
                 Err(unsent) => return Err(self.count(self.classify(unsent.error.into(), false, None))),
             }

@@ -492,7 +492,7 @@ async fn raw_keep_alive_upstream()
 async fn a_plain_http_upstream_connection_is_kept_between_requests_and_never_used_once_closed() {
     let (upstream, mut seen, close_idle) = raw_keep_alive_upstream().await;
     let (proxy, state) = start_proxy(&config_with_chain(upstream, &["example:redact"], "")).await;
-    let mut read = async |path: &str| {
+    let read = async |path: &str| {
         let response = get(&format!("http://{proxy}{path}"), &[("accept", "text/event-stream")]).await;
         assert_eq!(response.status(), 200, "{path}");
         let events = EventReader::new(response).rest().await;
