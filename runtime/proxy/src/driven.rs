@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -80,7 +81,9 @@ where
             Ok(response) => {
                 let conn = open.then_some(self);
                 let shelf = shelf.clone();
-                Ok(response.map(|body| DrivenBody { body, conn, shelf, gave: false, held: None }))
+                let muted = Arc::new(Muted { task: Default::default(), state: AtomicU8::new(IDLE) });
+                let waker = Waker::from(muted.clone());
+                Ok(response.map(|body| DrivenBody { body, conn, shelf, gave: false, held: None, muted, waker }))
             }
             Err(mut failed) => Err(Unsent { request: failed.take_message(), error: failed.into_error() }),
         }
@@ -181,9 +184,62 @@ where
     gave: bool,
     /// What the connection handed over right after a frame, for the next poll.
     held: Option<Option<Result<Frame<Bytes>, hyper::Error>>>,
+    muted: Arc<Muted>,
+    /// `muted` as a waker.
+    waker: Waker,
+}
+
+/// The waker a driven connection and its body are polled with. Outside a poll of the body it
+/// wakes the task; during one it notes the wake, and the body polls them once more before it
+/// answers (so no wake is lost, and none costs a poll of the whole task).
+struct Muted {
+    task: futures_util::task::AtomicWaker,
+    state: AtomicU8,
+}
+
+const IDLE: u8 = 0;
+const POLLING: u8 = 1;
+const WOKEN: u8 = 2;
+
+impl std::task::Wake for Muted {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.state.compare_exchange(POLLING, WOKEN, Ordering::AcqRel, Ordering::Acquire) == Err(IDLE) {
+            self.task.wake();
+        }
+    }
 }
 
 impl<Io: Transport> DrivenBody<Io> {
+    /// The body's next frame, reading the connection for it. Body and connection are polled
+    /// with the [`Muted`] waker: a wake they cause each other while this runs (the connection
+    /// handing the body a chunk, the body taking it) runs the pass again instead of polling the
+    /// whole task again; the socket's readiness after this returns wakes the task.
+    fn poll_connection(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        self.muted.task.register(cx.waker());
+        let mut inner = Context::from_waker(&self.waker);
+        loop {
+            self.muted.state.store(POLLING, Ordering::Release);
+            let mut polled = Pin::new(&mut self.body).poll_frame(&mut inner);
+            if polled.is_pending() {
+                // A connection that ends has handed over the body's end or its failure.
+                if let Some(driven) = self.conn.as_mut()
+                    && Pin::new(&mut driven.conn).poll(&mut inner).is_ready()
+                {
+                    self.conn = None;
+                }
+                polled = Pin::new(&mut self.body).poll_frame(&mut inner);
+            }
+            let woken = self.muted.state.swap(IDLE, Ordering::AcqRel) == WOKEN;
+            if polled.is_ready() || !woken {
+                return polled;
+            }
+        }
+    }
+
     /// The body was read to its end: its connection goes back on the shelf at once (before the
     /// client sees the end, so a request it sends next finds it there).
     fn release(&mut self) {
@@ -204,27 +260,17 @@ where
         let this = self.get_mut();
         let mut polled = match this.held.take() {
             Some(held) => Poll::Ready(held),
-            None => Pin::new(&mut this.body).poll_frame(cx),
+            None => this.poll_connection(cx),
         };
-        if polled.is_pending() {
-            // Nothing read yet: the connection reads the socket and hands the body what it
-            // read. A connection that ends has handed over the body's end or its failure.
-            if let Some(driven) = this.conn.as_mut()
-                && Pin::new(&mut driven.conn).poll(cx).is_ready()
-            {
-                this.conn = None;
-            }
-            polled = Pin::new(&mut this.body).poll_frame(cx);
-            if this.gave
-                && let Poll::Ready(next) = polled
-            {
-                // What follows a frame is handed over at the next poll, as a connection task
-                // would hand it over: a reader that takes what has arrived without waiting (the
-                // event path's batch) ends at each chunk the upstream sent, as it always has.
-                this.held = Some(next);
-                cx.waker().wake_by_ref();
-                polled = Poll::Pending;
-            }
+        if this.gave
+            && let Poll::Ready(next) = polled
+        {
+            // What follows a frame is handed over at the next poll, as a connection task would
+            // hand it over: a reader that takes what has arrived without waiting (the event
+            // path's batch) ends at each chunk the upstream sent, as it always has.
+            this.held = Some(next);
+            cx.waker().wake_by_ref();
+            polled = Poll::Pending;
         }
         this.gave = matches!(polled, Poll::Ready(Some(_)));
         if let Poll::Ready(None) = polled {
