@@ -298,3 +298,34 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Count(AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_wake_during_the_bodys_poll_is_noted_and_one_after_it_wakes_the_task() {
+        let task = Arc::new(Count(AtomicUsize::new(0)));
+        let muted = Arc::new(Muted { task: Default::default(), state: AtomicU8::new(IDLE) });
+        let waker = Waker::from(muted.clone());
+        muted.task.register(&Waker::from(task.clone()));
+
+        muted.state.store(POLLING, Ordering::Release);
+        waker.wake_by_ref();
+        waker.wake_by_ref();
+        assert_eq!(task.0.load(Ordering::Relaxed), 0, "not the task's turn while the body polls");
+        assert_eq!(muted.state.swap(IDLE, Ordering::AcqRel), WOKEN, "but the pass runs again");
+
+        waker.wake_by_ref();
+        assert_eq!(task.0.load(Ordering::Relaxed), 1, "after the poll, a wake wakes the task");
+    }
+}

@@ -1,14 +1,16 @@
-//! Upstreams: where a route's requests go (`http://` or `https://`), the pooled client that
-//! takes them there, and what can go wrong on the way, as a typed error that picks the status.
+//! Upstreams: where a route's requests go (`http://`, `https://`, `unix:`), the clients that
+//! take them there, and what can go wrong on the way, as a typed error that picks the status.
 //!
-//! One client per distinct upstream (scheme, authority, CA, client certificate): routes to the
-//! same service share its pool. In the per-core model (`workers`) a plain-HTTP upstream has a
-//! pool per worker thread, so a stream's upstream connection runs on the stream's thread; an
-//! HTTPS one keeps one pool (handshakes are dear, HTTP/2 multiplexes). Over HTTPS, ALPN offers h2 and http/1.1, so an upstream that speaks
-//! HTTP/2 carries many streams on one connection without a flag; `upstream_http2` asks for
-//! HTTP/2 only (by prior knowledge over plain HTTP, by ALPN h2 alone over HTTPS), which also lets
-//! requests that start at once share the first connection. Connections and TLS handshakes are counted
-//! per upstream, so pool reuse can be seen in `/metrics`.
+//! One upstream per distinct base (scheme, authority, CA, client certificate): routes to the
+//! same service share its connections. A plain-HTTP/1.1 upstream is spoken to over connections
+//! that the response body drives itself (`driven`), kept per worker thread (`workers`), so a
+//! stream's upstream connection runs in the stream's task on the stream's thread. An HTTPS or
+//! HTTP/2 upstream keeps one pooled client (handshakes are dear, HTTP/2 multiplexes): over HTTPS,
+//! ALPN offers h2 and http/1.1, so an upstream that speaks HTTP/2 carries many streams on one
+//! connection without a flag; `upstream_http2` asks for HTTP/2 only (by prior knowledge over
+//! plain HTTP, by ALPN h2 alone over HTTPS), which also lets requests that start at once share
+//! the first connection. Connections and TLS handshakes are counted per upstream, so reuse can be
+//! seen in `/metrics`.
 
 use super::driven::{Driven, DrivenBody, Shelf, Unsent};
 use super::tls::{self, Identity, TlsSetupError};

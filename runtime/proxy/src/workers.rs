@@ -8,7 +8,7 @@
 //! times nginx's context switches per event). Here every worker has its own `SO_REUSEPORT`
 //! socket on the same address, the kernel spreads new connections over them, and a connection's
 //! tasks, its streams and the upstream connections they open stay on the thread that accepted it
-//! (each worker has its own pools for plain-HTTP upstreams: `index`). This is nginx's worker
+//! (each worker keeps its own connections to plain-HTTP upstreams: `index`). This is nginx's worker
 //! model.
 //!
 //! What still leaves a worker: a chain marked slow is called on tokio's blocking threads (see
