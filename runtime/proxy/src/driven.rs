@@ -302,6 +302,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper_util::rt::TokioIo;
     use std::sync::atomic::AtomicUsize;
 
     struct Count(AtomicUsize);
@@ -310,6 +311,24 @@ mod tests {
         fn wake(self: Arc<Self>) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A request to a connection whose peer has gone (in memory, the far end dropped).
+    async fn send_to_a_gone_peer() -> Result<http::Response<DrivenBody<TokioIo<tokio::io::DuplexStream>>>, Unsent> {
+        use http_body_util::BodyExt as _;
+        let (near, far) = tokio::io::duplex(1024);
+        drop(far);
+        let driven = Driven::handshake(TokioIo::new(near)).await.unwrap();
+        let body = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync();
+        let request = http::Request::get("/").header("host", "upstream").body(body).unwrap();
+        driven.send(request, &Arc::default()).await
+    }
+
+    #[tokio::test]
+    async fn a_request_a_closed_connection_never_started_comes_back_to_be_sent_again() {
+        let sent = tokio::time::timeout(Duration::from_secs(10), send_to_a_gone_peer()).await;
+        let unsent = sent.expect("an answer, not a wait").err().expect("no response from a gone peer");
+        assert!(unsent.request.is_some(), "the request comes back: {}", unsent.error);
     }
 
     #[test]
