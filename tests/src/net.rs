@@ -99,6 +99,13 @@ pub fn streamed(content_type: &str) -> (mpsc::Sender<Result<Bytes, std::io::Erro
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         let item = rx.recv().await?;
+        if item.is_err() {
+            // hyper's server buffers the chunks it is handed and writes them when the body has
+            // nothing more for it; an error handed over right behind a chunk would drop the
+            // connection with that chunk still in its buffer. One pending poll first lets it
+            // write what came before the break.
+            tokio::task::yield_now().await;
+        }
         Some((item.map(Frame::data), rx))
     });
     let response = Response::builder()

@@ -35,6 +35,8 @@ struct Log {
 pub struct Serving {
     child: Child,
     log: Arc<Log>,
+    /// Reads the child's log until it exits.
+    reader: Option<std::thread::JoinHandle<()>>,
     /// Where it accepts clients.
     pub addr: SocketAddr,
     /// Its admin listener, if started with `--admin`.
@@ -83,7 +85,7 @@ impl Start {
         let mut child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
         let log = Arc::new(Log::default());
         let stderr = child.stderr.take().unwrap();
-        std::thread::spawn({
+        let reader = std::thread::spawn({
             let log = log.clone();
             move || {
                 for line in BufReader::new(stderr).lines() {
@@ -95,7 +97,7 @@ impl Start {
                 }
             }
         });
-        let mut serving = Serving { child, log, addr: "0.0.0.0:0".parse().unwrap(), admin: None };
+        let mut serving = Serving { child, log, reader: Some(reader), addr: "0.0.0.0:0".parse().unwrap(), admin: None };
         let line = serving.wait_for_line("sluicegate is serving", Duration::from_secs(120));
         serving.addr =
             field(&line, "listen=").trim_start_matches("http://").trim_start_matches("https://").parse().unwrap();
@@ -147,5 +149,16 @@ impl Drop for Serving {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // A failed test shows what the proxy said (its last lines, read to its exit), so a
+            // failure seen once in CI can be read afterwards.
+            if let Some(reader) = self.reader.take() {
+                let _ = reader.join();
+            }
+            let text = self.log();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(200)..];
+            eprintln!("--- the proxy's log (last {} lines) ---\n{}", tail.len(), tail.join("\n"));
+        }
     }
 }
