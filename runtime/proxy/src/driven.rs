@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// How long a kept connection may wait for its next request.
+/// How long a kept upstream connection may wait for its next request (the pooled client too).
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the reaper looks at a shelf's connections.
 const REAP_EVERY: Duration = Duration::from_secs(5);

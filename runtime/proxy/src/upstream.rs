@@ -544,7 +544,7 @@ impl Upstream {
             // connections, and HTTP/2 carries every stream on one connection.
             true => Clients::Pooled(Box::new(
                 Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(30))
+                    .pool_idle_timeout(super::driven::IDLE_TIMEOUT)
                     .http2_only(settings.http2_only)
                     .build(connector),
             )),
