@@ -42,7 +42,10 @@ impl<T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static> Transport f
 /// its I/O when polled.
 pub(super) struct Driven<Io: Transport> {
     send: http1::SendRequest<UpstreamBody>,
-    conn: http1::Connection<Io, UpstreamBody>,
+    /// Boxed: a future that holds a connection (sending a request on it) holds a pointer, not
+    /// its ~3 KB. A request's future is moved whole into its box, so its room is written even
+    /// where unused, and what a freed one leaves behind stays resident (see README, Memory).
+    conn: Box<http1::Connection<Io, UpstreamBody>>,
 }
 
 impl<Io> Driven<Io>
@@ -52,7 +55,7 @@ where
     /// An HTTP/1.1 connection over `io` (no I/O happens until it is polled).
     pub(super) async fn handshake(io: Io) -> Result<Self, hyper::Error> {
         let (send, conn) = http1::Builder::new().handshake(io).await?;
-        Ok(Driven { send, conn })
+        Ok(Driven { send, conn: Box::new(conn) })
     }
 
     /// Sends `request` and waits for the response head, driving the connection meanwhile. On a
@@ -70,7 +73,7 @@ where
             }
             // A connection that ends has failed or answered every request it held: the answer
             // is ready on the next poll.
-            if open && Pin::new(&mut self.conn).poll(cx).is_ready() {
+            if open && Pin::new(&mut *self.conn).poll(cx).is_ready() {
                 open = false;
                 return sending.as_mut().poll(cx);
             }
@@ -93,7 +96,7 @@ where
     /// exchange is over. Polls it once (a closed one reads its end).
     fn is_usable(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        Pin::new(&mut self.conn).poll(&mut cx).is_pending() && self.send.is_ready()
+        Pin::new(&mut *self.conn).poll(&mut cx).is_pending() && self.send.is_ready()
     }
 }
 
@@ -227,7 +230,7 @@ impl<Io: Transport> DrivenBody<Io> {
             if polled.is_pending() {
                 // A connection that ends has handed over the body's end or its failure.
                 if let Some(driven) = self.conn.as_mut()
-                    && Pin::new(&mut driven.conn).poll(&mut inner).is_ready()
+                    && Pin::new(&mut *driven.conn).poll(&mut inner).is_ready()
                 {
                     self.conn = None;
                 }

@@ -635,7 +635,9 @@ impl Upstream {
         loop {
             let (driven, kept) = match shelf.take() {
                 Some(driven) => (driven, true),
-                None => (self.connect(connector, uri.clone()).await?, false),
+                // Boxed: connecting (~2 KB of connector and handshake) is rarer than sending,
+                // and room for it inline would be in every request's future.
+                None => (Box::pin(self.connect(connector, uri.clone())).await?, false),
             };
             match driven.send(request, shelf).await {
                 Ok(response) => return Ok(response.map(|body| ResponseBody(Answer::Driven(Box::new(body))))),
