@@ -85,10 +85,18 @@ impl Resume {
     ) -> Self {
         let method_ok =
             request.method == Method::GET || (request.method == Method::POST && config.resume_post_with_get);
-        let mut headers = request.headers.clone();
-        for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH, header::CONTENT_ENCODING, header::EXPECT] {
-            headers.remove(name);
+        // Copies, not clones: a clone shares the bytes the client's request was read into, which
+        // would keep the connection's first read buffer (8 KiB) alive for as long as the stream.
+        let mut headers = HeaderMap::with_capacity(request.headers.len());
+        for (name, value) in &request.headers {
+            if [header::CONTENT_TYPE, header::CONTENT_LENGTH, header::CONTENT_ENCODING, header::EXPECT].contains(name) {
+                continue;
+            }
+            let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+            copy.set_sensitive(value.is_sensitive());
+            headers.append(name.clone(), copy);
         }
+        let uri = Uri::try_from(uri.to_string()).unwrap_or(uri);
         Resume { allowed: config.enabled && method_ok, upstream, uri, headers, config: config.clone() }
     }
 

@@ -172,14 +172,20 @@ async fn serve_connection(
     let served = async {
         let serving: Pin<Box<dyn Future<Output = Option<ConnectionEvent>> + Send>> = match &client_side.tls {
             Some(acceptor) => match Box::pin(acceptor.accept(socket)).await {
-                Ok(stream) => Box::pin(serve_http(TokioIo::new(stream), handle, &client_side, activity, over_limit)),
+                Ok(stream) => {
+                    let protocol = Protocol::negotiated(stream.get_ref().1.alpn_protocol());
+                    Box::pin(serve_http(TokioIo::new(stream), protocol, handle, &client_side, activity, over_limit))
+                }
                 Err(e) => {
                     lifecycle.admission.count(ConnectionEvent::TlsHandshake);
                     tracing::debug!(%peer, "TLS handshake with a client failed: {e}");
                     return None;
                 }
             },
-            None => Box::pin(serve_http(TokioIo::new(socket), handle, &client_side, activity, over_limit)),
+            None => {
+                let protocol = Protocol::sniff(&socket).await;
+                Box::pin(serve_http(TokioIo::new(socket), protocol, handle, &client_side, activity, over_limit))
+            }
         };
         serving.await
     };
@@ -193,9 +199,46 @@ async fn serve_connection(
     }
 }
 
+/// Which HTTP a client connection speaks, when that is known before hyper reads from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+    /// Not known: hyper reads the first bytes to tell (and hands them back to the protocol's
+    /// reader, which then grows its read buffer to 16 KiB: a connection whose protocol is known
+    /// up front keeps 8 KiB).
+    Detect,
+}
+
+/// What an HTTP/2 connection starts with.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Protocol {
+    /// What the client's first bytes on a plain connection say, left on the socket for hyper. A
+    /// start that could still become the HTTP/2 preface (fewer bytes so far) is left to hyper.
+    async fn sniff(socket: &TcpStream) -> Protocol {
+        let mut first = [0u8; H2_PREFACE.len()];
+        match socket.peek(&mut first).await {
+            Ok(n) if n == first.len() && &first == H2_PREFACE => Protocol::Http2,
+            Ok(n) if n > 0 && first[..n] != H2_PREFACE[..n] => Protocol::Http1,
+            _ => Protocol::Detect,
+        }
+    }
+
+    /// What TLS negotiated (ALPN); with no protocol negotiated, hyper tells.
+    fn negotiated(alpn: Option<&[u8]>) -> Protocol {
+        match alpn {
+            Some(b"h2") => Protocol::Http2,
+            Some(b"http/1.1") => Protocol::Http1,
+            _ => Protocol::Detect,
+        }
+    }
+}
+
 /// Serves HTTP on one connection; `Some` if it ended by a timeout of hyper's.
 async fn serve_http<I>(
     io: I,
+    protocol: Protocol,
     handle: Arc<ProxyHandle>,
     client_side: &ClientSide,
     activity: Arc<Activity>,
@@ -232,6 +275,11 @@ where
         .timer(TokioTimer::new())
         .max_concurrent_streams(20_000)
         .max_header_list_size(u32::try_from(client_side.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = match protocol {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+        Protocol::Detect => builder,
+    };
     match builder.serve_connection(io, service).await {
         Ok(()) => None,
         Err(e) => {
@@ -334,5 +382,41 @@ pub(crate) async fn serve_admin_connections(
             // The HTTP/2 preface, and a request that never completes, get the same bound.
             let _ = tokio::time::timeout(Duration::from_secs(60), connection).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// The protocol a connection's first bytes say, and the bytes still there to be read.
+    async fn sniffed(first: &[u8]) -> (Protocol, Vec<u8>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        client.write_all(first).await.unwrap();
+        client.shutdown().await.unwrap();
+        let protocol = Protocol::sniff(&server).await;
+        let mut left = Vec::new();
+        server.read_to_end(&mut left).await.unwrap();
+        (protocol, left)
+    }
+
+    #[tokio::test]
+    async fn a_plain_connections_protocol_is_told_by_its_first_bytes_which_stay_on_the_socket() {
+        let request = b"POST /mcp HTTP/1.1\r\nhost: x\r\n\r\n";
+        assert_eq!(sniffed(request).await, (Protocol::Http1, request.to_vec()));
+        assert_eq!(sniffed(H2_PREFACE).await, (Protocol::Http2, H2_PREFACE.to_vec()));
+        // A start that could still be the preface, and a client that sent nothing, go to hyper.
+        assert_eq!(sniffed(b"PRI * HT").await, (Protocol::Detect, b"PRI * HT".to_vec()));
+        assert_eq!(sniffed(b"").await, (Protocol::Detect, Vec::new()));
+    }
+
+    #[test]
+    fn a_tls_connections_protocol_is_what_alpn_negotiated() {
+        assert_eq!(Protocol::negotiated(Some(b"h2")), Protocol::Http2);
+        assert_eq!(Protocol::negotiated(Some(b"http/1.1")), Protocol::Http1);
+        assert_eq!(Protocol::negotiated(None), Protocol::Detect);
     }
 }
