@@ -15,7 +15,10 @@
 //! it; `--guest PATH` points elsewhere).
 //!
 //! A chain written `SPEC@shared` (`none@shared`, `example:redact@shared`) runs the proxy with
-//! `[threads] model = "shared"` instead of the default per-core workers. A chain ending in `+otlp`
+//! `[threads] model = "shared"` instead of the default per-core workers; `SPEC@h1`
+//! (`none@h1`, `example:redact@shared@h1`) has it speak HTTP/1.1 to the upstream instead of
+//! HTTP/2 by prior knowledge (a plain-HTTP/1.1 upstream's connections are driven by the streams
+//! that use them; an HTTP/2 one has a pooled connection per worker). A chain ending in `+otlp`
 //! (`example:redact+otlp`, `none@shared+otlp`) runs it with OpenTelemetry export on, over
 //! HTTP/protobuf to a sink role (a process of its own that accepts and discards every export);
 //! `+otlp-down` exports to a port nobody listens on, `+otlp-hole` to a role that accepts
@@ -294,25 +297,31 @@ fn respond(request: &Request<Incoming>) -> Response<Body> {
 
 /// The proxy role: what `sluicegate serve` runs (its threads included), with `chain` on every
 /// path. A chain written `SPEC@shared` runs in the shared thread pool instead of per-core
-/// workers (`[threads] model`), to compare the two in one run.
+/// workers (`[threads] model`), `SPEC@h1` speaks HTTP/1.1 to the upstream instead of HTTP/2, to
+/// compare them in one run.
 async fn proxy(upstream_port: &str, chain: &[String]) -> anyhow::Result<()> {
-    let mut config =
-        format!("upstream = \"http://127.0.0.1:{upstream_port}\"\nupstream_http2 = true\n[[route]]\nprefix = \"/\"\n");
     let mut model = "per-core";
+    let mut http2 = true;
+    let mut interceptors = String::new();
     for spec in chain {
-        let spec = spec.split("+otlp").next().unwrap_or(spec);
-        let spec = match spec.strip_suffix("@shared") {
-            Some(spec) => {
-                model = "shared";
-                spec
+        let mut spec = spec.split("+otlp").next().unwrap_or(spec);
+        loop {
+            if let Some(rest) = spec.strip_suffix("@shared") {
+                (spec, model) = (rest, "shared");
+            } else if let Some(rest) = spec.strip_suffix("@h1") {
+                (spec, http2) = (rest, false);
+            } else {
+                break;
             }
-            None => spec,
-        };
+        }
         if spec != "none" {
-            config.push_str(&format!("[[route.interceptor]]\nspec = \"{spec}\"\n"));
+            interceptors.push_str(&format!("[[route.interceptor]]\nspec = \"{spec}\"\n"));
         }
     }
-    config.push_str(&format!("[threads]\nmodel = \"{model}\"\n"));
+    let config = format!(
+        "upstream = \"http://127.0.0.1:{upstream_port}\"\nupstream_http2 = {http2}\n\
+         [[route]]\nprefix = \"/\"\n{interceptors}[threads]\nmodel = \"{model}\"\n"
+    );
     serve(&config).await
 }
 

@@ -4,8 +4,9 @@
 //! One upstream per distinct base (scheme, authority, CA, client certificate): routes to the
 //! same service share its connections. A plain-HTTP/1.1 upstream is spoken to over connections
 //! that the response body drives itself (`driven`), kept per worker thread (`workers`), so a
-//! stream's upstream connection runs in the stream's task on the stream's thread. An HTTPS or
-//! HTTP/2 upstream keeps one pooled client (handshakes are dear, HTTP/2 multiplexes): over HTTPS,
+//! stream's upstream connection runs in the stream's task on the stream's thread. A plain-HTTP/2
+//! upstream has a pooled client per worker (one connection each, carrying that worker's streams);
+//! an HTTPS upstream keeps one pooled client (handshakes are dear, HTTP/2 multiplexes): over HTTPS,
 //! ALPN offers h2 and http/1.1, so an upstream that speaks HTTP/2 carries many streams on one
 //! connection without a flag; `upstream_http2` asks for HTTP/2 only (by prior knowledge over
 //! plain HTTP, by ALPN h2 alone over HTTPS), which also lets requests that start at once share
@@ -472,11 +473,10 @@ pub struct Upstream {
 enum Clients {
     /// A shelf of kept connections per worker thread (`workers`): a connection stays on the
     /// thread that opened it (one shelf in the shared model).
-    Driven {
-        connector: Connector,
-        shelves: Box<[Arc<Shelf<Watched>>]>,
-    },
-    Pooled(Box<Client<Connector, UpstreamBody>>),
+    Driven { connector: Connector, shelves: Box<[Arc<Shelf<Watched>>]> },
+    /// A pooled client per worker thread for plain HTTP/2 (its connection task runs on the thread
+    /// that opened it, so its streams are woken on theirs); one for HTTPS, shared by all workers.
+    Pooled(Box<[Client<Connector, UpstreamBody>]>),
 }
 
 /// An upstream's response body.
@@ -539,18 +539,25 @@ impl Upstream {
             false => builder.enable_all_versions().wrap_connector(sockets),
         };
         let connector = Connector { inner, timeout: settings.connect_timeout, stats: stats.clone() };
-        let clients = match settings.base.is_https() || settings.http2_only {
-            // HTTPS and HTTP/2 keep one pooled client: TLS handshakes are dear, providers limit
-            // connections, and HTTP/2 carries every stream on one connection.
-            true => Clients::Pooled(Box::new(
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(super::driven::IDLE_TIMEOUT)
-                    .http2_only(settings.http2_only)
-                    .build(connector),
-            )),
+        let pooled = || {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(super::driven::IDLE_TIMEOUT)
+                .http2_only(settings.http2_only)
+                .build(connector.clone())
+        };
+        let clients = match (settings.base.is_https(), settings.http2_only) {
+            // HTTPS keeps one pooled client for all workers: TLS handshakes are dear, providers
+            // limit connections, and HTTP/2 carries every stream on one connection.
+            (true, _) => Clients::Pooled(Box::new([pooled()])),
+            // Plain HTTP/2 (by prior knowledge): a connection per worker, so that an upstream
+            // read wakes a task on its own thread, not the other worker (an eventfd write and a
+            // context switch per event when one connection served both).
+            (false, true) => Clients::Pooled((0..pools.max(1)).map(|_| pooled()).collect()),
             // Plain HTTP/1.1 (a local service, a sidecar): connections the request drives, kept
             // per worker, for locality.
-            false => Clients::Driven { connector, shelves: (0..pools.max(1)).map(|_| Arc::default()).collect() },
+            (false, false) => {
+                Clients::Driven { connector, shelves: (0..pools.max(1)).map(|_| Arc::default()).collect() }
+            }
         };
         Ok(Upstream { name: settings.base.name(), settings, clients, stats })
     }
@@ -593,7 +600,10 @@ impl Upstream {
                 let shelf = &shelves[super::workers::index() % shelves.len()];
                 futures_util::future::Either::Left(self.send_driven(connector, shelf, request))
             }
-            Clients::Pooled(client) => futures_util::future::Either::Right(self.send_pooled(client, request)),
+            Clients::Pooled(clients) => {
+                let client = &clients[super::workers::index() % clients.len()];
+                futures_util::future::Either::Right(self.send_pooled(client, request))
+            }
         };
         match self.settings.header_timeout {
             Some(after) => match tokio::time::timeout(after, sent).await {

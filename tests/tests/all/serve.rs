@@ -124,6 +124,56 @@ async fn per_core_workers_share_the_port_and_each_serves_whole_streams() {
     assert!(per_worker.iter().all(|&n| n > 0), "both workers accepted connections: {per_worker:?}");
 }
 
+/// A plain-HTTP/2 upstream behind per-core workers: each worker opens its own connection to it
+/// and carries its streams on it, so an upstream read wakes the worker that serves the stream,
+/// never the other one (one connection shared by both made a cross-thread wake-up per event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_workers_each_keep_their_own_http2_connection_to_the_upstream() {
+    let upstream = start_upstream(|request: http::Request<hyper::body::Incoming>| async move {
+        let version = format!("{:?}", request.version());
+        let n = request.uri().path().trim_start_matches('/').to_string();
+        let events: String =
+            (0..3).map(|i| format!("id: {i}\ndata: stream {n} event {i} over {version} ada@example.com\n\n")).collect();
+        full(200, "text/event-stream", events)
+    })
+    .await;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("workers-http2");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "upstream = \"http://{upstream}\"\nupstream_http2 = true\n[threads]\ncount = 2\n\
+             [[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:redact\"\n"
+        ),
+    )
+    .unwrap();
+    let proxy = Start::serve(&["--config", config.to_str().unwrap()]).start();
+    proxy.wait_for_line("threads=per-core, 2 workers", Duration::from_secs(5));
+    let mut readers = Vec::new();
+    for n in 0..32 {
+        readers.push((n, EventReader::new(get(&format!("http://{}/{n}", proxy.addr), &[]).await)));
+    }
+    for (n, mut reader) in readers {
+        for i in 0..3 {
+            let event = reader.next().await.expect("each stream is served whole");
+            assert_eq!(
+                event.data.as_deref(),
+                Some(format!("stream {n} event {i} over HTTP/2.0 [redacted]").as_bytes()),
+                "over HTTP/2, through the chain"
+            );
+        }
+        assert!(reader.next().await.is_none());
+    }
+    let (_, metrics) = text_of(&format!("http://{}/metrics", proxy.admin.unwrap())).await;
+    let per_worker: Vec<u64> =
+        (0..2).map(|w| metric(&metrics, &format!("sluicegate_worker_connections_total{{worker=\"{w}\"}}"))).collect();
+    assert!(per_worker.iter().all(|&n| n > 0), "both workers accepted connections: {per_worker:?}");
+    let connections =
+        metric(&metrics, &format!("sluicegate_upstream_connections_total{{upstream=\"http://{upstream}\"}}"));
+    assert_eq!(connections, 2, "one HTTP/2 connection per worker, shared by that worker's streams: {metrics}");
+}
+
 /// A GET over a fresh TLS connection (HTTP/1.1) that trusts only `ca`; the response and the
 /// certificate the proxy presented.
 async fn tls_get(
