@@ -31,7 +31,7 @@ use super::coding::Coding;
 use super::isolation::SharedEngine;
 use super::route::RouteStats;
 use super::upstream::Upstream;
-use super::{BoxError, Lifecycle, Phase, UpstreamBody, charset, empty_body, headers, telemetry};
+use super::{BoxError, Lifecycle, UpstreamBody, charset, empty_body, headers, telemetry};
 use crate::chain::ChainFault;
 use crate::chain::ChainStream;
 use crate::config::ReconnectConfig;
@@ -51,7 +51,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 /// What an event stream takes from the proxy's configuration (and the lifecycle it runs in).
 #[derive(Clone)]
@@ -136,7 +135,8 @@ pub(crate) struct EventStream {
     /// Where resumption stands: the bounds on reconnects.
     reconnects: Reconnects,
     /// Reaches `Ending` when the stream must end for shutdown.
-    phase: watch::Receiver<Phase>,
+    /// Resolves when live streams are being ended (shutdown).
+    ending: super::lifecycle::Ending,
     /// For the enforcement record.
     stream_id: String,
     route_prefix: String,
@@ -167,7 +167,7 @@ impl EventStream {
         route_prefix: String,
     ) -> Self {
         let engine = StreamEngine::with_framing(chain, settings.batch, settings.max_event_bytes, framing);
-        let phase = settings.lifecycle.watch();
+        let ending = settings.lifecycle.ending();
         EventStream {
             settings,
             route,
@@ -176,7 +176,7 @@ impl EventStream {
             resume,
             text: charset::StreamDecoder::default(),
             reconnects: Reconnects::default(),
-            phase,
+            ending,
             stream_id,
             route_prefix,
             started: Instant::now(),
@@ -340,7 +340,7 @@ impl EventStream {
         loop {
             let first = tokio::select! {
                 biased;
-                _ = self.phase.wait_for(|p| *p == Phase::Ending) => return End::Shutdown,
+                _ = &mut self.ending => return End::Shutdown,
                 next = next_chunk(body, idle) => next,
             };
             self.batch_arrived = Instant::now();
@@ -525,7 +525,7 @@ impl EventStream {
         self.reconnects.delay = (self.reconnects.delay * 2).min(config.max_delay_ms);
         tokio::select! {
             biased;
-            _ = self.phase.wait_for(|p| *p == Phase::Ending) => return Some(Reconnect::Shutdown),
+            _ = &mut self.ending => return Some(Reconnect::Shutdown),
             _ = tokio::time::sleep(wait) => {}
         }
         let Some(mut request) = self.resume.request(last_id) else {
@@ -541,7 +541,7 @@ impl EventStream {
         };
         let result = tokio::select! {
             biased;
-            _ = self.phase.wait_for(|p| *p == Phase::Ending) => return Some(Reconnect::Shutdown),
+            _ = &mut self.ending => return Some(Reconnect::Shutdown),
             result = tracing::Instrument::instrument(self.resume.upstream.send(request), span.clone()) => result,
         };
         telemetry::record_upstream(&span, &result);

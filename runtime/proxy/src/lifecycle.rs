@@ -13,8 +13,11 @@
 use super::Proxy;
 use super::admission::Admission;
 use crate::config::ThreadModel;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
@@ -27,6 +30,65 @@ pub enum Phase {
     Draining,
     /// Live streams are being ended.
     Ending,
+}
+
+/// A future that resolves once the phase is [`Phase::Ending`] (or the lifecycle is gone), made to
+/// be polled at every event: an event stream waits on it beside its upstream for its whole life.
+/// `watch::Receiver::wait_for` registers anew at each poll under the channel's lock, which every
+/// stream on every worker shares (a lock and an unlock of a line both cores write, per event);
+/// this one registers once per waker and then, until the phase changes, costs an atomic load.
+pub(crate) struct Ending {
+    /// Registered with the channel; polled only on a phase change or a new waker.
+    wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Tells whether the phase changed since `wait` was last polled.
+    probe: watch::Receiver<Phase>,
+    /// The waker `wait` was last polled with.
+    waker: Option<Waker>,
+    done: bool,
+}
+
+impl Ending {
+    fn new(phase: watch::Receiver<Phase>) -> Ending {
+        let mut wait = phase.clone();
+        Ending {
+            wait: Box::pin(async move {
+                let _ = wait.wait_for(|p| *p == Phase::Ending).await;
+            }),
+            probe: phase,
+            waker: None,
+            done: false,
+        }
+    }
+}
+
+impl Future for Ending {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(());
+        }
+        let registered = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if registered && matches!(this.probe.has_changed(), Ok(false)) {
+            return Poll::Pending;
+        }
+        // Marked before `wait` looks at the phase: a change after this mark shows in the probe,
+        // one before it is seen by `wait`.
+        this.probe.mark_unchanged();
+        match this.wait.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                this.done = true;
+                Poll::Ready(())
+            }
+            Poll::Pending => {
+                if !registered {
+                    this.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
 }
 
 /// State shared by every configuration the process runs with.
@@ -144,6 +206,11 @@ impl Lifecycle {
         self.phase.subscribe()
     }
 
+    /// Resolves once live streams are being ended; see [`Ending`].
+    pub(crate) fn ending(&self) -> Ending {
+        Ending::new(self.phase.subscribe())
+    }
+
     /// Counts a stream as live until the guard is dropped.
     pub(crate) fn stream_started(self: &Arc<Self>) -> StreamGuard {
         self.active_streams.fetch_add(1, Ordering::SeqCst);
@@ -229,5 +296,62 @@ impl ProxyHandle {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    struct Counted(AtomicUsize);
+
+    impl Wake for Counted {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Counted>, Waker) {
+        let counted = Arc::new(Counted(AtomicUsize::new(0)));
+        (counted.clone(), Waker::from(counted))
+    }
+
+    #[test]
+    fn ending_wakes_its_latest_waker_at_every_phase_change_and_resolves_at_ending() {
+        let (phase, receiver) = watch::channel(Phase::Running);
+        let mut ending = Ending::new(receiver);
+        let (first, first_waker) = waker();
+        let mut cx = Context::from_waker(&first_waker);
+        assert!(Pin::new(&mut ending).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut ending).poll(&mut cx).is_pending(), "polled again, same waker");
+
+        phase.send_replace(Phase::Draining);
+        assert_eq!(first.0.load(Ordering::SeqCst), 1, "a change wakes the stream");
+        assert!(Pin::new(&mut ending).poll(&mut cx).is_pending(), "draining is not ending");
+
+        // The stream is now polled with another waker: the next change must wake that one.
+        let (second, second_waker) = waker();
+        let mut cx = Context::from_waker(&second_waker);
+        assert!(Pin::new(&mut ending).poll(&mut cx).is_pending());
+        phase.send_replace(Phase::Ending);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1, "the new waker is woken");
+        assert!(Pin::new(&mut ending).poll(&mut cx).is_ready());
+        assert!(Pin::new(&mut ending).poll(&mut cx).is_ready(), "and stays ready");
+    }
+
+    #[test]
+    fn ending_resolves_at_once_when_created_late_or_when_the_lifecycle_is_gone() {
+        let (phase, receiver) = watch::channel(Phase::Ending);
+        let (_, waker) = waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut Ending::new(receiver)).poll(&mut cx).is_ready(), "already ending");
+
+        phase.send_replace(Phase::Running);
+        let mut ending = Ending::new(phase.subscribe());
+        assert!(Pin::new(&mut ending).poll(&mut cx).is_pending());
+        drop(phase);
+        assert!(Pin::new(&mut ending).poll(&mut cx).is_ready(), "no lifecycle left to wait for");
     }
 }
