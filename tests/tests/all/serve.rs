@@ -88,38 +88,9 @@ async fn per_core_workers_share_the_port_and_each_serves_whole_streams() {
         full(200, "text/event-stream", events)
     })
     .await;
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("workers");
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "upstream = \"http://{upstream}\"\n[threads]\ncount = 2\n\
-             [[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:redact\"\n"
-        ),
-    )
-    .unwrap();
-    let proxy = Start::serve(&["--config", config.to_str().unwrap()]).start();
-    proxy.wait_for_line("threads=per-core, 2 workers", Duration::from_secs(5));
-    // Every stream open at once, each on a connection of its own.
-    let mut readers = Vec::new();
-    for n in 0..32 {
-        readers.push((n, EventReader::new(get(&format!("http://{}/{n}", proxy.addr), &[]).await)));
-    }
-    for (n, mut reader) in readers {
-        for i in 0..3 {
-            let event = reader.next().await.expect("each stream is served whole");
-            assert_eq!(
-                event.data.as_deref(),
-                Some(format!("stream {n} event {i} [redacted]").as_bytes()),
-                "through the chain"
-            );
-        }
-        assert!(reader.next().await.is_none());
-    }
-    let (_, metrics) = text_of(&format!("http://{}/metrics", proxy.admin.unwrap())).await;
-    let per_worker: Vec<u64> =
-        (0..2).map(|w| metric(&metrics, &format!("sluicegate_worker_connections_total{{worker=\"{w}\"}}"))).collect();
+    let metrics =
+        two_workers_serve_32_streams("workers", upstream, "", |n, i| format!("stream {n} event {i} [redacted]")).await;
+    let per_worker = connections_per_worker(&metrics);
     assert_eq!(per_worker.iter().sum::<u64>(), 32, "{metrics}");
     assert!(per_worker.iter().all(|&n| n > 0), "both workers accepted connections: {per_worker:?}");
 }
@@ -137,19 +108,40 @@ async fn per_core_workers_each_keep_their_own_http2_connection_to_the_upstream()
         full(200, "text/event-stream", events)
     })
     .await;
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("workers-http2");
+    let metrics = two_workers_serve_32_streams("workers-http2", upstream, "upstream_http2 = true\n", |n, i| {
+        format!("stream {n} event {i} over HTTP/2.0 [redacted]")
+    })
+    .await;
+    let per_worker = connections_per_worker(&metrics);
+    assert!(per_worker.iter().all(|&n| n > 0), "both workers accepted connections: {per_worker:?}");
+    let connections =
+        metric(&metrics, &format!("sluicegate_upstream_connections_total{{upstream=\"http://{upstream}\"}}"));
+    assert_eq!(connections, 2, "one HTTP/2 connection per worker, shared by that worker's streams: {metrics}");
+}
+
+/// Runs `sluicegate serve` with two per-core workers in front of `upstream` (`extra` adds
+/// top-level configuration), opens 32 streams at once through `example:redact` and reads each
+/// whole: event `i` of stream `n` must carry `expected(n, i)`. Returns the proxy's `/metrics`.
+async fn two_workers_serve_32_streams(
+    name: &str,
+    upstream: std::net::SocketAddr,
+    extra: &str,
+    expected: impl Fn(usize, usize) -> String,
+) -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "upstream = \"http://{upstream}\"\nupstream_http2 = true\n[threads]\ncount = 2\n\
+            "upstream = \"http://{upstream}\"\n{extra}[threads]\ncount = 2\n\
              [[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:redact\"\n"
         ),
     )
     .unwrap();
     let proxy = Start::serve(&["--config", config.to_str().unwrap()]).start();
     proxy.wait_for_line("threads=per-core, 2 workers", Duration::from_secs(5));
+    // Every stream open at once, each on a connection of its own.
     let mut readers = Vec::new();
     for n in 0..32 {
         readers.push((n, EventReader::new(get(&format!("http://{}/{n}", proxy.addr), &[]).await)));
@@ -157,21 +149,15 @@ async fn per_core_workers_each_keep_their_own_http2_connection_to_the_upstream()
     for (n, mut reader) in readers {
         for i in 0..3 {
             let event = reader.next().await.expect("each stream is served whole");
-            assert_eq!(
-                event.data.as_deref(),
-                Some(format!("stream {n} event {i} over HTTP/2.0 [redacted]").as_bytes()),
-                "over HTTP/2, through the chain"
-            );
+            assert_eq!(event.data.as_deref(), Some(expected(n, i).as_bytes()), "through the chain");
         }
         assert!(reader.next().await.is_none());
     }
-    let (_, metrics) = text_of(&format!("http://{}/metrics", proxy.admin.unwrap())).await;
-    let per_worker: Vec<u64> =
-        (0..2).map(|w| metric(&metrics, &format!("sluicegate_worker_connections_total{{worker=\"{w}\"}}"))).collect();
-    assert!(per_worker.iter().all(|&n| n > 0), "both workers accepted connections: {per_worker:?}");
-    let connections =
-        metric(&metrics, &format!("sluicegate_upstream_connections_total{{upstream=\"http://{upstream}\"}}"));
-    assert_eq!(connections, 2, "one HTTP/2 connection per worker, shared by that worker's streams: {metrics}");
+    text_of(&format!("http://{}/metrics", proxy.admin.unwrap())).await.1
+}
+
+fn connections_per_worker(metrics: &str) -> Vec<u64> {
+    (0..2).map(|w| metric(metrics, &format!("sluicegate_worker_connections_total{{worker=\"{w}\"}}"))).collect()
 }
 
 /// A GET over a fresh TLS connection (HTTP/1.1) that trusts only `ca`; the response and the
