@@ -134,7 +134,6 @@ pub(crate) struct EventStream {
     text: charset::StreamDecoder,
     /// Where resumption stands: the bounds on reconnects.
     reconnects: Reconnects,
-    /// Reaches `Ending` when the stream must end for shutdown.
     /// Resolves when live streams are being ended (shutdown).
     ending: super::lifecycle::Ending,
     /// For the enforcement record.

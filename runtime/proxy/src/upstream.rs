@@ -479,6 +479,13 @@ enum Clients {
     Pooled(Box<[Client<Connector, UpstreamBody>]>),
 }
 
+/// The one of `per_worker` (a shelf or a client per worker thread) that belongs to the worker
+/// this runs on: a connection's I/O is registered with the thread that opened it, so a worker
+/// using another's would be woken across threads. (One item in the shared model and for HTTPS.)
+fn this_workers<T>(per_worker: &[T]) -> &T {
+    &per_worker[super::workers::index() % per_worker.len()]
+}
+
 /// An upstream's response body.
 pub struct ResponseBody(Answer);
 
@@ -539,6 +546,7 @@ impl Upstream {
             false => builder.enable_all_versions().wrap_connector(sockets),
         };
         let connector = Connector { inner, timeout: settings.connect_timeout, stats: stats.clone() };
+        let per_worker = pools.max(1);
         let pooled = || {
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(super::driven::IDLE_TIMEOUT)
@@ -552,12 +560,10 @@ impl Upstream {
             // Plain HTTP/2 (by prior knowledge): a connection per worker, so that an upstream
             // read wakes a task on its own thread, not the other worker (an eventfd write and a
             // context switch per event when one connection served both).
-            (false, true) => Clients::Pooled((0..pools.max(1)).map(|_| pooled()).collect()),
+            (false, true) => Clients::Pooled((0..per_worker).map(|_| pooled()).collect()),
             // Plain HTTP/1.1 (a local service, a sidecar): connections the request drives, kept
             // per worker, for locality.
-            (false, false) => {
-                Clients::Driven { connector, shelves: (0..pools.max(1)).map(|_| Arc::default()).collect() }
-            }
+            (false, false) => Clients::Driven { connector, shelves: (0..per_worker).map(|_| Arc::default()).collect() },
         };
         Ok(Upstream { name: settings.base.name(), settings, clients, stats })
     }
@@ -595,14 +601,10 @@ impl Upstream {
     pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<ResponseBody>, UpstreamError> {
         let sent = match &self.clients {
             Clients::Driven { connector, shelves } => {
-                // The shelf of the worker this runs on: a connection's I/O is registered with the
-                // thread that opened it, so a worker using another's would be woken across threads.
-                let shelf = &shelves[super::workers::index() % shelves.len()];
-                futures_util::future::Either::Left(self.send_driven(connector, shelf, request))
+                futures_util::future::Either::Left(self.send_driven(connector, this_workers(shelves), request))
             }
             Clients::Pooled(clients) => {
-                let client = &clients[super::workers::index() % clients.len()];
-                futures_util::future::Either::Right(self.send_pooled(client, request))
+                futures_util::future::Either::Right(self.send_pooled(this_workers(clients), request))
             }
         };
         match self.settings.header_timeout {
