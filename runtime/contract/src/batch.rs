@@ -11,10 +11,10 @@ use sluicegate_guest::{BatchView, EventRef};
 /// Every way of filling a batch keeps the layout's guarantees (spans in range, UTF-8, no line
 /// breaks in types and ids), so [`Batch::view`] needs no check.
 ///
-/// Besides the layout a guest sees, each event may carry its **wire form**: the bytes it arrived
-/// in, when they are exactly what the encoder would write for it (the parser checks this; see
-/// `sse::Parser`). Its fields then lie inside those bytes, and an event the chain keeps is
-/// written out by copying them instead of encoding it again.
+/// Besides the layout a guest sees, each event may carry its **wire form**: exactly what the
+/// encoder would write for it, taken from the lines it arrived in when each is one the encoder
+/// writes (the parser checks this; see `sse::Parser`). Its fields then lie inside those bytes,
+/// and an event the chain keeps is written out by copying them instead of encoding it again.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
     bytes: Vec<u8>,
@@ -121,8 +121,14 @@ impl Batch {
     /// Event `i`'s wire form, if it carries one: the bytes to write for it unchanged.
     #[inline]
     pub fn wire(&self, i: usize) -> Option<&[u8]> {
+        self.wire_range(i).map(|range| &self.bytes[range])
+    }
+
+    /// Where event `i`'s wire form lies in [`Batch::bytes`], if it carries one.
+    #[inline]
+    pub fn wire_range(&self, i: usize) -> Option<std::ops::Range<usize>> {
         let [start, len] = *self.wire.get(i)?;
-        (len > 0).then(|| &self.bytes[start as usize..(start + len) as usize])
+        (len > 0).then_some(start as usize..(start + len) as usize)
     }
 
     /// Appends an event from its wire form: `wire` is copied once, and the fields are the spans
@@ -148,6 +154,34 @@ impl Batch {
         debug_assert!(self.bytes.len() <= MAX_WORD as usize, "batch buffer over 2^31 bytes");
         self.index.extend_from_slice(&[fields, ts, tl, ds, dl, is, il, r.unwrap_or(0)]);
         self.wire.push([base as u32, wire.len() as u32]);
+    }
+
+    /// Appends an event in the encoder's form from its field lines, given in the encoder's order
+    /// (`event`, `data`, `id`, `retry`), each `name: value` (or `name:` when empty) without its
+    /// line end: each is copied and ended with LF, then the blank line, and the fields are spans
+    /// of the result, which becomes the event's wire form. The caller guarantees what
+    /// [`Batch::push_wire`] requires of the fields, and that `retry` is what its line says.
+    pub(crate) fn push_lines(&mut self, lines: [Option<&[u8]>; 4], retry: Option<u32>) {
+        let base = self.bytes.len();
+        let mut value = [(0, 0); 3];
+        for (n, (line, name_len)) in lines.iter().zip([5, 4, 2, 5]).enumerate() {
+            let Some(line) = line else { continue };
+            let at = self.bytes.len() + (name_len + 2).min(line.len());
+            self.bytes.extend_from_slice(line);
+            self.bytes.push(b'\n');
+            if n < 3 {
+                value[n] = (at as u32, (self.bytes.len() - 1 - at) as u32);
+            }
+        }
+        self.bytes.push(b'\n');
+        let fields = if lines[0].is_some() { HAS_TYPE } else { 0 }
+            | if lines[1].is_some() { HAS_DATA } else { 0 }
+            | if lines[2].is_some() { HAS_ID } else { 0 }
+            | if retry.is_some() { HAS_RETRY } else { 0 };
+        debug_assert!(self.bytes.len() <= MAX_WORD as usize, "batch buffer over 2^31 bytes");
+        let [(ts, tl), (ds, dl), (is, il)] = value;
+        self.index.extend_from_slice(&[fields, ts, tl, ds, dl, is, il, retry.unwrap_or(0)]);
+        self.wire.push([base as u32, (self.bytes.len() - base) as u32]);
     }
 
     /// Appends a copy of `from`'s event `i`, with its wire form if it has one.

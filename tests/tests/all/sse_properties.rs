@@ -207,9 +207,15 @@ fn events_in_the_encoders_form_carry_their_wire_form_and_others_do_not() {
     // the encoder's form; `data:x` (no space); CRLF; id before data; two data lines; a retry
     // with leading zeros; a type without data; a retry alone; a comment; empty data; invalid
     // UTF-8 (after which a chunk's values are checked one by one, and none has its wire form)
-    assert_eq!(wires, [true, false, false, false, false, false, false, true, false, true, false]);
+    assert_eq!(wires, [true, false, true, true, false, false, false, true, false, true, false]);
     assert_eq!(batch.wire(0), Some(&b"event: delta\ndata: {\"a\":1}\nid: 7\n\n"[..]));
     assert_eq!(batch.view().get(0).unwrap().data(), Some("{\"a\":1}"), "the fields are spans of the wire form");
+    // Lines the encoder writes, in another order or with other line ends: the wire form is the
+    // encoder's bytes, put together from them.
+    assert_eq!(batch.wire(2), Some(&b"data: a\n\n"[..]));
+    assert_eq!(batch.wire(3), Some(&b"data: b\nid: 1\n\n"[..]));
+    let reordered = batch.view().get(3).unwrap();
+    assert_eq!((reordered.data(), reordered.id()), (Some("b"), Some("1")), "and the fields are spans of it");
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! Writing events back out. Output always uses LF line ends.
 //!
-//! An event that arrived in exactly the form the encoder writes (the parser checks this; most
-//! servers write events so) and that the chain kept carries its wire form in the batch:
-//! [`write_batch`] copies those bytes instead of encoding it again. The output is the same bytes
-//! either way.
+//! An event whose every line is one the encoder writes (the parser checks this; most servers
+//! write events so, in whatever field order and line ends) and that the chain kept carries its
+//! wire form in the batch, the encoder's bytes for it: [`write_batch`] copies those instead of
+//! encoding it again. The output is the same bytes either way.
 
 use super::Event;
 use crate::batch::Batch;
@@ -80,14 +80,21 @@ pub fn encode_batch(out: &mut Vec<u8>, batch: BatchView<'_>) {
 }
 
 /// Appends every event of a batch: the bytes of one write to the client. An event with its wire
-/// form is copied; the others are encoded.
+/// form is copied; the others are encoded. Wire forms of events appended one after another lie
+/// back to back in the batch, so a run of them (a whole batch the chain kept) is one copy.
 pub fn write_batch(out: &mut Vec<u8>, batch: &Batch) {
-    for (i, e) in batch.view().iter().enumerate() {
-        match batch.wire(i) {
-            Some(wire) => out.extend_from_slice(wire),
-            None => encode_ref(out, &e),
+    let mut run = 0..0;
+    for i in 0..batch.len() {
+        match batch.wire_range(i) {
+            Some(wire) if wire.start == run.end => run.end = wire.end,
+            Some(wire) => out.extend_from_slice(&batch.bytes()[std::mem::replace(&mut run, wire)]),
+            None => {
+                out.extend_from_slice(&batch.bytes()[std::mem::replace(&mut run, 0..0)]);
+                encode_ref(out, &batch.view().get(i).expect("i < len"));
+            }
         }
     }
+    out.extend_from_slice(&batch.bytes()[run]);
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -65,21 +65,28 @@ struct Block {
     /// The block is over the limit: skip lines until the next blank line.
     skipping: bool,
     oversized: u64,
-    /// Whether the block's bytes are still in the input and in the encoder's form.
+    /// Whether the block's lines are still in the input and each one the encoder would write.
     wire: Wire,
+    /// While [`Wire::At`]: each field line's span in the input, without its line end, by field
+    /// (`event`, `data`, `id`, `retry`; see [`Block::field_bit`]).
+    lines: [(usize, usize); 4],
 }
 
-/// Whether the block being read can go out as the bytes it arrived in: every line so far is one
-/// the encoder would write, in its order (`event`, one `data`, `id`, `retry`), each field once,
-/// `name: value` (or `name:` when empty), ended by a lone LF, and its first byte is still in the
-/// input. Then the batch gets the block's bytes and its fields as spans of them, and an event the
-/// chain keeps is copied out instead of encoded (the output is the same bytes).
+/// Whether the block being read can go out without being encoded: every line so far is one the
+/// encoder would write (`event`, one `data`, `id`, `retry`, each at most once, `name: value` or
+/// `name:` when empty) and still in the input. Then the batch gets the encoder's form of the
+/// block as spans of the input: its own bytes when its lines came in the encoder's order, each
+/// ended by a lone LF (one copy), else its lines put in that order, each ended by LF (a copy per
+/// line: what MCP servers that send `id` first, or CRLF, cost). An event the chain keeps is then
+/// copied out instead of encoded; the output is the same bytes either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wire {
     /// No line of the block yet.
     Empty,
-    /// The block began at this input offset; `last` is the last field seen (see [`Block::field_rank`]).
-    At { start: usize, last: u8 },
+    /// The block began at this input offset; `seen` has a bit per field read (see
+    /// [`Block::field_bit`]); `as_written` while the lines so far are the encoder's bytes (its
+    /// order, lone LFs).
+    At { start: usize, seen: u8, as_written: bool },
     /// Not in the encoder's form, or its bytes have left the input.
     Lost,
 }
@@ -185,6 +192,7 @@ impl Parser {
                 skipping: false,
                 oversized: 0,
                 wire: Wire::Empty,
+                lines: [(0, 0); 4],
             },
             discarded_bytes: 0,
             one: Batch::new(),
@@ -383,25 +391,33 @@ impl Block {
         }
     }
 
-    /// Where a field line stands in the encoder's order (0: not one it writes).
-    fn field_rank(name: &[u8]) -> u8 {
+    /// A field's bit in [`Wire::At`], in the encoder's order (0: not a field it writes).
+    fn field_bit(name: &[u8]) -> u8 {
         match name {
             b"event" => 1,
             b"data" => 2,
-            b"id" => 3,
-            b"retry" => 4,
+            b"id" => 4,
+            b"retry" => 8,
             _ => 0,
         }
     }
 
-    /// Notes a field line for [`Wire`]: `canonical` if its value is written as the encoder would.
-    fn note_wire(&mut self, name: &[u8], start: usize, canonical: bool, lf: bool) {
-        let rank = Self::field_rank(name);
+    /// Notes the field line `span` for [`Wire`]: `canonical` if it is written as the encoder
+    /// would, `lf` if it ended with a lone LF.
+    fn note_wire(&mut self, name: &[u8], span: (usize, usize), canonical: bool, lf: bool) {
+        let bit = if canonical { Self::field_bit(name) } else { 0 };
         self.wire = match self.wire {
-            Wire::Empty if canonical && lf && rank > 0 => Wire::At { start, last: rank },
-            Wire::At { start, last } if canonical && lf && rank > last => Wire::At { start, last: rank },
+            _ if bit == 0 => Wire::Lost,
+            Wire::Empty => Wire::At { start: span.0, seen: bit, as_written: lf },
+            // Bits rise in the encoder's order: one above every bit seen comes after them.
+            Wire::At { start, seen, as_written } if seen & bit == 0 => {
+                Wire::At { start, seen: seen | bit, as_written: as_written && lf && bit > seen }
+            }
             _ => Wire::Lost,
         };
+        if bit != 0 {
+            self.lines[bit.trailing_zeros() as usize] = span;
+        }
     }
 
     fn start_skipping(&mut self) {
@@ -421,7 +437,7 @@ impl Block {
                 self.skipping = false;
                 return false;
             }
-            return self.dispatch(input, lf.then_some(end + 1), batch);
+            return self.dispatch(input, start, lf, batch);
         }
         if self.skipping {
             return false;
@@ -458,15 +474,15 @@ impl Block {
             }
             _ => canonical = false,
         }
-        self.note_wire(name, start, canonical, lf);
+        self.note_wire(name, (start, end), canonical, lf);
         false
     }
 
-    /// A blank line (ending at `blank_end` if it ended with a lone LF): append the block if a
-    /// client would see any effect of it.
-    fn dispatch(&mut self, input: Input<'_>, blank_end: Option<usize>, batch: &mut Batch) -> bool {
+    /// A blank line (at input offset `blank`; `lf` if it ended with a lone LF): append the block
+    /// if a client would see any effect of it.
+    fn dispatch(&mut self, input: Input<'_>, blank: usize, lf: bool, batch: &mut Batch) -> bool {
         let fires = self.data.present || self.id.present || self.retry.is_some();
-        if fires && !self.push_wire(input, blank_end, batch) {
+        if fires && !self.push_wire(input, blank, lf, batch) {
             // Without data the type is cleared and never seen. Line ends are ASCII, so checking
             // UTF-8 on joined lines gives the same text as decoding the stream line by line.
             let event_type = if self.data.present { self.event_type.text(input) } else { None };
@@ -478,23 +494,23 @@ impl Block {
         fires
     }
 
-    /// Appends the block as the bytes it arrived in, if they are in the encoder's form and all
-    /// checked UTF-8 (see [`Wire`]); false if it must be appended field by field.
-    fn push_wire(&self, input: Input<'_>, blank_end: Option<usize>, batch: &mut Batch) -> bool {
-        let (Wire::At { start, .. }, Some(end)) = (self.wire, blank_end) else { return false };
+    /// Appends the block in the encoder's form from its lines in the input, if they are all
+    /// checked UTF-8 and each one the encoder writes (see [`Wire`]); false if it must be
+    /// appended field by field.
+    fn push_wire(&self, input: Input<'_>, blank: usize, lf: bool, batch: &mut Batch) -> bool {
+        let Wire::At { start, seen, as_written } = self.wire else { return false };
         // A type without data is not written by the encoder.
-        if end > input.valid || (self.event_type.present && !self.data.present) {
+        if blank > input.valid || (self.event_type.present && !self.data.present) {
             return false;
         }
-        let span = |field: &Field| field.present.then_some(field.span).map(|s| s.map(|(a, b)| (a - start, b - a)));
-        let (Some(t), Some(d), Some(i)) = (
-            span(&self.event_type).map_or(Some(None), |s| s.map(Some)),
-            span(&self.data).map_or(Some(None), |s| s.map(Some)),
-            span(&self.id).map_or(Some(None), |s| s.map(Some)),
-        ) else {
-            return false; // a value was copied out of the input (cannot happen while `At`)
-        };
-        batch.push_wire(&input.bytes[start..end], t, d, i, self.retry);
+        if as_written && lf {
+            let value = |field: &Field| field.span.map(|(a, b)| (a - start, b - a));
+            let (t, d, i) = (value(&self.event_type), value(&self.data), value(&self.id));
+            batch.push_wire(&input.bytes[start..blank + 1], t, d, i, self.retry);
+        } else {
+            let line = |n: usize| (seen & (1 << n) != 0).then(|| &input.bytes[self.lines[n].0..self.lines[n].1]);
+            batch.push_lines([line(0), line(1), line(2), line(3)], self.retry);
+        }
         true
     }
 }
