@@ -23,25 +23,23 @@ fn codec(c: &mut Criterion) {
         let stream = bytes::Bytes::from(stream);
         let mut group = c.benchmark_group(format!("codec-{label}"));
         group.throughput(Throughput::Bytes(stream.len() as u64));
-        // Fed in 16 KiB reads, as `Bytes` from a socket.
-        // Parsed into batches of 64, as the proxy does.
         let mut parsed = Batch::new();
         group.bench_function(BenchmarkId::new("parse", EVENTS), |b| {
-            b.iter(|| {
-                let mut parser = Parser::new();
-                let mut n = 0;
-                for from in (0..stream.len()).step_by(16 * 1024) {
-                    parser.feed_bytes(stream.slice(from..stream.len().min(from + 16 * 1024)));
-                    while parser.next_into(&mut parsed) {
-                        n += 1;
-                        if parsed.len() == 64 {
-                            black_box(parsed.bytes());
-                            parsed.clear();
-                        }
-                    }
-                }
-                assert_eq!(n, EVENTS);
+            b.iter(|| assert_eq!(parse_in_reads(&stream, &mut parsed), EVENTS))
+        });
+        // The same events with `id` first and CRLF line ends, as the Python MCP SDK writes them:
+        // every line is one the encoder writes, so they are copied into its order, not encoded.
+        let reordered: Vec<u8> = String::from_utf8_lossy(&stream)
+            .split_terminator("\n\n")
+            .map(|block| {
+                let (id, rest): (Vec<&str>, Vec<&str>) = block.split('\n').partition(|line| line.starts_with("id:"));
+                id.into_iter().chain(rest).map(|line| format!("{line}\r\n")).collect::<String>() + "\r\n"
             })
+            .collect::<String>()
+            .into_bytes();
+        let reordered = bytes::Bytes::from(reordered);
+        group.bench_function(BenchmarkId::new("parse-id-first-crlf", EVENTS), |b| {
+            b.iter(|| assert_eq!(parse_in_reads(&reordered, &mut parsed), EVENTS))
         });
         let input = batch(EVENTS, size);
         let mut out = Vec::with_capacity(stream.len() * 2);
@@ -54,6 +52,24 @@ fn codec(c: &mut Criterion) {
         });
         group.finish();
     }
+}
+
+/// Parses `stream` fed in 16 KiB reads, as `Bytes` from a socket, into batches of 64, as the
+/// proxy does; returns the events parsed.
+fn parse_in_reads(stream: &bytes::Bytes, parsed: &mut Batch) -> usize {
+    let mut parser = Parser::new();
+    let mut n = 0;
+    for from in (0..stream.len()).step_by(16 * 1024) {
+        parser.feed_bytes(stream.slice(from..stream.len().min(from + 16 * 1024)));
+        while parser.next_into(parsed) {
+            n += 1;
+            if parsed.len() == 64 {
+                black_box(parsed.bytes());
+                parsed.clear();
+            }
+        }
+    }
+    n
 }
 
 criterion_group! {
