@@ -158,20 +158,19 @@ impl Batch {
 
     /// Appends an event in the encoder's form from its field lines, given in the encoder's order
     /// (`event`, `data`, `id`, `retry`), each `name: value` (or `name:` when empty) without its
-    /// line end: each is copied and ended with LF, then the blank line, and the fields are spans
-    /// of the result, which becomes the event's wire form. The caller guarantees what
-    /// [`Batch::push_wire`] requires of the fields, and that `retry` is what its line says.
-    pub(crate) fn push_lines(&mut self, lines: [Option<&[u8]>; 4], retry: Option<u32>) {
+    /// line end and with where its value starts in it: each is copied and ended with LF, then the
+    /// blank line, and the fields are spans of the result, which becomes the event's wire form.
+    /// The caller guarantees what [`Batch::push_wire`] requires of the fields, and that `retry`
+    /// is what its line says.
+    pub(crate) fn push_lines(&mut self, lines: [Option<(&[u8], usize)>; 4], retry: Option<u32>) {
         let base = self.bytes.len();
         let mut value = [(0, 0); 3];
-        for (n, (line, name_len)) in lines.iter().zip([5, 4, 2, 5]).enumerate() {
-            let Some(line) = line else { continue };
-            let at = self.bytes.len() + (name_len + 2).min(line.len());
+        for (n, (line, at)) in lines.iter().enumerate().filter_map(|(n, line)| line.map(|l| (n, l))) {
+            if n < 3 {
+                value[n] = ((self.bytes.len() + at) as u32, (line.len() - at) as u32);
+            }
             self.bytes.extend_from_slice(line);
             self.bytes.push(b'\n');
-            if n < 3 {
-                value[n] = (at as u32, (self.bytes.len() - 1 - at) as u32);
-            }
         }
         self.bytes.push(b'\n');
         let fields = if lines[0].is_some() { HAS_TYPE } else { 0 }

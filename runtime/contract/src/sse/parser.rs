@@ -508,8 +508,14 @@ impl Block {
             let (t, d, i) = (value(&self.event_type), value(&self.data), value(&self.id));
             batch.push_wire(&input.bytes[start..blank + 1], t, d, i, self.retry);
         } else {
-            let line = |n: usize| (seen & (1 << n) != 0).then(|| &input.bytes[self.lines[n].0..self.lines[n].1]);
-            batch.push_lines([line(0), line(1), line(2), line(3)], self.retry);
+            // Where each value starts in its line: the parser's own span, so no field name's
+            // length is written down twice (a retry's value is not a span of the batch).
+            let line = |n: usize, value: Option<(usize, usize)>| {
+                let (from, to) = self.lines[n];
+                (seen & (1 << n) != 0).then(|| (&input.bytes[from..to], value.map_or(to, |v| v.0) - from))
+            };
+            let (t, d, i) = (self.event_type.span, self.data.span, self.id.span);
+            batch.push_lines([line(0, t), line(1, d), line(2, i), line(3, None)], self.retry);
         }
         true
     }
