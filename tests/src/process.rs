@@ -113,6 +113,20 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
 }
 
 impl Serving {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The names of its threads (as the kernel keeps them: at most 15 bytes).
+    pub fn thread_names(&self) -> Vec<String> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect()
+    }
+
     /// Everything it has logged so far.
     pub fn log(&self) -> String {
         self.log.text.lock().unwrap().clone()

@@ -330,3 +330,17 @@ async fn the_guide_config_serves_the_real_sdks_through_three_https_upstreams_wit
     );
     assert_eq!(handshakes, 1, "one pooled HTTP/2 connection to the OpenAI-like upstream served every call");
 }
+
+/// The epoch ticker keeps guests' CPU deadlines, waking 200 times a second: a proxy with no guest
+/// (no interceptors, or native ones) has none running; one with a guest has it from the start.
+#[test]
+fn only_a_proxy_with_a_guest_runs_the_epoch_ticker() {
+    let ticking = |interceptor: &str| {
+        let proxy = Start::serve(&["--upstream", "http://127.0.0.1:9", "--interceptor", interceptor]).start();
+        let names = proxy.thread_names();
+        assert!(names.iter().any(|n| n.starts_with("sluicegate-work")), "threads read: {names:?}");
+        names.iter().any(|n| n == "sluicegate-epoc")
+    };
+    assert!(!ticking("native:passthrough"), "no guest, no ticker");
+    assert!(ticking("example:passthrough"), "a guest's deadlines need the ticker");
+}

@@ -117,6 +117,9 @@ pub struct Runtime {
     compiled: Mutex<HashMap<u64, Component>>,
     /// Compiled components on disk, if configured.
     disk_cache: Option<cache::ComponentCache>,
+    /// Starts the epoch ticker with the first guest: a proxy without one (no interceptors, or
+    /// native ones) has no deadline to keep and no thread waking 200 times a second.
+    ticker: std::sync::Once,
 }
 
 impl Runtime {
@@ -137,7 +140,6 @@ impl Runtime {
         pool.total_tables(2000);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).context("creating the WebAssembly engine")?;
-        start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         // Streams and polling that never wait (see `inert_io`) replace wasmtime-wasi's.
@@ -153,7 +155,14 @@ impl Runtime {
         linker.allow_shadowing(false);
         bindings::batch::sluicegate::interceptor::host::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         bindings::batch::sluicegate::interceptor::store::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-        Ok(Runtime { engine, linker, limits, compiled: Mutex::default(), disk_cache: None })
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+            compiled: Mutex::default(),
+            disk_cache: None,
+            ticker: std::sync::Once::new(),
+        })
     }
 
     /// Keeps compiled components in `dir` across restarts (see [`cache`]).
@@ -185,6 +194,7 @@ impl Runtime {
         limits: Limits,
     ) -> anyhow::Result<ComponentInterceptor> {
         let component = self.compile(wasm).with_context(|| format!("{name}: not a valid WebAssembly component"))?;
+        self.ticker.call_once(|| start_epoch_ticker(&self.engine));
         let pre = self
             .linker
             .instantiate_pre(&component)
