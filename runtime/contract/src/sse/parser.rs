@@ -9,6 +9,7 @@ use crate::batch::{Batch, to_event};
 use bytes::Bytes;
 use sluicegate_guest::abi::MAX_WORD;
 use std::borrow::Cow;
+use std::collections::VecDeque;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -31,6 +32,11 @@ pub struct Parser {
     owned: Vec<u8>,
     /// A chunk fed as `Bytes` while nothing else was buffered: parsed without a copy.
     shared: Option<Bytes>,
+    /// Chunks fed as `Bytes` while the input still held bytes, in order, and their length. Each
+    /// becomes the input once what is before it has run out of lines; only the bytes that finish
+    /// a partial line before it are copied (see [`Parser::join`]).
+    queued: VecDeque<Bytes>,
+    queued_len: usize,
     pos: usize,
     /// Bytes from `pos` on already searched for a line end.
     scanned: usize,
@@ -177,6 +183,8 @@ impl Parser {
         Parser {
             owned: Vec::new(),
             shared: None,
+            queued: VecDeque::new(),
+            queued_len: 0,
             pos: 0,
             scanned: 0,
             valid: 0,
@@ -201,19 +209,53 @@ impl Parser {
 
     /// Appends a chunk of the stream, copying it.
     pub fn feed(&mut self, chunk: &[u8]) {
+        if !self.queued.is_empty() {
+            return self.feed_bytes(Bytes::copy_from_slice(chunk)); // after the queued ones
+        }
         self.own_input();
         self.owned.extend_from_slice(chunk);
     }
 
-    /// Appends a chunk of the stream; parsed in place if nothing else is buffered.
+    /// Appends a chunk of the stream, to be parsed where it lies: at once if nothing else is
+    /// buffered, else once the input before it runs out of lines.
     pub fn feed_bytes(&mut self, chunk: Bytes) {
         if self.buffered() > 0 {
-            return self.feed(&chunk);
+            self.queued_len += chunk.len();
+            self.queued.push_back(chunk);
+            return;
         }
+        self.parse_in_place(chunk);
+    }
+
+    /// Makes `chunk` the input; nothing of the previous input is left to parse.
+    fn parse_in_place(&mut self, chunk: Bytes) {
         self.own_input(); // copies out the values of a half-read block; leaves no input
         self.shared = Some(chunk);
         self.scanned = 0;
         self.valid = 0;
+    }
+
+    /// Makes `chunk` the input after the current one, which has no complete line left. A partial
+    /// line (an upstream's write split by the network) is finished by copying `chunk` up to its
+    /// first line break; the rest of `chunk` is queued again, to be parsed where it lies.
+    fn join(&mut self, chunk: Bytes) {
+        if self.input_len() == self.pos {
+            return self.parse_in_place(chunk);
+        }
+        self.own_input();
+        match first_line_break(&chunk) {
+            Some(at) if at + 1 < chunk.len() => {
+                self.owned.extend_from_slice(&chunk[..=at]);
+                let rest = chunk.slice(at + 1..);
+                self.queued_len += rest.len();
+                self.queued.push_front(rest);
+            }
+            _ => self.owned.extend_from_slice(&chunk),
+        }
+    }
+
+    fn input_len(&self) -> usize {
+        self.shared.as_deref().unwrap_or(&self.owned).len()
     }
 
     /// Moves the unconsumed input to the front of the parser's own buffer, ready to be appended
@@ -238,7 +280,7 @@ impl Parser {
     /// Bytes fed but not yet consumed as lines.
     #[inline]
     pub fn buffered(&self) -> usize {
-        self.shared.as_deref().unwrap_or(&self.owned).len() - self.pos
+        self.input_len() - self.pos + self.queued_len
     }
 
     /// How many events were skipped for being over the limit.
@@ -250,8 +292,13 @@ impl Parser {
     /// more input arrives. This is the proxy's path: the fields go straight into the batch.
     #[inline]
     pub fn next_into(&mut self, batch: &mut Batch) -> bool {
-        if self.parse_into(batch) {
-            return true;
+        loop {
+            if self.parse_into(batch) {
+                return true;
+            }
+            let Some(chunk) = self.queued.pop_front() else { break };
+            self.queued_len -= chunk.len();
+            self.join(chunk);
         }
         // Out of complete lines. Keep no hold on a shared chunk (it may be a slice of a much
         // larger read buffer, and a stream can stay idle for hours): copy what is left of it (a
@@ -342,6 +389,8 @@ impl Parser {
         let retry = self.block.retry.filter(|_| !self.block.skipping);
         self.owned.clear();
         self.shared = None;
+        self.queued.clear();
+        self.queued_len = 0;
         self.pos = 0;
         self.scanned = 0;
         self.valid = 0;
