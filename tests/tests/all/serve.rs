@@ -333,14 +333,19 @@ async fn the_guide_config_serves_the_real_sdks_through_three_https_upstreams_wit
 
 /// The epoch ticker keeps guests' CPU deadlines, waking 200 times a second: a proxy with no guest
 /// (no interceptors, or native ones) has none running; one with a guest has it from the start.
+/// Guests load before the proxy says it is serving, so the ticker's log line comes before that
+/// one or never; its thread names itself once it runs, so that is waited for.
 #[test]
 fn only_a_proxy_with_a_guest_runs_the_epoch_ticker() {
-    let ticking = |interceptor: &str| {
-        let proxy = Start::serve(&["--upstream", "http://127.0.0.1:9", "--interceptor", interceptor]).start();
-        let names = proxy.thread_names();
-        assert!(names.iter().any(|n| n.starts_with("sluicegate-work")), "threads read: {names:?}");
-        names.iter().any(|n| n == "sluicegate-epoc")
-    };
-    assert!(!ticking("native:passthrough"), "no guest, no ticker");
-    assert!(ticking("example:passthrough"), "a guest's deadlines need the ticker");
+    const STARTED: &str = "epoch ticker started";
+    let bare = Start::serve(&["--upstream", "http://127.0.0.1:9", "--interceptor", "native:passthrough"]).start();
+    assert!(!bare.log().contains(STARTED), "no guest, no ticker:\n{}", bare.log());
+    assert!(!bare.thread_names().iter().any(|n| n == "sluicegate-epoc"), "{:?}", bare.thread_names());
+    let guest = Start::serve(&["--upstream", "http://127.0.0.1:9", "--interceptor", "example:passthrough"]).start();
+    assert!(guest.log().contains(STARTED), "a guest's deadlines need the ticker:\n{}", guest.log());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !guest.thread_names().iter().any(|n| n == "sluicegate-epoc") {
+        assert!(std::time::Instant::now() < deadline, "no ticker thread: {:?}", guest.thread_names());
+        std::thread::sleep(Duration::from_millis(5)); // polling the condition, bounded above
+    }
 }

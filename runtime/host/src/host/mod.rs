@@ -299,6 +299,7 @@ fn start_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch thread");
+    tracing::info!(tick_ms = EPOCH_TICK.as_millis() as u64, "epoch ticker started: guests' CPU deadlines are kept");
 }
 
 fn inert_io_of(state: &mut HostState) -> inert_io::InertIo<'_> {
