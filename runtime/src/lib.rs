@@ -27,3 +27,12 @@ pub use sluicegate_host::{
 pub use sluicegate_proxy as proxy;
 
 pub use sluicegate_guest::{Config, EndReason, StreamContext};
+
+/// The allocator the `sluicegate` binary (and the load test's proxy role, which stands for it)
+/// declares as its global allocator: jemalloc. With glibc's, an idle stream's 8 KiB connection
+/// buffers (hyper's, of which a few hundred bytes are written) cost their pages anyway, since
+/// each allocation's header shares them; jemalloc keeps its headers apart, so the pages never
+/// written stay unmapped. Declared by binaries only: a library that picked the allocator would
+/// pick it for every program that links it, tests and benchmarks included.
+#[cfg(feature = "jemalloc")]
+pub use tikv_jemallocator::Jemalloc;

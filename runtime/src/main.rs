@@ -26,6 +26,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// jemalloc (see [`sluicegate::Jemalloc`]: idle streams cost less memory).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: sluicegate::Jemalloc = sluicegate::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "sluicegate", version, about = "Stream Server-Sent Events through sandboxed WebAssembly interceptors")]
 struct Cli {

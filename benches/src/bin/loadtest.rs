@@ -28,6 +28,9 @@
 //! beside sluicegate (`proxy_buffering off`, HTTP/1.1 with keep-alive to the upstream, two worker
 //! processes as sluicegate has two worker threads): it is what a user would pick instead.
 //!
+//! `LOADTEST_WRAP=COMMAND` starts each proxy role under COMMAND (`perf record -g --`, or a
+//! script that sets `LD_PRELOAD`), the proxy's command line after it.
+//!
 //! Three roles, each its own process so that each is measured alone: an upstream (HTTP/1.1 and
 //! HTTP/2), the proxy (this crate's library, as `sluicegate serve` runs it), and the clients (in
 //! the orchestrating process). Only loopback addresses are used; every loop is bounded.
@@ -47,6 +50,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// The allocator `sluicegate` ships with, so that the proxy role measures what `serve` costs.
+#[global_allocator]
+static ALLOCATOR: sluicegate::Jemalloc = sluicegate::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -369,11 +376,17 @@ impl Role {
     /// the temporary directory, overwritten by the next run.
     fn start(args: &[&str]) -> anyhow::Result<Role> {
         let log = std::env::temp_dir().join(format!("sluicegate-loadtest-{}.log", args[0]));
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
+        let wrap = std::env::var("LOADTEST_WRAP").unwrap_or_default();
+        let mut wrap = wrap.split_whitespace().filter(|_| args[0] == "proxy");
+        let mut command = match wrap.next() {
+            Some(program) => {
+                let mut command = Command::new(program);
+                command.args(wrap).arg(std::env::current_exe()?);
+                command
+            }
+            None => Command::new(std::env::current_exe()?),
+        };
+        let mut child = command.args(args).stdout(Stdio::piped()).stderr(std::fs::File::create(&log)?).spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
         let ready = line.trim().strip_prefix("ready ");

@@ -174,7 +174,7 @@ async fn serve_connection(
             Some(acceptor) => match Box::pin(acceptor.accept(socket)).await {
                 Ok(stream) => {
                     let protocol = Protocol::negotiated(stream.get_ref().1.alpn_protocol());
-                    Box::pin(serve_http(TokioIo::new(stream), protocol, handle, &client_side, activity, over_limit))
+                    serve_http(TokioIo::new(stream), protocol, handle, &client_side, activity, over_limit)
                 }
                 Err(e) => {
                     lifecycle.admission.count(ConnectionEvent::TlsHandshake);
@@ -184,7 +184,7 @@ async fn serve_connection(
             },
             None => {
                 let protocol = Protocol::sniff(&socket).await;
-                Box::pin(serve_http(TokioIo::new(socket), protocol, handle, &client_side, activity, over_limit))
+                serve_http(TokioIo::new(socket), protocol, handle, &client_side, activity, over_limit)
             }
         };
         serving.await
@@ -236,19 +236,66 @@ impl Protocol {
 }
 
 /// Serves HTTP on one connection; `Some` if it ended by a timeout of hyper's.
-async fn serve_http<I>(
+///
+/// Boxed, and built per protocol: the future lives as long as the connection, and one future for
+/// every protocol would keep room for the largest (hyper-util's automatic connection is sized for
+/// HTTP/2, and borrows its builder for the connection's life: 2,120 bytes, measured with
+/// `-Zprint-type-sizes`), where a connection known to speak HTTP/1.1 needs ~850.
+fn serve_http<I>(
     io: I,
     protocol: Protocol,
     handle: Arc<ProxyHandle>,
     client_side: &ClientSide,
     activity: Arc<Activity>,
     over_limit: bool,
-) -> Option<ConnectionEvent>
+) -> Pin<Box<dyn Future<Output = Option<ConnectionEvent>> + Send>>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let retry_after = client_side.retry_after.clone();
-    let service = hyper::service::service_fn(move |request| {
+    let service = proxy_service(handle, client_side.retry_after.clone(), activity, over_limit);
+    if protocol == Protocol::Http1 {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(client_side.header_read_timeout)
+            .max_buf_size(client_side.max_header_bytes);
+        // `map`, not an `async` block: awaiting the connection inside one would move it out of
+        // the block's captures into room of its own, and the future would hold it twice.
+        let connection = builder.serve_connection(io, service);
+        return Box::pin(futures_util::FutureExt::map(connection, |served| {
+            connection_ended(served.map_err(BoxError::from))
+        }));
+    }
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(client_side.header_read_timeout)
+        .max_buf_size(client_side.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(20_000)
+        .max_header_list_size(u32::try_from(client_side.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = if protocol == Protocol::Http2 { builder.http2_only() } else { builder };
+    Box::pin(async move { connection_ended(builder.serve_connection(io, service).await) })
+}
+
+/// The service a client connection's requests go to: the proxy as it is configured now (a
+/// reload applies to the next request), or a refusal if the connection is over the limit.
+fn proxy_service(
+    handle: Arc<ProxyHandle>,
+    retry_after: HeaderValue,
+    activity: Arc<Activity>,
+    over_limit: bool,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = Response<ProxyBody>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response<ProxyBody>, std::convert::Infallible>> + Send,
+> + Send
++ 'static {
+    hyper::service::service_fn(move |request| {
         let proxy = handle.current();
         let busy = activity.begin();
         let retry_after = retry_after.clone();
@@ -263,31 +310,15 @@ where
             // The connection counts as busy until the response body is done with.
             Ok::<_, std::convert::Infallible>(response.map(|body| while_busy(body, busy)))
         }
-    });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(client_side.header_read_timeout)
-        .max_buf_size(client_side.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(20_000)
-        .max_header_list_size(u32::try_from(client_side.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = match protocol {
-        Protocol::Http1 => builder.http1_only(),
-        Protocol::Http2 => builder.http2_only(),
-        Protocol::Detect => builder,
-    };
-    match builder.serve_connection(io, service).await {
-        Ok(()) => None,
-        Err(e) => {
-            let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
-            tracing::debug!("connection ended: {e}");
-            timed_out.then_some(ConnectionEvent::HeaderTimeout)
-        }
-    }
+    })
+}
+
+/// How a connection's serving ended: `Some` if by a timeout of hyper's.
+fn connection_ended(served: Result<(), BoxError>) -> Option<ConnectionEvent> {
+    let e = served.err()?;
+    let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
+    tracing::debug!("connection ended: {e}");
+    timed_out.then_some(ConnectionEvent::HeaderTimeout)
 }
 
 fn while_busy(body: ProxyBody, busy: Busy) -> ProxyBody {
