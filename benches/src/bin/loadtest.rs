@@ -52,6 +52,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// The allocator `sluicegate` ships with, so that the proxy role measures what `serve` costs.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: sluicegate::Jemalloc = sluicegate::Jemalloc;
 
