@@ -3,7 +3,7 @@
 //! and encodes the output into the buffer that would go to the client.
 //!
 //! `cargo bench -p sluicegate-benches --bench pipeline` (`-- pipeline-tokens` for the LLM token
-//! stream alone).
+//! stream alone, `-- pipeline-streams` for batches of one over 1,000 streams taken in turn).
 #![allow(missing_docs)] // criterion's macros generate public items without docs
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -101,9 +101,78 @@ fn token_stream(c: &mut Criterion) {
     group.finish();
 }
 
+/// Per event at batch 1 when many streams take turns (the LLM-gateway shape, without sockets):
+/// 1 stream, and 1,000 streams each fed one token chunk in turn, so each event finds its stream's
+/// state (the engine's, the chain's, the guest's) gone cold, as a proxy with 1,000 slow streams
+/// does. What the gap between the two costs is what many streams add to the event path itself.
+fn many_streams(c: &mut Criterion) {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let chunks = sluicegate_benches::chat_token_chunks();
+    let reads: Vec<bytes::Bytes> = chunks
+        .iter()
+        .map(|chunk| {
+            let mut bytes = Vec::new();
+            encode_event(&mut bytes, chunk);
+            bytes::Bytes::from(bytes)
+        })
+        .collect();
+    let limits = BatchLimits { max_events: 1, ..BatchLimits::default() };
+    let mut group = c.benchmark_group("pipeline-streams");
+    group.throughput(Throughput::Elements(1));
+    for (label, spec) in [
+        ("native-passthrough", "native:passthrough"),
+        ("passthrough", "example:passthrough"),
+        ("redact", "example:redact"),
+    ] {
+        let link = spec.parse::<Spec>().unwrap().load(&runtime, Config::default()).unwrap();
+        for streams in [1, 1000] {
+            let mut engines: Vec<StreamEngine> = (0..streams)
+                .map(|_| {
+                    StreamEngine::new(
+                        Chain::new(vec![link.clone()]).open(&StreamContext::default()).unwrap(),
+                        limits,
+                        1 << 20,
+                    )
+                })
+                .collect();
+            let (mut next, mut read) = (0, 0);
+            let reads = &reads;
+            let mut one_event = move || {
+                let engine = &mut engines[next];
+                next = (next + 1) % streams;
+                engine.feed(reads[read].clone());
+                read = (read + 1) % reads.len();
+                let out = engine.next_batch().unwrap().unwrap();
+                black_box(out.bytes.len());
+            };
+            group.bench_function(BenchmarkId::new(label, streams), |b| b.iter(&mut one_event));
+            if streams > 1 {
+                // Each event timed after 1 MiB has been written, twice this machine's L2: as in
+                // the proxy, where the kernel's work on the sockets between two events (and the
+                // other streams' work) leaves little of the event path in the core's caches.
+                let mut flush = vec![0u8; 1 << 20];
+                group.bench_function(BenchmarkId::new(format!("{label}-cold"), streams), |b| {
+                    b.iter_custom(|iters| {
+                        let mut timed = Duration::ZERO;
+                        for i in 0..iters {
+                            flush.iter_mut().step_by(64).for_each(|byte| *byte = byte.wrapping_add(i as u8));
+                            let start = std::time::Instant::now();
+                            one_event();
+                            timed += start.elapsed();
+                        }
+                        black_box(&flush);
+                        timed
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(30);
-    targets = pipeline, token_stream
+    targets = pipeline, token_stream, many_streams
 }
 criterion_main!(benches);

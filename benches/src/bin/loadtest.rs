@@ -30,6 +30,9 @@
 //!
 //! `LOADTEST_WRAP=COMMAND` starts each proxy role under COMMAND (`perf record -g --`, or a
 //! script that sets `LD_PRELOAD`), the proxy's command line after it.
+//! `LOADTEST_OTHER=PATH` names another build of this binary: a chain written `SPEC@other`
+//! runs its proxy role from that build, so two builds are measured side by side in one run,
+//! round by round (`--chain example:redact --chain example:redact@other`).
 //!
 //! Three roles, each its own process so that each is measured alone: an upstream (HTTP/1.1 and
 //! HTTP/2), the proxy (this crate's library, as `sluicegate serve` runs it), and the clients (in
@@ -379,15 +382,23 @@ impl Role {
         let log = std::env::temp_dir().join(format!("sluicegate-loadtest-{}.log", args[0]));
         let wrap = std::env::var("LOADTEST_WRAP").unwrap_or_default();
         let mut wrap = wrap.split_whitespace().filter(|_| args[0] == "proxy");
+        let other = args[0] == "proxy" && args.iter().any(|arg| arg.contains("@other"));
+        let exe = match other {
+            true => {
+                std::env::var_os("LOADTEST_OTHER").context("a chain with `@other` needs LOADTEST_OTHER=PATH")?.into()
+            }
+            false => std::env::current_exe()?,
+        };
+        let args: Vec<String> = args.iter().map(|arg| arg.replace("@other", "")).collect();
         let mut command = match wrap.next() {
             Some(program) => {
                 let mut command = Command::new(program);
-                command.args(wrap).arg(std::env::current_exe()?);
+                command.args(wrap).arg(exe);
                 command
             }
-            None => Command::new(std::env::current_exe()?),
+            None => Command::new(exe),
         };
-        let mut child = command.args(args).stdout(Stdio::piped()).stderr(std::fs::File::create(&log)?).spawn()?;
+        let mut child = command.args(&args).stdout(Stdio::piped()).stderr(std::fs::File::create(&log)?).spawn()?;
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
         let ready = line.trim().strip_prefix("ready ");
@@ -427,15 +438,31 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// CPU seconds of a process and all its descendants (nginx's workers are children of its master).
 fn tree_cpu_seconds(pid: u32) -> f64 {
-    let mut total = cpu_seconds(pid);
+    tree_sum(pid, cpu_seconds)
+}
+
+/// CPU seconds in user space of a process and its descendants: `utime` of `/proc/PID/stat`, in
+/// ticks of 10 ms (USER_HZ), so only a run of seconds tells it apart. The part of the CPU a
+/// change to the proxy's own code moves; the kernel's part (most of it) is noisier.
+fn tree_user_seconds(pid: u32) -> f64 {
+    tree_sum(pid, |pid| stat_field(pid, 11).map_or(0.0, |ticks| ticks as f64 / 100.0))
+}
+
+/// Field `n` of `/proc/PID/stat` counted from the one after the parenthesised command name
+/// (0: the state, 1: the parent pid, 11: `utime`).
+fn stat_field(pid: u32, n: usize) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(n)?.parse().ok()
+}
+
+/// `of` summed over a process and all its descendants.
+fn tree_sum(pid: u32, of: fn(u32) -> f64) -> f64 {
+    let mut total = of(pid);
     let Ok(entries) = std::fs::read_dir("/proc") else { return total };
     for entry in entries.flatten() {
         let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
-        // The parent pid is the second field after the parenthesised command name.
-        let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if parent == Some(pid) {
-            total += tree_cpu_seconds(child);
+        if stat_field(child, 1) == Some(u64::from(pid)) {
+            total += tree_sum(child, of);
         }
     }
     total
@@ -560,6 +587,10 @@ impl Target {
     fn cpu(&self) -> f64 {
         tree_cpu_seconds(self.pid)
     }
+
+    fn user_cpu(&self) -> f64 {
+        tree_user_seconds(self.pid)
+    }
 }
 
 /// `streams` streams of `rate` events/s each, one event per write (the shape of LLM traffic:
@@ -569,6 +600,7 @@ async fn many_streams(streams: u64, rate: u64, seconds: u64, rounds: u64, chains
     let upstream = Role::start(&["upstream"])?;
     let targets = Target::all(upstream.port, &chains)?;
     let mut per_event: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    let mut user_per_event: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     let mut delivered_rate: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     for _ in 0..rounds {
         for (i, target) in targets.iter().enumerate() {
@@ -584,14 +616,16 @@ async fn many_streams(streams: u64, rate: u64, seconds: u64, rounds: u64, chains
                 })));
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let (e0, c0, t0) = (delivered.load(Ordering::Relaxed), target.cpu(), Instant::now());
+            let (e0, c0, u0) = (delivered.load(Ordering::Relaxed), target.cpu(), target.user_cpu());
+            let t0 = Instant::now();
             tokio::time::sleep(Duration::from_secs(seconds)).await;
             let events = delivered.load(Ordering::Relaxed) - e0;
-            let (cpu, elapsed) = (target.cpu() - c0, t0.elapsed().as_secs_f64());
+            let (cpu, user, elapsed) = (target.cpu() - c0, target.user_cpu() - u0, t0.elapsed().as_secs_f64());
             for reader in readers {
                 reader.abort();
             }
             per_event[i].push(cpu * 1e6 / events.max(1) as f64);
+            user_per_event[i].push(user * 1e6 / events.max(1) as f64);
             delivered_rate[i].push(events as f64 / elapsed);
             // Let the closed streams wind down before the next target is measured.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -600,13 +634,14 @@ async fn many_streams(streams: u64, rate: u64, seconds: u64, rounds: u64, chains
     println!(
         "{streams} streams x {rate} events/s, one event per write; {rounds} interleaved rounds of {seconds} s; medians"
     );
-    println!("| proxy | events/s delivered | CPU per delivered event | against nginx |");
-    println!("|---|---:|---:|---:|");
+    println!("| proxy | events/s delivered | CPU per delivered event | of it in user space | against nginx |");
+    println!("|---|---:|---:|---:|---:|");
     let medians: Vec<f64> = per_event.iter_mut().map(|v| median(v)).collect();
     let nginx = targets.iter().position(|t| t._nginx.is_some()).map(|i| medians[i]);
     for (i, target) in targets.iter().enumerate() {
         let against = nginx.map_or("-".to_string(), |n| format!("{:.2}x", medians[i] / n));
-        println!("| {} | {:.0} | {:.1} us | {against} |", target.label, median(&mut delivered_rate[i]), medians[i]);
+        let (rate, user) = (median(&mut delivered_rate[i]), median(&mut user_per_event[i]));
+        println!("| {} | {rate:.0} | {:.1} us | {user:.1} us | {against} |", target.label, medians[i]);
     }
     Ok(())
 }
