@@ -105,6 +105,9 @@ pub struct Output {
     pub events_out: usize,
     /// The chain ended the stream with this batch.
     pub ended: bool,
+    /// Complete events are left that did not fit this batch's limits: ask for the next batch.
+    /// (Without, the caller knows the parser holds no complete event, and need not ask again.)
+    pub more: bool,
     /// How long the longest-held text this batch released had been held back by a link (from
     /// the batch it arrived in to this one); `None` if it released no held text.
     pub released_hold: Option<std::time::Duration>,
@@ -222,7 +225,9 @@ impl StreamEngine {
         let ended = self.chain.process(&mut self.batch)?;
         self.stats.batches += 1;
         self.stats.events_in += events_in as u64;
-        Ok(Some(self.encode(events_in, ended)))
+        let mut out = self.encode(events_in, ended);
+        out.more = !drained;
+        Ok(Some(out))
     }
 
     /// Moves complete events from the parser into the batch, up to the limits; skips events
@@ -269,7 +274,7 @@ impl StreamEngine {
         }
         let events_out = self.batch.len();
         self.stats.events_out += events_out as u64;
-        Output { bytes, events_in, events_out, ended, released_hold: self.chain.take_released_hold() }
+        Output { bytes, events_in, events_out, ended, more: false, released_hold: self.chain.take_released_hold() }
     }
 
     /// The input ended normally: an event without its terminating blank line is discarded, as

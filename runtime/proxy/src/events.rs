@@ -426,7 +426,8 @@ impl EventStream {
         None
     }
 
-    /// Sends every complete event the engine holds, batch by batch, each as one chunk.
+    /// Sends every complete event the engine holds, batch by batch, each as one chunk. (A batch
+    /// that says no complete event is left ends it: no call only to hear there is nothing.)
     async fn flush(&mut self) -> Option<End> {
         loop {
             let out = match self.engine.call(StreamEngine::next_batch).await {
@@ -440,15 +441,16 @@ impl EventStream {
                 }
             };
             self.released(out.released_hold);
-            let wrote = !out.bytes.is_empty();
-            self.send(out.bytes).await;
-            if wrote {
-                let delay = self.batch_arrived.elapsed();
+            if let Some(written) = self.send(out.bytes).await {
+                let delay = written.saturating_duration_since(self.batch_arrived);
                 self.route.latency.chain_delay.observe(delay.as_secs_f64());
                 self.waits.chain_max = self.waits.chain_max.max(Some(delay));
             }
             if out.ended {
                 return Some(End::EndedByInterceptor);
+            }
+            if !out.more {
+                return None;
             }
         }
     }
@@ -462,11 +464,11 @@ impl EventStream {
     }
 
     /// Sends one encoded batch as one chunk (nothing if it is empty), returning once the
-    /// client's body has taken it. (A client that goes away drops the stream here or wherever
-    /// else it waits.)
-    async fn send(&mut self, bytes: Vec<u8>) {
+    /// client's body has taken it, with when it was handed over (`None` if it was empty). (A
+    /// client that goes away drops the stream here or wherever else it waits.)
+    async fn send(&mut self, bytes: Vec<u8>) -> Option<Instant> {
         if bytes.is_empty() {
-            return;
+            return None;
         }
         self.route.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.bytes_out += bytes.len() as u64;
@@ -480,6 +482,7 @@ impl EventStream {
             Some(last) => self.route.latency.between_events.observe((now - last).as_secs_f64()),
         }
         self.outbox.send(Bytes::from(bytes)).await;
+        Some(now)
     }
 
     /// Reconnects to the upstream with `Last-Event-ID`, with exponential backoff and jitter. The

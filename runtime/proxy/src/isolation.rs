@@ -70,15 +70,15 @@ impl SharedEngine {
         &self,
         work: impl FnOnce(&mut StreamEngine) -> R + Send + 'static,
     ) -> R {
-        // Bound first: a lock guard in the match's scrutinee would live across the await.
-        let placement = Placement::of(self.get().is_slow());
-        match placement {
-            Placement::OffThread => {
-                let engine = self.0.clone();
-                off_thread(move || work(&mut engine.lock().unwrap_or_else(PoisonError::into_inner))).await
+        {
+            // One lock for the check and a fast call; released before the await below.
+            let mut engine = self.get();
+            if Placement::of(engine.is_slow()) == Placement::Here {
+                return work(&mut engine);
             }
-            Placement::Here => work(&mut self.get()),
         }
+        let engine = self.0.clone();
+        off_thread(move || work(&mut engine.lock().unwrap_or_else(PoisonError::into_inner))).await
     }
 
     /// Calls the chain now, on this thread (for a stream being dropped, which cannot wait). A
