@@ -105,8 +105,8 @@ pub struct Output {
     pub events_out: usize,
     /// The chain ended the stream with this batch.
     pub ended: bool,
-    /// Complete events are left that did not fit this batch's limits: ask for the next batch.
-    /// (Without, the caller knows the parser holds no complete event, and need not ask again.)
+    /// The batch stopped at its limits, so complete events may be left: ask for the next batch.
+    /// (Otherwise the parser holds no complete event, and asking again would find none.)
     pub more: bool,
     /// How long the longest-held text this batch released had been held back by a link (from
     /// the batch it arrived in to this one); `None` if it released no held text.
@@ -225,9 +225,7 @@ impl StreamEngine {
         let ended = self.chain.process(&mut self.batch)?;
         self.stats.batches += 1;
         self.stats.events_in += events_in as u64;
-        let mut out = self.encode(events_in, ended);
-        out.more = !drained;
-        Ok(Some(out))
+        Ok(Some(self.encode(events_in, ended, !drained)))
     }
 
     /// Moves complete events from the parser into the batch, up to the limits; skips events
@@ -266,7 +264,7 @@ impl StreamEngine {
     /// The batch, encoded in one allocation sized to fit (handed on without a copy). Field names,
     /// separators and line ends add ~21 bytes to a typical event (`event: `, `data: `, `id: `);
     /// an estimate under that would make every batch grow the buffer once, copying it.
-    fn encode(&mut self, events_in: usize, ended: bool) -> Output {
+    fn encode(&mut self, events_in: usize, ended: bool, more: bool) -> Output {
         let mut bytes = Vec::with_capacity(self.batch.byte_len() + 32 * self.batch.len());
         match self.decoder {
             Decoder::EventStream(_) => sse::write_batch(&mut bytes, &self.batch),
@@ -274,7 +272,7 @@ impl StreamEngine {
         }
         let events_out = self.batch.len();
         self.stats.events_out += events_out as u64;
-        Output { bytes, events_in, events_out, ended, more: false, released_hold: self.chain.take_released_hold() }
+        Output { bytes, events_in, events_out, ended, more, released_hold: self.chain.take_released_hold() }
     }
 
     /// The input ended normally: an event without its terminating blank line is discarded, as
@@ -318,7 +316,7 @@ impl StreamEngine {
     /// The chain's last words for a stream that ends for `reason`, encoded.
     pub fn finish(&mut self, reason: EndReason) -> Result<Output, ChainFault> {
         self.batch = self.chain.finish(reason)?;
-        Ok(self.encode(0, true))
+        Ok(self.encode(0, true, false))
     }
 
     /// The newest id forwarded: where a resumption starts.
@@ -374,7 +372,10 @@ mod tests {
         engine.feed(Bytes::from_static(b"data: a\n\ndata: b\n\ndata: c\n\ndata: partial"));
         let first = engine.next_batch().unwrap().unwrap();
         assert_eq!((first.events_in, text(&first)), (2, "data: a\n\ndata: b\n\n"));
-        assert_eq!(text(&engine.next_batch().unwrap().unwrap()), "data: c\n\n");
+        assert!(first.more, "stopped at the limit: another batch may follow");
+        let second = engine.next_batch().unwrap().unwrap();
+        assert_eq!(text(&second), "data: c\n\n");
+        assert!(!second.more, "drained: the caller need not ask again");
         assert!(engine.next_batch().unwrap().is_none(), "the partial event waits for its blank line");
         assert_eq!(engine.end_input(), "data: partial".len(), "and is discarded at the end, as the spec says");
         assert!(engine.next_batch().unwrap().is_none());

@@ -184,6 +184,31 @@ async fn a_quiet_stream_is_not_held_for_more_events() {
     assert_eq!(reader.rest().await, vec![]);
 }
 
+/// One upstream read holding more events than a batch may: every event goes out at once, a chunk
+/// per batch, with the upstream still open and silent (none waits for more input to arrive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_larger_than_a_batch_goes_out_whole_batch_by_batch() {
+    let upstream = start_upstream(|_| async {
+        let (tx, response) = streamed("text/event-stream");
+        tokio::spawn(async move {
+            let five: String = (0..5).map(|i| format!("id: {i}\ndata: {i}\n\n")).collect();
+            tx.send(Ok(Bytes::from(five))).await.unwrap();
+            tx.closed().await; // open and silent until the proxy lets go
+        });
+        response
+    })
+    .await;
+    let config = config_with_chain(upstream, &["example:passthrough"], "[batch]\nmax_events = 2");
+    let (proxy, _) = start_proxy(&config).await;
+    let mut reader = EventReader::new(get(&format!("http://{proxy}/s"), &[]).await);
+    for i in 0..5 {
+        let event =
+            tokio::time::timeout(Duration::from_secs(10), reader.next()).await.expect("event held back").unwrap();
+        assert_eq!(event, Event::message(i.to_string()).with_id(i.to_string()));
+    }
+    assert_eq!(reader.chunks, 3, "batches of 2, 2 and 1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_and_origin_are_checked_on_loopback() {
     let upstream = start_upstream(|_| async { full(200, "text/plain", "ok") }).await;
