@@ -461,7 +461,6 @@ pub struct ChainStream {
 }
 
 impl ChainStream {
-    /// What each interceptor has done to this stream so far, in chain order.
     /// True if a link of this chain has been slow lately (a call of [`SLOW_CALL`] or more):
     /// the proxy then makes its calls where they cannot hold the threads that serve sockets.
     pub fn is_slow(&self) -> bool {
@@ -619,6 +618,25 @@ impl ChainStream {
             }
         }
         Ok(tail)
+    }
+}
+
+/// A stream dropped before every link finished it (its client went away before the end, or a
+/// link failed it) frees each remaining link's state; a fault doing so is counted and logged
+/// like one in a batch (it may cost an instance, and the streams on it their state).
+impl Drop for ChainStream {
+    fn drop(&mut self) {
+        for (link, stream) in self.links.iter().zip(&mut self.streams) {
+            let Some(stream) = stream else { continue };
+            if let Err(fault) = stream.close() {
+                link.stats.record(&fault);
+                tracing::warn!(
+                    stream = %self.context.stream_id,
+                    interceptor = link.interceptor.name(),
+                    "{fault} while freeing the state of a stream that ended early"
+                );
+            }
+        }
     }
 }
 

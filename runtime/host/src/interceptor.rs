@@ -36,6 +36,12 @@ pub trait InterceptorStream: Send {
     fn released_hold(&mut self) -> Option<std::time::Duration> {
         None
     }
+
+    /// Frees the stream's state without finishing it: the stream was cancelled (its client went
+    /// away before the end, or an interceptor before this one failed it). Nothing is sent.
+    fn close(&mut self) -> Result<(), Fault> {
+        Ok(())
+    }
 }
 
 /// The contract an interceptor implements.

@@ -311,3 +311,23 @@ fn traps_are_errors_and_the_instance_is_replaced() {
         assert!(fresh.process(&input, &mut out).is_ok());
     }
 }
+
+/// A chain dropped before it finished (its client went away, or a link failed the stream) frees
+/// each link's state; a guest that traps doing so is counted like any other trap.
+#[test]
+fn a_trap_freeing_a_cancelled_streams_state_is_counted() {
+    use sluicegate::chain::{BreakerConfig, FaultPolicy, Link};
+    let link = Link::new(
+        load_test_guest("hostile", &[("mode", "trap-on-drop")]),
+        FaultPolicy::FailClosed,
+        BreakerConfig::default(),
+    );
+    let stats = link.stats().clone();
+    let chain = Chain::from_links(vec![link]);
+    let mut stream = chain.open(&context()).unwrap();
+    let mut batch: Batch = two_events().into_iter().collect();
+    assert!(!stream.process(&mut batch).unwrap());
+    assert_eq!(stats.traps(), 0);
+    drop(stream);
+    assert_eq!(stats.traps_of(TrapKind::Unreachable), 1, "the trap in its destructor is counted");
+}

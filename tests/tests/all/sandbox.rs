@@ -208,3 +208,68 @@ async fn oversized_upstream_events_are_dropped_and_the_stream_goes_on() {
     let events = EventReader::new(get(&format!("http://{proxy}/e"), &[]).await).rest().await;
     assert_eq!(datas(&events), vec!["before", "after"]);
 }
+
+/// One stream's fault must not cost its neighbours their state. A stream that the first link of
+/// its chain fails (fail-closed) drops the rest of its chain unfinished, and freeing the second
+/// link's state for it is a call into the instance that link shares with every other stream.
+/// After that instance had been idle for longer than a call deadline, the call ran under the
+/// deadline of the instance's last call, long passed, and was stopped at its first instruction:
+/// the instance was discarded, silently, and the neighbour's next batch failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_stream_does_not_cost_its_neighbours_their_state() {
+    let (upstream, mut feeds) = fed_upstream().await;
+    let hostile = sluicegate_tests::TEST_GUESTS_PATHS.iter().find(|(n, _)| *n == "hostile").unwrap().1;
+    let config = format!(
+        r#"upstream = "http://{upstream}"
+[limits]
+call_deadline_ms = 10
+instances_per_interceptor = 1
+[[route]]
+prefix = "/"
+[[route.interceptor]]
+spec = "{hostile}"
+config = {{ mode = "trap-every-3" }}
+instances = 2
+[[route.interceptor]]
+spec = "example:summary"
+"#
+    );
+    let (proxy, state) = start_proxy(&config).await;
+    let summary = state.links().iter().find(|l| l.interceptor().name().ends_with("summary")).unwrap();
+    let data_of = |event: Option<Event>| String::from_utf8(event.unwrap().data.unwrap().to_vec()).unwrap();
+
+    // The neighbour: one batch through both links (each on an instance of its own: hostile's
+    // first, summary's only one), then it waits.
+    let mut neighbour = EventReader::new(get(&format!("http://{proxy}/neighbour"), &[]).await);
+    let neighbour_feed = feeds.recv().await.unwrap();
+    neighbour_feed.send(Ok(Bytes::from_static(b"data: one\n\n"))).await.unwrap();
+    assert_eq!(data_of(neighbour.next().await), "one");
+
+    // The other stream: two batches pass; its third traps in `hostile` (its own instance).
+    let mut failing = EventReader::new(get(&format!("http://{proxy}/failing"), &[]).await);
+    let failing_feed = feeds.recv().await.unwrap();
+    for data in ["a", "b"] {
+        failing_feed.send(Ok(Bytes::from(format!("data: {data}\n\n")))).await.unwrap();
+        assert_eq!(data_of(failing.next().await), data);
+    }
+    // Idle for twenty deadlines (the precondition, not a synchronisation: longer only repeats it).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    failing_feed.send(Ok(Bytes::from_static(b"data: c\n\n"))).await.unwrap();
+    assert_failed_closed("trap-every-3", &failing.rest().await);
+    while summary.interceptor().live_streams() > 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await; // until its chain has been dropped
+    }
+
+    // The neighbour goes on with its state: its summary counts both of its events.
+    neighbour_feed.send(Ok(Bytes::from_static(b"data: two\n\n"))).await.unwrap();
+    drop(neighbour_feed);
+    let rest: Vec<String> = neighbour
+        .rest()
+        .await
+        .iter()
+        .filter_map(|e| e.data.as_ref())
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .collect();
+    assert_eq!(rest, ["two", r#"{"events":2,"data_bytes":6}"#], "the neighbour lost its state");
+    assert_eq!(summary.stats().faults(), 0, "freeing the failed stream's state is not a fault");
+}

@@ -483,6 +483,14 @@ impl Shared {
         (self.limits.call_deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1
     }
 
+    /// Gives the next call into `live` its deadline, counted from now. Every entry into guest
+    /// code needs this first: a deadline is a tick of the engine's epoch, so one set for an
+    /// earlier call has passed once the instance has been idle for a deadline, and a call made
+    /// under it would be stopped at its first instruction.
+    fn arm(&self, live: &mut Live) {
+        live.store.set_epoch_deadline(self.deadline_ticks());
+    }
+
     fn pre_engine(&self) -> &Engine {
         match &self.pre {
             Pre::Batch(pre) => pre.engine(),
@@ -523,9 +531,8 @@ impl Interceptor for ComponentInterceptor {
             slot.live = Some(live);
         }
         let generation = slot.generation;
-        let ticks = shared.deadline_ticks();
         let live = slot.live.as_mut().expect("instantiated above");
-        live.store.set_epoch_deadline(ticks);
+        shared.arm(live);
         crate::store::clear_unavailable();
         let (constructed, settings) = construct(live, context);
         let resource = match constructed {
@@ -538,6 +545,7 @@ impl Interceptor for ComponentInterceptor {
         if let Some(why) = crate::store::take_unavailable() {
             // The stream does not start; its state is dropped in the guest (a trap there
             // discards the instance, as any trap does).
+            shared.arm(live);
             if let Some(resource) = resource
                 && resource.resource_drop(&mut live.store).is_err()
             {
@@ -629,9 +637,8 @@ impl ComponentStream {
                 "the instance this stream ran on was discarded after a fault; its state is lost".into(),
             ));
         }
-        let ticks = self.shared.deadline_ticks();
         let live = slot.live.as_mut().expect("checked above");
-        live.store.set_epoch_deadline(ticks);
+        self.shared.arm(live);
         let (resource, verdict) = (self.resource, &mut self.verdict);
         crate::store::clear_unavailable();
         match call(live, resource, verdict) {
@@ -703,20 +710,60 @@ impl InterceptorStream for ComponentStream {
             }
         }
     }
+
+    fn close(&mut self) -> Result<(), Fault> {
+        if self.resource.is_none() {
+            return Ok(());
+        }
+        let freed = self.with_live(|live, resource, _| resource.map_or(Ok(()), |r| r.resource_drop(&mut live.store)));
+        self.resource = None;
+        match freed {
+            // The instance was discarded after a fault, and the state with it.
+            Err(Fault::Unavailable(_)) => Ok(()),
+            other => other,
+        }
+    }
 }
 
 impl Drop for ComponentStream {
     fn drop(&mut self) {
-        self.shared.live.fetch_sub(1, Ordering::SeqCst);
-        // A stream that ends without `finish` (its task was cancelled) still frees its guest state.
-        if let Some(resource) = self.resource.take() {
-            let mut slot = self.shared.lock(self.slot);
-            if slot.generation == self.generation
-                && let Some(live) = slot.live.as_mut()
-                && resource.resource_drop(&mut live.store).is_err()
-            {
-                slot.discard();
-            }
+        // A stream that ends without `finish` (its task was cancelled) still frees its guest
+        // state. A chain closes its streams itself, counting a fault; this is for the others.
+        if let Err(fault) = self.close() {
+            tracing::warn!(interceptor = %self.shared.name, "{fault} while freeing a cancelled stream's state");
         }
+        self.shared.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deadline is a tick of the engine's epoch: the call that frees a cancelled stream's
+    /// state gets one of its own, so an instance idle for longer than a deadline is not stopped
+    /// (and discarded, with the state of every stream on it) by its last call's, long passed.
+    #[test]
+    fn a_stream_cancelled_after_its_instance_was_idle_is_freed_without_a_trap() {
+        let limits = Limits { instances_per_interceptor: 1, ..Limits::default() };
+        let runtime = Runtime::new(limits).unwrap();
+        let summary = runtime.load("summary", crate::examples::component("summary").unwrap(), Config::default());
+        let summary = summary.unwrap();
+        let (mut cancelled, mut neighbour) =
+            (summary.open(&StreamContext::default()).unwrap(), summary.open(&StreamContext::default()).unwrap());
+        let batch: Batch = ["ab", "cd", "ef"].into_iter().map(crate::sse::Event::message).collect();
+        let mut out = Batch::new();
+        cancelled.process(&batch, &mut out).unwrap();
+        neighbour.process(&batch, &mut out).unwrap();
+        // The instance idle for far longer than a deadline (the ticker's own ticks only add).
+        for _ in 0..10 * summary.shared.deadline_ticks() {
+            runtime.engine.increment_epoch();
+        }
+        drop(cancelled);
+        assert_eq!(summary.live_streams(), 1);
+        neighbour.process(&batch, &mut out).expect("the neighbour's instance is still there");
+        neighbour.finish(EndReason::UpstreamClosed, &mut out).unwrap();
+        let data = out.to_events().pop().and_then(|e| e.data).unwrap();
+        assert_eq!(&data[..], br#"{"events":6,"data_bytes":12}"#, "the neighbour kept its state");
     }
 }

@@ -117,4 +117,8 @@ impl Judge for GuestJudge {
         self.stream.resource = None;
         Ok(())
     }
+
+    fn close(&mut self) -> Result<(), Fault> {
+        self.stream.close()
+    }
 }

@@ -172,6 +172,10 @@ impl<J: Judge> InterceptorStream for TextStreamState<J> {
     fn released_hold(&mut self) -> Option<std::time::Duration> {
         self.engine.take_released_hold()
     }
+
+    fn close(&mut self) -> Result<(), Fault> {
+        self.judge.close()
+    }
 }
 
 fn panicked(_: Box<dyn std::any::Any + Send>) -> Fault {

@@ -71,6 +71,11 @@ pub trait Judge: Send {
         let _ = (reason, output_tokens);
         Ok(())
     }
+
+    /// The stream was cancelled before its end: frees what the judge keeps for it.
+    fn close(&mut self) -> Result<(), Fault> {
+        Ok(())
+    }
 }
 
 /// A streamed text of a stream.

@@ -36,6 +36,15 @@ mod component {
         if std::hint::black_box(depth) == u64::MAX { pad[3] } else { recurse(depth + 1) + pad[7] }
     }
 
+    /// The stream's state freed (its `finish`, or the host dropping a cancelled stream).
+    impl Drop for Hostile {
+        fn drop(&mut self) {
+            if self.mode == "trap-on-drop" {
+                panic!("hostile: trap freeing the stream's state");
+            }
+        }
+    }
+
     impl wit::GuestStreamState for Hostile {
         fn new(_context: wit::StreamContext) -> Self {
             let mode = mode();
@@ -50,7 +59,7 @@ mod component {
             let keep_all = vec![OP_KEEP, n];
             self.calls.set(self.calls.get() + 1);
             let (ops, bytes) = match self.mode.as_str() {
-                "keep" => (keep_all, vec![]),
+                "keep" | "trap-on-drop" => (keep_all, vec![]),
                 "trap" => panic!("hostile: trap"),
                 "trap-every-3" if self.calls.get().is_multiple_of(3) => panic!("hostile: periodic trap"),
                 "trap-every-3" => (keep_all, vec![]),
