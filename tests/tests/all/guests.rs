@@ -331,3 +331,27 @@ fn a_trap_freeing_a_cancelled_streams_state_is_counted() {
     drop(stream);
     assert_eq!(stats.traps_of(TrapKind::Unreachable), 1, "the trap in its destructor is counted");
 }
+
+/// The epoch ticker sleeps while no guest is called (an idle proxy does not wake 200 times a
+/// second); a guest called then wakes it, and one that loops is still stopped at its deadline.
+#[test]
+fn a_guest_called_while_the_epoch_ticker_sleeps_still_meets_its_deadline() {
+    use sluicegate::host::{Limits, Runtime};
+    use std::time::{Duration, Instant};
+    let limits = Limits { call_deadline: Duration::from_millis(20), ..Limits::default() };
+    let runtime = Runtime::new(limits).unwrap();
+    let guest = runtime.load("hostile", test_guest("hostile"), config_of(&[("mode", "loop")])).unwrap();
+    let mut stream = guest.open(&context()).unwrap();
+    let waited = Instant::now();
+    while !runtime.epoch_ticker_asleep() {
+        assert!(waited.elapsed() < Duration::from_secs(30), "the ticker never went to sleep");
+        std::thread::sleep(Duration::from_millis(1)); // polling its state
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let input: Batch = two_events().into_iter().collect();
+        let _ = tx.send(stream.process(&input, &mut Batch::new()));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(30)).expect("a looping guest was never stopped");
+    assert!(matches!(result, Err(Fault::Trap { kind: TrapKind::Deadline, .. })), "{result:?}");
+}

@@ -17,6 +17,7 @@
 pub mod cache;
 mod inert_io;
 mod text_guest;
+mod ticker;
 mod traps;
 mod wasi;
 #[cfg(all(test, feature = "yield-probe"))]
@@ -38,6 +39,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+pub use ticker::EPOCH_TICK;
+use ticker::Ticker;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceAny, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::{Engine, Store};
@@ -117,9 +120,9 @@ pub struct Runtime {
     compiled: Mutex<HashMap<u64, Component>>,
     /// Compiled components on disk, if configured.
     disk_cache: Option<cache::ComponentCache>,
-    /// Starts the epoch ticker with the first guest: a proxy without one (no interceptors, or
-    /// native ones) has no deadline to keep and no thread waking 200 times a second.
-    ticker: std::sync::Once,
+    /// Started with the first guest: a proxy without one (no interceptors, or native ones) has
+    /// no deadline to keep and no thread waking 200 times a second.
+    ticker: Arc<Ticker>,
 }
 
 impl Runtime {
@@ -155,14 +158,7 @@ impl Runtime {
         linker.allow_shadowing(false);
         bindings::batch::sluicegate::interceptor::host::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         bindings::batch::sluicegate::interceptor::store::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
-        Ok(Runtime {
-            engine,
-            linker,
-            limits,
-            compiled: Mutex::default(),
-            disk_cache: None,
-            ticker: std::sync::Once::new(),
-        })
+        Ok(Runtime { engine, linker, limits, compiled: Mutex::default(), disk_cache: None, ticker: Arc::default() })
     }
 
     /// Keeps compiled components in `dir` across restarts (see [`cache`]).
@@ -174,6 +170,12 @@ impl Runtime {
     /// The default limits of interceptors loaded by this runtime.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// True while the epoch ticker sleeps: no guest has been called for longer than the longest
+    /// deadline (the next call wakes it). False before the first guest is loaded.
+    pub fn epoch_ticker_asleep(&self) -> bool {
+        self.ticker.is_asleep()
     }
 
     /// Compiles `wasm` (a component) and prepares it as interceptor `name` with `config`, under
@@ -194,7 +196,7 @@ impl Runtime {
         limits: Limits,
     ) -> anyhow::Result<ComponentInterceptor> {
         let component = self.compile(wasm).with_context(|| format!("{name}: not a valid WebAssembly component"))?;
-        self.ticker.call_once(|| start_epoch_ticker(&self.engine));
+        self.ticker.start(&self.engine);
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -228,7 +230,9 @@ impl Runtime {
             slots,
             next_slot: AtomicUsize::new(0),
             live: AtomicUsize::new(0),
+            ticker: self.ticker.clone(),
         });
+        self.ticker.covers(shared.deadline_ticks());
         if let Pre::Text(_) = shared.pre {
             // A text guard builds itself from its configuration when it declares its settings:
             // start its first instance now, so that a bad configuration stops the start (or the
@@ -281,25 +285,6 @@ impl Runtime {
         self.compiled.lock().unwrap_or_else(|p| p.into_inner()).insert(key, component.clone());
         Ok(component)
     }
-}
-
-/// How often the epoch advances: the resolution of call deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
-fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("sluicegate-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .expect("spawning the epoch thread");
-    tracing::info!(tick_ms = EPOCH_TICK.as_millis() as u64, "epoch ticker started: guests' CPU deadlines are kept");
 }
 
 fn inert_io_of(state: &mut HostState) -> inert_io::InertIo<'_> {
@@ -433,6 +418,7 @@ struct Shared {
     log_budget: Arc<wasi::LogBudget>,
     /// Streams opened and not yet dropped.
     live: AtomicUsize,
+    ticker: Arc<Ticker>,
 }
 
 impl Shared {
@@ -461,7 +447,7 @@ impl Shared {
         let mut store = Store::new(self.pre_engine(), self.host_state());
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks());
+        self.ticker.arm(&mut store, self.deadline_ticks());
         let guest = match &self.pre {
             Pre::Batch(pre) => pre.instantiate(&mut store).map(Guest::Batch),
             Pre::Text(pre) => pre.instantiate(&mut store).and_then(|guest| {
@@ -488,7 +474,7 @@ impl Shared {
     /// earlier call has passed once the instance has been idle for a deadline, and a call made
     /// under it would be stopped at its first instruction.
     fn arm(&self, live: &mut Live) {
-        live.store.set_epoch_deadline(self.deadline_ticks());
+        self.ticker.arm(&mut live.store, self.deadline_ticks());
     }
 
     fn pre_engine(&self) -> &Engine {
@@ -765,5 +751,24 @@ mod tests {
         neighbour.finish(EndReason::UpstreamClosed, &mut out).unwrap();
         let data = out.to_events().pop().and_then(|e| e.data).unwrap();
         assert_eq!(&data[..], br#"{"events":6,"data_bytes":12}"#, "the neighbour kept its state");
+    }
+
+    /// The ticker sleeps once no guest has been called for longer than the longest deadline,
+    /// and the next call wakes it (that it then keeps the call's deadline: `guests.rs`).
+    #[test]
+    fn the_epoch_ticker_sleeps_while_no_guest_is_called_and_a_call_wakes_it() {
+        let runtime = Runtime::new(Limits::default()).unwrap();
+        assert!(!runtime.epoch_ticker_asleep(), "no guest, no ticker");
+        let summary = runtime.load("summary", crate::examples::component("summary").unwrap(), Config::default());
+        let mut stream = summary.unwrap().open(&StreamContext::default()).unwrap();
+        let waited = std::time::Instant::now();
+        while !runtime.epoch_ticker_asleep() {
+            assert!(waited.elapsed() < Duration::from_secs(30), "the ticker never went to sleep");
+            std::thread::sleep(Duration::from_millis(1)); // polling its state
+        }
+        let batch: Batch = ["ab"].into_iter().map(crate::sse::Event::message).collect();
+        stream.process(&batch, &mut Batch::new()).unwrap();
+        // It sleeps again only a longest deadline (100 ms) and two ticks after this call.
+        assert!(!runtime.epoch_ticker_asleep(), "the call woke it");
     }
 }
