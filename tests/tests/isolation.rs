@@ -14,6 +14,7 @@
 //! as the slow tenant did (p99 29 ms once), which says nothing about the proxy.
 
 use bytes::Bytes;
+use sluicegate::sse::Event;
 use sluicegate_tests::net::*;
 use std::time::{Duration, Instant};
 
@@ -138,4 +139,60 @@ async fn a_slow_interceptors_first_call_does_not_hold_the_worker() {
     assert!(slow_done.await.unwrap(), "the slow stream's first event came through its guest");
     eprintln!("the fast stream's worst delivery beside the slow first call: {worst:?}");
     assert!(worst < Duration::from_millis(150), "the first slow call held the worker: {worst:?}");
+}
+
+/// A guest made slow now and then by what it is given (here, a word in an event) holds the
+/// worker for its first slow call, and then not again for a hundred times that call's length,
+/// however many fast calls come between: with one worker, a second 300 ms call, sixty fast calls
+/// after the first, does not stall a stream beside it. (With only the mark that decays by an
+/// eighth per call, some fifty fast calls brought it back under the bar and the second slow call
+/// held the worker the whole 300 ms: an upstream, or a client steering one, could take the worker
+/// for a deadline in every fifty calls.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_made_slow_now_and_then_holds_the_worker_once_not_each_time() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hostile = hostile_guest();
+    let base = Instant::now();
+    let stamping = stamping_upstream(base, None).await;
+    let (fed, mut feeds) = fed_upstream().await;
+    let config = format!(
+        "upstream = \"http://{stamping}\"\n[threads]\nmodel = \"per-core\"\ncount = 1\n\
+         [limits]\ncall_deadline_ms = 2000\n\
+         [[route]]\nprefix = \"/slow\"\nupstream = \"http://{fed}\"\n[[route.interceptor]]\nspec = \"{hostile}\"\n\
+         config = {{ mode = \"busy-on-slow\", busy_ms = \"300\" }}\ngrant_clocks = true\n\
+         [[route]]\nprefix = \"/fast\"\n"
+    );
+    let serving = serve_with(&config, "slow-now-and-then");
+    let proxy = serving.addr;
+    let mut fast = EventReader::new(get(&format!("http://{proxy}/fast"), &[]).await);
+    let mut slow = EventReader::new(get(&format!("http://{proxy}/slow"), &[]).await);
+    let feed = feeds.recv().await.unwrap();
+    // Sends `n` events, fast ones or ones that make the guest spin, each read back.
+    let mut send = async |data: &str, n: usize| {
+        for _ in 0..n {
+            feed.send(Ok(Bytes::from(format!("data: {data}\n\n")))).await.unwrap();
+            assert_eq!(slow.next().await.and_then(|e| e.data).as_deref(), Some(data.as_bytes()));
+        }
+    };
+    send("fast", 60).await; // proven fast: its calls are made on the worker
+    send("slow", 1).await; // the first slow call: it holds the worker (what is left to yielding)
+    send("fast", 60).await; // enough to bring the decaying mark back under the bar
+    // The fast stream's events waited in this client meanwhile: catch up with it, then watch it
+    // through the second slow call.
+    let delay = move |event: Event| {
+        let sent: u128 = String::from_utf8_lossy(event.data.as_deref().unwrap()).parse().unwrap();
+        Duration::from_micros((base.elapsed().as_micros() - sent) as u64)
+    };
+    while delay(fast.next().await.expect("the fast stream goes on")) > Duration::from_millis(10) {}
+    let watch = tokio::spawn(async move {
+        let mut worst = Duration::ZERO;
+        for _ in 0..120 {
+            worst = worst.max(delay(fast.next().await.expect("the fast stream goes on")));
+        }
+        worst
+    });
+    send("slow", 1).await;
+    let worst = watch.await.unwrap();
+    eprintln!("the fast stream's worst delivery beside the second slow call: {worst:?}");
+    assert!(worst < Duration::from_millis(150), "the second slow call held the worker: {worst:?}");
 }

@@ -83,6 +83,9 @@ pub struct LinkStats {
     /// decaying average, so one slow call marks it slow at once (see [`ChainStream::is_slow`]).
     /// It starts out slow (twice [`SLOW_CALL`]) until calls show otherwise.
     pub recent_call_nanos: AtomicU64,
+    /// Until when (microseconds on [`hold_clock`]; 0: no hold) it stays marked slow after its
+    /// last slow call, however fast its calls since.
+    slow_until: AtomicU64,
     /// What it counted, by name (`sluicegate_interceptor_counted_total`).
     pub counted: crate::counts::Counted,
 }
@@ -94,6 +97,23 @@ fn any_slow(links: &[Link]) -> bool {
 /// A call this long, lately, makes an interceptor slow: its calls then leave the I/O threads.
 pub const SLOW_CALL: std::time::Duration = std::time::Duration::from_micros(500);
 
+/// After a slow call its interceptor stays marked slow for this many times the call's length
+/// (at most [`MAX_SLOW_HOLD`]), however many fast calls follow. The decaying mark alone fell back
+/// under [`SLOW_CALL`] some fifty calls after a 100 ms one, a few milliseconds under load, so a
+/// guest made slow now and then by what it is given held an I/O thread for one call in every
+/// fifty; with the hold, a slow call on an I/O thread is followed by a hundred times its length
+/// in which the interceptor's calls run elsewhere.
+const SLOW_HOLD_FACTOR: u32 = 100;
+
+/// The longest hold (a deadline raised to seconds would otherwise hold for minutes).
+const MAX_SLOW_HOLD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Microseconds since the first reading, never 0: the clock of [`LinkStats`]'s slow hold.
+fn hold_clock() -> u64 {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
+}
+
 /// Where an interceptor's mark starts (twice [`SLOW_CALL`]): slow until its first calls show it
 /// is not (six fast calls, as the mark decays by an eighth per call), so that one slow from the
 /// start never holds an I/O thread, not even for its first call after a start or a reload.
@@ -101,13 +121,30 @@ const UNPROVEN_CALL_NANOS: u64 = 2 * SLOW_CALL.as_nanos() as u64;
 
 impl LinkStats {
     fn note_call(&self, took: std::time::Duration) {
+        if took >= SLOW_CALL {
+            let hold = took.saturating_mul(SLOW_HOLD_FACTOR).min(MAX_SLOW_HOLD);
+            self.slow_until.fetch_max(hold_clock() + hold.as_micros() as u64, Ordering::Relaxed);
+        }
         let took = took.as_nanos().min(u128::from(u64::MAX)) as u64;
         let before = self.recent_call_nanos.load(Ordering::Relaxed);
         self.recent_call_nanos.store(took.max(before - before / 8), Ordering::Relaxed);
     }
 
+    /// Slow lately, or held slow since a slow call. Reads the clock only while a hold lasts.
     fn is_slow(&self) -> bool {
-        self.recent_call_nanos.load(Ordering::Relaxed) >= SLOW_CALL.as_nanos() as u64
+        if self.recent_call_nanos.load(Ordering::Relaxed) >= SLOW_CALL.as_nanos() as u64 {
+            return true;
+        }
+        let until = self.slow_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if hold_clock() < until {
+            return true;
+        }
+        // Over: the next checks need no clock, unless a slow call has set a new hold meanwhile.
+        let _ = self.slow_until.compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+        false
     }
 }
 
@@ -139,6 +176,7 @@ impl Default for LinkStats {
                 &[1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2, 0.1],
             ),
             recent_call_nanos: AtomicU64::new(UNPROVEN_CALL_NANOS),
+            slow_until: AtomicU64::default(),
             counted: Default::default(),
         }
     }
@@ -676,5 +714,19 @@ mod tests {
         assert!(!stats.is_slow(), "six fast calls prove it");
         stats.note_call(SLOW_CALL);
         assert!(stats.is_slow(), "one slow call marks it at once");
+    }
+
+    #[test]
+    fn after_a_slow_call_fast_calls_do_not_unmark_an_interceptor_until_its_hold_is_over() {
+        let stats = LinkStats::default();
+        (0..6).for_each(|_| stats.note_call(Duration::from_micros(5)));
+        stats.note_call(Duration::from_millis(100)); // held for 10 s
+        for call in 0..200 {
+            assert!(stats.is_slow(), "still held after {call} fast calls");
+            stats.note_call(Duration::from_micros(5));
+        }
+        stats.slow_until.store(hold_clock() - 1, Ordering::Relaxed); // the hold runs out
+        assert!(!stats.is_slow(), "the decayed mark and an expired hold: fast again");
+        assert_eq!(stats.slow_until.load(Ordering::Relaxed), 0, "and the clock is no longer read");
     }
 }

@@ -7,7 +7,8 @@
 //! delivery went from ~1 ms to ~41 ms).
 //!
 //! So a chain that has been slow lately (a call of [`SLOW_CALL`](crate::chain::SLOW_CALL) or
-//! more; the mark decays by an eighth per call) is not called on the I/O thread: the call goes
+//! more; the mark decays by an eighth per call, and is held for a hundred times a slow call's
+//! length whatever calls follow) is not called on the I/O thread: the call goes
 //! to tokio's blocking threads and the stream awaits it, so the thread serves its other streams
 //! meanwhile ([`Placement::OffThread`]), on per-core workers and in the shared pool alike. (The
 //! shared pool used to hand the worker's duties over with `block_in_place` instead: measured with
@@ -17,7 +18,7 @@
 //! per batch). An interceptor starts out marked slow (see `chain::LinkStats::recent_call_nanos`),
 //! so its first calls after a start or a reload leave the I/O thread until it has shown it is
 //! fast. What is left: a chain that turns slow after its mark has decayed holds its thread for
-//! that one call; so does a slow chain's last call when a client goes away on a per-core worker
+//! that one call (and, held slow after it, not again for a hundred times its length); so does a slow chain's last call when a client goes away on a per-core worker
 //! (see [`SharedEngine::call_now`]). Guests that yield at epoch ticks would bound those too, but
 //! every call would pay for it (docs/design.md).
 

@@ -107,8 +107,11 @@ mod component {
                     (keep_all, vec![])
                 }
                 // A legal but slow interceptor: spins for `busy_ms` of its granted monotonic
-                // clock on every batch (the proxy's deadline is what bounds it).
-                "busy" => {
+                // clock on every batch (the proxy's deadline is what bounds it); with
+                // `busy-on-slow`, only on a batch whose bytes hold the word `slow` (made slow
+                // now and then by what it is given).
+                "busy-on-slow" if !batch.bytes.windows(4).any(|w| w == b"slow") => (keep_all, vec![]),
+                "busy" | "busy-on-slow" => {
                     let ms: u64 = host::config_get("busy_ms").and_then(|v| v.parse().ok()).unwrap_or(40);
                     let start = std::time::Instant::now();
                     let mut spins = 0u64;
