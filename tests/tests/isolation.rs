@@ -196,3 +196,46 @@ async fn a_guest_made_slow_now_and_then_holds_the_worker_once_not_each_time() {
     eprintln!("the fast stream's worst delivery beside the second slow call: {worst:?}");
     assert!(worst < Duration::from_millis(150), "the second slow call held the worker: {worst:?}");
 }
+
+/// A stream whose client goes away finishes its chain (the guest's `finish` runs) as it is
+/// dropped, which cannot wait; a chain marked slow is then finished on a blocking thread, not on
+/// the worker: with one worker, a guest spending 300 ms in `finish` does not stall a stream
+/// beside it. (Finished on the worker, it held the other stream's events the whole 300 ms.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_finish_after_the_client_left_does_not_hold_the_worker() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hostile = hostile_guest();
+    let base = Instant::now();
+    let upstream = stamping_upstream(base, Some(Duration::from_millis(20))).await;
+    let config = format!(
+        "upstream = \"http://{upstream}\"\n[threads]\nmodel = \"per-core\"\ncount = 1\n\
+         [limits]\ncall_deadline_ms = 2000\n\
+         [[route]]\nprefix = \"/slow\"\n[[route.interceptor]]\nspec = \"{hostile}\"\n\
+         config = {{ mode = \"busy-finish\", busy_ms = \"300\" }}\ngrant_clocks = true\n\
+         [[route]]\nprefix = \"/fast\"\n"
+    );
+    let serving = serve_with(&config, "slow-finish");
+    let proxy = serving.addr;
+    let mut fast = EventReader::new(get(&format!("http://{proxy}/fast"), &[]).await);
+    let delay = move |event: Event| {
+        let sent: u128 = String::from_utf8_lossy(event.data.as_deref().unwrap()).parse().unwrap();
+        Duration::from_micros((base.elapsed().as_micros() - sent) as u64)
+    };
+    // The guest starts out marked slow: its calls, this stream's finish included, leave the worker.
+    let mut slow = EventReader::new(get(&format!("http://{proxy}/slow"), &[]).await);
+    for _ in 0..3 {
+        slow.next().await.expect("the slow route's stream starts");
+    }
+    while delay(fast.next().await.expect("the fast stream goes on")) > Duration::from_millis(10) {}
+    let watch = tokio::spawn(async move {
+        let mut worst = Duration::ZERO;
+        for _ in 0..240 {
+            worst = worst.max(delay(fast.next().await.expect("the fast stream goes on")));
+        }
+        worst
+    });
+    drop(slow); // the client goes away; the proxy sees it at its next write, 20 ms on at most
+    let worst = watch.await.unwrap();
+    eprintln!("the fast stream's worst delivery while a slow finish ran: {worst:?}");
+    assert!(worst < Duration::from_millis(150), "the slow finish held the worker: {worst:?}");
+}

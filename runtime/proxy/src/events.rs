@@ -28,7 +28,7 @@
 use super::accounting::{Direction, EnforcementRecord, Outcome, Reason};
 use super::body::AnyBody;
 use super::coding::Coding;
-use super::isolation::SharedEngine;
+use super::isolation::{Placement, SharedEngine};
 use super::route::RouteStats;
 use super::upstream::Upstream;
 use super::{BoxError, Lifecycle, UpstreamBody, charset, empty_body, headers, telemetry};
@@ -277,12 +277,14 @@ impl EventStream {
 
     /// Finishes the chain (its tail, to send, is returned) and logs the stream's record.
     async fn end(&mut self, end: EndReason) -> Vec<u8> {
-        let tail = self.engine.call(move |engine| engine.finish(end)).await;
+        let stream_id = self.stream_id.clone();
+        let tail = self.engine.call(move |engine| finished(engine.finish(end), &stream_id)).await;
         self.ended(end, tail)
     }
 
-    /// Logs the end of the stream, once the chain has been finished with `tail`.
-    fn ended(&mut self, end: EndReason, tail: Result<Output, ChainFault>) -> Vec<u8> {
+    /// Logs the end of the stream, once the chain has been finished with `tail` (`None`: it
+    /// faulted, or it is being finished elsewhere).
+    fn ended(&mut self, end: EndReason, tail: Option<Output>) -> Vec<u8> {
         self.done = true;
         let skipped = self.engine.get().oversized();
         if skipped > 0 {
@@ -293,14 +295,11 @@ impl EventStream {
             );
         }
         let tail = match tail {
-            Ok(tail) => {
+            Some(tail) => {
                 self.released(tail.released_hold);
                 tail.bytes
             }
-            Err(fault) => {
-                tracing::error!("{fault} while finishing the stream");
-                Vec::new()
-            }
+            None => Vec::new(),
         };
         tracing::debug!(reason = ?end, "event stream ended");
         let end = match end {
@@ -625,11 +624,30 @@ impl Drop for EventStream {
     /// (or its connection ended) while the stream waited for the upstream or for the client. The
     /// chain still hears how the stream ended, and the record is still logged.
     fn drop(&mut self) {
-        if !self.done {
-            let tail = self.engine.call_now(|engine| engine.finish(EndReason::ClientGone));
-            self.ended(EndReason::ClientGone, tail);
+        if self.done {
+            return;
+        }
+        let stream_id = self.stream_id.clone();
+        let finish = move |engine: &mut StreamEngine| finished(engine.finish(EndReason::ClientGone), &stream_id);
+        match self.engine.placement() {
+            Placement::Here => {
+                let tail = finish(&mut self.engine.get());
+                self.ended(EndReason::ClientGone, tail);
+            }
+            // A slow chain is finished on a blocking thread, so that its last call holds no
+            // thread that serves sockets. The record goes first, with what the chain did before
+            // its finish: the finish holds the engine while it runs.
+            Placement::OffThread => {
+                self.ended(EndReason::ClientGone, None);
+                self.engine.call_detached(move |engine| drop(finish(engine)));
+            }
         }
     }
+}
+
+/// The tail a finished chain adds, or its fault, logged.
+fn finished(tail: Result<Output, ChainFault>, stream_id: &str) -> Option<Output> {
+    tail.inspect_err(|fault| tracing::error!(stream = %stream_id, "{fault} while finishing the stream")).ok()
 }
 
 /// One encoded batch on its way from the stream to the client's body, which share the task that

@@ -18,9 +18,10 @@
 //! per batch). An interceptor starts out marked slow (see `chain::LinkStats::recent_call_nanos`),
 //! so its first calls after a start or a reload leave the I/O thread until it has shown it is
 //! fast. What is left: a chain that turns slow after its mark has decayed holds its thread for
-//! that one call (and, held slow after it, not again for a hundred times its length); so does a slow chain's last call when a client goes away on a per-core worker
-//! (see [`SharedEngine::call_now`]). Guests that yield at epoch ticks would bound those too, but
-//! every call would pay for it (docs/design.md).
+//! that one call (and, held slow after it, not again for a hundred times its length). Guests
+//! that yield at epoch ticks would bound that too, but every call would pay for it
+//! (docs/design.md). A stream dropped when its client goes away finishes a slow chain on a
+//! blocking thread as well, without waiting ([`SharedEngine::call_detached`]).
 
 use crate::engine::StreamEngine;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -82,16 +83,16 @@ impl SharedEngine {
         off_thread(move || work(&mut engine.lock().unwrap_or_else(PoisonError::into_inner))).await
     }
 
-    /// Calls the chain now, on this thread (for a stream being dropped, which cannot wait). A
-    /// slow chain in the shared pool hands the worker's other tasks to another thread for the
-    /// call (`block_in_place`); on a per-core worker it holds its thread for this one call.
-    pub(crate) fn call_now<R>(&self, work: impl FnOnce(&mut StreamEngine) -> R) -> R {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        let mut engine = self.get();
-        let shared_pool = Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
-        match engine.is_slow() && shared_pool {
-            true => tokio::task::block_in_place(|| work(&mut engine)),
-            false => work(&mut engine),
-        }
+    /// Where a call into the chain would run now.
+    pub(crate) fn placement(&self) -> Placement {
+        Placement::of(self.get().is_slow())
+    }
+
+    /// Calls the chain on a blocking thread and does not wait (for a stream being dropped, which
+    /// cannot): `work` reports what it has to. Should the runtime shut down before the call is
+    /// made, the chain frees its state when the engine is dropped, without its `finish`.
+    pub(crate) fn call_detached(&self, work: impl FnOnce(&mut StreamEngine) + Send + 'static) {
+        let engine = self.0.clone();
+        tokio::task::spawn_blocking(move || work(&mut engine.lock().unwrap_or_else(PoisonError::into_inner)));
     }
 }

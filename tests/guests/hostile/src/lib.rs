@@ -4,8 +4,10 @@
 //! Modes, each applied to every batch (or, for `*-open`, to the stream constructor):
 //! `keep` (behaves), `trap`, `trap-open`, `short-count`, `long-count`, `bad-span`,
 //! `invalid-utf8`, `newline-type`, `nul-id`, `unknown-op`, `end-not-last`, `huge-word`,
-//! `loop`, `memory`, `recursion`, `giant-output`, `trap-every-3`, `log-flood` (prints 1,000 lines), `sleep` (an hour), and `probe-wasi` (reports what
-//! WASI lets it reach, and prints to stdout and stderr).
+//! `loop`, `memory`, `recursion`, `giant-output`, `trap-every-3`, `log-flood` (prints 1,000
+//! lines), `sleep` (an hour), `probe-wasi` (reports what WASI lets it reach, and prints to stdout
+//! and stderr), `busy` (spins `busy_ms` per batch), `busy-on-slow` (only on a batch holding the
+//! word `slow`), `busy-finish` (only in `finish`) and `trap-on-drop` (when its state is freed).
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -42,6 +44,16 @@ mod component {
             if self.mode == "trap-on-drop" {
                 panic!("hostile: trap freeing the stream's state");
             }
+        }
+    }
+
+    /// Spins for `busy_ms` (default 40) of the granted monotonic clock.
+    fn spin() {
+        let ms: u64 = host::config_get("busy_ms").and_then(|v| v.parse().ok()).unwrap_or(40);
+        let start = std::time::Instant::now();
+        let mut spins = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(ms) {
+            spins = std::hint::black_box(spins + 1);
         }
     }
 
@@ -112,14 +124,11 @@ mod component {
                 // now and then by what it is given).
                 "busy-on-slow" if !batch.bytes.windows(4).any(|w| w == b"slow") => (keep_all, vec![]),
                 "busy" | "busy-on-slow" => {
-                    let ms: u64 = host::config_get("busy_ms").and_then(|v| v.parse().ok()).unwrap_or(40);
-                    let start = std::time::Instant::now();
-                    let mut spins = 0u64;
-                    while start.elapsed() < std::time::Duration::from_millis(ms) {
-                        spins = std::hint::black_box(spins + 1);
-                    }
+                    spin();
                     (keep_all, vec![])
                 }
+                // Fast batches, and a `finish` that spins for `busy_ms`.
+                "busy-finish" => (keep_all, vec![]),
                 "log-flood" => {
                     for i in 0..1000 {
                         println!("flood line {i}");
@@ -136,6 +145,9 @@ mod component {
         }
 
         fn finish(&self, _reason: wit::EndReason) -> wit::Verdict {
+            if self.mode == "busy-finish" {
+                spin();
+            }
             wit::Verdict { ops: vec![], bytes: vec![] }
         }
     }
