@@ -239,3 +239,44 @@ async fn a_slow_finish_after_the_client_left_does_not_hold_the_worker() {
     eprintln!("the fast stream's worst delivery while a slow finish ran: {worst:?}");
     assert!(worst < Duration::from_millis(150), "the slow finish held the worker: {worst:?}");
 }
+
+/// A client that goes away while its slow chain's call runs on a blocking thread: the stream is
+/// dropped then, and must not wait on the worker for that call to end (the call holds the
+/// stream's engine until it does). With one worker, a guest spending 300 ms on every batch and
+/// a client leaving in the middle of one do not stall a stream beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_during_a_slow_call_does_not_hold_the_worker() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hostile = hostile_guest();
+    let base = Instant::now();
+    let upstream = stamping_upstream(base, Some(Duration::from_millis(20))).await;
+    let config = format!(
+        "upstream = \"http://{upstream}\"\n[threads]\nmodel = \"per-core\"\ncount = 1\n\
+         [limits]\ncall_deadline_ms = 2000\n\
+         [[route]]\nprefix = \"/slow\"\n[[route.interceptor]]\nspec = \"{hostile}\"\n\
+         config = {{ mode = \"busy\", busy_ms = \"300\" }}\ngrant_clocks = true\n\
+         [[route]]\nprefix = \"/fast\"\n"
+    );
+    let serving = serve_with(&config, "leaving-mid-call");
+    let proxy = serving.addr;
+    let mut fast = EventReader::new(get(&format!("http://{proxy}/fast"), &[]).await);
+    let delay = move |event: Event| {
+        let sent: u128 = String::from_utf8_lossy(event.data.as_deref().unwrap()).parse().unwrap();
+        Duration::from_micros((base.elapsed().as_micros() - sent) as u64)
+    };
+    // Each batch takes 300 ms and the next is waiting: a call is always running.
+    let mut slow = EventReader::new(get(&format!("http://{proxy}/slow"), &[]).await);
+    slow.next().await.expect("the slow route's stream starts");
+    while delay(fast.next().await.expect("the fast stream goes on")) > Duration::from_millis(10) {}
+    let watch = tokio::spawn(async move {
+        let mut worst = Duration::ZERO;
+        for _ in 0..240 {
+            worst = worst.max(delay(fast.next().await.expect("the fast stream goes on")));
+        }
+        worst
+    });
+    drop(slow); // the client goes away in the middle of a call
+    let worst = watch.await.unwrap();
+    eprintln!("the fast stream's worst delivery while a client left mid-call: {worst:?}");
+    assert!(worst < Duration::from_millis(150), "the dropped stream waited for its call on the worker: {worst:?}");
+}

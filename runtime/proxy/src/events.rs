@@ -25,10 +25,11 @@
 //! drops the body, which drops the stream where it waited (cancelling the upstream request) and
 //! ends its chain with `client-gone` (see `Drop for EventStream`).
 
-use super::accounting::{Direction, EnforcementRecord, Outcome, Reason};
+use super::accounting::{Outcome, Reason};
 use super::body::AnyBody;
 use super::coding::Coding;
 use super::isolation::{Placement, SharedEngine};
+use super::report::{self, StreamReport};
 use super::route::RouteStats;
 use super::upstream::Upstream;
 use super::{BoxError, Lifecycle, UpstreamBody, charset, empty_body, headers, telemetry};
@@ -282,60 +283,33 @@ impl EventStream {
         self.ended(end, tail)
     }
 
-    /// Logs the end of the stream, once the chain has been finished with `tail` (`None`: it
-    /// faulted, or it is being finished elsewhere).
+    /// Logs the end of the stream, once the chain has been finished with `tail` (`None`: the
+    /// finish faulted); returns the tail's bytes, to send.
     fn ended(&mut self, end: EndReason, tail: Option<Output>) -> Vec<u8> {
         self.done = true;
-        let skipped = self.engine.get().oversized();
-        if skipped > 0 {
-            tracing::warn!(
-                events = skipped,
-                limit = self.settings.max_event_bytes,
-                "dropped upstream events over the size limit"
-            );
-        }
-        let tail = match tail {
-            Some(tail) => {
-                self.released(tail.released_hold);
-                tail.bytes
-            }
-            None => Vec::new(),
-        };
-        tracing::debug!(reason = ?end, "event stream ended");
-        let end = match end {
-            EndReason::UpstreamClosed => "upstream_closed",
-            EndReason::UpstreamFailed => "upstream_failed",
-            EndReason::ClientGone => "client_gone",
-            EndReason::EndedByInterceptor => "ended_by_interceptor",
-            EndReason::Shutdown => "shutdown",
-        };
-        self.log_record(end, Outcome::Inspected, Reason::EventStream);
-        tail
+        let (engine, mut report) = self.report();
+        report.ended(&engine, end, tail)
     }
 
-    fn log_record(&self, end: &'static str, outcome: Outcome, reason: Reason) {
-        let engine = self.engine.get();
-        EnforcementRecord {
+    fn log_record(&mut self, end: &'static str, outcome: Outcome, reason: Reason) {
+        let (engine, report) = self.report();
+        report.record(&engine, end, outcome, reason);
+    }
+
+    /// The stream's figures for its report, and its engine.
+    fn report(&mut self) -> (std::sync::MutexGuard<'_, StreamEngine>, StreamReport<'_>) {
+        let report = StreamReport {
+            route: &self.route,
+            route_prefix: &self.route_prefix,
             stream_id: &self.stream_id,
-            route: &self.route_prefix,
-            direction: Direction::Response,
-            kind: match engine.framing() {
-                Framing::EventStream => "event_stream",
-                Framing::Lines => "lines",
-            },
-            outcome,
-            reason,
-            end: Some(end),
+            max_event_bytes: self.settings.max_event_bytes,
+            started: self.started,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
-            duration: self.started.elapsed(),
-            interceptors: engine.records(),
-        }
-        .log();
-        if let Some(spans) = &self.spans {
-            let bytes = (self.bytes_in, self.bytes_out);
-            spans.close(end, outcome == Outcome::Refused, engine.records(), bytes, engine.facts(), &self.waits);
-        }
+            spans: self.spans.as_deref(),
+            waits: &mut self.waits,
+        };
+        (self.engine.get(), report)
     }
 
     /// Reads the upstream until it ends or fails, the client leaves, or the chain ends the stream.
@@ -456,10 +430,7 @@ impl EventStream {
 
     /// Counts how long the text a batch released had been held back, if it had been.
     fn released(&mut self, held: Option<std::time::Duration>) {
-        if let Some(held) = held {
-            self.route.latency.held_text.observe(held.as_secs_f64());
-            self.waits.held_max = self.waits.held_max.max(Some(held));
-        }
+        report::note_held(&self.route, &mut self.waits, held);
     }
 
     /// Sends one encoded batch as one chunk (nothing if it is empty), returning once the
@@ -629,19 +600,42 @@ impl Drop for EventStream {
         }
         let stream_id = self.stream_id.clone();
         let finish = move |engine: &mut StreamEngine| finished(engine.finish(EndReason::ClientGone), &stream_id);
-        match self.engine.placement() {
-            Placement::Here => {
-                let tail = finish(&mut self.engine.get());
-                self.ended(EndReason::ClientGone, tail);
-            }
-            // A slow chain is finished on a blocking thread, so that its last call holds no
-            // thread that serves sockets. The record goes first, with what the chain did before
-            // its finish: the finish holds the engine while it runs.
-            Placement::OffThread => {
-                self.ended(EndReason::ClientGone, None);
-                self.engine.call_detached(move |engine| drop(finish(engine)));
-            }
+        // Busy: the call the stream was waiting for still runs on a blocking thread.
+        let here = self.engine.try_get().is_some_and(|engine| Placement::of(engine.is_slow()) == Placement::Here);
+        if here {
+            let tail = finish(&mut self.engine.get());
+            self.ended(EndReason::ClientGone, tail);
+        } else {
+            self.end_elsewhere(finish);
         }
+    }
+}
+
+impl EventStream {
+    /// Finishes a slow (or busy) chain on a blocking thread, not waited for, and reports the end
+    /// there: so that a slow guest's last call, or the rest of a call under way, holds no thread
+    /// that serves sockets. What the report needs goes along.
+    fn end_elsewhere(&mut self, finish: impl FnOnce(&mut StreamEngine) -> Option<Output> + Send + 'static) {
+        self.done = true;
+        let (route, route_prefix) = (self.route.clone(), std::mem::take(&mut self.route_prefix));
+        let (stream_id, spans, mut waits) = (std::mem::take(&mut self.stream_id), self.spans.take(), self.waits);
+        let (max_event_bytes, started, bytes_in, bytes_out) =
+            (self.settings.max_event_bytes, self.started, self.bytes_in, self.bytes_out);
+        self.engine.call_detached(move |engine| {
+            let tail = finish(engine);
+            let mut report = StreamReport {
+                route: &route,
+                route_prefix: &route_prefix,
+                stream_id: &stream_id,
+                max_event_bytes,
+                started,
+                bytes_in,
+                bytes_out,
+                spans: spans.as_deref(),
+                waits: &mut waits,
+            };
+            report.ended(engine, EndReason::ClientGone, tail);
+        });
     }
 }
 

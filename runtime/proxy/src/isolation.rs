@@ -53,8 +53,8 @@ pub(crate) async fn off_thread<R: Send + 'static>(work: impl FnOnce() -> R + Sen
 
 /// A stream's engine, which a slow chain's call takes to a blocking thread. The lock is never
 /// contended on the fast path (one task owns the stream); it is held across a slow call, and a
-/// stream dropped meanwhile (its client gone) waits for the call to end before it finishes
-/// the chain (at most the call's deadline).
+/// stream dropped meanwhile (its client gone) does not wait for it: its chain is finished, and
+/// its end reported, on a blocking thread once the call is over ([`SharedEngine::call_detached`]).
 pub(crate) struct SharedEngine(Arc<Mutex<StreamEngine>>);
 
 impl SharedEngine {
@@ -83,9 +83,13 @@ impl SharedEngine {
         off_thread(move || work(&mut engine.lock().unwrap_or_else(PoisonError::into_inner))).await
     }
 
-    /// Where a call into the chain would run now.
-    pub(crate) fn placement(&self) -> Placement {
-        Placement::of(self.get().is_slow())
+    /// The engine, unless a call on a blocking thread holds it (a slow call still under way).
+    pub(crate) fn try_get(&self) -> Option<MutexGuard<'_, StreamEngine>> {
+        match self.0.try_lock() {
+            Ok(engine) => Some(engine),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Calls the chain on a blocking thread and does not wait (for a stream being dropped, which

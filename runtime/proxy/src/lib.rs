@@ -36,6 +36,7 @@ pub mod lifecycle;
 mod listener;
 pub mod otlp_metrics;
 mod path;
+mod report;
 mod request;
 mod route;
 pub mod telemetry;
