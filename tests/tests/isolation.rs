@@ -141,6 +141,44 @@ async fn a_slow_interceptors_first_call_does_not_hold_the_worker() {
     assert!(worst < Duration::from_millis(150), "the first slow call held the worker: {worst:?}");
 }
 
+/// A proxy with one per-core worker: `/slow` through the hostile guest in `mode` (spinning
+/// `busy_ms` = 300 where the mode says) to `slow_upstream`, `/fast` with no interceptor to
+/// `upstream`.
+fn one_worker(
+    upstream: std::net::SocketAddr,
+    slow_upstream: std::net::SocketAddr,
+    mode: &str,
+    name: &str,
+) -> sluicegate_tests::process::Serving {
+    let hostile = hostile_guest();
+    let config = format!(
+        "upstream = \"http://{upstream}\"\n[threads]\nmodel = \"per-core\"\ncount = 1\n\
+         [limits]\ncall_deadline_ms = 2000\n\
+         [[route]]\nprefix = \"/slow\"\nupstream = \"http://{slow_upstream}\"\n[[route.interceptor]]\n\
+         spec = \"{hostile}\"\nconfig = {{ mode = \"{mode}\", busy_ms = \"300\" }}\ngrant_clocks = true\n\
+         [[route]]\nprefix = \"/fast\"\n"
+    );
+    serve_with(&config, name)
+}
+
+/// Reads the stamping upstream's `fast` stream until it has caught up (an event under 10 ms late:
+/// what waited in this client meanwhile is read), then watches its next `n` events in a task,
+/// which returns the worst delay among them.
+async fn watch_from_now(mut fast: EventReader, base: Instant, n: usize) -> tokio::task::JoinHandle<Duration> {
+    let delay = move |event: Event| {
+        let sent: u128 = String::from_utf8_lossy(event.data.as_deref().unwrap()).parse().unwrap();
+        Duration::from_micros((base.elapsed().as_micros() - sent) as u64)
+    };
+    while delay(fast.next().await.expect("the fast stream goes on")) > Duration::from_millis(10) {}
+    tokio::spawn(async move {
+        let mut worst = Duration::ZERO;
+        for _ in 0..n {
+            worst = worst.max(delay(fast.next().await.expect("the fast stream goes on")));
+        }
+        worst
+    })
+}
+
 /// A guest made slow now and then by what it is given (here, a word in an event) holds the
 /// worker for its first slow call, and then not again for a hundred times that call's length,
 /// however many fast calls come between: with one worker, a second 300 ms call, sixty fast calls
@@ -151,20 +189,11 @@ async fn a_slow_interceptors_first_call_does_not_hold_the_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_made_slow_now_and_then_holds_the_worker_once_not_each_time() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let hostile = hostile_guest();
     let base = Instant::now();
-    let stamping = stamping_upstream(base, None).await;
-    let (fed, mut feeds) = fed_upstream().await;
-    let config = format!(
-        "upstream = \"http://{stamping}\"\n[threads]\nmodel = \"per-core\"\ncount = 1\n\
-         [limits]\ncall_deadline_ms = 2000\n\
-         [[route]]\nprefix = \"/slow\"\nupstream = \"http://{fed}\"\n[[route.interceptor]]\nspec = \"{hostile}\"\n\
-         config = {{ mode = \"busy-on-slow\", busy_ms = \"300\" }}\ngrant_clocks = true\n\
-         [[route]]\nprefix = \"/fast\"\n"
-    );
-    let serving = serve_with(&config, "slow-now-and-then");
+    let (stamping, (fed, mut feeds)) = (stamping_upstream(base, None).await, fed_upstream().await);
+    let serving = one_worker(stamping, fed, "busy-on-slow", "slow-now-and-then");
     let proxy = serving.addr;
-    let mut fast = EventReader::new(get(&format!("http://{proxy}/fast"), &[]).await);
+    let fast = EventReader::new(get(&format!("http://{proxy}/fast"), &[]).await);
     let mut slow = EventReader::new(get(&format!("http://{proxy}/slow"), &[]).await);
     let feed = feeds.recv().await.unwrap();
     // Sends `n` events, fast ones or ones that make the guest spin, each read back.
@@ -177,20 +206,7 @@ async fn a_guest_made_slow_now_and_then_holds_the_worker_once_not_each_time() {
     send("fast", 60).await; // proven fast: its calls are made on the worker
     send("slow", 1).await; // the first slow call: it holds the worker (what is left to yielding)
     send("fast", 60).await; // enough to bring the decaying mark back under the bar
-    // The fast stream's events waited in this client meanwhile: catch up with it, then watch it
-    // through the second slow call.
-    let delay = move |event: Event| {
-        let sent: u128 = String::from_utf8_lossy(event.data.as_deref().unwrap()).parse().unwrap();
-        Duration::from_micros((base.elapsed().as_micros() - sent) as u64)
-    };
-    while delay(fast.next().await.expect("the fast stream goes on")) > Duration::from_millis(10) {}
-    let watch = tokio::spawn(async move {
-        let mut worst = Duration::ZERO;
-        for _ in 0..120 {
-            worst = worst.max(delay(fast.next().await.expect("the fast stream goes on")));
-        }
-        worst
-    });
+    let watch = watch_from_now(fast, base, 120).await;
     send("slow", 1).await;
     let worst = watch.await.unwrap();
     eprintln!("the fast stream's worst delivery beside the second slow call: {worst:?}");
@@ -204,36 +220,17 @@ async fn a_guest_made_slow_now_and_then_holds_the_worker_once_not_each_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_finish_after_the_client_left_does_not_hold_the_worker() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let hostile = hostile_guest();
     let base = Instant::now();
     let upstream = stamping_upstream(base, Some(Duration::from_millis(20))).await;
-    let config = format!(
-        "upstream = \"http://{upstream}\"\n[threads]\nmodel = \"per-core\"\ncount = 1\n\
-         [limits]\ncall_deadline_ms = 2000\n\
-         [[route]]\nprefix = \"/slow\"\n[[route.interceptor]]\nspec = \"{hostile}\"\n\
-         config = {{ mode = \"busy-finish\", busy_ms = \"300\" }}\ngrant_clocks = true\n\
-         [[route]]\nprefix = \"/fast\"\n"
-    );
-    let serving = serve_with(&config, "slow-finish");
+    let serving = one_worker(upstream, upstream, "busy-finish", "slow-finish");
     let proxy = serving.addr;
-    let mut fast = EventReader::new(get(&format!("http://{proxy}/fast"), &[]).await);
-    let delay = move |event: Event| {
-        let sent: u128 = String::from_utf8_lossy(event.data.as_deref().unwrap()).parse().unwrap();
-        Duration::from_micros((base.elapsed().as_micros() - sent) as u64)
-    };
+    let fast = EventReader::new(get(&format!("http://{proxy}/fast"), &[]).await);
     // The guest starts out marked slow: its calls, this stream's finish included, leave the worker.
     let mut slow = EventReader::new(get(&format!("http://{proxy}/slow"), &[]).await);
     for _ in 0..3 {
         slow.next().await.expect("the slow route's stream starts");
     }
-    while delay(fast.next().await.expect("the fast stream goes on")) > Duration::from_millis(10) {}
-    let watch = tokio::spawn(async move {
-        let mut worst = Duration::ZERO;
-        for _ in 0..240 {
-            worst = worst.max(delay(fast.next().await.expect("the fast stream goes on")));
-        }
-        worst
-    });
+    let watch = watch_from_now(fast, base, 240).await;
     drop(slow); // the client goes away; the proxy sees it at its next write, 20 ms on at most
     let worst = watch.await.unwrap();
     eprintln!("the fast stream's worst delivery while a slow finish ran: {worst:?}");
@@ -247,34 +244,15 @@ async fn a_slow_finish_after_the_client_left_does_not_hold_the_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_leaving_during_a_slow_call_does_not_hold_the_worker() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let hostile = hostile_guest();
     let base = Instant::now();
     let upstream = stamping_upstream(base, Some(Duration::from_millis(20))).await;
-    let config = format!(
-        "upstream = \"http://{upstream}\"\n[threads]\nmodel = \"per-core\"\ncount = 1\n\
-         [limits]\ncall_deadline_ms = 2000\n\
-         [[route]]\nprefix = \"/slow\"\n[[route.interceptor]]\nspec = \"{hostile}\"\n\
-         config = {{ mode = \"busy\", busy_ms = \"300\" }}\ngrant_clocks = true\n\
-         [[route]]\nprefix = \"/fast\"\n"
-    );
-    let serving = serve_with(&config, "leaving-mid-call");
+    let serving = one_worker(upstream, upstream, "busy", "leaving-mid-call");
     let proxy = serving.addr;
-    let mut fast = EventReader::new(get(&format!("http://{proxy}/fast"), &[]).await);
-    let delay = move |event: Event| {
-        let sent: u128 = String::from_utf8_lossy(event.data.as_deref().unwrap()).parse().unwrap();
-        Duration::from_micros((base.elapsed().as_micros() - sent) as u64)
-    };
+    let fast = EventReader::new(get(&format!("http://{proxy}/fast"), &[]).await);
     // Each batch takes 300 ms and the next is waiting: a call is always running.
     let mut slow = EventReader::new(get(&format!("http://{proxy}/slow"), &[]).await);
     slow.next().await.expect("the slow route's stream starts");
-    while delay(fast.next().await.expect("the fast stream goes on")) > Duration::from_millis(10) {}
-    let watch = tokio::spawn(async move {
-        let mut worst = Duration::ZERO;
-        for _ in 0..240 {
-            worst = worst.max(delay(fast.next().await.expect("the fast stream goes on")));
-        }
-        worst
-    });
+    let watch = watch_from_now(fast, base, 240).await;
     drop(slow); // the client goes away in the middle of a call
     let worst = watch.await.unwrap();
     eprintln!("the fast stream's worst delivery while a client left mid-call: {worst:?}");
