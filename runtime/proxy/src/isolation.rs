@@ -94,9 +94,14 @@ impl SharedEngine {
 
     /// Calls the chain on a blocking thread and does not wait (for a stream being dropped, which
     /// cannot): `work` reports what it has to. Should the runtime shut down before the call is
-    /// made, the chain frees its state when the engine is dropped, without its `finish`.
+    /// made, the chain frees its state when the engine is dropped, without its `finish`. Outside
+    /// a runtime (no thread to hand it to) the call is made here.
     pub(crate) fn call_detached(&self, work: impl FnOnce(&mut StreamEngine) + Send + 'static) {
         let engine = self.0.clone();
-        tokio::task::spawn_blocking(move || work(&mut engine.lock().unwrap_or_else(PoisonError::into_inner)));
+        let call = move || work(&mut engine.lock().unwrap_or_else(PoisonError::into_inner));
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(call)),
+            Err(_) => call(),
+        }
     }
 }
