@@ -29,7 +29,7 @@ use super::accounting::{Outcome, Reason};
 use super::body::AnyBody;
 use super::coding::Coding;
 use super::isolation::{Placement, SharedEngine};
-use super::report::{self, StreamReport};
+use super::report::{self, StreamFigures};
 use super::route::RouteStats;
 use super::upstream::Upstream;
 use super::{BoxError, Lifecycle, UpstreamBody, charset, empty_body, headers, telemetry};
@@ -137,23 +137,15 @@ pub(crate) struct EventStream {
     reconnects: Reconnects,
     /// Resolves when live streams are being ended (shutdown).
     ending: super::lifecycle::Ending,
-    /// For the enforcement record.
-    stream_id: String,
-    route_prefix: String,
-    started: Instant,
-    bytes_in: u64,
-    bytes_out: u64,
+    /// What its record and spans report, gathered as it runs.
+    figures: StreamFigures,
     /// The chain has been finished and the record logged; otherwise dropping the stream does it.
     done: bool,
-    /// Its spans for export (`None` while export is off).
-    spans: Option<Box<telemetry::StreamSpans>>,
     /// When its request arrived, when the input of the batch being made arrived, and when events
     /// were last written: for the route's latency histograms.
     requested: Instant,
     batch_arrived: Instant,
     last_write: Option<Instant>,
-    /// This stream's waits, for its span.
-    waits: telemetry::Waits,
 }
 
 impl EventStream {
@@ -177,17 +169,11 @@ impl EventStream {
             text: charset::StreamDecoder::default(),
             reconnects: Reconnects::default(),
             ending,
-            stream_id,
-            route_prefix,
-            started: Instant::now(),
-            bytes_in: 0,
-            bytes_out: 0,
+            figures: StreamFigures::new(stream_id, route_prefix),
             done: false,
-            spans: None,
             requested: Instant::now(),
             batch_arrived: Instant::now(),
             last_write: None,
-            waits: telemetry::Waits::default(),
         }
     }
 
@@ -197,7 +183,7 @@ impl EventStream {
         if spans.is_some() {
             self.engine.get().read_facts();
         }
-        self.spans = spans;
+        self.figures.spans = spans;
         self
     }
 
@@ -278,7 +264,7 @@ impl EventStream {
 
     /// Finishes the chain (its tail, to send, is returned) and logs the stream's record.
     async fn end(&mut self, end: EndReason) -> Vec<u8> {
-        let stream_id = self.stream_id.clone();
+        let stream_id = self.figures.stream_id.clone();
         let tail = self.engine.call(move |engine| finished(engine.finish(end), &stream_id)).await;
         self.ended(end, tail)
     }
@@ -287,29 +273,12 @@ impl EventStream {
     /// finish faulted); returns the tail's bytes, to send.
     fn ended(&mut self, end: EndReason, tail: Option<Output>) -> Vec<u8> {
         self.done = true;
-        let (engine, mut report) = self.report();
-        report.ended(&engine, end, tail)
+        let engine = self.engine.get();
+        self.figures.ended(&self.route, self.settings.max_event_bytes, &engine, end, tail)
     }
 
-    fn log_record(&mut self, end: &'static str, outcome: Outcome, reason: Reason) {
-        let (engine, report) = self.report();
-        report.record(&engine, end, outcome, reason);
-    }
-
-    /// The stream's figures for its report, and its engine.
-    fn report(&mut self) -> (std::sync::MutexGuard<'_, StreamEngine>, StreamReport<'_>) {
-        let report = StreamReport {
-            route: &self.route,
-            route_prefix: &self.route_prefix,
-            stream_id: &self.stream_id,
-            max_event_bytes: self.settings.max_event_bytes,
-            started: self.started,
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
-            spans: self.spans.as_deref(),
-            waits: &mut self.waits,
-        };
-        (self.engine.get(), report)
+    fn log_record(&self, end: &'static str, outcome: Outcome, reason: Reason) {
+        self.figures.record(&self.engine.get(), end, outcome, reason);
     }
 
     /// Reads the upstream until it ends or fails, the client leaves, or the chain ends the stream.
@@ -365,7 +334,7 @@ impl EventStream {
     fn take(&mut self, chunk: Chunk) -> Option<Ending> {
         match chunk {
             Chunk::Data(bytes) => {
-                self.bytes_in += bytes.len() as u64;
+                self.figures.bytes_in += bytes.len() as u64;
                 if let Some(text) = self.text.feed(bytes, false) {
                     self.engine.get().feed(text);
                 }
@@ -417,7 +386,7 @@ impl EventStream {
             if let Some(written) = self.send(out.bytes).await {
                 let delay = written.saturating_duration_since(self.batch_arrived);
                 self.route.latency.chain_delay.observe(delay.as_secs_f64());
-                self.waits.chain_max = self.waits.chain_max.max(Some(delay));
+                self.figures.waits.chain_max = self.figures.waits.chain_max.max(Some(delay));
             }
             if out.ended {
                 return Some(End::EndedByInterceptor);
@@ -430,7 +399,7 @@ impl EventStream {
 
     /// Counts how long the text a batch released had been held back, if it had been.
     fn released(&mut self, held: Option<std::time::Duration>) {
-        report::note_held(&self.route, &mut self.waits, held);
+        report::note_held(&self.route, &mut self.figures.waits, held);
     }
 
     /// Sends one encoded batch as one chunk (nothing if it is empty), returning once the
@@ -441,13 +410,13 @@ impl EventStream {
             return None;
         }
         self.route.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        self.bytes_out += bytes.len() as u64;
+        self.figures.bytes_out += bytes.len() as u64;
         let now = Instant::now();
         match self.last_write.replace(now) {
             None => {
                 let first = now - self.requested;
                 self.route.latency.first_event.observe(first.as_secs_f64());
-                self.waits.first_event = Some(first);
+                self.figures.waits.first_event = Some(first);
             }
             Some(last) => self.route.latency.between_events.observe((now - last).as_secs_f64()),
         }
@@ -510,7 +479,7 @@ impl EventStream {
             tracing::warn!("cannot resume: the last event id is not a valid header value");
             return Some(Reconnect::Stop(EndReason::UpstreamFailed));
         };
-        let span = match &self.spans {
+        let span = match &self.figures.spans {
             Some(spans) => spans.stream().in_scope(|| {
                 let (method, uri) = (request.method().clone(), request.uri().clone());
                 telemetry::resumption_span(&method, &uri, request.headers_mut(), attempt)
@@ -598,7 +567,7 @@ impl Drop for EventStream {
         if self.done {
             return;
         }
-        let stream_id = self.stream_id.clone();
+        let stream_id = self.figures.stream_id.clone();
         let finish = move |engine: &mut StreamEngine| finished(engine.finish(EndReason::ClientGone), &stream_id);
         // Busy: the call the stream was waiting for still runs on a blocking thread.
         let here = self.engine.try_get().is_some_and(|engine| Placement::of(engine.is_slow()) == Placement::Here);
@@ -614,27 +583,14 @@ impl Drop for EventStream {
 impl EventStream {
     /// Finishes a slow (or busy) chain on a blocking thread, not waited for, and reports the end
     /// there: so that a slow guest's last call, or the rest of a call under way, holds no thread
-    /// that serves sockets. What the report needs goes along.
+    /// that serves sockets. The stream's figures go along.
     fn end_elsewhere(&mut self, finish: impl FnOnce(&mut StreamEngine) -> Option<Output> + Send + 'static) {
         self.done = true;
-        let (route, route_prefix) = (self.route.clone(), std::mem::take(&mut self.route_prefix));
-        let (stream_id, spans, mut waits) = (std::mem::take(&mut self.stream_id), self.spans.take(), self.waits);
-        let (max_event_bytes, started, bytes_in, bytes_out) =
-            (self.settings.max_event_bytes, self.started, self.bytes_in, self.bytes_out);
+        let (route, max_event_bytes) = (self.route.clone(), self.settings.max_event_bytes);
+        let mut figures = std::mem::replace(&mut self.figures, StreamFigures::new(String::new(), String::new()));
         self.engine.call_detached(move |engine| {
             let tail = finish(engine);
-            let mut report = StreamReport {
-                route: &route,
-                route_prefix: &route_prefix,
-                stream_id: &stream_id,
-                max_event_bytes,
-                started,
-                bytes_in,
-                bytes_out,
-                spans: spans.as_deref(),
-                waits: &mut waits,
-            };
-            report.ended(engine, EndReason::ClientGone, tail);
+            figures.ended(&route, max_event_bytes, engine, EndReason::ClientGone, tail);
         });
     }
 }

@@ -9,34 +9,51 @@ use crate::engine::{Framing, Output, StreamEngine};
 use sluicegate_guest::EndReason;
 use std::time::Instant;
 
-/// A stream's figures for its report, borrowed from the stream (or from what it handed over).
-pub(super) struct StreamReport<'a> {
-    pub(super) route: &'a RouteStats,
-    pub(super) route_prefix: &'a str,
-    pub(super) stream_id: &'a str,
-    pub(super) max_event_bytes: usize,
+/// What a stream's report is made of, kept by the stream as it runs (and handed over whole
+/// when its end is reported elsewhere).
+pub(super) struct StreamFigures {
+    pub(super) stream_id: String,
+    pub(super) route_prefix: String,
     pub(super) started: Instant,
     pub(super) bytes_in: u64,
     pub(super) bytes_out: u64,
-    pub(super) spans: Option<&'a StreamSpans>,
-    pub(super) waits: &'a mut Waits,
+    /// Its spans for export (`None` while export is off).
+    pub(super) spans: Option<Box<StreamSpans>>,
+    /// Its waits, for its span.
+    pub(super) waits: Waits,
 }
 
-impl StreamReport<'_> {
+impl StreamFigures {
+    /// A stream's, from now.
+    pub(super) fn new(stream_id: String, route_prefix: String) -> Self {
+        StreamFigures {
+            stream_id,
+            route_prefix,
+            started: Instant::now(),
+            bytes_in: 0,
+            bytes_out: 0,
+            spans: None,
+            waits: Waits::default(),
+        }
+    }
+
     /// The stream ended with `end`, its chain finished with `tail` (`None`: the finish faulted);
-    /// returns the tail's bytes, to send.
-    pub(super) fn ended(&mut self, engine: &StreamEngine, end: EndReason, tail: Option<Output>) -> Vec<u8> {
+    /// returns the tail's bytes, to send. `route` and `max_event_bytes` are the stream's.
+    pub(super) fn ended(
+        &mut self,
+        route: &RouteStats,
+        max_event_bytes: usize,
+        engine: &StreamEngine,
+        end: EndReason,
+        tail: Option<Output>,
+    ) -> Vec<u8> {
         let skipped = engine.oversized();
         if skipped > 0 {
-            tracing::warn!(
-                events = skipped,
-                limit = self.max_event_bytes,
-                "dropped upstream events over the size limit"
-            );
+            tracing::warn!(events = skipped, limit = max_event_bytes, "dropped upstream events over the size limit");
         }
         let tail = match tail {
             Some(tail) => {
-                self.released(tail.released_hold);
+                note_held(route, &mut self.waits, tail.released_hold);
                 tail.bytes
             }
             None => Vec::new(),
@@ -53,15 +70,11 @@ impl StreamReport<'_> {
         tail
     }
 
-    fn released(&mut self, held: Option<std::time::Duration>) {
-        note_held(self.route, self.waits, held);
-    }
-
     /// Logs the enforcement record and closes the spans.
     pub(super) fn record(&self, engine: &StreamEngine, end: &'static str, outcome: Outcome, reason: Reason) {
         EnforcementRecord {
-            stream_id: self.stream_id,
-            route: self.route_prefix,
+            stream_id: &self.stream_id,
+            route: &self.route_prefix,
             direction: Direction::Response,
             kind: match engine.framing() {
                 Framing::EventStream => "event_stream",
@@ -76,9 +89,9 @@ impl StreamReport<'_> {
             interceptors: engine.records(),
         }
         .log();
-        if let Some(spans) = self.spans {
+        if let Some(spans) = &self.spans {
             let bytes = (self.bytes_in, self.bytes_out);
-            spans.close(end, outcome == Outcome::Refused, engine.records(), bytes, engine.facts(), self.waits);
+            spans.close(end, outcome == Outcome::Refused, engine.records(), bytes, engine.facts(), &self.waits);
         }
     }
 }
