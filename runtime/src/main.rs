@@ -467,7 +467,7 @@ async fn serve(args: ServeArgs, export: Option<&Export>) -> anyhow::Result<()> {
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
     let mut shutdown = config.shutdown.clone();
     let scheme = if config.tls.is_some() { "https" } else { "http" };
-    tracing::info!(listen = %format!("{scheme}://{}", server.local_addr()), upstream = config.upstream.as_deref().unwrap_or(""), routes = config.routes.len(), threads = %server.describe(), "sluicegate is serving");
+    tracing::info!(listen = %format!("{scheme}://{}", server.local_addr()), upstream = config.upstream.as_deref().unwrap_or(""), routes = config.routes.len(), threads = %server.describe(), slow_call_lanes = handle.lifecycle().slow_call_lanes(), "sluicegate is serving");
     loop {
         let reason = tokio::select! {
             _ = hangup.recv() => "SIGHUP",

@@ -14,6 +14,7 @@
 //! as the slow tenant did (p99 29 ms once), which says nothing about the proxy.
 
 use bytes::Bytes;
+use http_body_util::BodyExt as _;
 use sluicegate::sse::Event;
 use sluicegate_tests::net::*;
 use std::time::{Duration, Instant};
@@ -257,4 +258,49 @@ async fn a_client_leaving_during_a_slow_call_does_not_hold_the_worker() {
     let worst = watch.await.unwrap();
     eprintln!("the fast stream's worst delivery while a client left mid-call: {worst:?}");
     assert!(worst < Duration::from_millis(150), "the dropped stream waited for its call on the worker: {worst:?}");
+}
+
+/// A slow tenant with many streams cannot take every core: calls into slow chains share
+/// `[threads] slow_calls` lanes, and the rest wait their turn holding no thread. Three streams
+/// through a guest spending 300 ms on a batch, with an instance each and one lane: their first
+/// events come one call after another, 900 ms or more in all, and two calls waited for the lane.
+/// (Without the lanes the three calls ran at once on three blocking threads, all done by ~300
+/// ms: with as many such calls as cores, the threads serving sockets shared every core with
+/// them, and `loadtest isolation --slow-streams 10` measured a neighbour's p99 at 5.9-14.1x its
+/// p99 alone.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tenants_calls_share_the_lanes_and_wait_their_turn() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hostile = hostile_guest();
+    let upstream = stamping_upstream(Instant::now(), None).await;
+    let config = format!(
+        "upstream = \"http://{upstream}\"\n[threads]\nslow_calls = 1\n[limits]\ncall_deadline_ms = 2000\n\
+         [[route]]\nprefix = \"/slow\"\n[[route.interceptor]]\nspec = \"{hostile}\"\n\
+         config = {{ mode = \"busy\", busy_ms = \"300\" }}\ngrant_clocks = true\ninstances = 3\n"
+    );
+    let serving = serve_with(&config, "slow-call-lanes");
+    let (proxy, admin) = (serving.addr, serving.admin.unwrap());
+    let started = Instant::now();
+    let streams: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut slow = EventReader::new(get(&format!("http://{proxy}/slow"), &[]).await);
+                slow.next().await.expect("the stream's first event, through its guest");
+                slow
+            })
+        })
+        .collect();
+    let mut open = Vec::new();
+    for stream in streams {
+        open.push(stream.await.unwrap());
+    }
+    let all_three = started.elapsed();
+    eprintln!("three 300 ms calls in one lane: all three first events after {all_three:?}");
+    assert!(all_three >= Duration::from_millis(900), "the calls ran at once: {all_three:?}");
+    let metrics = get(&format!("http://{admin}/metrics"), &[]).await.into_body().collect().await.unwrap().to_bytes();
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert_eq!(sluicegate_tests::metric(&metrics, "sluicegate_slow_call_lanes"), 1);
+    assert!(sluicegate_tests::metric(&metrics, "sluicegate_slow_calls_queued_total") >= 2, "{metrics}");
+    assert!(sluicegate_tests::metric(&metrics, "sluicegate_slow_calls_total") >= 3, "{metrics}");
+    drop(open);
 }

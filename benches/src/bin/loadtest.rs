@@ -8,11 +8,13 @@
 //! cargo run --release -p sluicegate-benches --bin loadtest -- tls --streams 8 --rounds 5 --chain none --chain example:redact
 //! cargo run --release -p sluicegate-benches --bin loadtest -- streams --streams 1000 --rate 10 --chain none --chain example:passthrough --chain example:redact
 //! cargo run --release -p sluicegate-benches --bin loadtest -- isolation --busy-ms 100 --rounds 3 --model per-core --model shared
+//! cargo run --release -p sluicegate-benches --bin loadtest -- isolation --slow-streams 10 --model per-core --model per-core:1000
 //! cargo run --release -p sluicegate-benches --bin loadtest -- requests --clients 32 --chain none --chain none+otlp --chain none+otlp-down
 //! ```
 //!
 //! `isolation` needs the test guest `hostile` (`cargo test -p sluicegate-tests --no-run` builds
-//! it; `--guest PATH` points elsewhere).
+//! it; `--guest PATH` points elsewhere). Its slow tenant has two streams (`--slow-streams N`); a
+//! model written `per-core:N` runs with `[threads] slow_calls = N` (slow calls at once).
 //!
 //! A chain written `SPEC@shared` (`none@shared`, `example:redact@shared`) runs the proxy with
 //! `[threads] model = "shared"` instead of the default per-core workers; `SPEC@h1`
@@ -129,6 +131,7 @@ fn run(runtime: &tokio::runtime::Runtime, args: &[String]) -> anyhow::Result<()>
         Some("proxy-isolation") => runtime.block_on(proxy_isolation(&args[1], &args[2], &args[3], &args[4])),
         Some("isolation") => runtime.block_on(isolation(
             flag(&args, "--busy-ms", 100),
+            flag(&args, "--slow-streams", 2),
             flag(&args, "--seconds", 5),
             flag(&args, "--rounds", 3),
             values(&args, "--model", &["per-core", "shared"]),
@@ -1055,11 +1058,12 @@ const HOSTILE_GUEST: &str = "target/guests/wasm32-wasip2/guest/hostile.wasm";
 
 /// The proxy role for `isolation`: `/slow/...` through `guest` spinning `busy_ms` per batch (the
 /// `hostile` test guest's `busy` mode), everything else through `example:passthrough`, in
-/// thread model `model`.
+/// thread model `model` (`per-core`, `shared`; `per-core:N` sets `[threads] slow_calls = N`).
 async fn proxy_isolation(upstream_port: &str, guest: &str, busy_ms: &str, model: &str) -> anyhow::Result<()> {
+    let (model, slow_calls) = model.split_once(':').unwrap_or((model, "0"));
     let config = format!(
         "upstream = \"http://127.0.0.1:{upstream_port}\"\n[limits]\ncall_deadline_ms = 1000\n\
-         [threads]\nmodel = \"{model}\"\n\
+         [threads]\nmodel = \"{model}\"\nslow_calls = {slow_calls}\n\
          [[route]]\nprefix = \"/slow\"\n[[route.interceptor]]\nspec = \"{guest}\"\n\
          config = {{ mode = \"busy\", busy_ms = \"{busy_ms}\" }}\ngrant_clocks = true\ninstances = 2\n\
          [[route]]\nprefix = \"/\"\n[[route.interceptor]]\nspec = \"example:passthrough\"\n"
@@ -1068,10 +1072,17 @@ async fn proxy_isolation(upstream_port: &str, guest: &str, busy_ms: &str, model:
 }
 
 /// Tenant isolation: one fast stream (200 events/s through `example:passthrough`) measured alone,
-/// then beside two slow streams on another route whose guest spins `busy_ms` per batch (a batch
+/// then beside `slow_streams` slow streams (two by default) on another route whose guest spins `busy_ms` per batch (a batch
 /// every 500 ms each: 100 ms is 20% of a 2-core machine), in interleaved rounds per thread model.
 /// The fast stream's delivery delay (upstream write to client read): p50, p99 and max.
-async fn isolation(busy_ms: u64, seconds: u64, rounds: u64, models: Vec<String>, guest: String) -> anyhow::Result<()> {
+async fn isolation(
+    busy_ms: u64,
+    slow_streams: u64,
+    seconds: u64,
+    rounds: u64,
+    models: Vec<String>,
+    guest: String,
+) -> anyhow::Result<()> {
     if !std::path::Path::new(&guest).exists() {
         bail!("{guest}: no such guest (build it with `cargo test -p sluicegate-tests --no-run`, or pass --guest PATH)");
     }
@@ -1082,7 +1093,7 @@ async fn isolation(busy_ms: u64, seconds: u64, rounds: u64, models: Vec<String>,
         .map(|model| Role::start(&["proxy-isolation", &upstream.port.to_string(), &guest, &busy, model]))
         .collect::<anyhow::Result<Vec<_>>>()?;
     println!(
-        "fast stream 200 events/s; slow tenant: 2 streams, {busy_ms} ms per batch every 500 ms; {seconds} s per phase"
+        "fast stream 200 events/s; slow tenant: {slow_streams} streams, {busy_ms} ms per batch every 500 ms; {seconds} s per phase"
     );
     println!("| model | round | alone p50 / p99 / max | beside the slow tenant p50 / p99 / max | p99 ratio |");
     println!("|---|---:|---:|---:|---:|");
@@ -1091,7 +1102,7 @@ async fn isolation(busy_ms: u64, seconds: u64, rounds: u64, models: Vec<String>,
         for (i, proxy) in proxies.iter().enumerate() {
             let alone = fast_delays(proxy.port, seconds).await?;
             let mut slow = Vec::new();
-            for _ in 0..2 {
+            for _ in 0..slow_streams {
                 let socket = open_stream(proxy.port, "/slow/stamped?n=2").await?;
                 slow.push(tokio::spawn(read_events(socket, |_| {})));
             }

@@ -216,6 +216,11 @@ pub struct ThreadsConfig {
     pub model: Option<ThreadModel>,
     /// Worker threads; 0 (the default): one per core the process may run on.
     pub count: usize,
+    /// Calls into slow chains (those run off the I/O threads) that may run at once, in the whole
+    /// process; more wait their turn. 0 (the default): half the cores the process may run on, at
+    /// least one, so that a slow tenant with many streams cannot take every core from the
+    /// threads that serve sockets.
+    pub slow_calls: usize,
 }
 
 impl ThreadsConfig {

@@ -153,6 +153,7 @@ pub fn families(proxy: &Proxy) -> Vec<MetricFamily> {
     write_routes(&mut scrape, proxy);
     write_store(&mut scrape, proxy);
     write_admission(&mut scrape, proxy);
+    write_slow_calls(&mut scrape, proxy);
     write_upstreams(&mut scrape, proxy);
     write_telemetry(&mut scrape);
     scrape
@@ -316,6 +317,32 @@ fn write_store(scrape: &mut Scrape, proxy: &Proxy) {
     for (scope, n) in store.incremented() {
         scrape.sample(&[("scope", &scope)], n);
     }
+}
+
+/// Calls into slow chains, made off the I/O threads in a few lanes (see `isolation`): a slow
+/// tenant's calls waiting for a lane show here.
+fn write_slow_calls(scrape: &mut Scrape, proxy: &Proxy) {
+    let slow_calls = proxy.lifecycle().slow_calls();
+    let (made, queued) = slow_calls.made_and_queued();
+    scrape
+        .family("sluicegate_slow_call_lanes", GAUGE, "Calls into slow chains that may run at once.")
+        .sample(&[], slow_calls.lanes() as u64);
+    scrape
+        .family("sluicegate_slow_calls_running", GAUGE, "Calls into slow chains running now.")
+        .sample(&[], slow_calls.running() as u64);
+    scrape
+        .family("sluicegate_slow_calls_waiting", GAUGE, "Calls into slow chains waiting for a lane now.")
+        .sample(&[], slow_calls.waiting() as u64);
+    scrape
+        .family("sluicegate_slow_calls_total", COUNTER, "Calls into slow chains, made off the I/O threads.")
+        .sample(&[], made);
+    scrape
+        .family(
+            "sluicegate_slow_calls_queued_total",
+            COUNTER,
+            "Calls into slow chains that waited for a lane (given up or not).",
+        )
+        .sample(&[], queued);
 }
 
 /// Connections and event streams: open, refused, closed.

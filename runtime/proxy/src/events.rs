@@ -160,10 +160,11 @@ impl EventStream {
     ) -> Self {
         let engine = StreamEngine::with_framing(chain, settings.batch, settings.max_event_bytes, framing);
         let ending = settings.lifecycle.ending();
+        let engine = SharedEngine::new(engine, settings.lifecycle.slow_calls().clone());
         EventStream {
             settings,
             route,
-            engine: SharedEngine::new(engine),
+            engine,
             outbox: Outbox::default(),
             resume,
             text: charset::StreamDecoder::default(),

@@ -31,7 +31,7 @@ use super::body::AnyBody;
 use super::charset::{self, CharsetError};
 use super::content::Label;
 use super::error::{ErrorKind, ProxyError};
-use super::isolation::{Placement, off_thread};
+use super::isolation::{Placement, SlowCalls};
 use crate::batch::Batch;
 use crate::chain::{Chain, ChainFault, ChainStream, Judging};
 use bytes::{Bytes, BytesMut};
@@ -278,6 +278,8 @@ pub(super) struct WholeBody<'a> {
     pub label: &'a Label,
     /// The request's span: a request body's model, MCP method and tool go on it.
     pub span: &'a tracing::Span,
+    /// Where a slow chain is called.
+    pub slow_calls: &'a SlowCalls,
 }
 
 impl WholeBody<'_> {
@@ -313,7 +315,7 @@ impl WholeBody<'_> {
         let (verdict, stream) = match Placement::of(self.chain.is_slow()) {
             Placement::OffThread => {
                 let (chain, context, text) = (self.chain.clone(), self.context.clone(), decoded.text.to_string());
-                off_thread(move || run(&chain, &context, judging, &text)).await
+                self.slow_calls.run(move || run(&chain, &context, judging, &text)).await
             }
             Placement::Here => run(self.chain, self.context, judging, &decoded.text),
         };

@@ -12,6 +12,7 @@
 
 use super::Proxy;
 use super::admission::Admission;
+use super::isolation::SlowCalls;
 use crate::config::ThreadModel;
 use std::future::Future;
 use std::pin::Pin;
@@ -108,6 +109,8 @@ pub struct Lifecycle {
     /// The thread model and worker count, fixed by the first configuration (threads are not
     /// restarted by a reload).
     threads: std::sync::OnceLock<Threads>,
+    /// The lanes slow chains' calls share, sized with the threads.
+    slow_calls: std::sync::OnceLock<SlowCalls>,
 }
 
 /// How the process spreads its work over threads: see `workers`.
@@ -117,6 +120,8 @@ pub struct Threads {
     pub model: ThreadModel,
     /// Worker threads (per-core), or the shared pool's size.
     pub count: usize,
+    /// `[threads] slow_calls` as configured (0: half the cores).
+    pub slow_calls: usize,
 }
 
 impl Threads {
@@ -142,6 +147,7 @@ impl Lifecycle {
             admission: Admission::default(),
             store: std::sync::Mutex::default(),
             threads: std::sync::OnceLock::new(),
+            slow_calls: std::sync::OnceLock::new(),
         })
     }
 
@@ -156,12 +162,24 @@ impl Lifecycle {
         let wanted = Threads {
             model: config.threads.model_for(&config.store),
             count: super::workers::resolve_count(config.threads.count),
+            slow_calls: config.threads.slow_calls,
         };
         let threads = *self.threads.get_or_init(|| wanted);
         if threads != wanted {
             tracing::warn!(running = ?threads, configured = ?wanted, "[threads] changed: that takes a restart");
         }
         threads
+    }
+
+    /// The lanes calls into slow chains share (see `isolation`), as many as the threads decided
+    /// say.
+    pub(crate) fn slow_calls(&self) -> &SlowCalls {
+        self.slow_calls.get_or_init(|| SlowCalls::new(self.running_threads().map_or(0, |t| t.slow_calls)))
+    }
+
+    /// How many calls into slow chains may run at once (`[threads] slow_calls`, resolved).
+    pub fn slow_call_lanes(&self) -> usize {
+        self.slow_calls().lanes()
     }
 
     /// The store `config` describes: the one in use if `config` is unchanged, else a new one.

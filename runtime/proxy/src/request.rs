@@ -221,6 +221,7 @@ impl Proxy {
             context: &ctx.context,
             label: &label,
             span: &ctx.span,
+            slow_calls: self.lifecycle.slow_calls(),
         };
         let reservation = self.lifecycle.admission.buffer(self.max_buffered_bytes);
         let (result, record) = whole.inspect(&mut head.headers, body, coding != Coding::Identity, reservation).await;
@@ -289,6 +290,7 @@ impl Proxy {
                     context: &ctx.context,
                     label: &label,
                     span: &ctx.span,
+                    slow_calls: self.lifecycle.slow_calls(),
                 };
                 let reservation = self.lifecycle.admission.buffer(self.max_buffered_bytes);
                 let compressed = coding != Coding::Identity;
