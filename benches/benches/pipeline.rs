@@ -3,7 +3,8 @@
 //! and encodes the output into the buffer that would go to the client.
 //!
 //! `cargo bench -p sluicegate-benches --bench pipeline` (`-- pipeline-tokens` for the LLM token
-//! stream alone, `-- pipeline-streams` for batches of one over 1,000 streams taken in turn).
+//! stream alone, `-- pipeline-streams` for batches of one over 1,000 streams taken in turn,
+//! `-- json-body` for one large JSON body).
 #![allow(missing_docs)] // criterion's macros generate public items without docs
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -170,9 +171,36 @@ fn many_streams(c: &mut Criterion) {
     group.finish();
 }
 
+/// One large JSON body (an event whose data is an object of `n` members, each key and value a
+/// text the guard is handed whole) through `native:patterns`, which is handed every text: the
+/// cost per member should not grow with `n` (it did, as the square of the texts, before
+/// 2026-12-07).
+fn json_body(c: &mut Criterion) {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let mut group = c.benchmark_group("json-body");
+    let patterns = "native:patterns".parse::<Spec>().unwrap().load(&runtime, Config::default()).unwrap();
+    let chain = Chain::new(vec![patterns]);
+    for n in [1_000usize, 10_000, 40_000] {
+        let members: Vec<String> = (0..n).map(|i| format!("\"field{i}\":\"value number {i}\"")).collect();
+        let mut bytes = Vec::new();
+        encode_event(&mut bytes, &sluicegate::sse::Event::message(format!("{{{}}}", members.join(","))));
+        let bytes = bytes::Bytes::from(bytes);
+        let limits = BatchLimits { max_events: 1, ..BatchLimits::default() };
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(BenchmarkId::new("patterns", n), |b| {
+            b.iter(|| {
+                let mut engine = StreamEngine::new(chain.open(&StreamContext::default()).unwrap(), limits, 1 << 24);
+                engine.feed(bytes.clone());
+                black_box(engine.next_batch().unwrap().unwrap().bytes.len())
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(30);
-    targets = pipeline, token_stream, many_streams
+    targets = pipeline, token_stream, many_streams, json_body
 }
 criterion_main!(benches);

@@ -3,7 +3,7 @@
 Usage: python guarded.py URL TOOL...
 Initializes a session, lists tools, calls each TOOL in turn (`lookup` with a name, `count` with a
 number, anything else without arguments) and prints one JSON object: the tool names listed, and
-for each call its text, or the JSON-RPC error the SDK raised.
+for each call its text and structured content, or the JSON-RPC error the SDK raised.
 """
 import asyncio
 import json
@@ -26,6 +26,7 @@ async def main(url: str, tools: list[str]) -> None:
                 try:
                     result = await session.call_tool(tool, ARGUMENTS.get(tool, {}))
                     calls[tool] = {"text": [c.text for c in result.content if c.type == "text"],
+                                   "structured": result.structuredContent,
                                    "is_error": result.isError}
                 except McpError as e:
                     calls[tool] = {"error": e.error.message, "code": e.error.code}

@@ -3,7 +3,7 @@
 Usage: python server.py PORT [json [MARKER]]
 With MCP_TLS_CERT and MCP_TLS_KEY in the environment (PEM files) it serves HTTPS.
 Tool `lookup` reports progress twice, logs, and returns text with an e-mail address in it;
-`count` counts; `secret` writes MARKER (a file path) when it is called, so a test can tell that a
+`count` counts; `directory` returns a map keyed by e-mail address (structured content); `secret` writes MARKER (a file path) when it is called, so a test can tell that a
 refused call never reached the server. With `json` the server answers every POST with one JSON
 body (`json_response=True`, stateless), as stateless deployments do, and opens no event stream.
 """
@@ -33,6 +33,12 @@ async def lookup(name: str, ctx: Context) -> str:
 def count(to: int) -> str:
     """Counts up to a number."""
     return " ".join(str(i) for i in range(1, to + 1))
+
+
+@mcp.tool()
+def directory() -> dict[str, str]:
+    """Who is who, keyed by address (a structured result whose keys are data)."""
+    return {"ada@example.com": "Ada", "grace@example.com": "Grace"}
 
 
 @mcp.tool()

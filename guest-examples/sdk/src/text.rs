@@ -30,7 +30,8 @@ pub enum ChannelKind {
     Reasoning,
     /// A refusal's text.
     Refusal,
-    /// Any other text: a string value outside the channels, an event that is not JSON.
+    /// Any other text: a string value outside the channels, a key of JSON in no recognised
+    /// format, an event that is not JSON.
     Other,
 }
 

@@ -119,7 +119,7 @@ async fn real_mcp_client_and_server_through_the_proxy() {
     assert_eq!(proxied["is_error"], false);
     assert_eq!(proxied["server"], direct["server"]);
     assert_eq!(proxied["protocol"], direct["protocol"]);
-    assert_eq!(proxied["tools"], serde_json::json!(["lookup", "count", "secret"]));
+    assert_eq!(proxied["tools"], serde_json::json!(["lookup", "count", "directory", "secret"]));
     assert_eq!(proxied["progress"], serde_json::json!([[1.0, 2.0, "searching"], [2.0, 2.0, "found"]]));
     assert!(proxied["session_id"].as_str().is_some_and(|s| !s.is_empty()));
 
@@ -169,9 +169,15 @@ async fn mcp_in_json_and_stream_modes_is_guarded_both_ways() {
         assert_eq!(seen, direct, "{mode}: passthrough is identical to direct");
 
         let (redact, state) = start_proxy(&config_with_chain(upstream, &["example:redact"], "")).await;
-        let seen = run_guarded_client(&python, &format!("http://{redact}/mcp"), &["lookup"]);
+        let seen = run_guarded_client(&python, &format!("http://{redact}/mcp"), &["lookup", "directory"]);
         assert_eq!(seen["calls"]["lookup"]["text"], serde_json::json!(["Ada can be reached at [redacted]"]), "{mode}");
+        // A structured result keyed by address: the keys are judged too. Both masked alike, the
+        // client's parser keeps one of the two entries, which the proxy counts.
+        let directory = &seen["calls"]["directory"];
+        assert!(!directory.to_string().contains("example.com"), "{mode}: an address went through: {directory}");
+        assert_eq!(directory["structured"], serde_json::json!({"[redacted]": "Grace"}), "{mode}: {directory}");
         let metrics = sluicegate::proxy::admin::metrics(&state);
+        assert!(metrics.contains(r#"name="repeated_keys"} 1"#), "{mode}: the repeated keys are counted:\n{metrics}");
         let reason = if mode == "json" { "body" } else { "event_stream" };
         let line = format!(
             r#"sluicegate_bodies_total{{route="/",direction="response",outcome="inspected",reason="{reason}"}}"#

@@ -9,8 +9,9 @@
 //! | Gemini (`alt=sse`) | `candidates[i].content.parts[].text` (content; reasoning when `thought`) | the candidate's `finishReason` |
 //! | Ollama (JSON lines) | `message.content` or `response` (content), `message.thinking` or `thinking` (reasoning) | `"done": true` |
 //!
-//! Everything else of an event that is a string value (not a key, not a number, not one of the
-//! structural keys below) is a whole text; an event whose data is not JSON is one raw whole text.
+//! Everything else of an event that is a string value (not a number, not one of the structural
+//! keys below, not a key of a recognised format) is a whole text; in JSON of no recognised format
+//! keys are whole texts as well; an event whose data is not JSON is one raw whole text.
 //! Keys and values are compared decoded, so `"t\u0065xt_delta"` is `text_delta`.
 
 use super::ChannelKind;
@@ -41,6 +42,26 @@ const STRUCTURAL: &[&str] = &[
     "service_tier",
 ];
 
+/// True if an object at or under node `at` has a key twice.
+fn repeats_under(doc: &Doc, data: &str, at: usize) -> bool {
+    match doc.node(at).kind {
+        Kind::Object => {
+            let mut names: Vec<String> = Vec::new();
+            for (name, value) in doc.members(data, at) {
+                let mut decoded = String::new();
+                json::decode(name, &mut decoded);
+                if names.contains(&decoded) || repeats_under(doc, data, value) {
+                    return true;
+                }
+                names.push(decoded);
+            }
+            false
+        }
+        Kind::Array => doc.items(at).any(|item| repeats_under(doc, data, item)),
+        _ => false,
+    }
+}
+
 /// The formats recognised.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) enum Format {
@@ -66,6 +87,9 @@ pub(super) enum Role {
     Delta(ChannelKind),
     /// A text seen whole (a JSON string value), of this kind.
     Whole(ChannelKind),
+    /// A key of an object in JSON of no recognised format (an MCP message, a body), seen whole:
+    /// there keys are data too (a map keyed by address, account or file name).
+    Key,
     /// A whole event that is not JSON: its data, raw.
     Raw,
     /// A repeat of the content channel `key`'s tokens (logprobs): it follows that text's fate.
@@ -188,6 +212,14 @@ impl Classifier {
                 key: key.clone(),
             });
         }
+    }
+
+    /// True if `data` is JSON in which an object has a key twice (keys compared decoded).
+    pub(super) fn repeats_a_key(&mut self, data: &str) -> bool {
+        let mut doc = std::mem::take(&mut self.doc);
+        let repeats = doc.parse(data) && repeats_under(&doc, data, 0);
+        self.doc = doc;
+        repeats
     }
 
     /// [`Classifier::classify`] by parsing the event.
@@ -493,7 +525,8 @@ impl<'a> Event<'a, '_> {
     /// Every string value under node `at` not claimed and not under a structural key, as a
     /// whole text (`key`: the key it is the value of).
     /// (With `known`, the event is of a recognised format and its structural keys' values are
-    /// left out.)
+    /// left out, and so are its keys: the format's. In any other JSON every key is a whole text
+    /// too.)
     fn rest_as_wholes(&mut self, at: usize, key: Option<&str>, known: bool) {
         let (doc, data) = (self.doc, self.data);
         let node = doc.node(at);
@@ -514,6 +547,12 @@ impl<'a> Event<'a, '_> {
             }
             Kind::Object => {
                 for (name, value) in doc.members(data, at) {
+                    if !known {
+                        let name_node = doc.node(value - 1); // a member's key precedes its value
+                        let part =
+                            Part { start: name_node.start, end: name_node.end, role: Role::Key, key: Arc::from("") };
+                        self.found.parts.push(part);
+                    }
                     if name.contains('\\') {
                         self.scratch.clear();
                         json::decode(name, self.scratch);

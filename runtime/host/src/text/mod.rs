@@ -8,8 +8,9 @@
 //! OpenAI Chat, OpenAI Responses, Anthropic Messages, Gemini and Ollama), and, **once per batch**,
 //! hands a [`Judge`] the pending text of every channel that changed (what it held plus what
 //! arrived, JSON escapes decoded) and every *whole* text (an event that repeats a channel's whole
-//! text, or a string value outside the channels). The judge answers each item with how many bytes
-//! it releases and the text to release in their place, or a stop; the engine writes the answers
+//! text, a string value outside the channels, a key of JSON in no recognised format). The judge
+//! answers each item with how many bytes it releases and the text to release in their place, or
+//! a stop; the engine writes the answers
 //! back into the events, re-encoding only the JSON strings it changed: every other byte, event
 //! name, id and the order are kept.
 //!
@@ -22,8 +23,10 @@
 //! the stream the way its format ends an answer cut short (`endings.rs`), so the providers' SDKs
 //! finish cleanly and say why.
 //!
-//! The guard never sees keys, numbers or structure: only string values, decoded; the values of
-//! keys that are structure (`type`, `id`, `model`, `role`, `finish_reason`, ...) are left out.
+//! The guard never sees numbers or structure: only strings, decoded. In a recognised format it
+//! sees neither keys nor the values of keys that are structure (`type`, `id`, `model`, `role`,
+//! `finish_reason`, ...); in any other JSON (MCP messages, bodies) keys are whole texts too, as
+//! a map may be keyed by what a guard looks for.
 
 pub mod contract;
 mod endings;
@@ -287,6 +290,10 @@ impl TextEngine {
                     let Some(item) = self.whole_item(raw, false, kind, prefilter) else { continue };
                     item
                 }
+                Role::Key => {
+                    let Some(item) = self.whole_item(raw, false, ChannelKind::Other, prefilter) else { continue };
+                    item
+                }
                 Role::Raw => {
                     let Some(item) = self.whole_item(raw, true, ChannelKind::Other, prefilter) else { continue };
                     item
@@ -395,7 +402,12 @@ impl TextEngine {
             }
             let event = match self.channels.iter().position(|c| c.item == Some(at)) {
                 Some(index) => self.take_release(index, at, count),
-                None => self.spans.iter().find(|s| s.owner == at && is_whole(s.role)).map_or(usize::MAX, |s| s.event),
+                // Looked up only for a stop: once per item it made a batch of many whole texts
+                // (a large JSON body) cost the square of their number.
+                None if reason.is_some() => {
+                    self.spans.iter().find(|s| s.owner == at && is_whole(s.role)).map_or(usize::MAX, |s| s.event)
+                }
+                None => usize::MAX,
             };
             if let Some(reason) = reason
                 && stop.is_none_or(|(first, _)| event < first)
@@ -461,7 +473,10 @@ impl TextEngine {
                 Some(data) if next_span > first => {
                     let mut rendered = std::mem::take(&mut self.rendered);
                     match self.render(data, first..next_span, None, &mut rendered) {
-                        Some(_) => out.replace(&Replacement::data(&rendered)),
+                        Some(_) => {
+                            self.note_repeated_keys(data, first..next_span, &rendered);
+                            out.replace(&Replacement::data(&rendered));
+                        }
                         None => out.keep(),
                     }
                     self.rendered = rendered;
@@ -475,6 +490,17 @@ impl TextEngine {
         }
         if let Some((usize::MAX, reason)) = stop {
             self.write_ending(reason, out);
+        }
+    }
+
+    /// Keys the guard rewrote alike (two addresses masked the same) leave an object with a key
+    /// twice, and a client's parser keeps one of its values: said in the log and counted
+    /// (`repeated_keys`) rather than lost silently. Checked only when a key changed.
+    fn note_repeated_keys(&mut self, data: &str, spans: Range<usize>, rendered: &str) {
+        let key_changed = self.spans[spans].iter().any(|s| s.role == Role::Key && self.changes(data, s, None));
+        if key_changed && self.classifier.repeats_a_key(rendered) {
+            tracing::warn!("keys rewritten alike now repeat in one JSON object: a client keeps one of their values");
+            sluicegate_guest::count::native::add("repeated_keys", 1);
         }
     }
 
@@ -522,7 +548,7 @@ impl TextEngine {
             }
             Role::Echo if own.is_none() && self.channels[span.owner].untouched => None,
             Role::Echo => Some(""),
-            Role::Whole(_) | Role::Raw => match self.answers.get(span.owner) {
+            Role::Whole(_) | Role::Key | Role::Raw => match self.answers.get(span.owner) {
                 Some(Answer::Release { text, .. } | Answer::Stop { text, .. }) => Some(text.as_str()),
                 Some(Answer::Keep { .. }) | None => None,
             },
@@ -628,7 +654,7 @@ fn split_release(kept: &str, text: &str, segment_ends: &[usize], parts: &mut Vec
 }
 
 fn is_whole(role: Role) -> bool {
-    matches!(role, Role::Whole(_) | Role::Raw)
+    matches!(role, Role::Whole(_) | Role::Key | Role::Raw)
 }
 
 /// True if the raw span already says `text` (decoded, for a JSON string).

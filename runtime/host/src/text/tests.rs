@@ -499,6 +499,29 @@ fn no_key_name_hides_a_value_outside_the_known_formats() {
     assert_eq!(run(&redact(), &[Event::message(chunk)], &[1]), vec![Event::message(chunk)]);
 }
 
+/// Outside the known formats keys are data too: an MCP tool's structured result or a JSON body
+/// may be a map keyed by address. The keys are judged like values (decoded, written back
+/// encoded); two masked alike leave the object with a key twice, which goes out said and
+/// counted. Inside a known format the keys are the provider's and are not handed over.
+#[test]
+fn keys_outside_the_known_formats_are_judged_and_keys_masked_alike_are_counted() {
+    let mcp = r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"users":{"alice@example.com":{"role":"admin"},"b\u006fb@example.com":{"role":"user"}}}}}"#;
+    sluicegate_guest::count::native::clear();
+    let out = run(&redact(), &[Event::message(mcp)], &[1]);
+    assert_no_address(&out);
+    let written = data(&out[0]).unwrap();
+    assert_eq!(written.matches(r#""[redacted]":{"role":"#).count(), 2, "{written}");
+    assert!(written.contains(r#"{"jsonrpc":"2.0","id":1,"result":{"structuredContent":{"users":{"#), "{written}");
+    let mut counted = Vec::new();
+    sluicegate_guest::count::native::drain(|name, n| counted.push((name.to_string(), n)));
+    assert_eq!(counted, vec![("repeated_keys".to_string(), 1)]);
+    // One address as a key: nothing repeats, nothing counted.
+    let one = r#"{"params":{"arguments":{"carol@example.org":true,"note":"x"}}}"#;
+    let out = run(&redact(), &[Event::message(one)], &[1]);
+    assert_eq!(data(&out[0]), Some(r#"{"params":{"arguments":{"[redacted]":true,"note":"x"}}}"#));
+    sluicegate_guest::count::native::drain(|name, _| panic!("counted {name}"));
+}
+
 /// Every built-in detector and an operator's pattern (the DFA is lazy: building it is cheap).
 fn patterns_config() -> sluicegate_guest::Config {
     sluicegate_guest::Config::new([("pattern.ticket".to_string(), "TCK-[0-9]{6}".to_string())])
