@@ -46,14 +46,14 @@ const STRUCTURAL: &[&str] = &[
 fn repeats_under(doc: &Doc, data: &str, at: usize) -> bool {
     match doc.node(at).kind {
         Kind::Object => {
-            let mut names: Vec<String> = Vec::new();
+            // A set, not a list: an object may have many thousands of keys.
+            let mut names = std::collections::HashSet::new();
             for (name, value) in doc.members(data, at) {
                 let mut decoded = String::new();
                 json::decode(name, &mut decoded);
-                if names.contains(&decoded) || repeats_under(doc, data, value) {
+                if !names.insert(decoded) || repeats_under(doc, data, value) {
                     return true;
                 }
-                names.push(decoded);
             }
             false
         }
