@@ -15,7 +15,7 @@ use std::time::Duration;
 
 fn stream(runtime: &Runtime, spec: &str) -> Box<dyn sluicegate::interceptor::InterceptorStream> {
     let interceptor = spec.parse::<Spec>().unwrap().load(runtime, Config::default()).unwrap();
-    interceptor.open(&StreamContext::default()).unwrap()
+    interceptor.open(&StreamContext { status: 200, ..StreamContext::default() }).unwrap()
 }
 
 /// Batch against per-event at several batch sizes; native passthrough as the floor.

@@ -41,7 +41,7 @@ fn pipeline(c: &mut Criterion) {
     for (label, specs) in chains {
         let links =
             specs.iter().map(|s| s.parse::<Spec>().unwrap().load(&runtime, Config::default()).unwrap()).collect();
-        let stream = Chain::new(links).open(&StreamContext::default()).unwrap();
+        let stream = Chain::new(links).open(&StreamContext { status: 200, ..StreamContext::default() }).unwrap();
         let mut engine = StreamEngine::new(stream, limits, 1 << 20);
         group.bench_function(BenchmarkId::new(label, BATCH), |b| {
             b.iter(|| {
@@ -85,7 +85,8 @@ fn token_stream(c: &mut Criterion) {
             ("native-patterns", "native:patterns"),
         ] {
             let link = spec.parse::<Spec>().unwrap().load(&runtime, Config::default()).unwrap();
-            let stream = Chain::new(vec![link]).open(&StreamContext::default()).unwrap();
+            let stream =
+                Chain::new(vec![link]).open(&StreamContext { status: 200, ..StreamContext::default() }).unwrap();
             let mut engine = StreamEngine::new(stream, limits, 1 << 20);
             let mut next = 0;
             group.bench_function(BenchmarkId::new(label, size), |b| {
@@ -130,7 +131,9 @@ fn many_streams(c: &mut Criterion) {
             let mut engines: Vec<StreamEngine> = (0..streams)
                 .map(|_| {
                     StreamEngine::new(
-                        Chain::new(vec![link.clone()]).open(&StreamContext::default()).unwrap(),
+                        Chain::new(vec![link.clone()])
+                            .open(&StreamContext { status: 200, ..StreamContext::default() })
+                            .unwrap(),
                         limits,
                         1 << 20,
                     )
@@ -189,7 +192,11 @@ fn json_body(c: &mut Criterion) {
         group.throughput(Throughput::Elements(n as u64));
         group.bench_function(BenchmarkId::new("patterns", n), |b| {
             b.iter(|| {
-                let mut engine = StreamEngine::new(chain.open(&StreamContext::default()).unwrap(), limits, 1 << 24);
+                let mut engine = StreamEngine::new(
+                    chain.open(&StreamContext { status: 200, ..StreamContext::default() }).unwrap(),
+                    limits,
+                    1 << 24,
+                );
                 engine.feed(bytes.clone());
                 black_box(engine.next_batch().unwrap().unwrap().bytes.len())
             })

@@ -71,7 +71,8 @@ fn budget(c: &mut Criterion) {
             let config = Config::new([("tokens".to_string(), (1u64 << 50).to_string())])
                 .with_store(Store::new(Arc::new(store.scoped("bench"))));
             let link = spec.parse::<Spec>().unwrap().load(&runtime, config).unwrap();
-            let stream = Chain::new(vec![link]).open(&StreamContext::default()).unwrap();
+            let stream =
+                Chain::new(vec![link]).open(&StreamContext { status: 200, ..StreamContext::default() }).unwrap();
             let mut engine = StreamEngine::new(stream, limits, 1 << 20);
             let mut next = 0;
             group.bench_function(BenchmarkId::new(label, size), |b| {

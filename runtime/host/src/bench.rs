@@ -123,7 +123,7 @@ pub fn measure_streams(interceptor: &Arc<dyn Interceptor>, events: &[Event], bat
 /// Times `interceptor` on batches of `batch_size` ~200-byte events; ns per event, median of rounds.
 pub fn measure(interceptor: &Arc<dyn Interceptor>, batch_size: usize) -> anyhow::Result<f64> {
     let mut stream: Box<dyn InterceptorStream> =
-        interceptor.open(&StreamContext { stream_id: "bench".into(), ..Default::default() })?;
+        interceptor.open(&StreamContext { stream_id: "bench".into(), status: 200, ..Default::default() })?;
     let input: Batch = sample_events(batch_size, 200).into_iter().collect();
     let mut output = Batch::new();
     let mut round = |length: Duration| -> anyhow::Result<f64> {

@@ -179,6 +179,10 @@ pub(super) struct Classifier {
     pub output_tokens: Option<u64>,
     /// The last event that was one delta and nothing else, as the bytes around its string.
     shape: Option<Shape>,
+    /// A client's request body: no format is recognised in it, so every key and string of it is
+    /// judged. (A request is the client's, whatever it looks like: a body given `"choices":[]`
+    /// or `"done":true` would otherwise pass what it put under `model` or `id`, or in a key.)
+    pub requests: bool,
     doc: Doc,
     scratch: String,
 }
@@ -224,7 +228,7 @@ impl Classifier {
 
     /// [`Classifier::classify`] by parsing the event.
     fn parse(&mut self, data: &str, found: &mut Found) {
-        if data == "[DONE]" {
+        if data == "[DONE]" && !self.requests {
             self.format = Format::Chat;
             found.closes.push(Close::All);
             return;
@@ -235,7 +239,9 @@ impl Classifier {
             let mut event = Event { data, doc: &doc, found, claimed: Vec::new(), scratch: &mut scratch };
             // Whether this event is of a format whose structural keys are known.
             let mut known = false;
-            if doc.node(0).kind == Kind::Object {
+            if self.requests {
+                // The client's: nothing in it is a provider's structure.
+            } else if doc.node(0).kind == Kind::Object {
                 let format = self.recognise(&mut event);
                 if format != Format::Unknown {
                     self.format = format;

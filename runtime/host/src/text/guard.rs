@@ -112,7 +112,8 @@ pub(crate) struct TextStreamState<J: Judge> {
 impl<J: Judge> TextStreamState<J> {
     pub(crate) fn new(judge: J, context: &StreamContext, max_output: usize) -> Self {
         TextStreamState {
-            engine: TextEngine::new(),
+            // Status 0: a request chain's stream (no response yet).
+            engine: if context.status == 0 { TextEngine::for_requests() } else { TextEngine::new() },
             judge,
             verdict: VerdictBuilder::new(),
             max_output,

@@ -177,6 +177,13 @@ impl TextEngine {
         Self::default()
     }
 
+    /// A client's request body: no format is recognised in it, every key and string is judged.
+    pub fn for_requests() -> Self {
+        let mut engine = Self::default();
+        engine.classifier.requests = true;
+        engine
+    }
+
     /// True once a judge stopped the stream.
     pub fn is_stopped(&self) -> bool {
         self.stopped

@@ -9,9 +9,15 @@ use sluicegate_contract::event::Event;
 use sluicegate_guest::text::PerChannel;
 use sluicegate_guest::{EndReason, StreamContext};
 
-/// `events` through `interceptor` in batches of the given sizes (cycled), then its end.
+/// `events` through `interceptor` in batches of the given sizes (cycled), then its end: a
+/// response's events.
 fn run(interceptor: &dyn Interceptor, events: &[Event], sizes: &[usize]) -> Vec<Event> {
-    let mut stream = interceptor.open(&StreamContext::default()).expect("open");
+    run_with(interceptor, events, sizes, &StreamContext { status: 200, ..StreamContext::default() })
+}
+
+/// [`run`] in `context` (status 0: a request body).
+fn run_with(interceptor: &dyn Interceptor, events: &[Event], sizes: &[usize], context: &StreamContext) -> Vec<Event> {
+    let mut stream = interceptor.open(context).expect("open");
     let mut out = Vec::new();
     let mut rest = events;
     let mut size = sizes.iter().copied().cycle();
@@ -520,6 +526,24 @@ fn keys_outside_the_known_formats_are_judged_and_keys_masked_alike_are_counted()
     let out = run(&redact(), &[Event::message(one)], &[1]);
     assert_eq!(data(&out[0]), Some(r#"{"params":{"arguments":{"[redacted]":true,"note":"x"}}}"#));
     sluicegate_guest::count::native::drain(|name, _| panic!("counted {name}"));
+}
+
+/// A request body is the client's, whatever it looks like: given the look of a provider's
+/// chunk (`"choices":[]`, `"done":true`), it still has every key and string judged, where a
+/// response of that format has its structural values and keys left alone.
+#[test]
+fn a_request_that_looks_like_a_provider_format_is_judged_whole() {
+    for disguise in [r#""choices":[]"#, r#""done":true"#, r#""type":"message_start""#] {
+        let body = format!(r#"{{{disguise},"model":"ada@example.com","id":"x","grace@example.com":1}}"#);
+        let request = StreamContext { status: 0, ..StreamContext::default() };
+        let out = run_with(&redact(), &[Event::message(body.clone())], &[1], &request);
+        assert_no_address(&out);
+        let v = json_of(&out[0]).unwrap();
+        assert_eq!((&v["model"], &v["[redacted]"]), (&json!("[redacted]"), &json!(1)), "{disguise}: {v}");
+        // As a response, the format's structure is the provider's: left as it came.
+        let out = run(&redact(), &[Event::message(body.clone())], &[1]);
+        assert!(data(&out[0]).unwrap().contains(r#""model":"ada@example.com""#), "{disguise}: {out:?}");
+    }
 }
 
 /// Every built-in detector and an operator's pattern (the DFA is lazy: building it is cheap).
