@@ -1072,8 +1072,9 @@ async fn proxy_isolation(upstream_port: &str, guest: &str, busy_ms: &str, model:
 }
 
 /// Tenant isolation: one fast stream (200 events/s through `example:passthrough`) measured alone,
-/// then beside `slow_streams` slow streams (two by default) on another route whose guest spins `busy_ms` per batch (a batch
-/// every 500 ms each: 100 ms is 20% of a 2-core machine), in interleaved rounds per thread model.
+/// then beside `slow_streams` slow streams (two by default) on another route whose guest spins
+/// `busy_ms` per batch (a batch every 500 ms each: with two, 100 ms is 20% of a 2-core machine),
+/// in interleaved rounds per thread model.
 /// The fast stream's delivery delay (upstream write to client read): p50, p99 and max.
 async fn isolation(
     busy_ms: u64,

@@ -27,9 +27,10 @@
 //! would keep a blocking thread busy per instance of it, and with as many busy threads as cores
 //! the operating system shares every core between them and the threads that serve sockets
 //! (measured with `loadtest isolation --slow-streams 10`: a neighbour's p99 at 5.9-14.1x its p99
-//! alone, 0.7-1.5x with the lanes). So slow calls share a few lanes ([`SlowCalls`], `[threads] slow_calls`, by default
-//! half the cores): a call waits for a free lane without holding a thread, and a slow tenant's
-//! streams queue behind each other rather than in front of everyone else.
+//! alone, 0.7-1.5x with the lanes). So slow calls share a few lanes ([`SlowCalls`], `[threads]
+//! slow_calls`, by default half the cores): a call waits for a free lane without holding a
+//! thread, and a slow tenant's streams queue behind each other rather than in front of everyone
+//! else.
 
 use crate::engine::StreamEngine;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
