@@ -385,6 +385,43 @@ struct Watched {
     failure: TlsFailure,
 }
 
+impl Watched {
+    fn note(&self, error: &std::io::Error) {
+        if let Some(words) = tls::describe(error) {
+            let _ = self.failure.0.set(words);
+        }
+    }
+
+    /// After a failed write on a TLS connection: a server that refused the handshake sent its
+    /// alert and closed, and hyper may write (and fail on the reset) before it reads, so the
+    /// alert would never be read and the log would say only "broken pipe". The alert is still
+    /// in the socket's receive queue: read it now. The connection is dead, so nothing is taken
+    /// from hyper; a bounded read with no waker, so it never waits.
+    fn read_last_words(&mut self) {
+        if self.failure.0.get().is_some() || !matches!(self.inner, MaybeHttpsStream::Https(_)) {
+            return;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut scratch = [std::mem::MaybeUninit::uninit(); 512];
+        for _ in 0..8 {
+            let mut buf = hyper::rt::ReadBuf::uninit(&mut scratch);
+            match hyper::rt::Read::poll_read(Pin::new(&mut self.inner), &mut cx, buf.unfilled()) {
+                Poll::Ready(Err(e)) => return self.note(&e),
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// `written`, after reading the server's last words if it failed.
+    fn after_write<T>(&mut self, written: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if let Poll::Ready(Err(_)) = &written {
+            self.read_last_words();
+        }
+        written
+    }
+}
+
 impl hyper::rt::Read for Watched {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -393,10 +430,8 @@ impl hyper::rt::Read for Watched {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Err(e)) = &polled
-            && let Some(words) = tls::describe(e)
-        {
-            let _ = this.failure.0.set(words);
+        if let Poll::Ready(Err(e)) = &polled {
+            this.note(e);
         }
         polled
     }
@@ -404,11 +439,15 @@ impl hyper::rt::Read for Watched {
 
 impl hyper::rt::Write for Watched {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.after_write(written)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        this.after_write(flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -424,7 +463,9 @@ impl hyper::rt::Write for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.after_write(written)
     }
 }
 
@@ -717,4 +758,79 @@ pub(super) fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
         next = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+
+    /// A CA's certificate, and a certificate for `localhost` it signed with its key.
+    fn ca_and_server() -> (CertificateDer<'static>, CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+        (ca.der().clone(), server.der().clone(), PrivatePkcs8KeyDer::from(key.serialize_der()).into())
+    }
+
+    /// A TLS 1.3 connection the server refused after the handshake (it wants a client
+    /// certificate; the client has none) and closed: the client's side, watched.
+    async fn refused_connection() -> Watched {
+        let (ca, cert, key) = ca_and_server();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca).unwrap();
+        let roots = Arc::new(roots);
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert], key)
+            .unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            tokio_rustls::TlsAcceptor::from(Arc::new(server)).accept(socket).await.is_err()
+        });
+        let socket = Socket::Plain(TokioIo::new(TcpStream::connect(addr).await.unwrap()));
+        let name = ServerName::try_from("localhost").unwrap();
+        // The client's handshake is over once it has sent its (empty) certificate.
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, TokioIo::new(socket)).await.unwrap();
+        assert!(refused.await.unwrap(), "the server refused the handshake, sent its alert and closed");
+        Watched { inner: MaybeHttpsStream::Https(TokioIo::new(tls)), failure: TlsFailure::default() }
+    }
+
+    #[tokio::test]
+    async fn a_refused_client_certificate_is_named_when_a_write_fails_before_any_read() {
+        let mut watched = refused_connection().await;
+        // Writes until one fails (the first is answered with a reset), never reading: what
+        // hyper's HTTP/2 connection does when it flushes before it reads.
+        let mut failed = None;
+        for _ in 0..1000 {
+            let written =
+                std::future::poll_fn(|cx| hyper::rt::Write::poll_write(Pin::new(&mut watched), cx, b"GET")).await;
+            if let Err(e) = written {
+                failed = Some(e);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let failed = failed.expect("a write to a closed connection fails");
+        let noted = watched.failure.0.get().cloned().unwrap_or_default();
+        assert!(noted.contains("client certificate"), "the write failed with {failed}; noted: {noted:?}");
+    }
 }
