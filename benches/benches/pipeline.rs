@@ -4,10 +4,12 @@
 //!
 //! `cargo bench -p sluicegate-benches --bench pipeline` (`-- pipeline-tokens` for the LLM token
 //! stream alone, `-- pipeline-streams` for batches of one over 1,000 streams taken in turn,
-//! `-- json-body` for one large JSON body).
+//! `-- json-body` for one large JSON body, `-- formats` for whole answers in each provider's
+//! format).
 #![allow(missing_docs)] // criterion's macros generate public items without docs
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sluicegate::batch::Batch;
 use sluicegate::chain::Chain;
 use sluicegate::engine::{BatchLimits, StreamEngine};
 use sluicegate::host::{Limits, Runtime};
@@ -205,9 +207,41 @@ fn json_body(c: &mut Criterion) {
     group.finish();
 }
 
+/// One whole answer (~300 token events, `sluicegate bench --events`'s sample) in each provider's
+/// format through `native:redact`, in batches of 1 and 64, per event: what the streaming-text
+/// engine's format work costs where a format's chunks do not keep one shape (Responses numbers
+/// every event, so each is parsed).
+fn formats(c: &mut Criterion) {
+    let runtime = Runtime::new(Limits::default()).unwrap();
+    let redact = "native:redact".parse::<Spec>().unwrap().load(&runtime, Config::default()).unwrap();
+    let context = StreamContext { status: 200, ..StreamContext::default() };
+    let mut group = c.benchmark_group("formats");
+    for format in ["openai-chat", "openai-responses", "anthropic", "gemini", "ollama"] {
+        let Ok(sluicegate::bench::Events::Streams(events)) = sluicegate::bench::Events::from_source(format) else {
+            panic!("{format} is a built-in sample");
+        };
+        group.throughput(Throughput::Elements(events.len() as u64));
+        for size in [1, BATCH] {
+            let batches: Vec<Batch> = events.chunks(size).map(|c| c.iter().cloned().collect()).collect();
+            let mut output = Batch::new();
+            group.bench_function(BenchmarkId::new(format, size), |b| {
+                b.iter(|| {
+                    let mut stream = redact.open(&context).unwrap();
+                    for batch in &batches {
+                        stream.process(batch, &mut output).unwrap();
+                    }
+                    stream.finish(sluicegate::EndReason::UpstreamClosed, &mut output).unwrap();
+                    black_box(output.len())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(30);
-    targets = pipeline, token_stream, many_streams, json_body
+    targets = pipeline, token_stream, many_streams, json_body, formats
 }
 criterion_main!(benches);

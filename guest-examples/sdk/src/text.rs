@@ -24,14 +24,15 @@ use std::collections::HashMap;
 pub enum ChannelKind {
     /// The answer's text.
     Content,
-    /// The arguments of a tool call: a JSON text streamed in pieces.
+    /// The arguments of a tool call: a JSON text streamed in pieces, or, where a format gives them
+    /// as an object, each of its keys and strings whole.
     ToolArguments,
     /// Reasoning (thinking, a reasoning summary).
     Reasoning,
     /// A refusal's text.
     Refusal,
-    /// Any other text: a string value outside the channels, a key of JSON in no recognised
-    /// format, an event that is not JSON.
+    /// Any other text: a string value outside the channels, a key (any key of JSON in no
+    /// recognised format, a key outside a format's schema), an event that is not JSON.
     Other,
 }
 

@@ -422,13 +422,17 @@ async fn real_llm_sdks_see_tool_arguments_and_reasoning_redacted() {
 /// same answer as the JSON array `streamGenerateContent` returns without `alt=sse`, with an
 /// address split across chunks (and across array elements) and one written with a JSON escape,
 /// through `serve` with `example:redact`: no address reaches the client in either form, and the
-/// array is still the JSON a client parses.
+/// array is still the JSON a client parses. The last chunk carries a function call whose
+/// arguments (an object) hold addresses under `id`, a key Gemini uses for structure, and as a
+/// key: both are masked too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_streams_and_arrays_are_redacted_through_the_proxy() {
+    let call = json!({"functionCall": {"name": "send", "args": {"id": "dan@example.net", "eve@example.net": 1}}});
     let chunk = |text: &str, finish: bool| {
         let mut candidate = json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
         if finish {
             candidate["finishReason"] = json!("STOP");
+            candidate["content"]["parts"].as_array_mut().unwrap().push(call.clone());
         }
         json!({"candidates": [candidate], "modelVersion": "gemini-test"})
     };
@@ -466,5 +470,7 @@ async fn gemini_streams_and_arrays_are_redacted_through_the_proxy() {
         let text: String =
             values.iter().filter_map(|v| v["candidates"][0]["content"]["parts"][0]["text"].as_str()).collect();
         assert_eq!(text, expected, "{query:?}");
+        let args = &values.last().unwrap()["candidates"][0]["content"]["parts"][1]["functionCall"]["args"];
+        assert_eq!(args, &json!({"id": "[redacted]", "[redacted]": 1}), "{query:?}");
     }
 }

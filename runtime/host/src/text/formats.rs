@@ -9,10 +9,14 @@
 //! | Gemini (`alt=sse`) | `candidates[i].content.parts[].text` (content; reasoning when `thought`) | the candidate's `finishReason` |
 //! | Ollama (JSON lines) | `message.content` or `response` (content), `message.thinking` or `thinking` (reasoning) | `"done": true` |
 //!
-//! Everything else of an event that is a string value (not a number, not one of the structural
-//! keys below, not a key of a recognised format) is a whole text; in JSON of no recognised format
-//! keys are whole texts as well; an event whose data is not JSON is one raw whole text.
-//! Keys and values are compared decoded, so `"t\u0065xt_delta"` is `text_delta`.
+//! Everything else of an event that is a string value (not a number, not the value of one of the
+//! structural keys below) is a whole text, and so is every key outside the formats' schemas
+//! ([`SCHEMA_KEYS`]; in JSON of no recognised format, every key). What a model or a client fills
+//! (tool-call arguments given as objects: Gemini's `functionCall.args`, Ollama's
+//! `tool_calls[].function.arguments`, Anthropic's `tool_use.input`; Responses' `metadata`) is
+//! judged whole, every key and string of it, whatever the keys are called. An event whose data is
+//! not JSON is one raw whole text. Keys and values are compared decoded, so `"t\u0065xt_delta"`
+//! is `text_delta`.
 
 use super::ChannelKind;
 use sluicegate_guest::json::{self, Doc, Kind};
@@ -42,6 +46,189 @@ const STRUCTURAL: &[&str] = &[
     "service_tier",
 ];
 
+/// The keys of the recognised formats' schemas (their union, sorted): not handed to a guard in an
+/// event of one of them. Any other key is, as any key is in JSON of no recognised format: closed by
+/// default, so a key a provider adds later costs a guard call, and a key an upstream puts data in
+/// is judged. The objects a model or a client fills (tool-call arguments, metadata) are judged
+/// whole, keys and all, whatever their keys' names (see [`Event::free_form`]).
+const SCHEMA_KEYS: &[&str] = &[
+    "accepted_prediction_tokens",
+    "action",
+    "annotation",
+    "annotation_index",
+    "annotations",
+    "args",
+    "arguments",
+    "audio",
+    "audio_tokens",
+    "avgLogprobs",
+    "background",
+    "blockReason",
+    "blocked",
+    "bytes",
+    "cache_creation",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "cachedContentTokenCount",
+    "cached_tokens",
+    "call_id",
+    "candidates",
+    "candidatesTokenCount",
+    "candidatesTokensDetails",
+    "category",
+    "choices",
+    "citationMetadata",
+    "citationSources",
+    "citations",
+    "cited_text",
+    "code",
+    "codeExecutionResult",
+    "completed_at",
+    "completion_tokens",
+    "completion_tokens_details",
+    "container",
+    "content",
+    "content_block",
+    "content_index",
+    "context",
+    "conversation",
+    "created",
+    "created_at",
+    "data",
+    "delta",
+    "description",
+    "done",
+    "done_reason",
+    "effort",
+    "encrypted_content",
+    "endIndex",
+    "end_index",
+    "ephemeral_1h_input_tokens",
+    "ephemeral_5m_input_tokens",
+    "error",
+    "eval_count",
+    "eval_duration",
+    "executableCode",
+    "file_id",
+    "filename",
+    "finishMessage",
+    "finishReason",
+    "finish_reason",
+    "format",
+    "function",
+    "functionCall",
+    "groundingMetadata",
+    "id",
+    "images",
+    "incomplete_details",
+    "index",
+    "inlineData",
+    "input",
+    "input_tokens",
+    "input_tokens_details",
+    "instructions",
+    "item",
+    "item_id",
+    "language",
+    "license",
+    "load_duration",
+    "logprob",
+    "logprobs",
+    "logprobsResult",
+    "max_output_tokens",
+    "max_tool_calls",
+    "message",
+    "metadata",
+    "mimeType",
+    "modality",
+    "model",
+    "modelVersion",
+    "name",
+    "obfuscation",
+    "object",
+    "outcome",
+    "output",
+    "output_index",
+    "output_tokens",
+    "output_tokens_details",
+    "parallel_tool_calls",
+    "param",
+    "parameters",
+    "part",
+    "partial_json",
+    "parts",
+    "previous_response_id",
+    "probability",
+    "prompt",
+    "promptFeedback",
+    "promptTokenCount",
+    "promptTokensDetails",
+    "prompt_cache_key",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "prompt_tokens",
+    "prompt_tokens_details",
+    "reason",
+    "reasoning",
+    "reasoning_content",
+    "reasoning_tokens",
+    "refusal",
+    "rejected_prediction_tokens",
+    "response",
+    "responseId",
+    "role",
+    "safetyRatings",
+    "safety_identifier",
+    "sequence_number",
+    "server_tool_use",
+    "service_tier",
+    "signature",
+    "startIndex",
+    "start_index",
+    "status",
+    "stop_reason",
+    "stop_sequence",
+    "store",
+    "strict",
+    "summary",
+    "summary_index",
+    "system_fingerprint",
+    "temperature",
+    "text",
+    "thinking",
+    "thought",
+    "thoughtSignature",
+    "thoughtsTokenCount",
+    "title",
+    "token",
+    "tokenCount",
+    "toolUsePromptTokenCount",
+    "tool_calls",
+    "tool_choice",
+    "tools",
+    "top_logprobs",
+    "top_p",
+    "totalTokenCount",
+    "total_duration",
+    "total_tokens",
+    "truncation",
+    "type",
+    "uri",
+    "url",
+    "usage",
+    "usageMetadata",
+    "user",
+    "verbosity",
+    "web_search_requests",
+];
+
+/// True if `name` (decoded) is one of the [`SCHEMA_KEYS`].
+fn is_schema_key(name: &str) -> bool {
+    static SET: std::sync::LazyLock<rustc_hash::FxHashSet<&str>> =
+        std::sync::LazyLock::new(|| SCHEMA_KEYS.iter().copied().collect());
+    SET.contains(name)
+}
+
 /// True if an object at or under node `at` has a key twice.
 fn repeats_under(doc: &Doc, data: &str, at: usize) -> bool {
     match doc.node(at).kind {
@@ -60,6 +247,16 @@ fn repeats_under(doc: &Doc, data: &str, at: usize) -> bool {
         Kind::Array => doc.items(at).any(|item| repeats_under(doc, data, item)),
         _ => false,
     }
+}
+
+thread_local! {
+    static EMPTY_KEY: Arc<str> = Arc::from("");
+}
+
+/// The key of a part that belongs to no channel: one shared `Arc` per thread, not an allocation
+/// per part (a large JSON body has thousands).
+fn empty_key() -> Arc<str> {
+    EMPTY_KEY.with(Arc::clone)
 }
 
 /// The formats recognised.
@@ -87,9 +284,10 @@ pub(super) enum Role {
     Delta(ChannelKind),
     /// A text seen whole (a JSON string value), of this kind.
     Whole(ChannelKind),
-    /// A key of an object in JSON of no recognised format (an MCP message, a body), seen whole:
-    /// there keys are data too (a map keyed by address, account or file name).
-    Key,
+    /// A key of an object, seen whole, of this kind: any key in JSON of no recognised format (an
+    /// MCP message, a body: a map keyed by address, account or file name), a key outside the
+    /// format's schema in one, every key of an object a model or a client fills.
+    Key(ChannelKind),
     /// A whole event that is not JSON: its data, raw.
     Raw,
     /// A repeat of the content channel `key`'s tokens (logprobs): it follows that text's fate.
@@ -239,15 +437,14 @@ impl Classifier {
             let mut event = Event { data, doc: &doc, found, claimed: Vec::new(), scratch: &mut scratch };
             // Whether this event is of a format whose structural keys are known.
             let mut known = false;
-            if self.requests {
-                // The client's: nothing in it is a provider's structure.
-            } else if doc.node(0).kind == Kind::Object {
+            // A request is the client's: nothing in it is a provider's structure.
+            if !self.requests && doc.node(0).kind == Kind::Object {
                 let format = self.recognise(&mut event);
                 if format != Format::Unknown {
                     self.format = format;
                     known = true;
                 }
-            } else if doc.node(0).kind == Kind::Array {
+            } else if !self.requests && doc.node(0).kind == Kind::Array {
                 // Gemini without `alt=sse`: one JSON array of the same objects, read in order.
                 for element in doc.items(0).collect::<Vec<_>>() {
                     if let Some(candidates) = doc.get(data, element, "candidates") {
@@ -260,7 +457,7 @@ impl Classifier {
             }
             event.rest_as_wholes(0, None, known);
         } else if !data.is_empty() {
-            found.parts.push(Part { start: 0, end: data.len(), role: Role::Raw, key: Arc::from("") });
+            found.parts.push(Part { start: 0, end: data.len(), role: Role::Raw, key: empty_key() });
         }
         self.doc = doc;
         self.scratch = scratch;
@@ -330,6 +527,12 @@ impl Classifier {
                     event.delta(arguments, || format!("{key}tool/{tool}"), ChannelKind::ToolArguments);
                 }
             }
+            // A whole completion (a JSON body): its tool calls' arguments.
+            let calls = doc.get(data, choice, "message").and_then(|m| doc.get(data, m, "tool_calls"));
+            for call in calls.into_iter().flat_map(|t| doc.items(t)) {
+                let arguments = doc.get(data, call, "function").and_then(|f| doc.get(data, f, "arguments"));
+                event.free_form(arguments, ChannelKind::ToolArguments);
+            }
             let logprobs = doc.get(data, choice, "logprobs").and_then(|l| doc.get(data, l, "content"));
             for token in logprobs.into_iter().flat_map(|c| doc.items(c)) {
                 event.echo(doc.get(data, token, "token"), || format!("{key}content"));
@@ -370,6 +573,7 @@ impl Classifier {
             event.delta(delta, || key, kind);
             return;
         }
+        responses_free_forms(event);
         let close = |key: String| vec![Close::Key(key)];
         let closes = match kind {
             "response.created" => {
@@ -417,7 +621,19 @@ impl Classifier {
                 self.deltas += 1;
                 event.delta(doc.get(data, delta, field), || key, kind);
             }
-            "content_block_start" if !self.open_blocks.contains(&index) => self.open_blocks.push(index),
+            "content_block_start" => {
+                let block = doc.get(data, 0, "content_block");
+                event.free_form(block.and_then(|b| doc.get(data, b, "input")), ChannelKind::ToolArguments);
+                if !self.open_blocks.contains(&index) {
+                    self.open_blocks.push(index);
+                }
+            }
+            "message_start" => {
+                let blocks = doc.get(data, 0, "message").and_then(|m| doc.get(data, m, "content"));
+                for block in blocks.into_iter().flat_map(|b| doc.items(b)) {
+                    event.free_form(doc.get(data, block, "input"), ChannelKind::ToolArguments);
+                }
+            }
             "content_block_stop" => {
                 self.open_blocks.retain(|&b| b != index);
                 event.found.closes.push(Close::Prefix(key));
@@ -448,6 +664,11 @@ impl Classifier {
             ChannelKind::Reasoning,
         );
         event.delta(doc.get(data, 0, "thinking"), || "ollama/thinking".into(), ChannelKind::Reasoning);
+        let calls = message.and_then(|m| doc.get(data, m, "tool_calls"));
+        for call in calls.into_iter().flat_map(|t| doc.items(t)) {
+            let arguments = doc.get(data, call, "function").and_then(|f| doc.get(data, f, "arguments"));
+            event.free_form(arguments, ChannelKind::ToolArguments);
+        }
         if doc.is_true(data, doc.get(data, 0, "done")) {
             event.found.closes.push(Close::All);
         }
@@ -469,10 +690,26 @@ fn gemini(event: &mut Event<'_, '_>, candidates: usize) {
                 false => (format!("gemini/{index}/text"), ChannelKind::Content),
             };
             event.delta(doc.get(data, part, "text"), || key, kind);
+            let call = doc.get(data, part, "functionCall");
+            event.free_form(call.and_then(|c| doc.get(data, c, "args")), ChannelKind::ToolArguments);
         }
         if doc.is(doc.get(data, candidate, "finishReason"), Kind::String) {
             event.found.closes.push(Close::Prefix(format!("gemini/{index}/")));
         }
+    }
+}
+
+/// The parts of a Responses event a model or a client fills: the arguments of function calls
+/// (`arguments` of the event, of its `item`, of its response's `output` items) and the
+/// response's `metadata`.
+fn responses_free_forms(event: &mut Event<'_, '_>) {
+    let (doc, data) = (event.doc, event.data);
+    event.free_form(doc.get(data, 0, "arguments"), ChannelKind::ToolArguments);
+    let response = doc.get(data, 0, "response");
+    event.free_form(response.and_then(|r| doc.get(data, r, "metadata")), ChannelKind::Other);
+    let output = response.and_then(|r| doc.get(data, r, "output"));
+    for item in doc.get(data, 0, "item").into_iter().chain(output.into_iter().flat_map(|o| doc.items(o))) {
+        event.free_form(doc.get(data, item, "arguments"), ChannelKind::ToolArguments);
     }
 }
 
@@ -503,12 +740,7 @@ impl<'a> Event<'a, '_> {
     /// The decoded value of string node `at`, if it is one (borrowed when it has no escape).
     fn value(&mut self, at: Option<usize>) -> Option<std::borrow::Cow<'a, str>> {
         let raw = self.doc.raw_str(self.data, at)?;
-        if !raw.contains('\\') {
-            return Some(raw.into());
-        }
-        self.scratch.clear();
-        json::decode(raw, self.scratch);
-        Some(self.scratch.clone().into())
+        Some(self.decoded(raw))
     }
 
     /// String node `at` (if it is one) is streamed text of channel `key` (made only if it is).
@@ -529,23 +761,17 @@ impl<'a> Event<'a, '_> {
     }
 
     /// Every string value under node `at` not claimed and not under a structural key, as a
-    /// whole text (`key`: the key it is the value of).
-    /// (With `known`, the event is of a recognised format and its structural keys' values are
-    /// left out, and so are its keys: the format's. In any other JSON every key is a whole text
-    /// too.)
+    /// whole text (`key`: the key it is the value of), and every key not of the format's schema.
+    /// (With `known`, the event is of a recognised format: its structural keys' values are left
+    /// out, and so are its [`SCHEMA_KEYS`]. In any other JSON every key is a whole text too.)
     fn rest_as_wholes(&mut self, at: usize, key: Option<&str>, known: bool) {
         let (doc, data) = (self.doc, self.data);
         let node = doc.node(at);
+        if self.claimed.contains(&at) {
+            return;
+        }
         match node.kind {
-            Kind::String if !(self.claimed.contains(&at) || known && is_structural(key)) => {
-                let part = Part {
-                    start: node.start,
-                    end: node.end,
-                    role: Role::Whole(ChannelKind::Other),
-                    key: Arc::from(""),
-                };
-                self.found.parts.push(part);
-            }
+            Kind::String if !(known && is_structural(key)) => self.whole(at, Role::Whole(ChannelKind::Other)),
             Kind::Array => {
                 for item in doc.items(at) {
                     self.rest_as_wholes(item, key, known);
@@ -553,23 +779,55 @@ impl<'a> Event<'a, '_> {
             }
             Kind::Object => {
                 for (name, value) in doc.members(data, at) {
-                    if !known {
-                        let name_node = doc.node(value - 1); // a member's key precedes its value
-                        let part =
-                            Part { start: name_node.start, end: name_node.end, role: Role::Key, key: Arc::from("") };
-                        self.found.parts.push(part);
+                    let name = self.decoded(name);
+                    if !(known && is_schema_key(&name)) {
+                        self.whole(value - 1, Role::Key(ChannelKind::Other)); // a member's key precedes its value
                     }
-                    if name.contains('\\') {
-                        self.scratch.clear();
-                        json::decode(name, self.scratch);
-                        let name = self.scratch.clone();
-                        self.rest_as_wholes(value, Some(&name), known);
-                    } else {
-                        self.rest_as_wholes(value, Some(name), known);
-                    }
+                    self.rest_as_wholes(value, Some(&name), known);
                 }
             }
             _ => {}
         }
+    }
+
+    /// An object (or any value) a model or a client fills, under node `at`: tool-call arguments,
+    /// metadata. Its keys are whatever the writer chose, so every key and every string in it is a
+    /// whole text of `kind`, none left out for its name (an argument called `id` or `status` is
+    /// judged like any other).
+    fn free_form(&mut self, at: Option<usize>, kind: ChannelKind) {
+        let Some(at) = at.filter(|&a| !self.claimed.contains(&a)) else { return };
+        self.claimed.push(at);
+        self.judge_all(at, kind);
+    }
+
+    fn judge_all(&mut self, at: usize, kind: ChannelKind) {
+        let doc = self.doc;
+        match doc.node(at).kind {
+            Kind::String => self.whole(at, Role::Whole(kind)),
+            Kind::Array => doc.items(at).for_each(|item| self.judge_all(item, kind)),
+            Kind::Object => {
+                for (_, value) in doc.members(self.data, at) {
+                    self.whole(value - 1, Role::Key(kind)); // a member's key precedes its value
+                    self.judge_all(value, kind);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// String node `at` (a value or a key) as a whole text.
+    fn whole(&mut self, at: usize, role: Role) {
+        let node = self.doc.node(at);
+        self.found.parts.push(Part { start: node.start, end: node.end, role, key: empty_key() });
+    }
+
+    /// `name` (a key as written) decoded, borrowed when it has no escape.
+    fn decoded(&mut self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        if !name.contains('\\') {
+            return name.into();
+        }
+        self.scratch.clear();
+        json::decode(name, self.scratch);
+        self.scratch.clone().into()
     }
 }

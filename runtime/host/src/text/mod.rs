@@ -293,12 +293,8 @@ impl TextEngine {
                     Some(channel) => channel,
                     None => continue,
                 },
-                Role::Whole(kind) => {
+                Role::Whole(kind) | Role::Key(kind) => {
                     let Some(item) = self.whole_item(raw, false, kind, prefilter) else { continue };
-                    item
-                }
-                Role::Key => {
-                    let Some(item) = self.whole_item(raw, false, ChannelKind::Other, prefilter) else { continue };
                     item
                 }
                 Role::Raw => {
@@ -504,7 +500,8 @@ impl TextEngine {
     /// twice, and a client's parser keeps one of its values: said in the log and counted
     /// (`repeated_keys`) rather than lost silently. Checked only when a key changed.
     fn note_repeated_keys(&mut self, data: &str, spans: Range<usize>, rendered: &str) {
-        let key_changed = self.spans[spans].iter().any(|s| s.role == Role::Key && self.changes(data, s, None));
+        let key_changed =
+            self.spans[spans].iter().any(|s| matches!(s.role, Role::Key(_)) && self.changes(data, s, None));
         if key_changed && self.classifier.repeats_a_key(rendered) {
             tracing::warn!("keys rewritten alike now repeat in one JSON object: a client keeps one of their values");
             sluicegate_guest::count::native::add("repeated_keys", 1);
@@ -555,7 +552,7 @@ impl TextEngine {
             }
             Role::Echo if own.is_none() && self.channels[span.owner].untouched => None,
             Role::Echo => Some(""),
-            Role::Whole(_) | Role::Key | Role::Raw => match self.answers.get(span.owner) {
+            Role::Whole(_) | Role::Key(_) | Role::Raw => match self.answers.get(span.owner) {
                 Some(Answer::Release { text, .. } | Answer::Stop { text, .. }) => Some(text.as_str()),
                 Some(Answer::Keep { .. }) | None => None,
             },
@@ -661,7 +658,7 @@ fn split_release(kept: &str, text: &str, segment_ends: &[usize], parts: &mut Vec
 }
 
 fn is_whole(role: Role) -> bool {
-    matches!(role, Role::Whole(_) | Role::Key | Role::Raw)
+    matches!(role, Role::Whole(_) | Role::Key(_) | Role::Raw)
 }
 
 /// True if the raw span already says `text` (decoded, for a JSON string).

@@ -593,3 +593,127 @@ proptest! {
         prop_assert_eq!(got, whole, "{}", shape.name);
     }
 }
+
+/// The parts the classifier finds in `events` (one stream, in order), with their text.
+fn parts_of(events: &[Event]) -> Vec<(super::formats::Role, String)> {
+    let mut classifier = super::formats::Classifier::default();
+    let mut found = super::formats::Found::default();
+    let mut parts = Vec::new();
+    for event in events {
+        let data = data(event).unwrap_or("");
+        classifier.classify(data, &mut found);
+        parts.extend(found.parts.iter().map(|p| (p.role, data[p.start..p.end].to_string())));
+    }
+    parts
+}
+
+/// Events as the providers write them, with the fields the samples leave out (usage details,
+/// safety ratings, a whole response object, cache figures, Ollama's timings).
+fn full_provider_events() -> Vec<Event> {
+    vec![
+        message(json!({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",
+            "service_tier":"default","system_fingerprint":"fp","obfuscation":"x","choices":[],
+            "usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,
+                "prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},
+                "completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,
+                    "accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}})),
+        named(
+            "response.completed",
+            json!({"type":"response.completed","sequence_number":9,"response":{
+            "id":"resp_1","object":"response","created_at":1,"status":"completed","background":false,
+            "error":null,"incomplete_details":null,"instructions":null,"max_output_tokens":null,
+            "model":"m","output":[{"id":"fc_1","type":"function_call","status":"completed",
+                "arguments":"{}","call_id":"call_1","name":"f"}],"parallel_tool_calls":true,
+            "previous_response_id":null,"reasoning":{"effort":null,"summary":null},"store":true,
+            "temperature":1.0,"text":{"format":{"type":"text"},"verbosity":"medium"},"tool_choice":"auto",
+            "tools":[],"top_p":1.0,"truncation":"disabled","metadata":{},"user":null,
+            "usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":0},"output_tokens":3,
+                "output_tokens_details":{"reasoning_tokens":0},"total_tokens":12}}}),
+        ),
+        named(
+            "message_start",
+            json!({"type":"message_start","message":{"id":"msg_1","type":"message",
+            "role":"assistant","model":"m","content":[],"stop_reason":null,"stop_sequence":null,
+            "usage":{"input_tokens":9,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,
+                "cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":0},
+                "output_tokens":1,"service_tier":"standard"}}}),
+        ),
+        named(
+            "content_block_start",
+            json!({"type":"content_block_start","index":1,
+            "content_block":{"type":"tool_use","id":"toolu_1","name":"f","input":{}}}),
+        ),
+        message(json!({"candidates":[{"content":{"parts":[{"text":"hi","thoughtSignature":"c2ln"}],"role":"model"},
+            "finishReason":"STOP","index":0,"safetyRatings":[{"category":"HARM_CATEGORY_HARASSMENT",
+                "probability":"NEGLIGIBLE"}]}],
+            "usageMetadata":{"promptTokenCount":9,"candidatesTokenCount":3,"totalTokenCount":12,
+                "thoughtsTokenCount":0,"promptTokensDetails":[{"modality":"TEXT","tokenCount":9}]},
+            "modelVersion":"m","responseId":"r1"})),
+        message(json!({"model":"m","created_at":"t","message":{"role":"assistant","content":""},"done":true,
+            "done_reason":"stop","total_duration":1,"load_duration":1,"prompt_eval_count":9,
+            "prompt_eval_duration":1,"eval_count":3,"eval_duration":1})),
+    ]
+}
+
+/// In a recognised format the provider's keys cost nothing: none of them is handed to a guard,
+/// in the sample streams of every format or in events with every field providers add.
+#[test]
+fn the_providers_own_keys_are_not_handed_over() {
+    use super::samples::{self, Format};
+    let deltas = samples::tokens(samples::ANSWER);
+    let mut streams: Vec<Vec<Event>> = Format::ALL.iter().map(|&f| samples::stream(f, &deltas)).collect();
+    streams.extend(full_provider_events().into_iter().map(|e| vec![e]));
+    for events in streams {
+        let keys: Vec<_> =
+            parts_of(&events).into_iter().filter(|(r, _)| matches!(r, super::formats::Role::Key(_))).collect();
+        assert!(keys.is_empty(), "{keys:?} in {:?}", data(&events[0]));
+    }
+}
+
+/// What a model fills (tool-call arguments as objects) and what a client fills (metadata) has
+/// keys of the writer's choosing: every key and string of it is judged, as tool arguments where
+/// it is some, including those under a key a provider uses for structure (`id`, `status`), which
+/// elsewhere in its format is not handed over. A key outside the format's schema anywhere in an
+/// event is judged too.
+#[test]
+fn what_a_model_fills_is_judged_whatever_its_keys_are_called() {
+    use super::formats::Role;
+    let args = json!({"id":"ada.lovelace@example.com","status":"ok","ada.lovelace@example.com":{"type":"ada.lovelace@example.com"}});
+    let events = [
+        message(
+            json!({"candidates":[{"content":{"parts":[{"functionCall":{"name":"send","args":args}}],"role":"model"},"index":0}]}),
+        ),
+        message(json!({"model":"m","created_at":"t","message":{"role":"assistant","content":"",
+            "tool_calls":[{"function":{"name":"send","arguments":args}}]},"done":false})),
+        named(
+            "content_block_start",
+            json!({"type":"content_block_start","index":0,
+            "content_block":{"type":"tool_use","id":"toolu_1","name":"send","input":args}}),
+        ),
+        named(
+            "response.completed",
+            json!({"type":"response.completed","response":{"id":"r","status":"completed",
+            "output":[],"metadata":args}}),
+        ),
+        message(json!({"id":"c","object":"chat.completion.chunk","choices":[],"ada.lovelace@example.com":1})),
+    ];
+    for (i, event) in events.iter().enumerate() {
+        let out = run(&redact(), std::slice::from_ref(event), &[1]);
+        assert_no_address(&out);
+        assert!(data(&out[0]).unwrap().contains("[redacted]"), "{out:?}");
+        let kind = if i < 3 { super::ChannelKind::ToolArguments } else { super::ChannelKind::Other };
+        let parts = parts_of(std::slice::from_ref(event));
+        let judged = |text: &str| -> Vec<Role> { parts.iter().filter(|(_, t)| t == text).map(|(r, _)| *r).collect() };
+        if i == 4 {
+            assert_eq!(judged("ada.lovelace@example.com"), [Role::Key(kind)], "{parts:?}");
+            continue;
+        }
+        // The value of `id`, a key, the value of the nested `type` (in any order).
+        let address = judged("ada.lovelace@example.com");
+        let count = |role: Role| address.iter().filter(|&&r| r == role).count();
+        assert_eq!((count(Role::Whole(kind)), count(Role::Key(kind))), (2, 1), "event {i}: {parts:?}");
+        for key in ["id", "status", "type"] {
+            assert_eq!(judged(key), [Role::Key(kind)], "event {i}, key {key}: {parts:?}");
+        }
+    }
+}
