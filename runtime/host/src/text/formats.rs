@@ -3,8 +3,8 @@
 //!
 //! | format | channels (kind) | closes |
 //! |---|---|---|
-//! | OpenAI Chat | `choices[i].delta.content` (content), `.refusal` (refusal), `.reasoning_content` / `.reasoning` (reasoning), `.tool_calls[j].function.arguments` (tool arguments); `logprobs.content[].token` and `top_logprobs[].token` follow the content | the choice's `finish_reason`; `[DONE]` closes all |
-//! | OpenAI Responses | `response.output_text.delta`, `.refusal.delta`, `.function_call_arguments.delta`, `.reasoning_summary_text.delta`, `.reasoning_text.delta` | their `.done`, `content_part.done`, `output_item.done` (the item), `response.completed` / `.incomplete` / `.failed` (all) |
+//! | OpenAI Chat | `choices[i].delta.content` and `.audio.transcript` (content), `.refusal` (refusal), `.reasoning_content` / `.reasoning` (reasoning), `.tool_calls[j].function.arguments` and `.function_call.arguments` (tool arguments); `logprobs.content[].token` and `top_logprobs[].token` follow the content | the choice's `finish_reason`; `[DONE]` closes all |
+//! | OpenAI Responses | every `response.*.delta` but `response.audio.delta`: `output_text` and `audio.transcript` (content), `refusal`, `function_call_arguments`, `custom_tool_call_input`, `mcp_call_arguments` and `code_interpreter_call_code` (tool arguments), `reasoning_summary_text`, `reasoning_text` (reasoning), any other (other) | their `.done`, `content_part.done`, `output_item.done` (the item), `response.completed` / `.incomplete` / `.failed` (all) |
 //! | Anthropic Messages | `content_block_delta` with `text_delta` (content), `input_json_delta` (tool arguments), `thinking_delta` (reasoning) | `content_block_stop`; `message_delta`, `message_stop` close all |
 //! | Gemini (`alt=sse`) | `candidates[i].content.parts[].text` (content; reasoning when `thought`) | the candidate's `finishReason` |
 //! | Ollama (JSON lines) | `message.content` or `response` (content), `message.thinking` or `thinking` (reasoning) | `"done": true` |
@@ -109,6 +109,7 @@ const SCHEMA_KEYS: &[&str] = &[
     "eval_count",
     "eval_duration",
     "executableCode",
+    "expires_at",
     "file_id",
     "filename",
     "finishMessage",
@@ -117,6 +118,7 @@ const SCHEMA_KEYS: &[&str] = &[
     "format",
     "function",
     "functionCall",
+    "function_call",
     "groundingMetadata",
     "id",
     "images",
@@ -211,6 +213,7 @@ const SCHEMA_KEYS: &[&str] = &[
     "totalTokenCount",
     "total_duration",
     "total_tokens",
+    "transcript",
     "truncation",
     "type",
     "uri",
@@ -519,6 +522,12 @@ impl Classifier {
                 for field in ["reasoning_content", "reasoning"] {
                     event.delta(doc.get(data, delta, field), || format!("{key}reasoning"), ChannelKind::Reasoning);
                 }
+                // The spoken answer's transcript (audio output), and a call of the deprecated
+                // `functions` API: both streamed in pieces.
+                let transcript = doc.get(data, delta, "audio").and_then(|a| doc.get(data, a, "transcript"));
+                event.delta(transcript, || format!("{key}audio"), ChannelKind::Content);
+                let call = doc.get(data, delta, "function_call").and_then(|f| doc.get(data, f, "arguments"));
+                event.delta(call, || format!("{key}function_call"), ChannelKind::ToolArguments);
                 for (position, call) in
                     doc.get(data, delta, "tool_calls").into_iter().flat_map(|t| doc.items(t)).enumerate()
                 {
@@ -555,20 +564,11 @@ impl Classifier {
         let content = doc.index(data, doc.get(data, 0, "content_index")).unwrap_or(0);
         let summary = doc.index(data, doc.get(data, 0, "summary_index")).unwrap_or(0);
         let delta = doc.get(data, 0, "delta");
-        let channel = match kind {
-            "response.output_text.delta" => Some((format!("resp/{item}/text/{content}"), ChannelKind::Content)),
-            "response.refusal.delta" => Some((format!("resp/{item}/refusal/{content}"), ChannelKind::Refusal)),
-            "response.function_call_arguments.delta" => {
-                Some((format!("resp/{item}/arguments"), ChannelKind::ToolArguments))
-            }
-            "response.reasoning_summary_text.delta" => {
-                Some((format!("resp/{item}/summary/{summary}"), ChannelKind::Reasoning))
-            }
-            "response.reasoning_text.delta" => {
-                Some((format!("resp/{item}/reasoning/{content}"), ChannelKind::Reasoning))
-            }
-            _ => None,
-        };
+        let channel = kind.strip_suffix(".delta").and_then(|name| {
+            let (part, kind) = responses_channel(name)?;
+            let index = if part == "summary" { summary } else { content };
+            Some((format!("resp/{item}/{part}/{index}"), kind))
+        });
         if let Some((key, kind)) = channel {
             event.delta(delta, || key, kind);
             return;
@@ -583,14 +583,9 @@ impl Classifier {
                 }
                 vec![]
             }
-            "response.output_text.done" => close(format!("resp/{item}/text/{content}")),
-            "response.refusal.done" => close(format!("resp/{item}/refusal/{content}")),
             "response.content_part.done" => {
                 [close(format!("resp/{item}/text/{content}")), close(format!("resp/{item}/refusal/{content}"))].concat()
             }
-            "response.function_call_arguments.done" => close(format!("resp/{item}/arguments")),
-            "response.reasoning_summary_text.done" => close(format!("resp/{item}/summary/{summary}")),
-            "response.reasoning_text.done" => close(format!("resp/{item}/reasoning/{content}")),
             "response.output_item.done" => {
                 let id = doc.get(data, 0, "item").and_then(|i| event.value(doc.get(data, i, "id")));
                 id.map(|id| vec![Close::Prefix(format!("resp/{id}/"))]).unwrap_or_default()
@@ -600,7 +595,11 @@ impl Classifier {
                 self.usage(doc, data, response.and_then(|r| doc.get(data, r, "usage")), "output_tokens");
                 vec![Close::All]
             }
-            _ => vec![],
+            other => match other.strip_suffix(".done").and_then(responses_channel) {
+                Some(("summary", _)) => close(format!("resp/{item}/summary/{summary}")),
+                Some((part, _)) => close(format!("resp/{item}/{part}/{content}")),
+                None => vec![],
+            },
         };
         event.found.closes.extend(closes);
     }
@@ -697,6 +696,27 @@ fn gemini(event: &mut Event<'_, '_>, candidates: usize) {
             event.found.closes.push(Close::Prefix(format!("gemini/{index}/")));
         }
     }
+}
+
+/// The channel part and kind of a Responses event streamed in pieces, by its type without
+/// `.delta` (or `.done`, which closes it). Types not named here that are streamed in pieces
+/// (`response.*.delta`, a `delta` string) are channels too, of kind other, so that a text split
+/// across them is judged whole; only audio (base64, not text) is not.
+fn responses_channel(name: &str) -> Option<(&str, ChannelKind)> {
+    let name = name.strip_prefix("response.")?;
+    Some(match name {
+        "output_text" => ("text", ChannelKind::Content),
+        "refusal" => ("refusal", ChannelKind::Refusal),
+        "function_call_arguments" => ("arguments", ChannelKind::ToolArguments),
+        "reasoning_summary_text" => ("summary", ChannelKind::Reasoning),
+        "reasoning_text" => ("reasoning", ChannelKind::Reasoning),
+        "audio.transcript" => ("transcript", ChannelKind::Content),
+        "custom_tool_call_input" | "mcp_call_arguments" | "code_interpreter_call_code" => {
+            (name, ChannelKind::ToolArguments)
+        }
+        "audio" => return None,
+        other => (other, ChannelKind::Other),
+    })
 }
 
 /// The parts of a Responses event a model or a client fills: the arguments of function calls
