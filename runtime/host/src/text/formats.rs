@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | OpenAI Chat | `choices[i].delta.content` and `.audio.transcript` (content), `.refusal` (refusal), `.reasoning_content` / `.reasoning` (reasoning), `.tool_calls[j].function.arguments` and `.function_call.arguments` (tool arguments); `logprobs.content[].token` and `top_logprobs[].token` follow the content | the choice's `finish_reason`; `[DONE]` closes all |
 //! | OpenAI Responses | every `response.*.delta` but `response.audio.delta`: `output_text` and `audio.transcript` (content), `refusal`, `function_call_arguments`, `custom_tool_call_input`, `mcp_call_arguments` and `code_interpreter_call_code` (tool arguments), `reasoning_summary_text`, `reasoning_text` (reasoning), any other (other) | their `.done`, `content_part.done`, `output_item.done` (the item), `response.completed` / `.incomplete` / `.failed` (all) |
-//! | Anthropic Messages | `content_block_delta` with `text_delta` (content), `input_json_delta` (tool arguments), `thinking_delta` (reasoning) | `content_block_stop`; `message_delta`, `message_stop` close all |
+//! | Anthropic Messages | `content_block_delta` with `text_delta` (content), `input_json_delta` (tool arguments), `thinking_delta` (reasoning), a delta type not known yet with one string (other) | `content_block_stop`; `message_delta`, `message_stop` close all |
 //! | Gemini (`alt=sse`) | `candidates[i].content.parts[].text` (content; reasoning when `thought`) | the candidate's `finishReason` |
 //! | Ollama (JSON lines) | `message.content` or `response` (content), `message.thinking` or `thinking` (reasoning) | `"done": true` |
 //!
@@ -611,14 +611,20 @@ impl Classifier {
         match kind {
             "content_block_delta" => {
                 let Some(delta) = doc.get(data, 0, "delta") else { return };
-                let (field, kind) = match event.value(doc.get(data, delta, "type")).as_deref() {
-                    Some("text_delta") => ("text", ChannelKind::Content),
-                    Some("input_json_delta") => ("partial_json", ChannelKind::ToolArguments),
-                    Some("thinking_delta") => ("thinking", ChannelKind::Reasoning),
-                    _ => return,
+                let field = |name| doc.get(data, delta, name);
+                let (text, kind) = match event.value(doc.get(data, delta, "type")).as_deref() {
+                    Some("text_delta") => (field("text"), ChannelKind::Content),
+                    Some("input_json_delta") => (field("partial_json"), ChannelKind::ToolArguments),
+                    Some("thinking_delta") => (field("thinking"), ChannelKind::Reasoning),
+                    // The thinking block's signature is the provider's (checked on the next
+                    // turn); a citation is a whole object.
+                    Some("signature_delta" | "citations_delta") | None => return,
+                    // A kind of delta not known yet: its one string is a channel, so that a text
+                    // split across its pieces is judged whole (closed by default).
+                    Some(_) => (only_string_member(doc, data, delta), ChannelKind::Other),
                 };
                 self.deltas += 1;
-                event.delta(doc.get(data, delta, field), || key, kind);
+                event.delta(text, || key, kind);
             }
             "content_block_start" => {
                 let block = doc.get(data, 0, "content_block");
@@ -731,6 +737,15 @@ fn responses_free_forms(event: &mut Event<'_, '_>) {
     for item in doc.get(data, 0, "item").into_iter().chain(output.into_iter().flat_map(|o| doc.items(o))) {
         event.free_form(doc.get(data, item, "arguments"), ChannelKind::ToolArguments);
     }
+}
+
+/// The value of object `at`'s one string member other than `type`, if it has exactly one.
+fn only_string_member(doc: &Doc, data: &str, at: usize) -> Option<usize> {
+    let kind = doc.get(data, at, "type"); // compared decoded
+    let mut strings =
+        doc.members(data, at).map(|(_, value)| value).filter(|&v| Some(v) != kind && doc.node(v).kind == Kind::String);
+    let first = strings.next()?;
+    strings.next().is_none().then_some(first)
 }
 
 /// `"key":value,` for each of `keys` present in object `at`, values as written.

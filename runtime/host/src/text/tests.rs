@@ -492,6 +492,19 @@ fn shapes() -> Vec<Shape> {
             read: |v| v.pointer("/delta/partial_json")?.as_str().map(Into::into),
         },
         Shape {
+            // A kind of delta not known today is a channel too: closed by default.
+            name: "anthropic delta of a kind not known",
+            events: |d| {
+                typed(
+                    d,
+                    "content_block_delta",
+                    |t| json!({"type":"content_block_delta","index":2,"delta":{"type":"note_delta","note":t}}),
+                    json!({"type":"content_block_stop","index":2}),
+                )
+            },
+            read: |v| v.pointer("/delta/note")?.as_str().map(Into::into),
+        },
+        Shape {
             name: "anthropic thinking",
             events: |d| {
                 typed(
